@@ -1,0 +1,200 @@
+"""Split a `Document` into `Chunk`s that follow its structure and fit the embedder's window.
+
+Chunks never cross a heading/article boundary, are packed from whole blocks where possible, fall back to sentences
+and then to words for oversized blocks, and repeat up to `overlap_tokens` of the previous chunk. Sizes are counted
+with the embedder's own tokenizer on exactly the text that is embedded (heading line included), so nothing is lost to
+truncation; `Chunker.split` re-checks every chunk and shrinks any that would not fit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from .load import Block, Document
+
+TokenCounter = Callable[[Sequence[str]], list[int]]
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+(?=[\"'«(\[]?[A-ZÀ-ÖØ-Þ0-9])|\n+")
+_WORD = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    doc_id: str
+    ordinal: int
+    text: str  # == document.text[start:end]
+    start: int
+    end: int
+    page: int | None
+    heading_path: tuple[str, ...]
+    lang: str
+    title: str
+
+    @property
+    def embed_text(self) -> str:
+        """What the embedder and BM25 see: the heading line gives a passage its context."""
+        heading = " > ".join(self.heading_path)
+        return f"{heading}\n{self.text}" if heading else self.text
+
+    @property
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.embed_text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Piece:
+    start: int
+    end: int
+    tokens: int
+
+
+class Chunker:
+    def __init__(self, count_tokens: TokenCounter, max_tokens: int, overlap_tokens: int):
+        if overlap_tokens >= max_tokens:
+            raise ValueError(f"overlap_tokens ({overlap_tokens}) must be smaller than max_tokens ({max_tokens})")
+        self.count_tokens = count_tokens
+        self.max_tokens = max_tokens
+        self.overlap_tokens = overlap_tokens
+
+    def split(self, doc: Document) -> list[Chunk]:
+        chunks: list[Chunk] = []
+        for heading_path, blocks in _sections(doc):
+            budget = self.max_tokens - self._heading_tokens(heading_path)
+            pieces = self._pieces(doc.text, blocks, budget)
+            for start, end in self._pack(pieces, budget):
+                chunks.append(self._chunk(doc, len(chunks), start, end, heading_path, blocks))
+        return self._enforce_budget(doc, chunks)
+
+    def _heading_tokens(self, heading_path: tuple[str, ...]) -> int:
+        if not heading_path:
+            return 0
+        return self.count_tokens([" > ".join(heading_path)])[0] + 1
+
+    def _pieces(self, text: str, blocks: list[Block], budget: int) -> list[_Piece]:
+        """Whole blocks where they fit, else their sentences, else word windows."""
+        spans = [(b.start, b.end) for b in blocks]
+        counts = self.count_tokens([text[s:e] for s, e in spans])
+        pieces: list[_Piece] = []
+        for (start, end), tokens in zip(spans, counts):
+            if tokens <= budget:
+                pieces.append(_Piece(start, end, tokens))
+            else:
+                pieces.extend(self._split_span(text, start, end, budget, _sentence_spans))
+        return pieces
+
+    def _split_span(self, text, start, end, budget, splitter) -> list[_Piece]:
+        spans = splitter(text, start, end)
+        counts = self.count_tokens([text[s:e] for s, e in spans])
+        pieces: list[_Piece] = []
+        for (s, e), tokens in zip(spans, counts):
+            if tokens <= budget:
+                pieces.append(_Piece(s, e, tokens))
+            elif splitter is _sentence_spans:
+                pieces.extend(self._split_span(text, s, e, budget, _word_spans))
+            else:  # a single "word" longer than the budget (e.g. a URL or table row without spaces)
+                pieces.extend(self._split_characters(text, s, e, budget))
+        return _merge_words(pieces, budget) if splitter is _word_spans else pieces
+
+    def _split_characters(self, text, start, end, budget) -> list[_Piece]:
+        step = max(1, budget * 2)  # a token covers at least one character; two keeps windows under budget
+        pieces = []
+        for s in range(start, end, step):
+            e = min(end, s + step)
+            pieces.append(_Piece(s, e, self.count_tokens([text[s:e]])[0]))
+        return pieces
+
+    def _pack(self, pieces: list[_Piece], budget: int) -> list[tuple[int, int]]:
+        """Greedy packing of consecutive pieces; each new chunk starts with the tail of the previous one."""
+        windows: list[tuple[int, int]] = []
+        i = 0
+        while i < len(pieces):
+            j, used = i, 0
+            while j < len(pieces) and used + pieces[j].tokens <= budget:
+                used += pieces[j].tokens
+                j += 1
+            j = max(j, i + 1)
+            windows.append((pieces[i].start, pieces[j - 1].end))
+            if j >= len(pieces):
+                break
+            i = self._overlap_start(pieces, i, j)
+        return windows
+
+    def _overlap_start(self, pieces: list[_Piece], first: int, stop: int) -> int:
+        back, used = stop, 0
+        while back - 1 > first and used + pieces[back - 1].tokens <= self.overlap_tokens:
+            used += pieces[back - 1].tokens
+            back -= 1
+        return back
+
+    def _chunk(self, doc, ordinal, start, end, heading_path, blocks) -> Chunk:
+        page = next((b.page for b in blocks if b.start <= start < b.end or start < b.start), None)
+        return Chunk(doc.doc_id, ordinal, doc.text[start:end], start, end, page, heading_path, doc.lang, doc.title)
+
+    def _enforce_budget(self, doc: Document, chunks: list[Chunk]) -> list[Chunk]:
+        """Token counts of joined pieces can exceed their sum by a few; shrink the rare chunk that does."""
+        counts = self.count_tokens([c.embed_text for c in chunks])
+        fixed: list[Chunk] = []
+        for chunk, tokens in zip(chunks, counts):
+            if tokens <= self.max_tokens:
+                fixed.append(chunk)
+                continue
+            halves = _halve(chunk.text)
+            for offset_start, offset_end in halves:
+                part = replace(
+                    chunk, text=chunk.text[offset_start:offset_end],
+                    start=chunk.start + offset_start, end=chunk.start + offset_end,
+                )
+                fixed.extend(self._enforce_budget(doc, [part]))
+        return [replace(c, ordinal=i) for i, c in enumerate(fixed)]
+
+
+def _sections(doc: Document) -> list[tuple[tuple[str, ...], list[Block]]]:
+    """Consecutive blocks that share a heading path; chunks never span two of them."""
+    blocks = doc.blocks or [Block(0, len(doc.text))]
+    sections: list[tuple[tuple[str, ...], list[Block]]] = []
+    for block in blocks:
+        if block.end <= block.start:
+            continue
+        if sections and sections[-1][0] == block.heading_path and sections[-1][1][-1].page == block.page:
+            sections[-1][1].append(block)
+        else:
+            sections.append((block.heading_path, [block]))
+    return sections
+
+
+def _sentence_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    spans, cursor = [], start
+    for match in _SENTENCE_END.finditer(text, start, end):
+        if match.start() > cursor:
+            spans.append((cursor, match.start()))
+        cursor = match.end()
+    if cursor < end:
+        spans.append((cursor, end))
+    return spans
+
+
+def _word_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    return [(m.start(), m.end()) for m in _WORD.finditer(text, start, end)]
+
+
+def _merge_words(pieces: list[_Piece], budget: int) -> list[_Piece]:
+    """Words are too fine to pack across: group them into windows close to the budget."""
+    merged: list[_Piece] = []
+    for piece in pieces:
+        if merged and merged[-1].tokens + piece.tokens <= budget:
+            last = merged[-1]
+            merged[-1] = _Piece(last.start, piece.end, last.tokens + piece.tokens)
+        else:
+            merged.append(piece)
+    return merged
+
+
+def _halve(text: str) -> list[tuple[int, int]]:
+    middle = len(text) // 2
+    cut = text.rfind(" ", 0, middle)
+    cut = middle if cut <= 0 else cut
+    rest = cut + 1 if text[cut : cut + 1] == " " else cut
+    return [(0, cut), (rest, len(text))]

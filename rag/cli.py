@@ -1,0 +1,188 @@
+"""The `rag` command: a thin adapter over `Pipeline`. Errors become one line on stderr and a non-zero exit.
+
+Exit codes: 0 success, 1 some inputs failed (ingest), 2 usage or configuration error, 3 index error, 4 not found.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import ConfigError, IndexError_, InputError, NotFoundError, RagError
+from .settings import Settings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Sovereign RAG: on-premise document QA.")
+config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration.")
+app.add_typer(config_app, name="config")
+
+_EXIT_CODES = ((ConfigError, 2), (InputError, 2), (IndexError_, 3), (NotFoundError, 4), (RagError, 1))
+
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file")]
+JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output (see docs/cli.md)")]
+
+
+class _State:
+    config: Path | None = None
+
+
+@app.callback()
+def _main(config: ConfigOption = None) -> None:
+    _State.config = config
+
+
+def _settings() -> Settings:
+    return load_settings(_State.config)
+
+
+def _pipeline():
+    from .pipeline import Pipeline
+
+    return Pipeline(_settings())
+
+
+def _print_json(payload) -> None:
+    typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+
+
+@config_app.command("show")
+def config_show(json_out: JsonOption = False) -> None:
+    """Print the effective configuration (defaults < YAML < environment)."""
+    settings = _settings()
+    if json_out:
+        _print_json(settings.model_dump(mode="json"))
+    else:
+        import yaml
+
+        typer.echo(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False, allow_unicode=True).rstrip())
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders (recursive)")],
+    label: Annotated[Optional[list[str]], typer.Option("--label", "-l", help="access label (repeatable)")] = None,
+    json_out: JsonOption = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+) -> None:
+    """Add or update documents; unchanged files cost nothing."""
+    pipeline = _pipeline()
+    report = pipeline.ingest(paths, labels=label, progress=not quiet and not json_out)
+    if json_out:
+        _print_json(report.to_dict())
+    else:
+        for source, reason in report.failed:
+            typer.echo(f"failed: {reason}", err=True)
+        typer.echo(
+            f"{len(report.added)} added, {len(report.updated)} updated, {len(report.unchanged)} unchanged, "
+            f"{len(report.failed)} failed; {report.chunks} chunks ({report.chunks_embedded} embedded) "
+            f"in {report.seconds:.1f}s"
+        )
+    raise typer.Exit(1 if report.failed else 0)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="the question")],
+    k: Annotated[int, typer.Option("-k", min=1, max=100, help="passages to return")] = 5,
+    mode: Annotated[str, typer.Option(help="hybrid | dense | bm25")] = "hybrid",
+    doc: Annotated[Optional[list[str]], typer.Option("--doc", help="only these document ids")] = None,
+    lang: Annotated[Optional[list[str]], typer.Option("--lang", help="only documents in these languages")] = None,
+    label: Annotated[Optional[list[str]], typer.Option("--label", help="only documents these labels admit")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Find passages without generating an answer."""
+    from .store import SearchFilter
+
+    if mode not in ("hybrid", "dense", "bm25"):
+        raise InputError(f"--mode must be hybrid, dense or bm25, not {mode!r}")
+    if not query.strip():
+        raise InputError("the query is empty")
+    search_filter = SearchFilter(
+        doc_ids=frozenset(doc) if doc else None, langs=frozenset(lang) if lang else None,
+        labels=frozenset(label) if label else None,
+    )
+    hits = _pipeline().search(query, k=k, mode=mode, search_filter=search_filter)
+    if json_out:
+        _print_json({"query": query, "mode": mode, "k": k, "hits": [h.to_dict() for h in hits]})
+        return
+    if not hits:
+        typer.echo("no passages found")
+    for rank, hit in enumerate(hits, 1):
+        c = hit.chunk
+        where = " > ".join(c.heading_path)
+        page = f" p.{c.page}" if c.page else ""
+        typer.echo(f"[{rank}] {hit.score:.4f}  {c.title}{page}  {where}  ({c.doc_id})")
+        typer.echo("    " + " ".join(c.text.split())[:300])
+
+
+@app.command()
+def docs(json_out: JsonOption = False) -> None:
+    """List indexed documents."""
+    records = _pipeline().documents()
+    if json_out:
+        _print_json([_doc_dict(d) for d in records])
+        return
+    for d in records:
+        typer.echo(f"{d.doc_id}  {d.lang}  {d.format:11}  {d.chunks:5} chunks  [{','.join(d.labels)}]  {d.title}")
+    typer.echo(f"{len(records)} documents")
+
+
+def _doc_dict(d) -> dict:
+    from dataclasses import asdict
+
+    return {**asdict(d), "labels": list(d.labels)}
+
+
+@app.command()
+def delete(doc_ids: Annotated[list[str], typer.Argument(help="document ids (see `rag docs`)")]) -> None:
+    """Remove documents from every part of the index."""
+    removed = _pipeline().delete(doc_ids)
+    typer.echo(f"deleted {len(removed)} document(s)")
+
+
+@app.command()
+def stats(json_out: JsonOption = False) -> None:
+    """Index size and consistency figures."""
+    figures = _pipeline().stats()
+    if json_out:
+        _print_json(figures)
+        return
+    for key in ("directory", "generation", "documents", "chunks", "vectors", "bm25_rows", "languages", "bytes_on_disk"):
+        typer.echo(f"{key:14} {figures[key]}")
+    embedder = figures["manifest"]["embedder"]
+    typer.echo(f"{'embedder':14} {embedder['name']} ({embedder['fingerprint'][:12]}, {embedder['backend']})")
+
+
+@app.command()
+def reindex(quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False) -> None:
+    """Rebuild every chunk and vector with the current embedder and chunker settings."""
+    report = _pipeline().reindex(progress=not quiet)
+    typer.echo(f"reindexed {len(report.updated)} documents, {report.chunks} chunks in {report.seconds:.1f}s")
+
+
+def main() -> None:
+    """Console entry point: one readable line and an exit code for every expected failure."""
+    try:
+        result = app(standalone_mode=False)
+        sys.exit(result if isinstance(result, int) else 0)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except RagError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(next(code for kind, code in _EXIT_CODES if isinstance(exc, kind)))
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

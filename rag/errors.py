@@ -1,0 +1,63 @@
+"""Exceptions raised by the pipeline; the front doors translate them, nothing else does.
+
+    RagError                      base: every message names the value, the limit and the fix
+    ├── ConfigError               settings invalid or inconsistent (bad YAML, unknown field, missing model file)
+    ├── LoadError                 one input file cannot be read (corrupt, encrypted, empty, unsupported)
+    ├── IndexError_               the on-disk index cannot be used
+    │   ├── IndexLockedError      another writer holds the index lock
+    │   ├── IndexMismatchError    the index was built by another embedder/chunker: run `rag reindex`
+    │   └── IndexCorruptError     the files disagree and cannot be repaired
+    ├── NotFoundError             a document id that the caller may see does not exist
+    ├── InputError                a request is malformed (empty question, too long, bad filter)
+    ├── AccessDeniedError         the principal lacks a right (admin action, missing key)
+    ├── BusyError                 the generation queue is full; retry later
+    └── GenerationError           the language model backend failed
+"""
+
+
+class RagError(Exception):
+    """Base class of all errors this package raises on purpose."""
+
+
+class ConfigError(RagError):
+    pass
+
+
+class LoadError(RagError):
+    pass
+
+
+class IndexError_(RagError):
+    pass
+
+
+class IndexLockedError(IndexError_):
+    pass
+
+
+class IndexMismatchError(IndexError_):
+    pass
+
+
+class IndexCorruptError(IndexError_):
+    pass
+
+
+class NotFoundError(RagError):
+    pass
+
+
+class InputError(RagError):
+    pass
+
+
+class AccessDeniedError(RagError):
+    pass
+
+
+class BusyError(RagError):
+    pass
+
+
+class GenerationError(RagError):
+    pass

@@ -1,0 +1,1039 @@
+"""Turn files into `Document`s: extracted text plus the structure the chunker follows.
+
+Every loader returns one flat `text` and `blocks` that point into it by character offsets, so that any chunk can be
+traced back to the exact span of the extracted text (and, for PDFs, to its page).
+
+The format is decided from the content, never trusted from the file name: uploads arrive with arbitrary names, and
+a parser fed the wrong kind of file fails in confusing ways. Every problem with an input file surfaces as one
+`LoadError` line naming the file and the reason; no parser exception escapes.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import io
+import json
+import os
+import re
+import threading
+import unicodedata
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lxml import etree
+
+from .errors import LoadError
+from .language import detect_language
+
+
+@dataclass(frozen=True)
+class Block:
+    """A structural unit of a document (paragraph, article body, heading) as a span of `Document.text`."""
+
+    start: int
+    end: int
+    heading_path: tuple[str, ...] = ()
+    page: int | None = None  # 1-based, PDFs only
+
+
+@dataclass
+class Document:
+    source: str  # file path as given, or an upload name
+    title: str
+    text: str
+    format: str  # pdf | docx | html | markdown | text | akoma-ntoso | formex
+    lang: str  # fr | de | en | lb | ... ("und" when unknown)
+    sha256: str  # of the file's bytes
+    blocks: list[Block] = field(default_factory=list)
+    pages: int | None = None
+
+    @property
+    def doc_id(self) -> str:
+        return document_id(self.source)
+
+
+def document_id(source: str) -> str:
+    """A stable id per file location, so re-ingesting the same path replaces the same document."""
+    name = Path(source).stem.lower()
+    slug = "".join(ch if ch.isalnum() else "-" for ch in name).strip("-")[:48] or "doc"
+    digest = hashlib.sha1(str(Path(source).resolve()).encode()).hexdigest()[:8]
+    return f"{slug}-{digest}"
+
+
+# Inside folders only these are picked up, so that ingesting a tree skips its images, JSON sidecars and archives;
+# a file named explicitly is always tried (and its content decides).
+DOCUMENT_SUFFIXES = frozenset({".pdf", ".docx", ".html", ".htm", ".xhtml", ".md", ".markdown", ".txt", ".text", ".xml"})
+
+MAX_DOCX_UNCOMPRESSED = 200 * 1024 * 1024
+MAX_DOCX_RATIO = 100  # real documents compress 3-20x; only crafted archives reach 100x ...
+DOCX_RATIO_FLOOR = 10 * 1024 * 1024  # ... and below this size a high ratio is harmless to parse anyway
+
+
+# ---------------------------------------------------------------------------------------------------- public API
+
+
+def load_document(path: Path) -> Document:
+    """Read one file and extract it like an upload of the same bytes."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LoadError(f"{path}: cannot read file ({exc.strerror or exc})") from None
+    return load_bytes(data, str(path))
+
+
+def load_bytes(data: bytes, name: str) -> Document:
+    """Extract an uploaded file's text and structure; `name` is only used for messages, titles and tie-breaks."""
+    if not data.strip():
+        raise LoadError(f"{name}: empty file")
+    fmt = detect_format(data, name)
+    if fmt is None:
+        raise LoadError(f"{name}: unsupported file type ({_describe_unsupported(data)})")
+    try:
+        parsed = _PARSERS[fmt](data, name)
+    except LoadError:
+        raise
+    except Exception as exc:  # a parser choking on hostile input must still give one clean LoadError
+        raise LoadError(f"{name}: cannot read {fmt} file ({_one_line(exc)})") from exc
+    text = parsed.builder.text
+    if not text:
+        hint = " - scanned pages without a text layer? OCR is not supported" if fmt == "pdf" else ""
+        raise LoadError(f"{name}: no extractable text{hint}")
+    return Document(
+        source=name,
+        title=parsed.title or _stem(name),
+        text=text,
+        format=fmt,
+        lang=detect_language(_prose(text)),
+        sha256=hashlib.sha256(data).hexdigest(),
+        blocks=parsed.builder.blocks,
+        pages=parsed.pages,
+    )
+
+
+def iter_input_files(paths: list[Path]) -> Iterator[Path]:
+    """Each given file, and the document files inside each given folder (recursively, sorted); each file once.
+
+    Inside folders, hidden files and folders (".git", ".DS_Store") and non-document suffixes are skipped, and
+    symlinked folders are not followed, so a link cycle cannot make ingestion loop.
+    """
+    seen: set[Path] = set()
+    for path in map(Path, paths):
+        if not path.exists():
+            raise LoadError(f"{path}: no such file or directory")
+        files = _files_under(path) if path.is_dir() else [path]
+        for file in files:
+            key = file.resolve()
+            if key not in seen:
+                seen.add(key)
+                yield file
+
+
+def detect_format(data: bytes, name: str) -> str | None:
+    """The format of `data` judged from its content; the name's extension only breaks ties between text formats."""
+    if b"%PDF-" in data[:1024]:  # the spec tolerates junk before the header
+        return "pdf"
+    if data.startswith(b"PK\x03\x04"):
+        return _zip_format(data, name)
+    text = _decode_prefix(data)
+    if text is None:
+        return None
+    head = text.lstrip("\ufeff \t\r\n")
+    if head.startswith("<"):
+        return _markup_format(head, data, name)
+    return _plain_format(data, text, name)
+
+
+# ----------------------------------------------------------------------------------------- assembling the text
+
+
+class _TextBuilder:
+    """Concatenates cleaned block texts with blank lines between them and records each block's span."""
+
+    SEPARATOR = "\n\n"
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._length = 0
+        self.blocks: list[Block] = []
+
+    def add(self, text: str, heading_path: tuple[str, ...] = (), page: int | None = None) -> None:
+        text = _clean(text)
+        if not text:
+            return
+        if self._parts:
+            self._parts.append(self.SEPARATOR)
+            self._length += len(self.SEPARATOR)
+        self._parts.append(text)
+        self.blocks.append(Block(self._length, self._length + len(text), heading_path, page))
+        self._length += len(text)
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+
+@dataclass
+class _Parsed:
+    builder: _TextBuilder
+    title: str = ""
+    pages: int | None = None
+
+
+class _Outline:
+    """The heading path of documents whose headings carry levels (HTML, Markdown, DOCX)."""
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[int, str]] = []
+
+    def enter(self, level: int, title: str) -> tuple[str, ...]:
+        while self._stack and self._stack[-1][0] >= level:
+            self._stack.pop()
+        title = _one_line(title)
+        if title:
+            self._stack.append((level, title))
+        return self.path
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        return tuple(title for _, title in self._stack)
+
+
+# control characters, soft hyphens, zero-width marks, BOMs, non-characters, private-use glyphs (symbol-font bullets)
+_REMOVED_CHARS = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\u00ad\u200b-\u200d\u2060\ufeff\ufffe\uffff\ue000-\uf8ff]")
+_LIGATURES = {"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl", "\ufb05": "st",
+              "\ufb06": "st"}  # fmt: skip
+_LIGATURE = re.compile("[\ufb00-\ufb06]")
+_HSPACE = re.compile(r"[^\S\n]+")
+
+
+def _clean(text: str) -> str:
+    """Canonical block text: NFC, no invisible characters, single spaces, no blank lines (they separate blocks)."""
+    text = _LIGATURE.sub(lambda m: _LIGATURES[m.group()], unicodedata.normalize("NFC", text))
+    text = _REMOVED_CHARS.sub("", text.replace("\r\n", "\n").replace("\r", "\n").replace("\f", "\n"))
+    lines = (_HSPACE.sub(" ", line).strip() for line in text.split("\n"))
+    return "\n".join(line for line in lines if line)
+
+
+def _prose(text: str) -> str:
+    """The sentences, for language identification: lists and tables of names mislead it (village names read as lb)."""
+    prose = "\n".join(line for line in text.split("\n") if " | " not in line and line.count(" ") >= 5)
+    return prose if len(prose) >= 200 else text
+
+
+def _one_line(value: object, limit: int = 300) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _stem(name: str) -> str:
+    return Path(name).stem or name
+
+
+def _first_line_title(builder: _TextBuilder, limit: int = 150) -> str:
+    """A fallback title: the document's first line, when it looks like one (a lone "CODE" says less than the name)."""
+    if not builder.blocks:
+        return ""
+    first = builder.text[builder.blocks[0].start : builder.blocks[0].end].split("\n")[0]
+    return first if len(first) <= limit and len(first.split()) >= 2 else ""
+
+
+# ------------------------------------------------------------------------------------------------ input files
+
+
+def _files_under(folder: Path) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(root, f) for f in files if not f.startswith(".") and Path(f).suffix.lower() in DOCUMENT_SUFFIXES]
+    return sorted(found)
+
+
+# -------------------------------------------------------------------------------------------- format detection
+
+_BINARY_KINDS = {  # only to word the "unsupported" message helpfully
+    b"\x89PNG": "PNG image",
+    b"\xff\xd8\xff": "JPEG image",
+    b"GIF8": "GIF image",
+    b"\xd0\xcf\x11\xe0": "legacy Office file (.doc/.xls): save it as .docx",
+    b"\x1f\x8b": "gzip archive",
+    b"PK\x03\x04": "ZIP archive that is not a Word document",
+    b"{\\rtf": "RTF document: save it as .docx",
+}
+_FORMEX_ROOTS = frozenset({"ACT", "CONS.ACT", "CONS.DOC", "CONS.ANNEX", "CONS.OTH", "GENERAL", "ANNEX", "AGR"})
+_HTML_DOCUMENT = re.compile(r"<(!doctype\s+html|html)[\s>]", re.IGNORECASE)
+_XML_ROOT = re.compile(  # the first element after the prolog (declaration, comments, doctype, instructions)
+    r"(?:\s|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>\[]*(?:\[.*?\])?\s*>)*<([A-Za-z_][\w.:-]*)", re.DOTALL | re.IGNORECASE
+)
+_HTML_FRAGMENT = re.compile(  # the WHATWG sniffing tags: a text starting with one of these is HTML
+    r"<(head|body|script|iframe|h1|div|font|table|a|style|title|b|br|p|!--)[\s>/]", re.IGNORECASE
+)
+_MARKDOWN_SIGNS = re.compile(r"^(#{1,6} \S|```|~~~|\S.*\n(=+|-+)\s*$)", re.MULTILINE)
+_TEXT_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text"}
+
+
+def _zip_format(data: bytes, name: str) -> str | None:
+    """A ZIP is a Word document only if it holds the main document part; a broken one keeps its .docx claim."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return "docx" if "word/document.xml" in archive.namelist() else None
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return "docx" if Path(name).suffix.lower() == ".docx" else None
+
+
+def _decode_prefix(data: bytes, size: int = 65536) -> str | None:
+    """Enough decoded text to judge the format, or None when the bytes are not text at all."""
+    prefix = data[:size]
+    text = _decode(prefix, final=len(data) <= size)
+    return text if text is not None and _looks_textual(text) else None
+
+
+def _decode(data: bytes, final: bool = True) -> str | None:
+    """UTF-8 (with or without BOM), UTF-16 with BOM, else cp1252/latin-1 for legacy Western files."""
+    for bom, codec in (
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if data.startswith(bom):
+            try:
+                return codecs.getincrementaldecoder(codec)().decode(data, final=final)
+            except UnicodeDecodeError:
+                return None
+    try:
+        return codecs.getincrementaldecoder("utf-8")().decode(data, final=final)
+    except UnicodeDecodeError:
+        pass
+    if b"\x00" in data:
+        return None
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
+
+
+def _looks_textual(text: str) -> bool:
+    """Text has almost no control characters; binary junk decoded as cp1252 is full of them."""
+    return len(_CONTROL_CHARS.findall(text)) <= len(text) * 0.01
+
+
+def _markup_format(head: str, data: bytes, name: str) -> str | None:
+    """html, akoma-ntoso or formex from the root element; None for other XML vocabularies."""
+    if _HTML_DOCUMENT.match(head):
+        return "html"
+    root = _XML_ROOT.match(head)
+    root_name = root.group(1).rpartition(":")[2] if root else ""
+    if root_name.lower() == "akomantoso":
+        return "akoma-ntoso"
+    if root_name in _FORMEX_ROOTS:
+        return "formex"
+    if root_name.lower() == "html":
+        return "html"
+    if _HTML_FRAGMENT.match(head):
+        # Markdown may open with inline HTML (a centred logo); only a full HTML document overrides ".md"
+        return "markdown" if Path(name).suffix.lower() in (".md", ".markdown") else "html"
+    return None if head.startswith("<?xml") else _plain_format(data, head, name)
+
+
+def _plain_format(data: bytes, text: str, name: str) -> str | None:
+    """markdown or text; the extension decides when it names one of them, the content otherwise."""
+    if text.startswith(("{", "[")) and _is_json(data):
+        return None  # data, not prose: indexing JSON produces useless passages
+    suffix = Path(name).suffix.lower()
+    if suffix in _TEXT_SUFFIXES:
+        return _TEXT_SUFFIXES[suffix]
+    return "markdown" if _MARKDOWN_SIGNS.search(text) else "text"
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
+def _describe_unsupported(data: bytes) -> str:
+    for magic, kind in _BINARY_KINDS.items():
+        if data.startswith(magic):
+            return kind
+    if _decode_prefix(data) is None:
+        return "binary content"
+    return "text that is neither prose, Markdown, HTML, Akoma Ntoso nor Formex"
+
+
+# ------------------------------------------------------------------------------------------------------ PDF
+
+_pdfium_lock = threading.Lock()  # PDFium is not thread-safe; the server may load uploads concurrently
+
+_ARTICLE_HEAD = re.compile(  # "Art. 1er.", "Art. 5bis.", "Art. L. 121-1.", "Article 12", "Article unique."
+    r"^«?\s?(Art\.|Article)\s?((?:[LRAD]\.\s?)?(?:\d+(?:[-.]\d+)*|[IVXLC]+)(?:er|re)?"
+    r"(?:\s?(?:bis|ter|quater|quinquies|sexies|septies|octies|nonies|decies))?|unique|premier)"
+    r"(?=\s*(?:\.|$|[-\u2013\u2014]\s))"
+)
+_CODE_PREFIX = re.compile(r"^([LRAD])\.\s?")  # codes number "Art. L. 121-1"; "L.121-1" is the same article
+_ARTICLE_SUBJECT = re.compile(r"\s*[-\u2013\u2014]\s+(.*?)[\s.]*$")
+_SECTION_HEAD = re.compile(r"^(Livre|Titre|Chapitre|Section|Sous-section|Partie|Annexe)\s+([IVXLC\d]+|premier)\b")
+_PARAGRAPH_START = re.compile(  # "(2) Le", "3°", "b) ", "- ", "• ", and article or chapter headings
+    r"^(\(\d+[a-z]*\)\s+[A-ZÀ-Ý«\"]|\d+°|[a-z]\)\s|[-\u2013\u2022\u25aa]\s|"
+    + f"{_ARTICLE_HEAD.pattern[1:]}|{_SECTION_HEAD.pattern[1:]})"
+)
+_SENTENCE_END = (".", ":", ";", "!", "?", "»", '"', ")")
+_DOT_LEADER = re.compile(r"(?:\s?\.){4,}")
+_ALNUM = re.compile(r"[^\W_]")
+_DIGITS = re.compile(r"\d+")
+_PDF_REMOVED_CHARS = re.compile(_REMOVED_CHARS.pattern.replace("\ufffe", ""))  # keep PDFium's soft-hyphen marks
+_WORD_END = re.compile(r"(\w+)[-\ufffe]$")
+_WORD_START = re.compile(r"^(\w+(?:-\w+)*)")  # with the rest of a compound: "c'est-|à-dire"
+_SOFT_HYPHEN = re.compile(r"(\w+)\ufffe(\w+(?:-\w+)*)")
+_WORDS = re.compile(r"\w+(?:-\w+)*")
+_DETACHED_WORDS = frozenset({"und", "oder", "bzw", "sowie", "bis", "et", "ou", "and", "or", "to"})  # "Lohn- und"
+
+
+def _load_pdf(data: bytes, name: str) -> _Parsed:
+    with _pdfium_lock:
+        pages, metadata_title = _pdf_page_texts(data, name)
+    page_lines = [_pdf_lines(text) for text in pages]
+    running = _running_lines(page_lines)
+    vocabulary = {word for text in pages for word in _WORDS.findall(text.lower())}
+    builder = _TextBuilder()
+    article: tuple[str, ...] = ()
+    for number, lines in enumerate(page_lines, start=1):
+        body = [line for i, line in enumerate(lines) if not _is_running(line, i, len(lines), running)]
+        for paragraph in _pdf_paragraphs(body):
+            text = _join_pdf_lines(paragraph, vocabulary)
+            article = _current_article(text, article)
+            builder.add(text, article, number)
+    title = _pdf_title(metadata_title) or _first_line_title(builder)
+    return _Parsed(builder, title, pages=len(pages))
+
+
+def _pdf_page_texts(data: bytes, name: str) -> tuple[list[str], str]:
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        if exc.err_code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
+            raise LoadError(f"{name}: encrypted PDF (a password is required to open it)") from None
+        raise LoadError(f"{name}: corrupt or truncated PDF ({_one_line(exc)})") from None
+    try:
+        return [_pdf_page_text(pdf, index, name) for index in range(len(pdf))], pdf.get_metadata_value("Title")
+    finally:
+        pdf.close()
+
+
+def _pdf_page_text(pdf, index: int, name: str) -> str:
+    import pypdfium2 as pdfium
+
+    try:
+        page = pdf[index]
+        textpage = page.get_textpage()
+    except pdfium.PdfiumError:
+        raise LoadError(f"{name}: corrupt PDF (page {index + 1} cannot be read)") from None
+    text = textpage.get_text_range()
+    textpage.close()
+    page.close()
+    return text
+
+
+def _pdf_lines(page_text: str) -> list[str]:
+    """Visible lines of a page, keeping PDFium's soft-hyphen marks (U+FFFE) for the de-hyphenation."""
+    lines = []
+    for line in page_text.replace("\r\n", "\n").split("\n"):
+        line = line.replace("\x02", "\ufffe").replace("\u00ad", "\ufffe")
+        if line.count(".") >= 4:
+            line = _DOT_LEADER.sub(" … ", line)
+        line = " ".join(_PDF_REMOVED_CHARS.sub("", line).split())
+        if _ALNUM.search(line):  # drops rules, leaders and stray glyphs
+            lines.append(line)
+    return lines
+
+
+def _line_key(line: str) -> str:
+    return _DIGITS.sub("#", line.lower())
+
+
+def _running_lines(page_lines: list[list[str]]) -> frozenset[str]:
+    """Headers and footers: lines at a page's edge that recur (numbers aside) on many pages."""
+    if len(page_lines) < 4:
+        return frozenset()
+    counts: Counter[str] = Counter()
+    for lines in page_lines:
+        edges = lines[:3] + lines[-3:]
+        counts.update({_line_key(line) for line in edges if not _ARTICLE_HEAD.match(line)})  # "Art. 5." is text
+    threshold = max(3, min(5, 0.4 * len(page_lines)))  # a chapter's running head spans only its own pages
+    return frozenset(key for key, count in counts.items() if count >= threshold)
+
+
+def _is_running(line: str, index: int, count: int, running: frozenset[str]) -> bool:
+    return (index < 3 or index >= count - 3) and _line_key(line) in running
+
+
+def _pdf_paragraphs(lines: list[str]) -> Iterator[list[str]]:
+    """Group a page's lines into paragraphs.
+
+    PDF text has no paragraph marks, only lines. In justified legal text a paragraph ends on a short line with
+    closing punctuation, and articles, numbered alineas and list items start on a new line.
+    """
+    if not lines:
+        return
+    lengths = sorted(len(line) for line in lines)
+    full = lengths[int(0.9 * (len(lengths) - 1))]
+    current: list[str] = []
+    for line in lines:
+        if current and _starts_paragraph(line, current[-1], full):
+            yield current
+            current = []
+        current.append(line)
+    yield current
+
+
+def _starts_paragraph(line: str, previous: str, full_length: int) -> bool:
+    if _PARAGRAPH_START.match(line):
+        return True
+    short = len(previous) < 0.8 * full_length
+    if short and previous.endswith(_SENTENCE_END):
+        return True
+    return len(previous) < 0.5 * full_length and not previous.endswith((",", "-")) and line[:1].isupper()
+
+
+def _join_pdf_lines(lines: list[str], vocabulary: set[str]) -> str:
+    """One paragraph from its lines: a space at line breaks, line-end hyphens resolved word by word."""
+    text = lines[0]
+    for line in lines[1:]:
+        left = _WORD_END.search(text, max(0, len(text) - 100)) if text[-1] in "-\ufffe" else None
+        right = _WORD_START.match(line)
+        if left and right:
+            joined = _dehyphenate(left.group(1), right.group(1), vocabulary)
+            text = text[: left.start()] + joined + line[right.end() :]
+        else:
+            text += " " + line
+    if "\ufffe" in text:  # PDFium already joined these lines; the mark is where the hyphen was
+        text = _SOFT_HYPHEN.sub(lambda m: _dehyphenate(m.group(1), m.group(2), vocabulary), text).replace("\ufffe", "")
+    return text
+
+
+def _dehyphenate(left: str, right: str, vocabulary: set[str]) -> str:
+    """Decide between "régle|ment" -> "réglement", "Grand-|Duché" -> "Grand-Duché" and "Lohn-|und" -> "Lohn- und".
+
+    The document itself is the best dictionary: a form seen elsewhere in it wins; otherwise a lowercase
+    continuation is a split word and anything else (capital, digit) a real hyphen.
+    """
+    if f"{left}{right}".lower() in vocabulary:
+        return left + right
+    if f"{left}-{right}".lower() in vocabulary:
+        return f"{left}-{right}"
+    if right.lower() in _DETACHED_WORDS:
+        return f"{left}- {right}"
+    if right[:1].islower() and left[-1:].isalpha():
+        return left + right
+    return f"{left}-{right}"
+
+
+def _current_article(text: str, article: tuple[str, ...]) -> tuple[str, ...]:
+    """The article a paragraph of unstructured text (PDF, plain text) belongs to: its own heading, or the last
+    one, until a chapter starts."""
+    match = _ARTICLE_HEAD.match(text)
+    if match:
+        number = _CODE_PREFIX.sub(r"\1. ", match.group(2))
+        label = f"{match.group(1)} {number}"
+        first_line = text.split("\n", 1)[0]
+        subject = _ARTICLE_SUBJECT.match(first_line, match.end())
+        if subject and len(first_line) <= 100:  # "Article 2 - Passwords" on a line of its own
+            label = f"{label} - {subject.group(1)}"
+        return (label,)
+    if _SECTION_HEAD.match(text):
+        return ()
+    return article
+
+
+def _pdf_title(title: str) -> str:
+    """The metadata title unless it is a placeholder ("CODE", "untitled", "Microsoft Word - x.doc")."""
+    title = _one_line(re.sub(r"^Microsoft Word - ", "", title or ""))
+    meaningful = len(title.split()) >= 2 and len(_ALNUM.findall(title)) >= 8
+    return title if meaningful and not re.search(r"\.(docx?|pdf)$", title, re.IGNORECASE) else ""
+
+
+# ----------------------------------------------------------------------------------------------------- DOCX
+
+
+def _load_docx(data: bytes, name: str) -> _Parsed:
+    import docx
+    from docx.table import Table
+
+    _check_zip_bomb(data, name)
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except Exception as exc:  # python-docx raises KeyError, ValueError, lxml errors... on bad packages
+        raise LoadError(f"{name}: corrupt or invalid Word document ({_one_line(exc)})") from None
+    builder, outline = _TextBuilder(), _Outline()
+    first_heading = ""
+    for item in document.iter_inner_content():
+        if isinstance(item, Table):
+            for row in _docx_rows(item):
+                builder.add(row, outline.path)
+            continue
+        level = _docx_heading_level(item.style)
+        if level is None:
+            builder.add(item.text, outline.path)
+        else:
+            builder.add(item.text, outline.enter(level, item.text))
+            first_heading = first_heading or _one_line(item.text)
+    title = _one_line(document.core_properties.title or "") or first_heading or _first_line_title(builder)
+    return _Parsed(builder, title)
+
+
+def _check_zip_bomb(data: bytes, name: str) -> None:
+    """Refuse archives that would inflate to hundreds of MB before python-docx decompresses anything."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            total = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise LoadError(f"{name}: corrupt Word document (broken ZIP container: {_one_line(exc)})") from None
+    ratio = total / len(data)
+    if total > MAX_DOCX_UNCOMPRESSED or (total > DOCX_RATIO_FLOOR and ratio > MAX_DOCX_RATIO):
+        raise LoadError(
+            f"{name}: refused, the Word document would expand to {total / 2**20:.0f} MB ({ratio:.0f}x its size; "
+            f"limits {MAX_DOCX_UNCOMPRESSED // 2**20} MB and {MAX_DOCX_RATIO}x) - possibly a zip bomb"
+        )
+
+
+_DOCX_HEADING = re.compile(r"^heading (\d)$", re.IGNORECASE)
+
+
+def _docx_heading_level(style) -> int | None:
+    """Heading level from the paragraph style or the built-in style it derives from; "Title" is above level 1."""
+    for _ in range(5):  # custom heading styles are usually based on a built-in one, a few levels deep
+        if style is None:
+            return None
+        name = style.name or ""
+        if name.lower() == "title":
+            return 0
+        match = _DOCX_HEADING.match(name)
+        if match:
+            return int(match.group(1))
+        style = style.base_style
+    return None
+
+
+def _docx_rows(table) -> Iterator[str]:
+    """One line per row, cells joined by " | "; merged cells (repeated by python-docx) appear once."""
+    for row in table.rows:
+        cells = []
+        for cell in row.cells:
+            text = " ".join(cell.text.split())
+            if text and (not cells or cells[-1] != text):
+                cells.append(text)
+        yield " | ".join(cells)
+
+
+# ----------------------------------------------------------------------------------------------------- HTML
+
+_HTML_SKIP = frozenset({"script", "style", "nav", "noscript", "template", "head", "svg", "iframe", "object",
+                        "canvas", "button", "select", "option", "datalist"})  # fmt: skip
+_HTML_BLOCKS = frozenset({"p", "div", "li", "pre", "blockquote", "dd", "dt", "figcaption", "caption", "address",
+                          "section", "article", "main", "header", "footer", "aside", "ul", "ol", "dl", "table",
+                          "thead", "tbody", "tfoot", "form", "fieldset", "legend", "details", "summary", "figure",
+                          "hr", "body", "html", "center"})  # fmt: skip
+_HTML_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+_HTML_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([\w-]+)""", re.IGNORECASE)
+_XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
+
+
+def _load_html(data: bytes, name: str) -> _Parsed:
+    import lxml.html
+
+    text = _XML_DECLARATION.sub("", _decode_html(data, name))  # lxml refuses str input that declares an encoding
+    parser = lxml.html.HTMLParser(no_network=True, remove_comments=True, remove_pis=True)
+    root = lxml.html.document_fromstring(text, parser=parser)
+    walker = _HtmlWalker()
+    walker.walk(root)
+    walker.flush()
+    title_element = root.find(".//title")
+    title = _one_line(title_element.text_content()) if title_element is not None else ""
+    return _Parsed(walker.builder, title or walker.first_heading)
+
+
+def _decode_html(data: bytes, name: str) -> str:
+    """Valid UTF-8 wins over the declared charset (pages saved as UTF-8 often still declare latin-1); the declaration
+    then rescues non-Western legacy encodings before the generic cp1252 fallback."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    declared = _HTML_CHARSET.search(data[:4096])
+    if declared:
+        try:
+            return data.decode(declared.group(1).decode("ascii"))
+        except (LookupError, UnicodeDecodeError):
+            pass
+    return _decode_text(data, name)
+
+
+class _HtmlWalker:
+    """Flattens the element tree into blocks: inline text accumulates until a block-level boundary."""
+
+    def __init__(self) -> None:
+        self.builder = _TextBuilder()
+        self.outline = _Outline()
+        self.first_heading = ""
+        self._buffer: list[str] = []
+
+    def walk(self, element, preformatted: bool = False) -> None:
+        tag = element.tag if isinstance(element.tag, str) else ""
+        if tag and tag not in _HTML_SKIP and element.get("hidden") is None:
+            if tag in _HTML_HEADINGS:
+                self._heading(element, int(tag[1]))
+            elif tag == "tr":
+                self.flush()
+                self.builder.add(_html_row(element), self.outline.path)
+            elif tag == "br":
+                self._buffer.append("\n")
+            else:
+                self._container(element, tag in _HTML_BLOCKS, preformatted or tag == "pre")
+        self._buffer.append(_html_text(element.tail, preformatted))
+
+    def flush(self) -> None:
+        self.builder.add("".join(self._buffer), self.outline.path)
+        self._buffer.clear()
+
+    def _heading(self, element, level: int) -> None:
+        self.flush()
+        text = _html_inline_text(element)
+        self.builder.add(text, self.outline.enter(level, text))
+        self.first_heading = self.first_heading or _one_line(text)
+
+    def _container(self, element, is_block: bool, preformatted: bool) -> None:
+        if is_block:
+            self.flush()
+        self._buffer.append(_html_text(element.text, preformatted))
+        for child in element:
+            self.walk(child, preformatted)
+        if is_block:
+            self.flush()
+
+
+def _html_text(text: str | None, preformatted: bool) -> str:
+    return (text or "") if preformatted else _source_text(text)
+
+
+def _html_inline_text(element) -> str:
+    """Visible text of an element, with a space where block-level children would break the line."""
+    parts: list[str] = []
+
+    def visit(node) -> None:
+        tag = node.tag if isinstance(node.tag, str) else ""
+        if tag and tag not in _HTML_SKIP:
+            boundary = tag in _HTML_BLOCKS or tag in _HTML_HEADINGS or tag == "br"
+            parts.append(" " if boundary else "")
+            parts.append(node.text or "")
+            for child in node:
+                visit(child)
+            parts.append(" " if boundary else "")
+        if node is not element:
+            parts.append(node.tail or "")
+
+    visit(element)
+    return " ".join("".join(parts).split())
+
+
+def _html_row(row) -> str:
+    cells = [_html_inline_text(cell) for cell in row if isinstance(cell.tag, str) and cell.tag in ("td", "th")]
+    return " | ".join(cell for cell in cells if cell)
+
+
+# ------------------------------------------------------------------------------------------ Markdown and text
+
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n.*?\n(---|\.\.\.)[ \t]*\n", re.DOTALL)
+
+
+def _load_markdown(data: bytes, name: str) -> _Parsed:
+    from markdown_it import MarkdownIt
+
+    text = _FRONT_MATTER.sub("", _decode_text(data, name))
+    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    builder, outline = _TextBuilder(), _Outline()
+    first_heading = ""
+    heading_level: int | None = None
+    row: list[str] | None = None
+    for token in tokens:
+        if token.type == "heading_open":
+            heading_level = int(token.tag[1])
+        elif token.type == "heading_close":
+            heading_level = None
+        elif token.type == "tr_open":
+            row = []
+        elif token.type == "tr_close":
+            builder.add(" | ".join(cell for cell in row or [] if cell), outline.path)
+            row = None
+        elif token.type == "inline" and heading_level is not None:
+            heading = _markdown_inline(token)
+            builder.add(heading, outline.enter(heading_level, heading))
+            first_heading = first_heading or _one_line(heading)
+        elif token.type == "inline" and row is not None:
+            row.append(_one_line(_markdown_inline(token)))
+        elif token.type == "inline":
+            builder.add(_markdown_inline(token), outline.path)
+        elif token.type in ("fence", "code_block"):
+            builder.add(token.content, outline.path)
+        elif token.type == "html_block":
+            builder.add(_html_fragment_text(token.content), outline.path)
+    return _Parsed(builder, first_heading or _first_line_title(builder))
+
+
+def _markdown_inline(token) -> str:
+    """Readable text of an inline token: markup dropped, images by their alt text, hard breaks kept."""
+    parts = []
+    for child in token.children or []:
+        if child.type in ("text", "code_inline", "image"):
+            parts.append(child.content)
+        elif child.type == "softbreak":
+            parts.append(" ")
+        elif child.type == "hardbreak":
+            parts.append("\n")
+    return "".join(parts)
+
+
+def _html_fragment_text(markup: str) -> str:
+    import lxml.html
+
+    try:
+        return _html_inline_text(lxml.html.fragment_fromstring(markup, create_parent="div"))
+    except etree.ParserError:
+        return ""
+
+
+_BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
+
+
+def _load_text(data: bytes, name: str) -> _Parsed:
+    builder = _TextBuilder()
+    article: tuple[str, ...] = ()
+    text = _decode_text(data, name).replace("\r\n", "\n").replace("\r", "\n")
+    for paragraph in _BLANK_LINE.split(text):
+        article = _current_article(paragraph.strip(), article)
+        builder.add(paragraph, article)
+    return _Parsed(builder, _first_line_title(builder))
+
+
+def _decode_text(data: bytes, name: str) -> str:
+    text = _decode(data)
+    if text is None or not _looks_textual(text):
+        raise LoadError(f"{name}: not readable as text (undecodable or binary bytes)")
+    return text
+
+
+# --------------------------------------------------------------------------------------------------- XML
+
+# No entity expansion, no DTD or network fetches (XXE, billion laughs); comments and processing instructions
+# (Formex page marks) carry no text.
+_SAFE_XML = dict(resolve_entities=False, no_network=True, load_dtd=False, remove_comments=True, remove_pis=True)
+
+
+def _parse_xml(data: bytes, name: str) -> etree._Element:
+    try:
+        return etree.fromstring(data, etree.XMLParser(**_SAFE_XML))
+    except etree.XMLSyntaxError as exc:
+        raise LoadError(f"{name}: corrupt XML ({_one_line(exc)})") from None
+
+
+@dataclass(frozen=True)
+class _FlattenRules:
+    """How to turn an XML subtree into block text for one vocabulary."""
+
+    skip: frozenset[str]  # subtrees without reading text: notes, deleted text, metadata
+    lines: frozenset[str]  # start and end a line
+    spaced: frozenset[str] = frozenset()  # numbers followed by their text: "(a)" + "text" -> "(a) text"
+    cells: frozenset[str] = frozenset()  # table cells, joined by " | "
+    foreign: Callable[[str | None], bool] = lambda namespace: False  # elements of other vocabularies to skip
+
+
+def _flatten(element, rules: _FlattenRules) -> str:
+    parts: list[str] = []
+    _flatten_into(element, rules, parts)
+    return "".join(parts)
+
+
+def _flatten_into(element, rules: _FlattenRules, parts: list[str]) -> None:
+    if not isinstance(element.tag, str):  # an unexpanded entity reference: no text of ours (its tail is)
+        return
+    qname = etree.QName(element)
+    name = qname.localname
+    if name in rules.skip or rules.foreign(qname.namespace):
+        return
+    if name in rules.lines:
+        parts.append("\n")
+    elif name in rules.cells and element.getprevious() is not None:
+        parts.append(" | ")
+    parts.append(_source_text(element.text))
+    for child in element:
+        _flatten_into(child, rules, parts)
+        parts.append(_source_text(child.tail))
+    parts.append("\n" if name in rules.lines else " " if name in rules.spaced else "")
+
+
+def _source_text(text: str | None) -> str:
+    """Line breaks in markup source are layout, not content: only structural elements start lines."""
+    return text.replace("\n", " ") if text else ""
+
+
+def _inline(element, rules: _FlattenRules) -> str:
+    return _one_line(_flatten(element, rules)) if element is not None else ""
+
+
+# ------------------------------------------------------------------------------------------- Akoma Ntoso
+
+_MATHML = "http://www.w3.org/1998/Math/MathML"
+_AKN_HIERARCHY = frozenset({"book", "tome", "part", "subpart", "title", "subtitle", "chapter", "subchapter",
+                            "section", "subsection", "division", "subdivision", "article", "clause", "subclause",
+                            "rule", "subrule", "level"})  # fmt: skip
+_AKN_NUMBERED = frozenset({"paragraph", "subparagraph", "point", "indent", "alinea", "list", "item"})
+_AKN_WRAPPERS = frozenset({"akomaNtoso", "act", "bill", "doc", "statement", "portion", "amendment", "debate",
+                           "judgment", "body", "mainBody", "judgmentBody", "debateBody", "amendmentBody",
+                           "preface", "preamble", "conclusions", "attachments", "attachment", "components",
+                           "component", "documentCollection", "collectionBody"})  # fmt: skip
+_AKN_LABELS = frozenset({"num", "heading", "subheading"})
+
+
+def _load_akoma_ntoso(data: bytes, name: str) -> _Parsed:
+    root = _parse_xml(data, name)
+    namespace = etree.QName(root).namespace
+    rules = _FlattenRules(
+        # del: text repealed in this consolidated version; notes and noteRefs: editorial amendment history
+        skip=frozenset({"meta", "notes", "note", "noteRef", "authorialNote", "del", "remark", "eop"}),
+        lines=frozenset({"p", "li", "tr", "br", "ul", "ol", "table", "blockList", "item", "listIntroduction",
+                         "listWrapUp", "alinea", "content", "paragraph", "point", "article", "embeddedStructure",
+                         "quotedStructure", "subFlow", "tblock", "intro", "wrapUp", "heading", "longTitle"}),
+        spaced=frozenset({"num"}),
+        cells=frozenset({"td", "th"}),
+        foreign=lambda ns: ns not in (namespace, _MATHML),  # Legilux's scl: metadata inside articles
+    )  # fmt: skip
+    builder = _TextBuilder()
+    for text, path in _akn_units(root, (), rules):
+        builder.add(text, path)
+    title = _inline(root.find(".//{*}preface//{*}longTitle"), rules) or _inline(root.find(".//{*}docTitle"), rules)
+    return _Parsed(builder, title)
+
+
+def _akn_units(element, path: tuple[str, ...], rules: _FlattenRules) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(text, heading path) per readable unit, in document order.
+
+    Hierarchy elements (chapter, section, article...) extend the heading path with "num - heading" and emit it as a
+    short heading unit; numbered paragraphs prefix their number to their first unit; any other element is one unit
+    of flattened text, so quoted articles inside amending provisions stay text and never become structure.
+    """
+    for child in element:
+        if not isinstance(child.tag, str):
+            continue
+        qname = etree.QName(child)
+        name = qname.localname
+        if name in rules.skip or name in _AKN_LABELS or rules.foreign(qname.namespace):
+            continue
+        if name in _AKN_HIERARCHY:
+            label = _akn_label(child, rules)
+            inner_path = (*path, label) if label else path
+            units = list(_akn_units(child, inner_path, rules))
+            if units and label:
+                yield label, inner_path
+            yield from units
+        elif name in _AKN_NUMBERED:
+            yield from _prefixed(_akn_number(child, rules), _akn_units(child, path, rules))
+        elif name in _AKN_WRAPPERS:
+            yield from _akn_units(child, path, rules)
+        else:
+            yield _flatten(child, rules), path
+
+
+def _akn_label(element, rules: _FlattenRules) -> str:
+    number = _akn_number(element, rules).rstrip(" .:-\u2013")
+    heading = _inline(element.find("{*}heading"), rules).strip(" -\u2013")
+    return " - ".join(part for part in (number, heading) if part)
+
+
+def _akn_number(element, rules: _FlattenRules) -> str:
+    return _inline(element.find("{*}num"), rules)
+
+
+def _prefixed(prefix: str, units: Iterable[tuple[str, tuple[str, ...]]]) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """The units, the first one starting with `prefix` ("(2)", "1.") so the number stays with its text."""
+    for index, (text, path) in enumerate(units):
+        yield (f"{prefix} {text.lstrip()}" if index == 0 and prefix else text), path
+
+
+# ------------------------------------------------------------------------------------------------- Formex
+
+_FORMEX_RULES = _FlattenRules(
+    skip=frozenset({"NOTE"}),
+    lines=frozenset({"P", "ALINEA", "ITEM", "LIST", "ROW", "TI", "STI", "CONSID", "VISA", "NP"}),
+    spaced=frozenset({"NO.P"}),
+    cells=frozenset({"CELL"}),
+)
+_FORMEX_BODIES = ("PREAMBLE", "ENACTING.TERMS", "FINAL")
+_FORMEX_HEADINGS = {"DIVISION": ("TITLE/TI", "TITLE/STI"), "ARTICLE": ("TI.ART", "STI.ART")}  # number, subject
+_FORMEX_LABELS = frozenset({"TITLE", "TI.ART", "STI.ART"})  # read into the heading path, not repeated as text
+_RECITAL = {"EN": "Recital", "FR": "Considérant", "DE": "Erwägungsgrund"}
+
+
+def _load_formex(data: bytes, name: str) -> _Parsed:
+    root = _parse_xml(data, name)
+    for mark in root.iter("QUOT.START", "QUOT.END"):  # quotes are empty elements carrying the character's code
+        mark.text = _quote_char(mark.get("CODE", ""))
+    builder = _TextBuilder()
+    title_element = root.find(".//BIB.DATA/TITLE/TI")
+    title = _inline(title_element, _FORMEX_RULES)
+    builder.add(title)
+    recital = _RECITAL.get((root.findtext(".//LG.DOC") or "").strip().upper(), "Recital")
+    for body in root.iter(*_FORMEX_BODIES):
+        if not any(ancestor.tag in _FORMEX_BODIES for ancestor in body.iterancestors()):
+            for text, path in _formex_units(body, (), recital):
+                builder.add(text, path)
+    return _Parsed(builder, title)
+
+
+def _quote_char(code: str) -> str:
+    try:
+        return chr(int(code, 16))
+    except ValueError:
+        return '"'
+
+
+def _formex_units(element, path: tuple[str, ...], recital: str) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(text, heading path) per unit: divisions and articles label the path; paragraphs and recitals are units."""
+    for child in element:
+        tag = child.tag
+        if not isinstance(tag, str) or tag in _FORMEX_RULES.skip or tag in _FORMEX_LABELS:
+            continue
+        if tag in _FORMEX_HEADINGS:
+            label = " - ".join(_inline(child.find(part), _FORMEX_RULES) for part in _FORMEX_HEADINGS[tag]).strip(" -")
+            yield label, (*path, label)
+            yield from _formex_units(child, (*path, label), recital)
+        elif tag == "PARAG":
+            body = "\n".join(_flatten(part, _FORMEX_RULES) for part in child if part.tag != "NO.PARAG")
+            yield f"{_inline(child.find('NO.PARAG'), _FORMEX_RULES)} {body.lstrip()}", path
+        elif tag == "CONSID":
+            number = _inline(child.find(".//NO.P"), _FORMEX_RULES).strip("()")
+            yield _flatten(child, _FORMEX_RULES), (*path, f"{recital} {number}".strip())
+        elif tag in ("GR.CONSID", "GR.VISA"):
+            yield from _formex_units(child, path, recital)
+        else:
+            yield _flatten(child, _FORMEX_RULES), path
+
+
+_PARSERS: dict[str, Callable[[bytes, str], _Parsed]] = {
+    "pdf": _load_pdf,
+    "docx": _load_docx,
+    "html": _load_html,
+    "markdown": _load_markdown,
+    "text": _load_text,
+    "akoma-ntoso": _load_akoma_ntoso,
+    "formex": _load_formex,
+}

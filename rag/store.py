@@ -1,0 +1,462 @@
+"""The on-disk index: one directory, one SQLite database as the source of truth, two derived search structures.
+
+    index/
+      manifest.json        format version, embedder identity, chunker settings (mirror of the copy in SQLite)
+      meta.sqlite          documents, chunks (text, offsets, tokens, vector), state (generation, manifest)
+      dense-<gen>.faiss    FAISS vectors of generation <gen>, ids = chunk ids
+      lexical-<gen>/       BM25 matrix of generation <gen>
+      writer.lock          flock held by the one writer
+
+Why it is crash-safe: every change is one SQLite transaction that also bumps the generation number. The FAISS and
+BM25 files carry the generation they were built from in their names and are written to a temporary name and then
+renamed. A reader that finds no files for the current generation rebuilds them from SQLite, so a process killed at any
+point leaves either the previous or the next committed state, never a mix.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from . import __version__
+from .errors import IndexCorruptError, IndexLockedError, IndexMismatchError, NotFoundError
+from .lexical import LexicalIndex
+
+FORMAT = "sovereign-rag-index/1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY, source TEXT NOT NULL, title TEXT NOT NULL, format TEXT NOT NULL, lang TEXT NOT NULL,
+    sha256 TEXT NOT NULL, labels TEXT NOT NULL, pages INTEGER, chars INTEGER NOT NULL, ingested_at REAL NOT NULL,
+    text TEXT NOT NULL, blocks TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, doc_id TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
+    ordinal INTEGER NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL, page INTEGER, heading TEXT NOT NULL,
+    lang TEXT NOT NULL, content_hash TEXT NOT NULL, text TEXT NOT NULL, tokens TEXT NOT NULL, vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    doc_id: str
+    source: str
+    title: str
+    format: str
+    lang: str
+    sha256: str
+    labels: tuple[str, ...]
+    pages: int | None
+    chars: int
+    ingested_at: float
+    chunks: int = 0
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    id: int
+    doc_id: str
+    ordinal: int
+    start: int
+    end: int
+    page: int | None
+    heading_path: tuple[str, ...]
+    lang: str
+    content_hash: str
+    text: str
+    title: str
+    source: str
+
+
+@dataclass(frozen=True)
+class NewChunk:
+    """What a writer stores per chunk: position, text, lexical tokens and the unit vector."""
+
+    ordinal: int
+    start: int
+    end: int
+    page: int | None
+    heading_path: tuple[str, ...]
+    lang: str
+    content_hash: str
+    text: str
+    tokens: list[str]
+    vector: np.ndarray
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Restrictions applied inside both searches; `labels` is what the caller holds (None: no restriction)."""
+
+    doc_ids: frozenset[str] | None = None
+    langs: frozenset[str] | None = None
+    labels: frozenset[str] | None = None
+
+    def admits(self, doc: DocumentRecord) -> bool:
+        return (
+            (self.doc_ids is None or doc.doc_id in self.doc_ids)
+            and (self.langs is None or doc.lang in self.langs)
+            and (self.labels is None or set(doc.labels) <= self.labels)
+        )
+
+
+class IndexStore:
+    """Open with `IndexStore.open(dir, manifest)`; writers use `with store.writer(): ...`."""
+
+    def __init__(self, directory: Path, db: sqlite3.Connection, manifest: dict):
+        self.directory = directory
+        self.db = db
+        self.manifest = manifest
+        self._lock_handle = None
+        self._loaded_generation = -1
+        self._dense: faiss.Index | None = None
+        self._lexical: LexicalIndex | None = None
+        self._row_ids = np.zeros(0, dtype=np.int64)  # chunk id of each BM25 row
+        self._row_doc = np.zeros(0, dtype=np.int32)  # index into self._docs of each row
+        self._docs: list[DocumentRecord] = []
+
+    # ---------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, directory: str | Path, manifest: dict, *, check: bool = True) -> IndexStore:
+        """Open or create the index; refuse one built with a different embedder or chunker."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(directory / "meta.sqlite", timeout=30, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(_SCHEMA)
+        stored = _read_state(db, "manifest")
+        if stored is None:
+            _write_initial_manifest(db, directory, manifest)
+            stored = manifest
+        else:
+            stored = json.loads(stored)
+            if check:
+                _check_manifest(directory, stored, manifest)
+        return cls(directory, db, stored)
+
+    @property
+    def generation(self) -> int:
+        return int(_read_state(self.db, "generation") or 0)
+
+    # ---------------------------------------------------------------- writing
+    def writer(self) -> _Writer:
+        return _Writer(self)
+
+    def _acquire_lock(self) -> None:
+        handle = open(self.directory / "writer.lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise IndexLockedError(
+                f"index {self.directory} is locked by another writer (pid {holder}); wait for it to finish"
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_handle = handle
+
+    def _release_lock(self) -> None:
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    # ---------------------------------------------------------------- reading metadata
+    def documents(self, search_filter: SearchFilter | None = None) -> list[DocumentRecord]:
+        rows = self.db.execute(
+            "SELECT d.doc_id, source, title, format, d.lang, sha256, labels, pages, chars, ingested_at, "
+            "(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.doc_id) FROM documents d ORDER BY d.doc_id"
+        ).fetchall()
+        docs = [_document(row) for row in rows]
+        return [d for d in docs if search_filter is None or search_filter.admits(d)]
+
+    def document(self, doc_id: str, search_filter: SearchFilter | None = None) -> DocumentRecord:
+        """One document; one the filter hides is reported exactly like one that does not exist."""
+        docs = [d for d in self.documents(search_filter) if d.doc_id == doc_id]
+        if not docs:
+            raise NotFoundError(f"no document with id {doc_id!r}; `rag docs` lists the ids")
+        return docs[0]
+
+    def document_sha(self, doc_id: str) -> tuple[str, tuple[str, ...]] | None:
+        row = self.db.execute("SELECT sha256, labels FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+        return None if row is None else (row[0], tuple(json.loads(row[1])))
+
+    def document_text(self, doc_id: str) -> tuple[str, list[dict]]:
+        row = self.db.execute("SELECT text, blocks FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no document with id {doc_id!r}")
+        return row[0], json.loads(row[1])
+
+    def cached_vectors(self, doc_id: str) -> dict[str, np.ndarray]:
+        """Vectors of a document's current chunks by content hash: unchanged passages are not embedded again."""
+        rows = self.db.execute("SELECT content_hash, vector FROM chunks WHERE doc_id = ?", (doc_id,))
+        return {h: np.frombuffer(v, dtype=np.float32) for h, v in rows}
+
+    def chunks(self, ids: Sequence[int]) -> dict[int, ChunkRecord]:
+        if not len(ids):
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.db.execute(
+            "SELECT c.id, c.doc_id, ordinal, start, \"end\", page, heading, c.lang, content_hash, c.text, d.title, "
+            f"d.source FROM chunks c JOIN documents d USING (doc_id) WHERE c.id IN ({marks})",
+            [int(i) for i in ids],
+        )
+        return {row[0]: _chunk(row) for row in rows}
+
+    def stats(self) -> dict:
+        self.refresh()
+        docs, chunks = self.db.execute(
+            "SELECT (SELECT COUNT(*) FROM documents), (SELECT COUNT(*) FROM chunks)"
+        ).fetchone()
+        langs = dict(self.db.execute("SELECT lang, COUNT(*) FROM documents GROUP BY lang").fetchall())
+        size = sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
+        return {
+            "directory": str(self.directory),
+            "generation": self.generation,
+            "documents": docs,
+            "chunks": chunks,
+            "vectors": int(self._dense.ntotal) if self._dense is not None else 0,
+            "bm25_rows": self._lexical.size if self._lexical is not None else 0,
+            "languages": langs,
+            "bytes_on_disk": size,
+            "manifest": self.manifest,
+        }
+
+    # ---------------------------------------------------------------- searching
+    def refresh(self) -> None:
+        """Load the search structures of the current generation, building them if they are missing."""
+        generation = self.generation
+        if generation == self._loaded_generation:
+            return
+        dense_path = self.directory / f"dense-{generation}.faiss"
+        lexical_path = self.directory / f"lexical-{generation}"
+        self._load_rows()
+        if dense_path.is_file() and (lexical_path / "lexical.json").is_file():
+            self._dense = faiss.read_index(str(dense_path))
+            self._lexical = LexicalIndex.load(lexical_path)
+        else:
+            self._dense, self._lexical = self._build_structures()
+            self._persist_structures(generation)
+        if self._dense.ntotal != len(self._row_ids) or self._lexical.size != len(self._row_ids):
+            raise IndexCorruptError(
+                f"index {self.directory}: {len(self._row_ids)} chunks but {self._dense.ntotal} vectors and "
+                f"{self._lexical.size} BM25 rows; delete dense-*/lexical-* files to rebuild them"
+            )
+        self._loaded_generation = generation
+
+    def _load_rows(self) -> None:
+        self._docs = self.documents()
+        position = {d.doc_id: i for i, d in enumerate(self._docs)}
+        rows = self.db.execute("SELECT id, doc_id FROM chunks ORDER BY id").fetchall()
+        self._row_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        self._row_doc = np.fromiter((position[r[1]] for r in rows), dtype=np.int32, count=len(rows))
+
+    def _build_structures(self) -> tuple[faiss.Index, LexicalIndex]:
+        dim = int(self.manifest["embedder"]["dim"])
+        dense = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        token_lists: list[list[str]] = []
+        batch_ids: list[int] = []
+        batch_vecs: list[np.ndarray] = []
+        for chunk_id, tokens, vector in self.db.execute("SELECT id, tokens, vector FROM chunks ORDER BY id"):
+            token_lists.append(tokens.split(" ") if tokens else [])
+            batch_ids.append(chunk_id)
+            batch_vecs.append(np.frombuffer(vector, dtype=np.float32))
+            if len(batch_ids) == 65536:
+                dense.add_with_ids(np.vstack(batch_vecs), np.asarray(batch_ids, dtype=np.int64))
+                batch_ids, batch_vecs = [], []
+        if batch_ids:
+            dense.add_with_ids(np.vstack(batch_vecs), np.asarray(batch_ids, dtype=np.int64))
+        return dense, LexicalIndex.build(token_lists)
+
+    def _persist_structures(self, generation: int) -> None:
+        """Best effort: a reader that cannot write (read-only volume) keeps them in memory only."""
+        try:
+            tmp = self.directory / f"dense-{generation}.faiss.tmp"
+            faiss.write_index(self._dense, str(tmp))
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.directory / f"dense-{generation}.faiss")
+            target = self.directory / f"lexical-{generation}"
+            if not target.exists():
+                self._lexical.save(target)
+        except OSError:
+            return
+        self._remove_stale_structures(generation)
+
+    def _remove_stale_structures(self, generation: int) -> None:
+        for path in self.directory.glob("dense-*"):
+            if path.name != f"dense-{generation}.faiss":
+                path.unlink(missing_ok=True)
+        for path in self.directory.glob("lexical-*"):
+            if path.name != f"lexical-{generation}":
+                shutil.rmtree(path, ignore_errors=True)
+
+    def allowed_rows(self, search_filter: SearchFilter | None) -> np.ndarray | None:
+        """Boolean mask over rows, or None when nothing is filtered."""
+        if search_filter is None or search_filter == SearchFilter():
+            return None
+        admitted = np.fromiter((search_filter.admits(d) for d in self._docs), dtype=bool, count=len(self._docs))
+        return admitted[self._row_doc] if len(self._row_doc) else np.zeros(0, dtype=bool)
+
+    def dense_search(self, vector: np.ndarray, k: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
+        self.refresh()
+        if self._dense.ntotal == 0 or (mask is not None and not mask.any()):
+            return []
+        params = None
+        if mask is not None:
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(self._row_ids[mask]))
+        k = min(k, self._dense.ntotal)
+        scores, ids = self._dense.search(vector.reshape(1, -1).astype(np.float32), k, params=params)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def lexical_search(self, tokens: list[str], k: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
+        self.refresh()
+        scores = self._lexical.scores(tokens, mask)
+        if not len(scores):
+            return []
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(int(self._row_ids[i]), float(scores[i])) for i in top if scores[i] > 0]
+
+    def close(self) -> None:
+        self._release_lock()
+        self.db.close()
+
+
+class _Writer:
+    """Holds the writer lock; each `commit` is one atomic transaction and one new generation."""
+
+    def __init__(self, store: IndexStore):
+        self.store = store
+        self.db = store.db
+
+    def __enter__(self) -> _Writer:
+        self.store._acquire_lock()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if exc[0] is None:
+                self.store.refresh()  # write the structures for the final generation
+        finally:
+            self.store._release_lock()
+
+    def commit(
+        self, puts: Iterable[tuple[dict, list[NewChunk]]] = (), deletes: Iterable[str] = (), manifest: dict | None = None
+    ) -> int:
+        """Replace/add documents (`puts`: document row as dict, its chunks), delete others and optionally swap the
+        manifest (reindex), all in one transaction."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for doc_id in deletes:
+                db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+            for doc, chunks in puts:
+                db.execute("DELETE FROM documents WHERE doc_id = ?", (doc["doc_id"],))
+                db.execute(
+                    "INSERT INTO documents VALUES (:doc_id, :source, :title, :format, :lang, :sha256, :labels, "
+                    ":pages, :chars, :ingested_at, :text, :blocks)",
+                    {**doc, "labels": json.dumps(list(doc["labels"])), "ingested_at": time.time()},
+                )
+                db.executemany(
+                    "INSERT INTO chunks (doc_id, ordinal, start, \"end\", page, heading, lang, content_hash, text, "
+                    "tokens, vector) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        (doc["doc_id"], c.ordinal, c.start, c.end, c.page, json.dumps(list(c.heading_path)),
+                         c.lang, c.content_hash, c.text, " ".join(c.tokens),
+                         np.ascontiguousarray(c.vector, dtype=np.float32).tobytes())
+                        for c in chunks
+                    ],
+                )
+            if manifest is not None:
+                _write_state(db, "manifest", json.dumps(manifest))
+            generation = self.store.generation + 1
+            _write_state(db, "generation", str(generation))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if manifest is not None:
+            self.store.manifest = manifest
+            _write_manifest_file(self.store.directory, manifest)
+        return generation
+
+
+def _read_state(db: sqlite3.Connection, key: str) -> str | None:
+    row = db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+    return None if row is None else row[0]
+
+
+def _write_state(db: sqlite3.Connection, key: str, value: str) -> None:
+    db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, value))
+
+
+def _write_initial_manifest(db: sqlite3.Connection, directory: Path, manifest: dict) -> None:
+    db.execute("BEGIN IMMEDIATE")
+    if _read_state(db, "manifest") is None:
+        _write_state(db, "manifest", json.dumps(manifest))
+    db.execute("COMMIT")
+    _write_manifest_file(directory, manifest)
+
+
+def _write_manifest_file(directory: Path, manifest: dict) -> None:
+    tmp = directory / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    os.replace(tmp, directory / "manifest.json")
+
+
+def _check_manifest(directory: Path, stored: dict, wanted: dict) -> None:
+    if stored.get("format") != FORMAT:
+        raise IndexMismatchError(
+            f"index {directory} has format {stored.get('format')!r}, this version reads {FORMAT!r}; run `rag reindex`"
+        )
+    for part in ("embedder", "chunking"):
+        if stored.get(part) != wanted.get(part):
+            raise IndexMismatchError(
+                f"index {directory} was built with {part} {_describe(stored.get(part))}, the configuration asks for "
+                f"{_describe(wanted.get(part))}; run `rag reindex` to rebuild it with the current settings"
+            )
+
+
+def _describe(part: dict | None) -> str:
+    if not part:
+        return "(none)"
+    return ", ".join(f"{k}={str(v)[:16]}" for k, v in sorted(part.items()))
+
+
+def new_manifest(embedder: dict, chunking: dict) -> dict:
+    return {"format": FORMAT, "project_version": __version__, "embedder": embedder, "chunking": chunking}
+
+
+def _document(row) -> DocumentRecord:
+    return DocumentRecord(
+        doc_id=row[0], source=row[1], title=row[2], format=row[3], lang=row[4], sha256=row[5],
+        labels=tuple(json.loads(row[6])), pages=row[7], chars=row[8], ingested_at=row[9], chunks=row[10],
+    )
+
+
+def _chunk(row) -> ChunkRecord:
+    return ChunkRecord(
+        id=row[0], doc_id=row[1], ordinal=row[2], start=row[3], end=row[4], page=row[5],
+        heading_path=tuple(json.loads(row[6])), lang=row[7], content_hash=row[8], text=row[9], title=row[10],
+        source=row[11],
+    )

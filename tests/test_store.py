@@ -1,0 +1,214 @@
+"""The index on disk: incremental updates, deletion, locking, manifest checks, crash safety, filters in the search."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from rag.datasets import read_squad, text_document
+from rag.errors import IndexLockedError, IndexMismatchError, NotFoundError
+from rag.store import IndexStore, SearchFilter
+
+from .conftest import ROOT, shared
+
+pytestmark = pytest.mark.integration
+
+
+def _docs():
+    return [
+        text_document("/corpus/telework.txt", "Telework", "Staff may work remotely up to three days per week.", "en"),
+        text_document("/corpus/archive.txt", "Archive", "Files are archived for ten years in the basement.", "en"),
+        text_document("/corpus/conges.txt", "Congés", "Les agents ont droit à vingt-six jours de congé par an.", "fr"),
+    ]
+
+
+def _consistent(store: IndexStore) -> dict:
+    figures = store.stats()
+    assert figures["chunks"] == figures["vectors"] == figures["bm25_rows"], figures
+    return figures
+
+
+def test_ingest_search_and_incremental(fresh_pipeline):
+    report = fresh_pipeline.ingest_documents(_docs())
+    assert len(report.added) == 3 and report.chunks_embedded == report.chunks == 3
+    again = fresh_pipeline.ingest_documents(_docs())
+    assert len(again.unchanged) == 3 and again.chunks_embedded == 0
+    hits = fresh_pipeline.search("how many days of remote work", k=1)
+    assert hits[0].chunk.title == "Telework"
+
+    changed = _docs()
+    changed[1] = text_document("/corpus/archive.txt", "Archive", "Files are now shredded after five years.", "en")
+    update = fresh_pipeline.ingest_documents(changed)
+    assert update.updated == [changed[1].doc_id] and update.chunks_embedded == 1
+    texts = [h.chunk.text for h in fresh_pipeline.search("archived ten years basement", k=10)]
+    assert not any("basement" in t for t in texts), "replaced text must never be returned again"
+    assert _consistent(fresh_pipeline.store)["documents"] == 3
+
+
+def test_delete_removes_from_every_part(fresh_pipeline):
+    fresh_pipeline.ingest_documents(_docs())
+    target = _docs()[0].doc_id
+    fresh_pipeline.delete([target])
+    assert target not in {d.doc_id for d in fresh_pipeline.documents()}
+    for mode in ("dense", "bm25", "hybrid"):
+        hits = fresh_pipeline.search("work remotely three days per week", k=10, mode=mode)
+        assert all(h.chunk.doc_id != target for h in hits), mode
+    assert _consistent(fresh_pipeline.store)["chunks"] == 2
+    with pytest.raises(NotFoundError):
+        fresh_pipeline.delete([target])
+
+
+def test_filters_apply_inside_the_search(fresh_pipeline):
+    docs = [text_document(f"/corpus/n{i}.txt", f"Note {i}", f"Remote work note number {i} about telework.", "en")
+            for i in range(30)]
+    fresh_pipeline.ingest_documents(docs[:25], labels=["public"])
+    fresh_pipeline.ingest_documents(docs[25:], labels=["restricted"])
+    only = SearchFilter(labels=frozenset({"restricted"}))  # public docs need "public", which this caller lacks
+    for mode in ("dense", "bm25", "hybrid"):
+        hits = fresh_pipeline.search("remote work telework note", k=5, mode=mode, search_filter=only)
+        assert len(hits) == 5, "top-k must be k permitted results, not k results filtered afterwards"
+        assert {h.chunk.doc_id for h in hits} == {d.doc_id for d in docs[25:]}
+    by_doc = SearchFilter(doc_ids=frozenset({docs[3].doc_id}))
+    assert {h.chunk.doc_id for h in fresh_pipeline.search("telework", k=5, search_filter=by_doc)} == {docs[3].doc_id}
+    by_lang = SearchFilter(langs=frozenset({"fr"}))
+    assert fresh_pipeline.search("telework", k=5, search_filter=by_lang) == []
+
+
+def test_dense_search_equals_brute_force(fresh_pipeline, embedder):
+    dataset = read_squad(shared("qa/xquad/xquad.en.json"), "xquad-en")
+    fresh_pipeline.ingest_documents(dataset.documents[:60])
+    store = fresh_pipeline.store
+    rows = store.db.execute("SELECT id, vector FROM chunks ORDER BY id").fetchall()
+    ids = np.array([r[0] for r in rows])
+    matrix = np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+    for question in dataset.questions[:10]:
+        query = embedder.encode([question.text])[0]
+        expected = ids[np.argsort(-(matrix @ query), kind="stable")[:10]]
+        got = [cid for cid, _ in store.dense_search(query, 10, None)]
+        assert list(expected) == got
+
+
+def test_second_writer_is_refused(fresh_pipeline):
+    fresh_pipeline.ingest_documents(_docs()[:1])
+    with fresh_pipeline.store.writer():
+        other = IndexStore.open(fresh_pipeline.settings.index_dir, fresh_pipeline.manifest())
+        with pytest.raises(IndexLockedError, match="locked by another writer"):
+            with other.writer():
+                pass
+        other.close()
+
+
+def test_other_embedder_is_refused_until_reindex(fresh_pipeline, make_settings, embedder):
+    from rag.pipeline import Pipeline
+
+    fresh_pipeline.ingest_documents(_docs())
+    fresh_pipeline.close()
+    settings = make_settings(index_dir=fresh_pipeline.settings.index_dir, chunking={"max_tokens": 120})
+    changed = Pipeline(settings)
+    changed.__dict__["embedder"] = embedder
+    with pytest.raises(IndexMismatchError, match="rag reindex"):
+        changed.search("remote work")
+    changed.__dict__.pop("store", None)
+    report = changed.reindex(progress=False)
+    assert len(report.updated) == 3
+    assert changed.search("remote work", k=1)[0].chunk.title == "Telework"
+    changed.close()
+
+
+def test_save_then_load_gives_identical_results(fresh_pipeline, make_settings, embedder):
+    from rag.pipeline import Pipeline
+
+    fresh_pipeline.ingest_documents(_docs())
+    before = [h.to_dict() for h in fresh_pipeline.search("congé jours par an", k=3)]
+    reopened = Pipeline(make_settings(index_dir=fresh_pipeline.settings.index_dir))
+    reopened.__dict__["embedder"] = embedder
+    assert [h.to_dict() for h in reopened.search("congé jours par an", k=3)] == before
+    reopened.close()
+
+
+_WORKER = textwrap.dedent(
+    """
+    import sys
+    from rag.datasets import read_squad
+    from rag.pipeline import Pipeline
+    from rag.settings import Settings
+
+    settings = Settings(index_dir=sys.argv[1], data_dir=sys.argv[2], ingest={"commit_every_chunks": 8})
+    docs = read_squad(sys.argv[3], "xquad").documents[:120]
+    def report(generation, doc_ids):
+        print("COMMIT", generation, ",".join(doc_ids), flush=True)
+    Pipeline(settings).ingest_documents(docs, on_commit=report)
+    print("DONE", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("kill_after_commits, delay", [(2, 0.0), (3, 0.05), (5, 0.2)])
+def test_sigkill_during_ingestion_leaves_last_committed_state(tmp_path, kill_after_commits, delay, embedder, make_settings):
+    from rag.pipeline import Pipeline
+
+    xquad = shared("qa/xquad/xquad.en.json")
+    index_dir = tmp_path / "index"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _WORKER, str(index_dir), str(tmp_path / "data"), str(xquad)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    )
+    committed: dict[int, list[str]] = {}
+    for line in worker.stdout:
+        if line.startswith("COMMIT"):
+            _, generation, ids = line.split()
+            committed[int(generation)] = ids.split(",")
+            if len(committed) == kill_after_commits:
+                time.sleep(delay)
+                worker.send_signal(signal.SIGKILL)
+                break
+    worker.wait(timeout=60)
+    assert worker.returncode == -signal.SIGKILL, "the worker finished before it could be killed"
+
+    reopened = Pipeline(make_settings(index_dir=index_dir))
+    reopened.__dict__["embedder"] = embedder
+    figures = _consistent(reopened.store)
+    generation = figures["generation"]
+    last_seen = max(committed)
+    assert generation in (last_seen, last_seen + 1), (generation, last_seen)
+    stored = {d.doc_id for d in reopened.documents()}
+    expected = {doc for g in range(1, last_seen + 1) for doc in committed[g]}
+    if generation == last_seen:
+        assert stored == expected
+    else:  # killed after the commit but before it could report it
+        assert expected < stored
+    hits = reopened.search("Super Bowl", k=5)
+    assert all(h.chunk.doc_id in stored for h in hits)
+    reopened.close()
+
+
+def test_manifest_records_producer(fresh_pipeline):
+    fresh_pipeline.ingest_documents(_docs()[:1])
+    manifest = json.loads((fresh_pipeline.settings.index_dir / "manifest.json").read_text())
+    assert manifest["format"] == "sovereign-rag-index/1"
+    assert manifest["embedder"]["name"] == "all-MiniLM-L6-v2" and len(manifest["embedder"]["fingerprint"]) == 64
+    assert manifest["chunking"] == fresh_pipeline.settings.chunking.model_dump()
+    assert manifest["project_version"]
+
+
+def test_chunk_offsets_slice_back_to_text(fresh_pipeline):
+    dataset = read_squad(shared("qa/xquad/xquad.de.json"), "xquad-de")
+    docs = [replace(d, blocks=[]) for d in dataset.documents[:20]]
+    fresh_pipeline.ingest_documents(docs)
+    for doc in docs:
+        text, _ = fresh_pipeline.store.document_text(doc.doc_id)
+        rows = fresh_pipeline.store.db.execute(
+            'SELECT start, "end", text FROM chunks WHERE doc_id = ? ORDER BY ordinal', (doc.doc_id,)
+        ).fetchall()
+        assert rows and all(text[s:e] == t for s, e, t in rows)
+        assert rows[0][0] == 0 and rows[-1][1] == len(text.rstrip())
