@@ -35,13 +35,17 @@ class Chunk:
 
     @property
     def embed_text(self) -> str:
-        """What the embedder and BM25 see: the heading line gives a passage its context."""
-        heading = " > ".join(self.heading_path)
-        return f"{heading}\n{self.text}" if heading else self.text
+        return embed_text(self.heading_path, self.text)
 
     @property
     def content_hash(self) -> str:
         return hashlib.sha256(self.embed_text.encode()).hexdigest()
+
+
+def embed_text(heading_path: Sequence[str], text: str) -> str:
+    """What the embedder and BM25 see: the heading line gives a passage its context."""
+    heading = " > ".join(heading_path)
+    return f"{heading}\n{text}" if heading else text
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ class Chunker:
             if tokens <= budget:
                 pieces.append(_Piece(start, end, tokens))
             else:
-                pieces.extend(self._split_span(text, start, end, budget, _sentence_spans))
+                pieces.extend(self._split_span(text, start, end, budget, sentence_spans))
         return pieces
 
     def _split_span(self, text, start, end, budget, splitter) -> list[_Piece]:
@@ -92,7 +96,7 @@ class Chunker:
         for (s, e), tokens in zip(spans, counts):
             if tokens <= budget:
                 pieces.append(_Piece(s, e, tokens))
-            elif splitter is _sentence_spans:
+            elif splitter is sentence_spans:
                 pieces.extend(self._split_span(text, s, e, budget, _word_spans))
             else:  # a single "word" longer than the budget (e.g. a URL or table row without spaces)
                 pieces.extend(self._split_characters(text, s, e, budget))
@@ -165,7 +169,7 @@ def _sections(doc: Document) -> list[tuple[tuple[str, ...], list[Block]]]:
     return sections
 
 
-def _sentence_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+def sentence_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
     spans, cursor = [], start
     for match in _SENTENCE_END.finditer(text, start, end):
         if match.start() > cursor:

@@ -7,6 +7,7 @@ is never searched with vectors from a different model.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -44,34 +45,46 @@ def resolve_model_dir(settings: EmbedderSettings) -> Path:
 
 def fingerprint_dir(path: Path) -> str:
     """Hash of every file's name and bytes, so any change to weights or tokenizer is noticed."""
-    digest = hashlib.sha256()
+    return hash_model_dir(path)[0]
+
+
+def hash_model_dir(path: Path) -> tuple[str, dict[str, str]]:
+    """The folder's fingerprint and each file's own sha256 (which names the file that changed), in one read."""
+    folder, files = hashlib.sha256(), {}
     for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix != ".md"):
-        digest.update(str(file.relative_to(path)).encode())
+        name = str(file.relative_to(path))
+        folder.update(name.encode())
+        one = hashlib.sha256()
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+                folder.update(block)
+                one.update(block)
+        files[name] = one.hexdigest()
+    return folder.hexdigest(), files
 
 
 class Embedder:
     def __init__(self, settings: EmbedderSettings):
         self.settings = settings
         self.model_dir = resolve_model_dir(settings)
+        # The HTTP server embeds queries and uploads from several threads; a fast tokenizer switched between
+        # truncating (encode) and not (count_tokens) by two threads at once fails with "Already borrowed".
+        self._lock = threading.Lock()
 
     @cached_property
     def model(self):
+        import torch
         from sentence_transformers import SentenceTransformer
 
+        if self.settings.threads:
+            torch.set_num_threads(self.settings.threads)
         return SentenceTransformer(str(self.model_dir), device=self.settings.device, local_files_only=True)
 
     @cached_property
     def info(self) -> EmbedderInfo:
-        fingerprint = fingerprint_dir(self.model_dir)
-        if self.settings.sha256 and self.settings.sha256 != fingerprint:
-            raise ConfigError(
-                f"embedder files in {self.model_dir} have fingerprint {fingerprint}, config pins "
-                f"{self.settings.sha256}; restore the pinned model or update embedder.sha256"
-            )
+        from .provenance import check_embedder
+
+        fingerprint, _ = check_embedder(self.settings, self.model_dir)
         name = "all-MiniLM-L6-v2" if self.settings.model == BUNDLED else self.model_dir.name
         special = self.model.tokenizer.num_special_tokens_to_add(pair=False)
         return EmbedderInfo(
@@ -85,9 +98,10 @@ class Embedder:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        encoded = self.model.tokenizer(
-            list(texts), add_special_tokens=False, return_attention_mask=False, verbose=False
-        )
+        with self._lock:
+            encoded = self.model.tokenizer(
+                list(texts), add_special_tokens=False, return_attention_mask=False, verbose=False
+            )
         return [len(ids) for ids in encoded["input_ids"]]
 
     def encode(self, texts: Sequence[str], progress=None) -> np.ndarray:
@@ -97,10 +111,11 @@ class Embedder:
         size = self.settings.batch_size
         for begin in range(0, len(texts), size):
             idx = order[begin : begin + size]
-            out[idx] = self.model.encode(
-                [texts[i] for i in idx], batch_size=size, normalize_embeddings=True, convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            with self._lock:  # per batch, so a query's embedding waits for one batch of an upload, not all of it
+                out[idx] = self.model.encode(
+                    [texts[i] for i in idx], batch_size=size, normalize_embeddings=True, convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
             if progress is not None:
                 progress.update(len(idx))
         return out

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from .errors import LoadError
+from .errors import LoadError, UnsupportedFormatError
 from .language import detect_language
 
 
@@ -92,7 +92,7 @@ def load_bytes(data: bytes, name: str) -> Document:
         raise LoadError(f"{name}: empty file")
     fmt = detect_format(data, name)
     if fmt is None:
-        raise LoadError(f"{name}: unsupported file type ({_describe_unsupported(data)})")
+        raise UnsupportedFormatError(f"{name}: unsupported file type ({_describe_unsupported(data)})")
     try:
         parsed = _PARSERS[fmt](data, name)
     except LoadError:

@@ -1,9 +1,10 @@
 """Find passages: dense (FAISS), lexical (BM25) and their fusion, with filters applied inside each search.
 
-Fusion is reciprocal-rank fusion weighted by the query's language. A plain RRF of the English-only default embedder
-with BM25 ranks *below* BM25 alone on German and French, because the dense ranking is close to noise there; the dense
-weight per language (`retrieval.dense_weight`) lets the better retriever lead while the other still breaks ties.
-The figures that justify the defaults are in docs/evaluation.md (`python -m bench.retrieval`).
+Fusion is a convex combination of normalised scores whose dense share depends on the question's language. A plain
+reciprocal-rank fusion of the English-only default embedder with BM25 ranks *below* BM25 alone on German and French:
+rank fusion gives a near-random dense ranking as much say as a good lexical one, whatever the scores. Score fusion
+with a small dense share there lets BM25 lead while the embedder still reorders close calls. The figures behind the
+defaults are in docs/evaluation.md (`python -m bench.retrieval --sweep`).
 """
 
 from __future__ import annotations
@@ -63,29 +64,31 @@ class Retriever:
         elif mode == "bm25":
             ranked = lexical
         else:
-            ranked = fuse(dense, lexical, self.dense_weight(lang), self.settings.rrf_k)
+            ranked = fuse(dense, lexical, self.dense_weight(lang))
         return self._hits(ranked[:k], dense, lexical)
 
     def rankings(
         self, query: str, lang: str, depth: int, mode: Mode = "hybrid", search_filter: SearchFilter | None = None
     ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-        """Each retriever's (chunk id, score) list, best first, filtered inside the search."""
-        self.store.refresh()
-        mask = self.store.allowed_rows(search_filter)
-        dense = self._dense(query, depth, mask) if mode in ("hybrid", "dense") else []
-        lexical = self._lexical(query, lang, depth, mask) if mode in ("hybrid", "bm25") else []
-        return dense, lexical
+        """Each retriever's (chunk id, score) list, best first, filtered inside the search.
 
-    def _dense(self, query: str, depth: int, mask) -> list[tuple[int, float]]:
-        vector = self.embedder.encode([query])[0]
-        return self.store.dense_search(vector, depth, mask)
+        The mask and both searches run under the store's lock, so a commit from another thread cannot swap the rows
+        between the mask being built and being applied (which would filter the wrong passages).
+        """
+        vector = self.embedder.encode([query])[0] if mode in ("hybrid", "dense") else None
+        with self.store.lock:
+            self.store.refresh()
+            mask = self.store.allowed_rows(search_filter)
+            dense = self.store.dense_search(vector, depth, mask) if vector is not None else []
+            lexical = self._lexical(query, lang, depth, mask) if mode in ("hybrid", "bm25") else []
+        return dense, lexical
 
     def _lexical(self, query: str, lang: str, depth: int, mask) -> list[tuple[int, float]]:
         return self.store.lexical_search(tokenize(query, lang), depth, mask)
 
     def dense_weight(self, lang: str) -> float:
         weights = self.settings.dense_weight
-        return weights.get(lang, weights.get("default", 1.0))
+        return weights.get(lang, weights["default"])
 
     def _hits(self, ranked, dense, lexical) -> list[Hit]:
         records = self.store.chunks([cid for cid, _ in ranked])
@@ -102,12 +105,26 @@ class Retriever:
 
 
 def fuse(
-    dense: list[tuple[int, float]], lexical: list[tuple[int, float]], dense_weight: float, rrf_k: int
+    dense: list[tuple[int, float]], lexical: list[tuple[int, float]], dense_weight: float
 ) -> list[tuple[int, float]]:
-    """Weighted reciprocal-rank fusion; BM25 weighs 1, ties broken by chunk id for determinism."""
+    """Convex combination of normalised scores: BM25 divided by its best score, cosine min-max scaled over the
+    candidates; a passage missing from one list gets 0 from it. Ties broken by chunk id for determinism."""
     scores: dict[int, float] = {}
-    for weight, ranking in ((dense_weight, dense), (1.0, lexical)):
-        for rank, (cid, _) in enumerate(ranking, 1):
-            scores[cid] = scores.get(cid, 0.0) + weight / (rrf_k + rank)
+    for weight, normalised in ((1.0 - dense_weight, _scaled_by_max(lexical)), (dense_weight, _min_max(dense))):
+        for cid, value in normalised:
+            scores[cid] = scores.get(cid, 0.0) + weight * value
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
+
+def _scaled_by_max(ranking: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    top = max((score for _, score in ranking), default=0.0)
+    return [(cid, score / top) for cid, score in ranking] if top > 0 else []
+
+
+def _min_max(ranking: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    if not ranking:
+        return []
+    high = max(score for _, score in ranking)
+    low = min(score for _, score in ranking)
+    span = high - low if high > low else 1.0
+    return [(cid, (score - low) / span) for cid, score in ranking]

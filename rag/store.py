@@ -16,13 +16,15 @@ point leaves either the previous or the next committed state, never a mix.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import faiss
@@ -64,11 +66,14 @@ class DocumentRecord:
     ingested_at: float
     chunks: int = 0
 
+    def to_dict(self) -> dict:
+        return {**asdict(self), "labels": list(self.labels)}
+
 
 @dataclass(frozen=True)
-class ChunkRecord:
-    id: int
-    doc_id: str
+class _Passage:
+    """Where a chunk sits in its document and what it says; shared by stored and to-be-stored chunks."""
+
     ordinal: int
     start: int
     end: int
@@ -77,22 +82,20 @@ class ChunkRecord:
     lang: str
     content_hash: str
     text: str
+
+
+@dataclass(frozen=True)
+class ChunkRecord(_Passage):
+    id: int
+    doc_id: str
     title: str
     source: str
 
 
 @dataclass(frozen=True)
-class NewChunk:
-    """What a writer stores per chunk: position, text, lexical tokens and the unit vector."""
+class NewChunk(_Passage):
+    """What a writer stores per chunk: the passage, its lexical tokens and its unit vector."""
 
-    ordinal: int
-    start: int
-    end: int
-    page: int | None
-    heading_path: tuple[str, ...]
-    lang: str
-    content_hash: str
-    text: str
     tokens: list[str]
     vector: np.ndarray
 
@@ -113,6 +116,19 @@ class SearchFilter:
         )
 
 
+def _serialised(method):
+    """Run under the store's lock. Threads of one process (the HTTP server's) share one SQLite connection, so a reader
+    must not run inside a writer's open transaction, and a search must see one generation's rows, mask and
+    structures, which `refresh` swaps as a whole."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class IndexStore:
     """Open with `IndexStore.open(dir, manifest)`; writers use `with store.writer(): ...`."""
 
@@ -121,6 +137,7 @@ class IndexStore:
         self.db = db
         self.manifest = manifest
         self._lock_handle = None
+        self.lock = threading.RLock()  # see _serialised
         self._loaded_generation = -1
         self._dense: faiss.Index | None = None
         self._lexical: LexicalIndex | None = None
@@ -150,6 +167,7 @@ class IndexStore:
         return cls(directory, db, stored)
 
     @property
+    @_serialised
     def generation(self) -> int:
         return int(_read_state(self.db, "generation") or 0)
 
@@ -180,6 +198,7 @@ class IndexStore:
             self._lock_handle = None
 
     # ---------------------------------------------------------------- reading metadata
+    @_serialised
     def documents(self, search_filter: SearchFilter | None = None) -> list[DocumentRecord]:
         rows = self.db.execute(
             "SELECT d.doc_id, source, title, format, d.lang, sha256, labels, pages, chars, ingested_at, "
@@ -195,21 +214,25 @@ class IndexStore:
             raise NotFoundError(f"no document with id {doc_id!r}; `rag docs` lists the ids")
         return docs[0]
 
+    @_serialised
     def document_sha(self, doc_id: str) -> tuple[str, tuple[str, ...]] | None:
         row = self.db.execute("SELECT sha256, labels FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
         return None if row is None else (row[0], tuple(json.loads(row[1])))
 
+    @_serialised
     def document_text(self, doc_id: str) -> tuple[str, list[dict]]:
         row = self.db.execute("SELECT text, blocks FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"no document with id {doc_id!r}")
         return row[0], json.loads(row[1])
 
+    @_serialised
     def cached_vectors(self, doc_id: str) -> dict[str, np.ndarray]:
         """Vectors of a document's current chunks by content hash: unchanged passages are not embedded again."""
         rows = self.db.execute("SELECT content_hash, vector FROM chunks WHERE doc_id = ?", (doc_id,))
         return {h: np.frombuffer(v, dtype=np.float32) for h, v in rows}
 
+    @_serialised
     def chunks(self, ids: Sequence[int]) -> dict[int, ChunkRecord]:
         if not len(ids):
             return {}
@@ -221,6 +244,7 @@ class IndexStore:
         )
         return {row[0]: _chunk(row) for row in rows}
 
+    @_serialised
     def stats(self) -> dict:
         self.refresh()
         docs, chunks = self.db.execute(
@@ -241,6 +265,7 @@ class IndexStore:
         }
 
     # ---------------------------------------------------------------- searching
+    @_serialised
     def refresh(self) -> None:
         """Load the search structures of the current generation, building them if they are missing."""
         generation = self.generation
@@ -309,6 +334,7 @@ class IndexStore:
             if path.name != f"lexical-{generation}":
                 shutil.rmtree(path, ignore_errors=True)
 
+    @_serialised
     def allowed_rows(self, search_filter: SearchFilter | None) -> np.ndarray | None:
         """Boolean mask over rows, or None when nothing is filtered."""
         if search_filter is None or search_filter == SearchFilter():
@@ -316,6 +342,7 @@ class IndexStore:
         admitted = np.fromiter((search_filter.admits(d) for d in self._docs), dtype=bool, count=len(self._docs))
         return admitted[self._row_doc] if len(self._row_doc) else np.zeros(0, dtype=bool)
 
+    @_serialised
     def dense_search(self, vector: np.ndarray, k: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
         self.refresh()
         if self._dense.ntotal == 0 or (mask is not None and not mask.any()):
@@ -327,6 +354,7 @@ class IndexStore:
         scores, ids = self._dense.search(vector.reshape(1, -1).astype(np.float32), k, params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
+    @_serialised
     def lexical_search(self, tokens: list[str], k: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
         self.refresh()
         scores = self._lexical.scores(tokens, mask)
@@ -365,6 +393,10 @@ class _Writer:
     ) -> int:
         """Replace/add documents (`puts`: document row as dict, its chunks), delete others and optionally swap the
         manifest (reindex), all in one transaction."""
+        with self.store.lock:
+            return self._commit(puts, deletes, manifest)
+
+    def _commit(self, puts, deletes, manifest) -> int:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
