@@ -1,0 +1,283 @@
+"""Grounded answers: retrieve, then generate (or quote), verify every sentence, or abstain.
+
+`Answerer.stream` yields `Token`s while the model writes and ends with one `Answer`. The final `Answer` is
+authoritative: verification runs after generation, so a sentence already streamed may be removed from it (it is then
+listed in `Answer.removed`), and an answer whose sentences are all removed becomes an abstention.
+
+Abstention happens before generation when retrieval evidence is weak (no passage, or the best passage contains too
+small a share of the question's content words: `answer.min_retrieval_score`), and after it when no sentence survives
+verification. Either way the answer says so in the question's language and the closest passages are its sources.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+from .chunk import sentence_spans
+from .cite import Citation, Sentence, parse_sentences, verify
+from .errors import InputError
+from .generate import LLM, Prompt
+from .language import UNDETERMINED, detect_language
+from .lexical import tokenize
+from .prompt import build_prompt, citation_grammar
+from .retrieve import Hit
+from .settings import Settings
+from .store import ChunkRecord, SearchFilter
+
+NO_ANSWER = {
+    "en": "The documents do not contain the answer to this question.",
+    "fr": "Les documents ne contiennent pas la réponse à cette question.",
+    "de": "Die Dokumente enthalten keine Antwort auf diese Frage.",
+    "lb": "D'Dokumenter enthalen keng Äntwert op dës Fro.",
+    "nl": "De documenten bevatten geen antwoord op deze vraag.",
+    "it": "I documenti non contengono la risposta a questa domanda.",
+    "es": "Los documentos no contienen la respuesta a esta pregunta.",
+    "pt": "Os documentos não contêm a resposta a esta pergunta.",
+}
+
+Search = Callable[..., list[Hit]]  # Pipeline.search(query, k=..., search_filter=...)
+
+
+@dataclass(frozen=True)
+class Token:
+    """A piece of generated text, streamed before verification."""
+
+    text: str
+
+
+@dataclass
+class Timings:
+    retrieval_ms: float = 0.0
+    prompt_tokens: int | None = None  # None when the backend cannot count them (HTTP servers)
+    ttft_ms: float | None = None  # from the start of the request to the first generated piece
+    generated_tokens: int = 0
+    tokens_per_s: float | None = None  # after the first token, i.e. decoding speed without prompt evaluation
+    verify_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Source:
+    """A passage shown to the model (or, on abstention, one of the closest); `n` is its `[n]` marker."""
+
+    n: int
+    hit: Hit
+    cited: bool
+
+    @property
+    def chunk(self) -> ChunkRecord:
+        return self.hit.chunk
+
+    def to_dict(self) -> dict:
+        return {"n": self.n, "cited": self.cited, **self.hit.to_dict()}
+
+
+@dataclass
+class Answer:
+    question: str
+    text: str
+    lang: str
+    mode: str  # generate | quote
+    abstained: bool
+    evidence: float = 0.0  # best passage's share of the question's content words (see `evidence`)
+    sentences: list[Sentence] = field(default_factory=list)
+    removed: list[Sentence] = field(default_factory=list)  # failed verification, dropped from `text`
+    sources: list[Source] = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
+    model: str | None = None
+    raw: str = ""  # the model's output before parsing and verification
+
+    def to_dict(self) -> dict:
+        return {
+            "question": self.question, "answer": self.text, "lang": self.lang, "mode": self.mode,
+            "abstained": self.abstained, "evidence": round(self.evidence, 4), "sentences": [s.to_dict() for s in self.sentences],
+            "removed": [s.to_dict() for s in self.removed], "sources": [s.to_dict() for s in self.sources],
+            "timings": asdict(self.timings), "model": self.model, "raw": self.raw,
+        }
+
+
+Event = Token | Answer
+
+
+class Answerer:
+    """Turns a question into an `Answer`; the language model is asked for only when a generation needs it."""
+
+    def __init__(self, search: Search, llm: Callable[[], LLM], encode: Callable, settings: Settings):
+        self.search = search
+        self.llm = llm
+        self.encode = encode  # the embedder's encode(texts) -> unit vectors, for quote mode
+        self.settings = settings
+
+    def ask(self, question: str, **options) -> Answer:
+        *_, answer = self.stream(question, **options)
+        return answer
+
+    def stream(
+        self, question: str, k: int | None = None, mode: str | None = None,
+        search_filter: SearchFilter | None = None, history: Sequence[str] = (),
+    ) -> Iterator[Event]:
+        started = time.perf_counter()
+        mode = mode or self.settings.answer.mode
+        question = self._checked(question, mode)
+        query = retrieval_query(question, history)
+        hits = self.search(query, k=k, search_filter=search_filter)
+        timings = Timings(retrieval_ms=_ms(started))
+        base = Answer(question, "", question_language(question, hits), mode, False, evidence(query, hits),
+                      timings=timings)
+        if not hits or base.evidence < self.settings.answer.min_retrieval_score:
+            yield self._abstain(base, hits, started)
+        elif mode == "quote":
+            quoted = quote(question, hits, self.encode, self.settings.answer.quote_sentences)
+            yield self._finish(base, hits, quoted, [], started) if quoted else self._abstain(base, hits, started)
+        else:
+            yield from self._generate(base, hits, started)
+
+    def _checked(self, question: str, mode: str) -> str:
+        question = question.strip()
+        limit = self.settings.answer.max_question_chars
+        if not question:
+            raise InputError("the question is empty; ask something about the indexed documents")
+        if len(question) > limit:
+            raise InputError(f"the question has {len(question)} characters, more than answer.max_question_chars "
+                             f"({limit}); shorten it or raise the limit")
+        if mode not in ("generate", "quote"):
+            raise InputError(f"the answer mode must be generate or quote, not {mode!r}")
+        return question
+
+    def _generate(self, base: Answer, hits: list[Hit], started: float) -> Iterator[Event]:
+        llm = self.llm()
+        hits, prompt, base.timings.prompt_tokens = self._fitted(llm, base.question, hits)
+        base.model = llm.info.model
+        grammar = citation_grammar(len(hits)) if self._use_grammar() else None
+        pieces: list[str] = []
+        decode_started = None
+        tokens = llm.stream_tokens(prompt, grammar=grammar)
+        try:
+            for piece in tokens:
+                if decode_started is None:
+                    decode_started = time.perf_counter()
+                    base.timings.ttft_ms = _ms(started)
+                pieces.append(piece)
+                yield Token(piece)
+        finally:
+            tokens.close()  # a consumer that stops early (Ctrl-C, disconnect) stops the model too
+        base.timings.generated_tokens = len(pieces)
+        if decode_started is not None and len(pieces) > 1:
+            base.timings.tokens_per_s = (len(pieces) - 1) / max(time.perf_counter() - decode_started, 1e-9)
+        yield self._verified(base, hits, "".join(pieces), started)
+
+    def _use_grammar(self) -> bool:
+        return self.settings.llm.grammar and self.settings.llm.prompt_format == "completion"
+
+    def _fitted(self, llm: LLM, question: str, hits: list[Hit]) -> tuple[list[Hit], Prompt, int | None]:
+        """The prompt with as many of the best passages as fit in the context beside the answer's token budget."""
+        s = self.settings.llm
+        while True:
+            prompt = build_prompt(question, hits, s.prompt_format)
+            tokens = llm.count_tokens(prompt)
+            if tokens is None or tokens + s.max_tokens <= s.n_ctx:
+                return hits, prompt, tokens
+            if len(hits) == 1:
+                raise InputError(
+                    f"the prompt has {tokens} tokens with a single passage and the answer may take {s.max_tokens}, "
+                    f"more than llm.n_ctx ({s.n_ctx}); shorten the question or raise llm.n_ctx"
+                )
+            hits = hits[:-1]
+
+    def _verified(self, base: Answer, hits: list[Hit], raw: str, started: float) -> Answer:
+        checked = time.perf_counter()
+        sentences = parse_sentences(raw, hits)
+        verify(sentences, hits, self.settings.answer.min_support)
+        base.raw = raw
+        base.timings.verify_ms = _ms(checked)
+        if self.settings.answer.remove_unsupported:
+            kept, removed = [s for s in sentences if s.supported], [s for s in sentences if not s.supported]
+        else:
+            kept, removed = sentences, []
+        if not any(s.supported for s in kept):
+            base.removed = sentences
+            return self._abstain(base, hits, started)
+        return self._finish(base, hits, kept, removed, started)
+
+    def _finish(self, base: Answer, hits, sentences: list[Sentence], removed: list[Sentence], started) -> Answer:
+        base.sentences, base.removed = sentences, removed
+        base.text = " ".join(s.render() for s in sentences)
+        base.sources = sources(hits, {c.marker for s in sentences for c in s.citations})
+        base.timings.total_ms = _ms(started)
+        return base
+
+    def _abstain(self, base: Answer, hits: list[Hit], started: float) -> Answer:
+        base.abstained = True
+        base.text = NO_ANSWER.get(base.lang, NO_ANSWER["en"])
+        base.sources = sources(hits[: self.settings.answer.abstain_sources], set())
+        base.timings.total_ms = _ms(started)
+        return base
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 2)
+
+
+def retrieval_query(question: str, history: Sequence[str]) -> str:
+    """A follow-up ("and for students?") is retrieved together with the previous question, which names the topic.
+
+    Only the last previous question is added: older turns drift off topic and would outweigh the new question.
+    """
+    return f"{history[-1]} {question}" if history else question
+
+
+def question_language(question: str, hits: Sequence[Hit]) -> str:
+    """The question's language; a question too short to tell is taken to be in the best passage's language."""
+    lang = detect_language(question)
+    if lang != UNDETERMINED:
+        return lang
+    return hits[0].chunk.lang if hits and hits[0].chunk.lang != UNDETERMINED else "en"
+
+
+def evidence(query: str, hits: Sequence[Hit]) -> float:
+    """Largest share of the query's content words that one passage contains (stemmed in the passage's language)."""
+    return max((coverage(query, " ".join((*h.chunk.heading_path, h.chunk.text)), h.chunk.lang) for h in hits),
+               default=0.0)
+
+
+def coverage(question: str, text: str, lang: str) -> float:
+    """Share of the question's distinct content words that `text` contains."""
+    words = set(tokenize(question, lang))
+    return len(words & set(tokenize(text, lang))) / len(words) if words else 0.0
+
+
+def sources(hits: Sequence[Hit], cited: set[int]) -> list[Source]:
+    return [Source(n, hit, n in cited) for n, hit in enumerate(hits, 1)]
+
+
+# ---------------------------------------------------------------------------------------------- quote mode
+def quote(question: str, hits: Sequence[Hit], encode: Callable, count: int) -> list[Sentence]:
+    """The passages' sentences that best answer the question, verbatim, each citing its passage.
+
+    Rank = mean of lexical overlap (share of the question's content words in the sentence) and cosine similarity of
+    the embeddings: overlap finds the exact terms, the embedding finds paraphrases.
+    """
+    candidates = [(n, text) for n, hit in enumerate(hits, 1) for text in passage_sentences(hit.chunk)]
+    if not candidates:
+        return []
+    vectors = encode([question] + [text for _, text in candidates])
+    similarity = vectors[1:] @ vectors[0]
+    scores = [
+        (0.5 * coverage(question, text, hits[n - 1].chunk.lang) + 0.5 * float(cos), i)
+        for i, ((n, text), cos) in enumerate(zip(candidates, similarity))
+    ]
+    best = sorted(scores, key=lambda item: (-item[0], item[1]))[:count]
+    return [
+        Sentence(candidates[i][1], [Citation.of(candidates[i][0], hits[candidates[i][0] - 1])], score, True)
+        for score, i in best
+    ]
+
+
+def passage_sentences(chunk: ChunkRecord) -> list[str]:
+    """Sentences of a passage, verbatim except that line breaks inside one become spaces; headings are not quoted."""
+    spans = sentence_spans(chunk.text, 0, len(chunk.text))
+    sentences = [re.sub(r"\s+", " ", chunk.text[a:b]).strip() for a, b in spans]
+    return [s for s in sentences if len(s) > 1 and s not in chunk.heading_path]

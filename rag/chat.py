@@ -1,0 +1,154 @@
+"""`rag chat` (and the streaming output of `rag ask`): a terminal front door over `Pipeline.stream`.
+
+Line editing and the up-arrow history (kept in `<data_dir>/chat_history`) come from prompt_toolkit. While an answer is
+streaming the prompt is not active, so Ctrl-C raises KeyboardInterrupt in the loop that consumes the stream: the
+generators unwind, which releases llama.cpp, and the chat goes on. Ctrl-D at the prompt leaves.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TextIO
+
+from .answer import Answer, Event, Source, Token
+from .errors import InputError, RagError
+from .prompt import passage_label
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+HELP = """Ask a question about the indexed documents, or use a command:
+  /sources N               show the full text of passage N of the last answer
+  /mode generate|quote     generate answers with the model, or quote the best sentences verbatim
+  /reset                   forget the conversation (follow-ups are retrieved with the previous question)
+  /help                    this text
+  /quit                    leave (Ctrl-D works too; Ctrl-C stops a running answer)"""
+
+
+def print_stream(events: Iterable[Event], out: TextIO = sys.stdout) -> Answer:
+    """Write tokens as they arrive, then the verified answer where it differs, then the numbered sources."""
+    streamed: list[str] = []
+    answer = None
+    for event in events:
+        if isinstance(event, Token):
+            streamed.append(event.text)
+            out.write(event.text)
+            out.flush()
+        else:
+            answer = event
+    out.write(render_tail(answer, "".join(streamed)) + "\n")
+    out.flush()
+    return answer
+
+
+def render_tail(answer: Answer, streamed: str) -> str:
+    """What follows the streamed text: verification may have removed sentences or added citations."""
+    lines = []
+    if not streamed.strip():
+        lines.append(answer.text)
+    elif " ".join(streamed.split()) != answer.text:
+        lines += ["", f"Verified answer: {answer.text}"]
+    lines += [f"  removed, unsupported ({s.support:.2f}): {s.text}" for s in answer.removed]
+    if answer.sources:
+        lines.append("Closest passages:" if answer.abstained else "Sources:")
+        lines += [f"  {source_line(s)}" for s in answer.sources if s.cited or answer.abstained]
+    return "\n".join(lines)
+
+
+def source_line(source: Source) -> str:
+    return f"[{source.n}] {passage_label(source.chunk)}  ({source.chunk.doc_id})"
+
+
+@dataclass
+class ChatSession:
+    """The state of one conversation; `handle` is everything a line typed at the prompt can do."""
+
+    pipeline: Pipeline
+    mode: str
+    k: int | None = None
+    history: list[str] = field(default_factory=list)
+    last: Answer | None = None
+    out: TextIO = sys.stdout
+
+    def handle(self, line: str) -> bool:
+        """Act on one line; False means leave."""
+        line = line.strip()
+        if not line:
+            return True
+        if line.startswith("/"):
+            return self._command(*line[1:].split(maxsplit=1))
+        self._answer(line)
+        return True
+
+    def _answer(self, question: str) -> None:
+        events = self.pipeline.stream(question, k=self.k, mode=self.mode, history=self.history)
+        try:
+            self.last = print_stream(events, self.out)
+        except KeyboardInterrupt:
+            events.close()
+            self.say("\n[stopped]")
+            return
+        except RagError as exc:
+            self.say(f"error: {exc}")
+            return
+        self.history.append(question)
+
+    def _command(self, name: str, argument: str = "") -> bool:
+        if name in ("quit", "exit", "q"):
+            return False
+        actions = {"help": lambda _: self.say(HELP), "sources": self._sources, "mode": self._mode,
+                   "reset": self._reset}
+        if name not in actions:
+            self.say(f"unknown command /{name}; /help lists the commands")
+        else:
+            try:
+                actions[name](argument.strip())
+            except InputError as exc:
+                self.say(f"error: {exc}")
+        return True
+
+    def _sources(self, argument: str) -> None:
+        sources = self.last.sources if self.last else []
+        if not argument.isdigit() or not 1 <= int(argument) <= len(sources):
+            raise InputError(f"/sources needs a passage number from 1 to {len(sources)}, not {argument!r}")
+        source = sources[int(argument) - 1]
+        chunk = source.chunk
+        self.say(f"{source_line(source)}  characters {chunk.start}-{chunk.end}\n{chunk.text}")
+
+    def _mode(self, argument: str) -> None:
+        if argument not in ("generate", "quote"):
+            raise InputError(f"/mode takes generate or quote, not {argument!r} (now: {self.mode})")
+        self.mode = argument
+        self.say(f"mode: {argument}")
+
+    def _reset(self, _: str) -> None:
+        self.history.clear()
+        self.last = None
+        self.say("conversation reset")
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+
+def run_chat(pipeline: Pipeline, mode: str | None = None, k: int | None = None) -> None:
+    """The interactive loop; needs a terminal (prompt_toolkit)."""
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import FileHistory
+
+    settings = pipeline.settings
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prompt = PromptSession(history=FileHistory(str(settings.data_dir / "chat_history")))
+    session = ChatSession(pipeline, mode or settings.answer.mode, k)
+    session.say("Sovereign RAG chat: ask about the indexed documents. /help for commands, Ctrl-D to leave.")
+    while True:
+        try:
+            line = prompt.prompt("> ")
+        except KeyboardInterrupt:  # Ctrl-C at the prompt clears the line, like a shell
+            continue
+        except EOFError:
+            break
+        if not session.handle(line):
+            break

@@ -1,0 +1,164 @@
+"""Citations and verification: map `[n]` markers to passages, then check every sentence against what it cites.
+
+The check is lexical and deliberately strict about facts (docs/verification.md explains it and its thresholds):
+
+- support = weighted share of the sentence's content words (stemmed, stop words removed) found in the passage, where
+  a capitalised name weighs `NAME_WEIGHT` words, so a missing name costs much more than a missing common word;
+- any number of the sentence (every digit group, so dates and amounts too) absent from the passage makes the support 0.
+
+A sentence with citations is checked against the union of the passages it cites. One without citations is checked
+against each retrieved passage and, when one supports it, cites the best: a small base model rarely cites by itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .chunk import sentence_spans
+from .lexical import tokenize
+from .retrieve import Hit
+
+NAME_WEIGHT = 3.0  # a capitalised name or term counts as this many ordinary words
+_MARKERS = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+_LEADING_MARKERS = re.compile(rf"(?:{_MARKERS.pattern})+")
+_NUMBER = re.compile(r"\d+")
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+@dataclass(frozen=True)
+class Citation:
+    marker: int  # n of the `[n]` marker: 1-based position of the passage in the prompt and in the sources
+    chunk_id: int
+    doc_id: str
+    title: str
+    page: int | None
+    start: int  # character span of the passage in the document's extracted text
+    end: int
+    content_hash: str
+
+    @classmethod
+    def of(cls, marker: int, hit: Hit) -> Citation:
+        c = hit.chunk
+        return cls(marker, c.id, c.doc_id, c.title, c.page, c.start, c.end, c.content_hash)
+
+
+@dataclass
+class Sentence:
+    text: str  # without citation markers
+    citations: list[Citation] = field(default_factory=list)
+    support: float = 0.0  # 0..1, see the module docstring
+    supported: bool = False
+    missing: list[str] = field(default_factory=list)  # numbers and names the cited passages do not contain
+
+    @property
+    def markers(self) -> str:
+        return "".join(f"[{c.marker}]" for c in self.citations)
+
+    def render(self) -> str:
+        """The sentence as shown to the user: its text, then its citations before the closing punctuation."""
+        if not self.citations:
+            return self.text
+        body, end = (self.text[:-1], self.text[-1]) if self.text[-1:] in ".!?" else (self.text, "")
+        return f"{body} {self.markers}{end}"
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "citations": [c.marker for c in self.citations], "support": round(self.support, 4),
+                "supported": self.supported, "missing": self.missing}
+
+
+@dataclass(frozen=True)
+class Support:
+    score: float
+    missing: tuple[str, ...]
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+def parse_sentences(answer: str, hits: Sequence[Hit]) -> list[Sentence]:
+    """Split generated text into sentences with their citations; markers naming no passage are dropped.
+
+    A sentence the model already wrote is dropped too (small models loop), its citations joining the first copy.
+    """
+    sentences: dict[str, Sentence] = {}
+    last = None
+    for text, numbers in _split_marked(answer):
+        citations = [Citation.of(n, hits[n - 1]) for n in dict.fromkeys(numbers) if 1 <= n <= len(hits)]
+        if text:  # markers alone after a sentence's full stop belong to that sentence
+            last = sentences.setdefault(text, Sentence(text))
+        if last is not None:
+            last.citations.extend(c for c in citations if c not in last.citations)
+    return list(sentences.values())
+
+
+def _split_marked(answer: str) -> list[tuple[str, list[int]]]:
+    """(text without markers, marker numbers) per sentence; leading markers are split off as their own item."""
+    text = " ".join(answer.split())
+    items = []
+    for start, end in sentence_spans(text, 0, len(text)):
+        piece = text[start:end]
+        lead = _LEADING_MARKERS.match(piece)
+        if lead:
+            items.append(("", marker_numbers(lead.group())))
+            piece = piece[lead.end():]
+        items.append((_tidy(_MARKERS.sub("", piece)), marker_numbers(piece)))
+    return items
+
+
+def marker_numbers(text: str) -> list[int]:
+    """Passage numbers of every `[n]`, `[n, m]` and `[n][m]` marker, in order."""
+    return [int(n) for group in _MARKERS.findall(text) for n in re.split(r"\s*[,;]\s*", group)]
+
+
+def _tidy(text: str) -> str:
+    """Remove the space a dropped marker leaves before punctuation ("euros [2]." becomes "euros.")."""
+    return re.sub(r"\s+([.,;:!?])", r"\1", text).strip()
+
+
+# ---------------------------------------------------------------------------------------------- verification
+def verify(sentences: list[Sentence], hits: Sequence[Hit], min_support: float) -> None:
+    """Score every sentence in place; uncited sentences get the citation of the passage that supports them best.
+
+    Words are stemmed in the passage's language: an answer usually repeats its passage's wording, whatever the
+    language of the question.
+    """
+    for sentence in sentences:
+        if sentence.citations:
+            cited = [hits[c.marker - 1] for c in sentence.citations]
+            result = support(sentence.text, " ".join(h.chunk.text for h in cited), cited[0].chunk.lang)
+        else:
+            result, best = _best_passage(sentence.text, hits)
+            if best is not None and result.score >= min_support:
+                sentence.citations = [Citation.of(best + 1, hits[best])]
+        sentence.support, sentence.missing = result.score, list(result.missing)
+        sentence.supported = result.score >= min_support
+
+
+def _best_passage(text: str, hits: Sequence[Hit]) -> tuple[Support, int | None]:
+    scored = [(support(text, h.chunk.text, h.chunk.lang), i) for i, h in enumerate(hits)]
+    if not scored:
+        return Support(0.0, ()), None
+    best, index = max(scored, key=lambda item: (item[0].score, -item[1]))
+    return best, index
+
+
+def support(sentence: str, passage: str, lang: str) -> Support:
+    """How much of `sentence` the passage states; see the module docstring for the weights."""
+    passage_words = set(tokenize(passage, lang))
+    passage_numbers = set(_NUMBER.findall(passage))
+    missing_numbers = [n for n in dict.fromkeys(_NUMBER.findall(sentence)) if n not in passage_numbers]
+    names = set(tokenize(" ".join(capitalised_words(sentence)), lang))
+    words = tokenize(sentence, lang)
+    if not words:  # nothing checkable ("Yes.") is not evidence of support
+        return Support(0.0, tuple(missing_numbers))
+    weights = [NAME_WEIGHT if w in names else 1.0 for w in words]
+    found = sum(weight for w, weight in zip(words, weights) if w in passage_words)
+    missing_names = [w for w in dict.fromkeys(words) if w in names and w not in passage_words]
+    score = 0.0 if missing_numbers else found / sum(weights)
+    return Support(score, tuple(missing_numbers + missing_names))
+
+
+def capitalised_words(sentence: str) -> list[str]:
+    """Words written with a capital anywhere but at the start of the sentence: names, acronyms, (German) nouns."""
+    words = _WORD.findall(sentence)
+    return [w for w in words[1:] if w[0].isupper()]
