@@ -1,0 +1,170 @@
+"""API keys and the principals they stand for; only hashes of the keys are ever written down.
+
+A key reads `rag_<id>_<secret>`: `id` (8 hex characters) is public and names the key in `rag keys list`, in the audit
+log and in `rag keys revoke`; `secret` is 32 random bytes. The key file keeps sha256(key) and never the key: the secret
+has 256 bits of entropy, so a slow password hash would add nothing but per-request latency.
+
+A principal is who a key belongs to: an id, the access labels it holds (it sees a document iff it holds all the
+document's labels) and whether it may change the index (upload, delete).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import AuthenticationError, ConfigError, InputError, NotFoundError
+from .settings import Settings
+from .store import SearchFilter
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
+_KEY = re.compile(r"rag_([0-9a-f]{8})_[A-Za-z0-9_-]{43}")
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: str
+    labels: frozenset[str]
+    admin: bool = False
+    key_id: str | None = None  # None when keys are switched off
+
+    def search_filter(self) -> SearchFilter:
+        """What this principal may see, applied inside every search and listing."""
+        return SearchFilter(labels=self.labels)
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    key_id: str
+    sha256: str
+    principal: str
+    labels: tuple[str, ...]
+    admin: bool
+    created: float
+    revoked: float | None = None
+
+    def principal_of(self) -> Principal:
+        return Principal(self.principal, frozenset(self.labels), self.admin, self.key_id)
+
+    def public(self) -> dict:
+        """Everything but the hash, for `rag keys list`."""
+        return {k: v for k, v in asdict(self).items() if k != "sha256"}
+
+
+def checked_name(value: str, what: str) -> str:
+    """Principal ids and labels end up in filters, file paths and logs: keep them to a plain alphabet."""
+    if not _NAME.fullmatch(value):
+        raise InputError(
+            f"{what} {value[:80]!r} is not allowed: use 1-64 letters, digits and . _ : @ - (starting with a letter "
+            "or digit)"
+        )
+    return value
+
+
+def checked_labels(labels: Iterable[str]) -> frozenset[str]:
+    checked = frozenset(checked_name(label, "label") for label in labels)
+    if not checked:
+        raise InputError("at least one access label is needed, e.g. public")
+    return checked
+
+
+def keys_path(settings: Settings) -> Path:
+    return settings.server.keys_file or settings.data_dir / "keys.json"
+
+
+class KeyStore:
+    """The key file; re-read when it changes on disk, so `rag keys revoke` takes effect without a restart."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._records: dict[str, KeyRecord] = {}
+        self._loaded: tuple[int, int, int] | None = None  # (inode, mtime_ns, size) of the version in memory
+
+    # ------------------------------------------------------------------ reading
+    def records(self) -> list[KeyRecord]:
+        self._reload()
+        return sorted(self._records.values(), key=lambda r: r.created)
+
+    def authenticate(self, key: str | None) -> Principal:
+        """The principal of a valid, unrevoked key; anything else is one and the same AuthenticationError."""
+        match = _KEY.fullmatch(key or "")
+        self._reload()
+        record = self._records.get(match.group(1)) if match else None
+        if record is None or record.revoked or not hmac.compare_digest(record.sha256, _hash(key)):
+            raise AuthenticationError("missing, unknown or revoked API key; send `Authorization: Bearer <key>`")
+        return record.principal_of()
+
+    def _reload(self) -> None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self._records, self._loaded = {}, None
+            return
+        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # every write replaces the file: a new inode
+        if self._loaded != version:
+            self._records = _read(self.path)
+            self._loaded = version
+
+    # ------------------------------------------------------------------ writing (the `rag keys` commands)
+    def create(self, principal: str, labels: Iterable[str], admin: bool = False) -> tuple[str, KeyRecord]:
+        """A new key and its record; the key itself is returned once and stored nowhere."""
+        checked_name(principal, "principal id")
+        label_set = checked_labels(labels)
+        with self._editing() as records:
+            key_id = _new_key_id(records)
+            key = f"rag_{key_id}_{secrets.token_urlsafe(32)}"
+            record = KeyRecord(key_id, _hash(key), principal, tuple(sorted(label_set)), admin, time.time())
+            records[key_id] = record
+        return key, record
+
+    def revoke(self, key_id: str) -> KeyRecord:
+        with self._editing() as records:
+            if key_id not in records:
+                raise NotFoundError(f"no API key with id {key_id!r}; `rag keys list` shows the ids")
+            records[key_id] = record = KeyRecord(**{**asdict(records[key_id]), "revoked": time.time()})
+        return record
+
+    @contextmanager
+    def _editing(self):
+        """Read-modify-write under an exclusive lock, replaced atomically, readable by the owner only."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            records = _read(self.path) if self.path.exists() else {}
+            yield records
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump({"format": "sovereign-rag-keys/1", "keys": [asdict(r) for r in records.values()]},
+                          handle, indent=2)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+
+
+def _read(path: Path) -> dict[str, KeyRecord]:
+    try:
+        rows = json.loads(path.read_text())["keys"]
+        return {row["key_id"]: KeyRecord(**{**row, "labels": tuple(row["labels"])}) for row in rows}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"key file {path} is damaged ({exc}); restore it from a backup or recreate the keys") from None
+
+
+def _new_key_id(records: dict[str, KeyRecord]) -> str:
+    while (key_id := secrets.token_hex(4)) in records:
+        pass
+    return key_id
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()

@@ -1,0 +1,105 @@
+"""`rag serve`, `rag keys create|list|revoke` and `rag audit verify`: the commands around the HTTP service."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the HTTP service (only their hashes are stored).")
+audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail of the HTTP service.")
+
+
+def _settings():
+    from .cli import _settings as load
+
+    return load()
+
+
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="bind address (default server.host, 127.0.0.1)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="port (default server.port)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="worker processes, each with its own models")] = None,
+) -> None:
+    """Run the HTTP API; reference documentation at http://HOST:PORT/docs."""
+    import uvicorn
+
+    from .server import create_app
+    from .server.app import check_exposure
+
+    settings = _settings()
+    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+    server = settings.server.model_copy(update=overrides)
+    settings = settings.model_copy(update={"server": server})
+    check_exposure(server)
+    if server.workers == 1:
+        uvicorn.run(create_app(settings), host=server.host, port=server.port, log_level="info")
+        return
+    for name, value in overrides.items():  # the workers rebuild their settings from the environment
+        os.environ[f"RAG_SERVER__{name.upper()}"] = str(value)
+    uvicorn.run("rag.server:create_app_from_environment", factory=True, host=server.host, port=server.port,
+                workers=server.workers, log_level="info", loop="asyncio")  # uvloop sockets escape the egress guard
+
+
+@keys_app.command("create")
+def keys_create(
+    principal: Annotated[str, typer.Option("--principal", "-p", help="who the key is for, e.g. finance-team")],
+    label: Annotated[list[str], typer.Option("--label", "-l", help="access label it holds (repeatable)")],
+    admin: Annotated[bool, typer.Option("--admin", help="may upload and delete documents")] = False,
+) -> None:
+    """Create a key and print it once: it is stored hashed and cannot be shown again."""
+    from .auth import KeyStore, keys_path
+
+    key, record = KeyStore(keys_path(_settings())).create(principal, label, admin)
+    typer.echo(key)
+    typer.echo(f"key {record.key_id} for {record.principal} [{','.join(record.labels)}]"
+               f"{' admin' if record.admin else ''}: store it now, it is not kept", err=True)
+
+
+@keys_app.command("list")
+def keys_list(json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Every key's id, principal, labels and state (never the key)."""
+    from .auth import KeyStore, keys_path
+
+    records = KeyStore(keys_path(_settings())).records()
+    if json_out:
+        typer.echo(json.dumps([r.public() for r in records], indent=2))
+        return
+    for r in records:
+        state = f"revoked {_date(r.revoked)}" if r.revoked else "active"
+        typer.echo(f"{r.key_id}  {r.principal:20} [{','.join(r.labels)}]{' admin' if r.admin else ''}  "
+                   f"created {_date(r.created)}  {state}")
+    typer.echo(f"{len(records)} keys")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="the id shown by `rag keys list`")]) -> None:
+    """Revoke a key; a running server refuses it from its next request on."""
+    from .auth import KeyStore, keys_path
+
+    record = KeyStore(keys_path(_settings())).revoke(key_id)
+    typer.echo(f"revoked key {record.key_id} of {record.principal}")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    file: Annotated[Optional[Path], typer.Argument(help="the log (default audit.path)")] = None,
+) -> None:
+    """Check the hash chain; names the first edited, removed or reordered record and exits 1."""
+    from .audit import audit_path, verify
+
+    path = file or audit_path(_settings())
+    result = verify(path)
+    if not result.ok:
+        where = f"line {result.bad_line}" if result.bad_line else "head"
+        typer.echo(f"error: audit log {path}: {where}: {result.reason}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"ok: {result.records} records, chain intact; head {result.head or '(empty log)'}")
+
+
+def _date(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M")

@@ -1,0 +1,48 @@
+"""Request dependencies: who is calling, may they do this, and is the server ready to serve it."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ..auth import Principal
+from ..errors import AccessDeniedError
+from .services import Services
+
+bearer = HTTPBearer(auto_error=False, description="an API key from `rag keys create`: `Authorization: Bearer rag_...`")
+READY_RETRY_S = 5
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+async def principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+    """The caller; without keys (server.require_keys false, loopback only) everyone is one anonymous admin holding
+    the default labels."""
+    request.state.started = time.perf_counter()
+    s = services(request)
+    if s.settings.server.require_keys:
+        caller = s.keys.authenticate(credentials.credentials if credentials else None)
+    else:
+        caller = Principal("anonymous", frozenset(s.settings.default_labels), admin=True)
+    request.state.principal = caller
+    return caller
+
+
+async def admin(caller: Principal = Depends(principal)) -> Principal:
+    """Changing the index (upload, delete) needs an admin key; reading needs any key."""
+    if not caller.admin:
+        raise AccessDeniedError(f"principal {caller.id!r} may read but not change the index: uploads and deletes "
+                                "need an admin key (`rag keys create --admin`)")
+    return caller
+
+
+async def ready(request: Request) -> None:
+    s = services(request)
+    if s.state != "ready":
+        detail = ("the server is still loading its models and index; retry shortly" if s.state == "loading"
+                  else f"the server cannot serve: {s.failure}")
+        raise HTTPException(503, detail, headers={"Retry-After": str(READY_RETRY_S)})

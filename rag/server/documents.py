@@ -1,0 +1,111 @@
+"""/v1/documents: upload (admin), list, get, delete (admin), each limited to the documents the caller may see.
+
+An upload is all or nothing: every file is parsed first, and only if all of them are readable are they embedded and
+committed to the index in one transaction. Uploaded documents are stored as `/uploads/<principal>/<file name>`, so a
+re-upload by the same principal replaces its document, and a principal can never overwrite (or, by the answer it
+gets, detect) a document of the same name uploaded by someone else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import unicodedata
+
+from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
+
+from ..auth import Principal, checked_labels
+from ..errors import AccessDeniedError, InputError
+from ..load import Document, load_bytes
+from .answers import ERRORS, in_thread
+from .deps import admin, principal, ready, services
+from .schemas import DeleteResponse, DocumentList, DocumentPublic, UploadResponse
+
+router = APIRouter(tags=["documents"], dependencies=[Depends(ready)])
+
+DocId = Path(description="a document id from GET /v1/documents", max_length=200)
+
+
+@router.post("/v1/documents", status_code=201, response_model=UploadResponse, responses=ERRORS)
+async def upload(
+    request: Request,
+    files: list[UploadFile] = File(description="one or more files (PDF, DOCX, HTML, Markdown, text, Akoma Ntoso, "
+                                   "Formex); the format is read from the content, not the name"),
+    labels: list[str] | None = Form(None, description="access labels (repeat the field or separate with commas); "
+                                    "default: the server's default_labels. You may only use labels you hold"),
+    caller: Principal = Depends(admin),
+) -> dict:
+    """Add or replace documents; nothing is stored unless every file is readable."""
+    s = services(request)
+    label_set = _upload_labels(labels, caller, s.settings.default_labels)
+    named = [(_bare_name(f.filename), await f.read()) for f in files]
+    _check_unique(name for name, _ in named)
+    documents = await in_thread(_parse_all, named, caller.id)
+    async with s.writes:
+        report = await in_thread(s.pipeline.ingest_documents, documents, sorted(label_set), atomic=True)
+    stored = [await in_thread(s.pipeline.document, d.doc_id, caller.search_filter()) for d in documents]
+    await s.record(request, 201, labels=sorted(label_set), added=report.added, updated=report.updated,
+                   unchanged=report.unchanged, files=[{"doc_id": d.doc_id, "sha256": d.sha256} for d in documents])
+    return {"added": report.added, "updated": report.updated, "unchanged": report.unchanged,
+            "chunks": report.chunks, "documents": [d.to_dict() for d in stored]}
+
+
+@router.get("/v1/documents", response_model=DocumentList, responses=ERRORS)
+async def list_documents(request: Request, caller: Principal = Depends(principal)) -> dict:
+    """The documents the caller may see; others are not counted or hinted at."""
+    records = await in_thread(services(request).pipeline.documents, caller.search_filter())
+    return {"documents": [d.to_dict() for d in records]}
+
+
+@router.get("/v1/documents/{doc_id}", response_model=DocumentPublic, responses=ERRORS)
+async def get_document(request: Request, doc_id: str = DocId, caller: Principal = Depends(principal)) -> dict:
+    """One document's metadata; a document the caller may not see is a 404 exactly like a missing one."""
+    record = await in_thread(services(request).pipeline.document, doc_id, caller.search_filter())
+    return record.to_dict()
+
+
+@router.delete("/v1/documents/{doc_id}", response_model=DeleteResponse, responses=ERRORS)
+async def delete_document(request: Request, doc_id: str = DocId, caller: Principal = Depends(admin)) -> dict:
+    """Remove a document the caller may see from every part of the index."""
+    s = services(request)
+    async with s.writes:
+        await in_thread(s.pipeline.delete, [doc_id], caller.search_filter())
+    await s.record(request, 200, doc_id=doc_id)
+    return {"deleted": doc_id}
+
+
+def _upload_labels(labels: list[str] | None, caller: Principal, default: list[str]) -> frozenset[str]:
+    """A principal may only label a document with labels it holds: otherwise it could upload what it cannot read
+    back, or plant text in answers to principals of a label it was never given."""
+    requested = [part.strip() for value in labels or [] for part in value.split(",") if part.strip()]
+    label_set = checked_labels(requested or default)
+    if not label_set <= caller.labels:
+        missing = ", ".join(sorted(label_set - caller.labels))
+        raise AccessDeniedError(f"principal {caller.id!r} does not hold the label(s) {missing}; upload with labels "
+                                "it holds (field `labels`)")
+    return label_set
+
+
+def _bare_name(filename: str | None) -> str:
+    """Refuse rather than strip folder parts: a client sending `../x.pdf` or `a/b.pdf` does not mean `x.pdf`, and
+    silently renaming could replace another of its documents."""
+    name = unicodedata.normalize("NFC", filename or "").strip()
+    if not name:
+        raise InputError("every file part needs a file name (the `filename` of its Content-Disposition)")
+    if "/" in name or "\\" in name or name in (".", "..") or len(name) > 255 or not name.isprintable():
+        raise InputError(f"file name {name[:100]!r} is not a bare file name: send the name without folders, "
+                         "control characters or `..`, at most 255 characters")
+    return name
+
+
+def _check_unique(names) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputError(f"file name {name!r} appears twice in one upload; each file becomes the document of "
+                             "its name, so send distinct names")
+        seen.add(name)
+
+
+def _parse_all(named: list[tuple[str, bytes]], owner: str) -> list[Document]:
+    """All files or an error naming the first unreadable one."""
+    return [dataclasses.replace(load_bytes(data, name), source=f"/uploads/{owner}/{name}") for name, data in named]

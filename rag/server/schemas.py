@@ -1,0 +1,160 @@
+"""Request and response bodies, named by direction (`...Request` in, `...Response`/`...Public` out).
+
+Requests forbid unknown fields, so a misspelt option is a 422 naming it rather than silently ignored. Every field
+carries a description: they are the reference documentation at /docs.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Question = Annotated[str, Field(
+    min_length=1, pattern=r"\S", description="the question, in any language; at most answer.max_question_chars "
+    "characters")]
+Passages = Annotated[int | None, Field(ge=1, le=100, description="passages to retrieve (default retrieval.k)")]
+
+
+# ------------------------------------------------------------------------------------------------ ask
+class AskRequest(Request):
+    question: Question
+    k: Passages = None
+    mode: Literal["generate", "quote"] | None = Field(
+        None, description="`generate` an answer with the language model or `quote` the best sentences verbatim "
+        "(default answer.mode)")
+    history: list[str] = Field(
+        default_factory=list, max_length=50,
+        description="previous questions of the conversation, oldest first; a follow-up is retrieved together with "
+        "the last one")
+    stream: bool = Field(
+        False, description="answer as Server-Sent Events: `token` events while the model writes, then `citations`, "
+        "`sources` and a final `answer` event holding this same response object")
+
+
+class SentencePublic(BaseModel):
+    text: str = Field(description="the sentence without its citation markers")
+    citations: list[int] = Field(description="the `n` of each source the sentence cites")
+    support: float = Field(description="0..1: how much of the sentence the cited passages contain")
+    supported: bool = Field(description="support reached answer.min_support")
+    missing: list[str] = Field(description="numbers and names in the sentence that the cited passages lack")
+
+
+class TimingsPublic(BaseModel):
+    retrieval_ms: float = Field(description="search time")
+    prompt_tokens: int | None = Field(description="prompt length in model tokens (null for HTTP model backends)")
+    ttft_ms: float | None = Field(description="from the request to the first generated token")
+    generated_tokens: int = Field(description="tokens the model wrote")
+    tokens_per_s: float | None = Field(description="decoding speed after the first token")
+    verify_ms: float = Field(description="citation verification time")
+    total_ms: float = Field(description="whole answer, queueing in the server excluded")
+
+
+class AskResponse(BaseModel):
+    question: str = Field(description="the question as answered (trimmed)")
+    answer: str = Field(description="the verified answer with `[n]` markers, or the abstention sentence")
+    lang: str = Field(description="language of the answer (ISO 639-1)")
+    mode: str = Field(description="generate or quote")
+    abstained: bool = Field(description="the documents do not support an answer; `sources` are the closest passages")
+    evidence: float = Field(description="0..1: the best passage's share of the question's content words; below "
+                            "answer.min_retrieval_score the service abstains without generating")
+    sentences: list[SentencePublic] = Field(description="the answer's sentences with their citations and support")
+    removed: list[SentencePublic] = Field(description="generated sentences dropped because their sources do not "
+                                          "support them")
+    sources: list[SourcePublic] = Field(description="the passages the answer was written from, numbered as cited")
+    timings: TimingsPublic = Field(description="where the time went")
+    model: str | None = Field(description="language model id; null when none was needed (quote, abstention)")
+    raw: str = Field(description="the model's output before parsing and verification")
+
+
+# ------------------------------------------------------------------------------------------------ search
+class SearchRequest(Request):
+    query: str = Field(description="what to look for", min_length=1, pattern=r"\S")
+    k: Passages = None
+    mode: Literal["hybrid", "dense", "bm25"] | None = Field(
+        None, description="retriever: hybrid fusion, dense embeddings only or BM25 only (default retrieval.mode)")
+
+
+class HitPublic(BaseModel):
+    chunk_id: int = Field(description="id of the passage in the index")
+    doc_id: str = Field(description="id of the document")
+    title: str = Field(description="document title")
+    source: str = Field(description="where the document came from (file path or upload name)")
+    page: int | None = Field(description="1-based page (PDFs), else null")
+    heading_path: list[str] = Field(description="headings above the passage, outermost first")
+    start: int = Field(description="offset of the passage in the document's extracted text")
+    end: int = Field(description="offset just after the passage")
+    lang: str = Field(description="language of the passage")
+    content_hash: str = Field(description="sha256 of the passage text as embedded")
+    text: str = Field(description="the passage")
+    score: float = Field(description="fused score (hybrid) or the retriever's own")
+    dense_score: float | None = Field(description="cosine similarity, null when dense search did not return it")
+    bm25_score: float | None = Field(description="BM25 score, null when BM25 did not return it")
+    dense_rank: int | None = Field(description="1-based rank in the dense list")
+    bm25_rank: int | None = Field(description="1-based rank in the BM25 list")
+
+
+class SourcePublic(HitPublic):
+    n: int = Field(description="the number used in `[n]` markers")
+    cited: bool = Field(description="at least one kept sentence cites this passage")
+
+
+class SearchResponse(BaseModel):
+    query: str = Field(description="the query")
+    mode: str = Field(description="retriever used")
+    k: int = Field(description="passages asked for")
+    hits: list[HitPublic] = Field(description="best first; only passages of documents the caller may see")
+
+
+# ------------------------------------------------------------------------------------------------ documents
+class DocumentPublic(BaseModel):
+    doc_id: str = Field(description="stable id; re-uploading the same file name replaces the document")
+    source: str = Field(description="file path (command-line ingestion) or /uploads/<principal>/<file name>")
+    title: str = Field(description="title from the document's metadata or its file name")
+    format: str = Field(description="pdf, docx, html, markdown, text, akoma-ntoso or formex")
+    lang: str = Field(description="detected language")
+    sha256: str = Field(description="of the file's bytes")
+    labels: list[str] = Field(description="access labels: a caller sees the document iff it holds all of them")
+    pages: int | None = Field(description="page count (PDFs)")
+    chars: int = Field(description="length of the extracted text")
+    ingested_at: float = Field(description="Unix time of the last change")
+    chunks: int = Field(description="passages in the index")
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentPublic] = Field(description="the documents the caller may see, by id")
+
+
+class UploadResponse(BaseModel):
+    added: list[str] = Field(description="ids of new documents")
+    updated: list[str] = Field(description="ids of documents replaced by a changed file or new labels")
+    unchanged: list[str] = Field(description="ids of documents uploaded again without change")
+    chunks: int = Field(description="passages written")
+    documents: list[DocumentPublic] = Field(description="the uploaded documents as stored")
+
+
+class DeleteResponse(BaseModel):
+    deleted: str = Field(description="id of the removed document")
+
+
+# ------------------------------------------------------------------------------------------------ service
+class ErrorDetail(BaseModel):
+    message: str = Field(description="what went wrong and how to fix it")
+    type: str = Field(description="machine-readable kind, e.g. invalid_request, not_found, queue_full")
+    code: int = Field(description="the HTTP status")
+
+
+class ErrorResponse(BaseModel):
+    """The body of every 4xx/5xx; the shape of OpenAI's errors, so their clients report the message."""
+
+    error: ErrorDetail = Field(description="what went wrong")
+
+
+class Status(BaseModel):
+    status: str = Field(description="ok (healthz), ready or loading or failed (readyz)")
+    detail: str | None = Field(None, description="why the server is not ready")

@@ -1,0 +1,129 @@
+"""Everything one app instance works with, built by `create_app` and reached through `request.app.state.services`.
+
+The audit helpers live here because every route records the same envelope (who, which endpoint, status, latency)
+around its own fields; what goes into the fields is decided by the builders at the bottom.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import anyio
+from fastapi import Request
+
+from ..audit import AuditLog, audit_path, sha256_text
+from ..auth import KeyStore, Principal, keys_path
+from ..settings import Settings
+from .generation import GenerationQueue
+from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from ..answer import Answer
+    from ..generate import LLMInfo
+    from ..pipeline import Pipeline
+
+log = logging.getLogger("rag.server")
+
+# (method, route template) of the requests that leave an audit record, whatever their outcome
+AUDITED = frozenset({("POST", "/v1/ask"), ("POST", "/v1/search"), ("POST", "/v1/chat/completions"),
+                     ("POST", "/v1/documents"), ("DELETE", "/v1/documents/{doc_id}")})
+
+
+@dataclass
+class Services:
+    settings: Settings
+    pipeline: Pipeline
+    owns_pipeline: bool  # close it at shutdown only if create_app built it
+    keys: KeyStore
+    audit: AuditLog
+    metrics: Metrics
+    generation: GenerationQueue
+    writes: asyncio.Lock = field(default_factory=asyncio.Lock)  # uploads and deletes of this process, in turn
+    state: str = "loading"  # loading | ready | failed
+    failure: str | None = None
+    model: LLMInfo | None = None
+    started: float = field(default_factory=time.time)
+
+    @classmethod
+    def build(cls, settings: Settings, pipeline: Pipeline | None) -> Services:
+        from ..pipeline import Pipeline
+
+        metrics = Metrics()
+        return cls(settings, pipeline or Pipeline(settings), pipeline is None, KeyStore(keys_path(settings)),
+                   AuditLog(audit_path(settings)), metrics, GenerationQueue(settings.server.queue_size, metrics))
+
+    # ------------------------------------------------------------------ lifecycle
+    def warm_up(self) -> None:
+        """Open the index and load both models before the first request needs them (runs in a thread)."""
+        try:
+            self.pipeline.check_index()
+            self.pipeline.store.refresh()
+            self.pipeline.embedder.encode(["warm-up"])
+            self.model = self.pipeline.llm.info
+        except Exception as exc:  # reported by /readyz; the details are for the operator
+            log.exception("cannot start serving")
+            self.state, self.failure = "failed", f"{type(exc).__name__}; the server log has the details"
+            return
+        self.state = "ready"
+        log.info("ready: index %s, model %s", self.settings.index_dir, self.model.model)
+
+    def close(self) -> None:
+        self.generation.close()
+        if self.owns_pipeline:
+            self.pipeline.close()
+
+    # ------------------------------------------------------------------ audit
+    async def record(self, request: Request, status: int, **fields) -> None:
+        """Append one audit record for this request; a failure to write it fails the request (no unaudited
+        answers)."""
+        principal: Principal | None = getattr(request.state, "principal", None)
+        route = request.scope.get("route")
+        envelope = {
+            "principal": principal.id if principal else None, "key_id": principal.key_id if principal else None,
+            "endpoint": getattr(route, "path", request.url.path), "method": request.method, "status": status,
+            "embedder": self.embedder_identity(),
+            "latency_ms": round((time.perf_counter() - getattr(request.state, "started", time.perf_counter()))
+                                * 1000, 2),
+        }
+        with anyio.CancelScope(shield=True):  # a disconnect must not cancel the record of what was done
+            await anyio.to_thread.run_sync(self.audit.append, {**envelope, **fields})
+
+    async def audit_failure(self, request: Request, status: int, kind: str) -> None:
+        """Failed audited requests are recorded too (refusals are what an auditor looks for); unauthenticated
+        ones are not, so that anyone on the network cannot fill the log."""
+        route = request.scope.get("route")
+        if getattr(request.state, "principal", None) and (request.method, getattr(route, "path", "")) in AUDITED:
+            await self.record(request, status, error=kind)
+
+    def embedder_identity(self) -> dict | None:
+        """Which vectors answered: the model pinned in config (provenance), once the lifespan has loaded it."""
+        if "embedder" not in self.pipeline.__dict__:
+            return None
+        info = self.pipeline.embedder.info
+        return {"name": info.name, "sha256": info.fingerprint}
+
+    def question_fields(self, name: str, text: str) -> dict:
+        """The question in clear or only its sha256 (audit.store_questions)."""
+        return {name: text} if self.settings.audit.store_questions else {f"{name}_sha256": sha256_text(text)}
+
+
+def passage_fields(passages) -> list[dict]:
+    """Which passages were shown, and their exact content (the hash proves it even after the document changes);
+    `passages` holds (chunk id, doc id, content hash) triples."""
+    return [{"chunk_id": c, "doc_id": d, "content_hash": h} for c, d, h in passages]
+
+
+def answer_fields(answer: Answer, model: LLMInfo | None) -> dict:
+    by_n = {s.n: s for s in answer.sources}
+    cited = sorted({c.marker for s in answer.sentences for c in s.citations})
+    return {
+        "passages": passage_fields((s.chunk.id, s.chunk.doc_id, s.chunk.content_hash) for s in answer.sources),
+        "model": {"id": model.model, "sha256": model.sha256} if answer.model and model else None,
+        "answer_sha256": sha256_text(answer.text),
+        "citations": [{"n": n, "chunk_id": by_n[n].chunk.id} for n in cited if n in by_n],
+        "abstained": answer.abstained,
+    }
