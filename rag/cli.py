@@ -29,9 +29,19 @@ class _State:
     config: Path | None = None
 
 
+# Commands that load the embedder, and those that also load the language model: their model files are checked
+# against the configured sha256 pins before any work starts (rag/provenance.py).
+_USES_EMBEDDER = frozenset({"ingest", "search", "ask", "chat", "docs", "delete", "stats", "reindex", "serve"})
+_USES_LLM = frozenset({"ask", "chat", "serve"})
+
+
 @app.callback()
-def _main(config: ConfigOption = None) -> None:
+def _main(ctx: typer.Context, config: ConfigOption = None) -> None:
     _State.config = config
+    if ctx.invoked_subcommand in _USES_EMBEDDER:
+        from .provenance import verify_models
+
+        verify_models(_settings(), llm=ctx.invoked_subcommand in _USES_LLM)
 
 
 def _settings() -> Settings:
@@ -118,22 +128,43 @@ def search(
         typer.echo("    " + " ".join(c.text.split())[:300])
 
 
+AnswerMode = Annotated[Optional[str], typer.Option("--mode", help="generate | quote (default: answer.mode)")]
+PassagesOption = Annotated[Optional[int], typer.Option("-k", min=1, max=100, help="passages to retrieve")]
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="the question")],
+    json_out: JsonOption = False, mode: AnswerMode = None, k: PassagesOption = None,
+) -> None:
+    """Answer from the documents with verified citations, streaming as it is generated."""
+    pipeline = _pipeline()
+    if json_out:
+        _print_json(pipeline.ask(question, k=k, mode=mode).to_dict())
+        return
+    from .chat import print_stream
+
+    print_stream(pipeline.stream(question, k=k, mode=mode))
+
+
+@app.command()
+def chat(mode: AnswerMode = None, k: PassagesOption = None) -> None:
+    """Interactive chat: streaming answers, sources, /help for commands."""
+    from .chat import run_chat
+
+    run_chat(_pipeline(), mode=mode, k=k)
+
+
 @app.command()
 def docs(json_out: JsonOption = False) -> None:
     """List indexed documents."""
     records = _pipeline().documents()
     if json_out:
-        _print_json([_doc_dict(d) for d in records])
+        _print_json([d.to_dict() for d in records])
         return
     for d in records:
         typer.echo(f"{d.doc_id}  {d.lang}  {d.format:11}  {d.chunks:5} chunks  [{','.join(d.labels)}]  {d.title}")
     typer.echo(f"{len(records)} documents")
-
-
-def _doc_dict(d) -> dict:
-    from dataclasses import asdict
-
-    return {**asdict(d), "labels": list(d.labels)}
 
 
 @app.command()
@@ -157,14 +188,42 @@ def stats(json_out: JsonOption = False) -> None:
 
 
 @app.command()
+def doctor(json_out: JsonOption = False) -> None:
+    """Check models, index, egress guard, keys, disk and CPU; one pass/fail line each, exit 1 on any failure."""
+    from .doctor import run_checks
+
+    checks = run_checks(_State.config)
+    failed = [c for c in checks if not c.ok]
+    if json_out:
+        _print_json({"ok": not failed, "checks": [c.to_dict() for c in checks]})
+    else:
+        for c in checks:
+            typer.echo(f"{'PASS' if c.ok else 'FAIL'}  {c.name:17} {c.detail}")
+        typer.echo(f"{len(failed)} of {len(checks)} checks failed" if failed else f"all {len(checks)} checks passed")
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
 def reindex(quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False) -> None:
     """Rebuild every chunk and vector with the current embedder and chunker settings."""
     report = _pipeline().reindex(progress=not quiet)
     typer.echo(f"reindexed {len(report.updated)} documents, {report.chunks} chunks in {report.seconds:.1f}s")
 
 
+from .cli_eval import eval_app  # noqa: E402 - the evaluation commands, registered here
+from .cli_service import audit_app, keys_app, serve  # noqa: E402 - the service's commands, registered here
+
+app.command()(serve)
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+app.add_typer(eval_app, name="eval")
+
+
 def main() -> None:
     """Console entry point: one readable line and an exit code for every expected failure."""
+    from .sovereign import enforce_offline
+
+    enforce_offline()  # already done by rag/__main__.py; here too for callers of rag.cli:main
     try:
         result = app(standalone_mode=False)
         sys.exit(result if isinstance(result, int) else 0)

@@ -1,19 +1,27 @@
 """Question-answering datasets as plain records: documents to index and questions with their gold.
 
-Each reader returns a `Dataset`; documents become `rag.load.Document`s so they go through the same chunker and
-index as real files.
+Each reader returns a `Dataset`. Its documents are either parsed texts (`text_document`, so they go through the same
+chunker and index as real files) or a folder of real files ingested through the normal loaders. A question's gold
+document ids are *keys*: the dataset's own document ids (SQuAD paragraph, BEIR `_id`, ClapNQ passage hash) or, for
+a documents folder, file paths relative to that folder; `Dataset.doc_key` maps an indexed document back to its key.
+
+Formats (docs/evaluation.md): `squad` (SQuAD v1/v2, XQuAD, PIAF), `beir`, `clapnq`, and the generic `jsonl`. A
+malformed record raises one `InputError` naming the file and line.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
 from .language import detect_language
-from .load import Block, Document
+from .load import Block, Document, iter_input_files
+
+FORMATS = ("squad", "beir", "clapnq", "jsonl")
 
 
 @dataclass(frozen=True)
@@ -30,7 +38,15 @@ class Dataset:
     name: str
     documents: list[Document] = field(default_factory=list)
     questions: list[Question] = field(default_factory=list)
-    sha256: str = ""
+    sha256: str = ""  # of every input file, documents folder included: the identity of the evaluation data
+    format: str = ""
+    documents_dir: Path | None = None  # real files to ingest instead of `documents`
+
+    def doc_key(self, source: str) -> str:
+        """The key gold ids use for an indexed document, whose `source` is the key itself or the file's path."""
+        if self.documents_dir is None:
+            return source
+        return Path(source).resolve().relative_to(self.documents_dir.resolve()).as_posix()
 
 
 def text_document(source: str, title: str, text: str, lang: str | None = None) -> Document:
@@ -41,6 +57,51 @@ def text_document(source: str, title: str, text: str, lang: str | None = None) -
     )
 
 
+def read_dataset(path: Path, fmt: str | None = None, documents: Path | None = None) -> Dataset:
+    """Read any supported format; without `fmt` it is recognised from the path (see `detect_format`)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"dataset {path} does not exist")
+    readers = {"squad": read_squad, "beir": read_beir, "clapnq": read_clapnq,
+               "jsonl": lambda p: read_jsonl(p, documents)}
+    fmt = fmt or detect_format(path)
+    if fmt not in readers:
+        raise InputError(f"unknown dataset format {fmt!r}; use one of {', '.join(FORMATS)}")
+    dataset = readers[fmt](path)
+    _check_unique_ids(dataset, path)
+    return dataset
+
+
+def _check_unique_ids(dataset: Dataset, path: Path) -> None:
+    """Records are stored and resumed by question id, so two questions with one id would silently become one."""
+    seen: set[str] = set()
+    for question in dataset.questions:
+        if question.id in seen:
+            raise InputError(f"{path}: question id {question.id!r} appears more than once; ids must be unique")
+        seen.add(question.id)
+
+
+def detect_format(path: Path) -> str:
+    """A folder with corpus.jsonl is BEIR; .json is SQuAD; JSONL whose first record has ClapNQ's `input` and
+    `passages` (or a folder of such files) is ClapNQ; other JSONL is the generic format."""
+    if path.is_dir():
+        if (path / "corpus.jsonl").is_file():
+            return "beir"
+        files = sorted(path.glob("*.jsonl"))
+        if files and _first_record_is_clapnq(files[0]):
+            return "clapnq"
+        raise InputError(f"cannot tell the format of folder {path}; pass --format ({', '.join(FORMATS)})")
+    if path.suffix == ".json":
+        return "squad"
+    return "clapnq" if _first_record_is_clapnq(path) else "jsonl"
+
+
+def _first_record_is_clapnq(path: Path) -> bool:
+    first = next(_jsonl(path), (0, {}))[1]
+    return {"input", "passages"} <= first.keys()
+
+
+# ---------------------------------------------------------------------------------------------- SQuAD
 def read_squad(path: Path, name: str | None = None) -> Dataset:
     """SQuAD v1/v2 JSON (XQuAD, PIAF): each paragraph is a document, a question's gold is its own paragraph."""
     raw = Path(path).read_bytes()
@@ -48,7 +109,7 @@ def read_squad(path: Path, name: str | None = None) -> Dataset:
         articles = json.loads(raw)["data"]
     except (ValueError, KeyError) as exc:
         raise InputError(f"{path} is not SQuAD-format JSON (expected a top-level 'data' list): {exc}") from None
-    dataset = Dataset(name=name or Path(path).stem, sha256=hashlib.sha256(raw).hexdigest())
+    dataset = Dataset(name=name or Path(path).stem, sha256=hashlib.sha256(raw).hexdigest(), format="squad")
     for a, article in enumerate(articles):
         for p, paragraph in enumerate(article["paragraphs"]):
             doc = text_document(f"{dataset.name}/{a}/{p}", article.get("title", f"article {a}"), paragraph["context"])
@@ -56,7 +117,159 @@ def read_squad(path: Path, name: str | None = None) -> Dataset:
             for qa in paragraph["qas"]:
                 answers = tuple(dict.fromkeys(ans["text"] for ans in qa.get("answers", [])))
                 dataset.questions.append(
-                    Question(qa["id"], qa["question"], answers, frozenset({doc.doc_id}),
+                    Question(qa["id"], qa["question"], answers, frozenset({doc.source}),
                              answerable=not qa.get("is_impossible", False))
                 )
     return dataset
+
+
+# ---------------------------------------------------------------------------------------------- BEIR
+def read_beir(folder: Path, name: str | None = None) -> Dataset:
+    """BEIR: corpus.jsonl (`_id`, `title`, `text`), queries.jsonl (`_id`, `text`) and qrels/<split>.tsv; the
+    test split is used when there are several. Only queries with a relevant document (score > 0) are kept."""
+    folder = Path(folder)
+    qrels_file = _qrels_file(folder)
+    dataset = Dataset(name=name or folder.name, format="beir",
+                      sha256=files_sha256([folder / "corpus.jsonl", folder / "queries.jsonl", qrels_file]))
+    for where, row in _records(folder / "corpus.jsonl"):
+        doc_id = _text(row, "_id", where)
+        text = _text(row, "text", where)
+        dataset.documents.append(text_document(doc_id, str(row.get("title") or doc_id), text))
+    relevant = _qrels(qrels_file)
+    for where, row in _records(folder / "queries.jsonl"):
+        query_id = _text(row, "_id", where)
+        if relevant.get(query_id):
+            dataset.questions.append(Question(query_id, _text(row, "text", where), (), frozenset(relevant[query_id])))
+    return dataset
+
+
+def _qrels_file(folder: Path) -> Path:
+    files = sorted((folder / "qrels").glob("*.tsv"))
+    chosen = next((f for f in files if f.stem == "test"), files[0] if len(files) == 1 else None)
+    if chosen is None:
+        raise InputError(f"{folder}/qrels holds {len(files)} .tsv files and none is test.tsv; keep the split to "
+                         "evaluate on as qrels/test.tsv")
+    return chosen
+
+
+def _qrels(path: Path) -> dict[str, set[str]]:
+    relevant: dict[str, set[str]] = {}
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            cells = line.rstrip("\n").split("\t")
+            if not line.strip() or (number == 1 and cells[0] == "query-id"):
+                continue
+            if len(cells) != 3 or not cells[2].lstrip("-").isdigit():
+                raise InputError(f"{path}:{number}: expected `query-id<TAB>corpus-id<TAB>score`, got {line.strip()!r}")
+            if int(cells[2]) > 0:
+                relevant.setdefault(cells[0], set()).add(cells[1])
+    return relevant
+
+
+# ---------------------------------------------------------------------------------------------- ClapNQ
+def read_clapnq(path: Path, name: str | None = None) -> Dataset:
+    """ClapNQ annotated JSONL (one file, or a folder of them such as annotated_data/dev): `input` is the question,
+    `passages` its passages (the gold documents of an answerable item), `output[].answer` the long answers. An item
+    with no non-empty answer is unanswerable: its passage does not answer it, so it has no gold document."""
+    path = Path(path)
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    name = name or (path.stem if "clapnq" in path.stem else f"clapnq-{path.stem}")  # the dev folder is "dev"
+    dataset = Dataset(name=name, sha256=files_sha256(files), format="clapnq")
+    passages: dict[str, Document] = {}
+    for file in files:
+        for where, row in _records(file):
+            keys = {_clapnq_passage(passage, where, passages, name) for passage in _list(row, "passages", where)}
+            answers = tuple(dict.fromkeys(a for o in _list(row, "output", where) if (a := o.get("answer"))))
+            dataset.questions.append(Question(_text(row, "id", where), _text(row, "input", where), answers,
+                                              frozenset(keys) if answers else frozenset(), bool(answers)))
+    dataset.documents = list(passages.values())
+    return dataset
+
+
+def _clapnq_passage(passage, where: str, passages: dict[str, Document], name: str) -> str:
+    """The passage's key (a hash of title and text: ClapNQ items carry no passage id), indexing it once."""
+    if not isinstance(passage, dict):
+        raise InputError(f"{where}: every entry of 'passages' must be an object with 'title' and 'text'")
+    title, text = str(passage.get("title", "")), _text(passage, "text", where)
+    digest = hashlib.sha256("\n".join((title, text)).encode()).hexdigest()
+    key = f"{name}/{digest[:16]}"
+    passages.setdefault(key, text_document(key, title or key, text, "en"))
+    return key
+
+
+# ---------------------------------------------------------------------------------------------- generic JSONL
+def read_jsonl(path: Path, documents: Path | None = None, name: str | None = None) -> Dataset:
+    """Generic JSONL over a folder of real files (default: `documents/` beside the file). One question per line:
+    `question` (required), `id`, `answers` (list), `gold_doc_ids` (paths relative to the folder), `answerable`
+    (default: true). Every gold id must name a document file of the folder."""
+    path = Path(path)
+    folder = Path(documents) if documents else path.parent / "documents"
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder; the generic JSONL format needs the documents to index: "
+                         "pass --documents DIR (default: documents/ beside the JSONL file)")
+    files = list(iter_input_files([folder]))
+    present = {f.resolve().relative_to(folder.resolve()).as_posix() for f in files}
+    dataset = Dataset(name=name or path.stem, sha256=files_sha256([path, *files]), format="jsonl",
+                      documents_dir=folder)
+    for where, row in _records(path):
+        gold = frozenset(_strings(row, "gold_doc_ids", where))
+        if gold - present:
+            raise InputError(f"{where}: gold_doc_ids {sorted(gold - present)} name no document file in {folder}")
+        answerable = row.get("answerable", True)
+        if not isinstance(answerable, bool):
+            raise InputError(f"{where}: 'answerable' must be true or false, not {answerable!r}")
+        question_id = str(row.get("id", f"line-{where.rsplit(':', 1)[1]}"))
+        dataset.questions.append(Question(question_id, _text(row, "question", where),
+                                          tuple(_strings(row, "answers", where)), gold, answerable))
+    return dataset
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def files_sha256(paths: list[Path]) -> str:
+    """One hash over the files' names and bytes, so renaming or editing any input changes the dataset's identity."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).name.encode())
+        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _records(path: Path) -> Iterator[tuple[str, dict]]:
+    """("file:line", object) per non-empty line; a line that is not a JSON object is an InputError naming it."""
+    for number, row in _jsonl(path):
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        yield f"{path}:{number}", row
+
+
+def _jsonl(path: Path) -> Iterator[tuple[int, object]]:
+    with Path(path).open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except ValueError as exc:
+                raise InputError(f"{path}:{number}: not valid JSON ({exc})") from None
+
+
+def _text(row: dict, key: str, where: str) -> str:
+    value = row.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{where}: field {key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _list(row: dict, key: str, where: str) -> list:
+    value = row.get(key)
+    if not isinstance(value, list):
+        raise InputError(f"{where}: field {key!r} must be a list, got {value!r}")
+    return value
+
+
+def _strings(row: dict, key: str, where: str) -> list[str]:
+    """An optional list of strings (missing means empty)."""
+    value = row.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InputError(f"{where}: field {key!r} must be a list of strings, got {value!r}")
+    return value

@@ -3,15 +3,18 @@
     RagError                      base: every message names the value, the limit and the fix
     ├── ConfigError               settings invalid or inconsistent (bad YAML, unknown field, missing model file)
     ├── LoadError                 one input file cannot be read (corrupt, encrypted, empty, unsupported)
+    │   └── UnsupportedFormatError  its content is none of the formats we read
     ├── IndexError_               the on-disk index cannot be used
     │   ├── IndexLockedError      another writer holds the index lock
     │   ├── IndexMismatchError    the index was built by another embedder/chunker: run `rag reindex`
     │   └── IndexCorruptError     the files disagree and cannot be repaired
     ├── NotFoundError             a document id that the caller may see does not exist
     ├── InputError                a request is malformed (empty question, too long, bad filter)
-    ├── AccessDeniedError         the principal lacks a right (admin action, missing key)
+    ├── AccessDeniedError         the principal lacks a right (admin action, a label it does not hold)
+    │   └── AuthenticationError   no API key, or one that is unknown or revoked
     ├── BusyError                 the generation queue is full; retry later
-    └── GenerationError           the language model backend failed
+    ├── GenerationError           the language model backend failed
+    └── EgressBlockedError        an outbound connection the sovereignty guard refused (also a ConnectionRefusedError)
 """
 
 
@@ -24,6 +27,10 @@ class ConfigError(RagError):
 
 
 class LoadError(RagError):
+    pass
+
+
+class UnsupportedFormatError(LoadError):
     pass
 
 
@@ -55,9 +62,17 @@ class AccessDeniedError(RagError):
     pass
 
 
+class AuthenticationError(AccessDeniedError):
+    pass
+
+
 class BusyError(RagError):
     pass
 
 
 class GenerationError(RagError):
     pass
+
+
+class EgressBlockedError(RagError, ConnectionRefusedError):
+    """Also an OSError, so that HTTP clients and other libraries treat it as the refused connection it is."""

@@ -16,9 +16,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .answer import Answer, Answerer, Event
 from .chunk import Chunk, Chunker
 from .embed import Embedder
 from .errors import IndexMismatchError, LoadError, RagError
+from .generate import LLM, create_llm
 from .lexical import tokenize
 from . import load
 from .load import Block, Document
@@ -85,6 +87,14 @@ class Pipeline:
     def retriever(self) -> Retriever:
         return Retriever(self.store, self.embedder, self.settings.retrieval)
 
+    @cached_property
+    def llm(self) -> LLM:
+        return create_llm(self.settings)
+
+    @cached_property
+    def answerer(self) -> Answerer:
+        return Answerer(self.search, lambda: self.llm, self.embedder.encode, self.settings)
+
     # ------------------------------------------------------------------ ingestion
     def ingest(
         self, paths: Sequence[str | Path], labels: Sequence[str] | None = None, progress: bool = True,
@@ -94,18 +104,19 @@ class Pipeline:
         labels = tuple(sorted(labels or self.settings.default_labels))
         files = [p.resolve() for p in load.iter_input_files([Path(p) for p in paths])]
         return self._ingest_documents(_parse_ahead(files, self.settings.ingest.parse_ahead), len(files), labels,
-                                      progress, on_commit)
+                                      progress, on_commit, atomic=False)
 
     def ingest_documents(
         self, documents: Sequence[Document], labels: Sequence[str] | None = None, progress: bool = False,
-        on_commit=None,
+        on_commit=None, atomic: bool = False,
     ) -> IngestReport:
-        """Already-parsed documents (uploads, evaluation corpora)."""
+        """Already-parsed documents (uploads, evaluation corpora). `atomic` commits them all in one transaction,
+        whatever `ingest.commit_every_chunks` says: an upload is stored entirely or not at all."""
         labels = tuple(sorted(labels or self.settings.default_labels))
         return self._ingest_documents(((d.source, d) for d in documents), len(documents), labels, progress,
-                                      on_commit)
+                                      on_commit, atomic)
 
-    def _ingest_documents(self, parsed, total, labels, progress, on_commit) -> IngestReport:
+    def _ingest_documents(self, parsed, total, labels, progress, on_commit, atomic: bool) -> IngestReport:
         report = IngestReport()
         started = time.perf_counter()
         pending: list[_Pending] = []
@@ -123,8 +134,10 @@ class Pipeline:
                 if previous == (document.sha256, labels):
                     report.unchanged.append(document.doc_id)
                     continue
-                pending.append(_Pending(document, labels, self.chunker.split(document), previous is not None))
-                if sum(len(p.chunks) for p in pending) >= self.settings.ingest.commit_every_chunks:
+                chunks = self.chunker.split(document)
+                chunk_bar.total = (chunk_bar.total or 0) + len(chunks)  # grows as files are parsed: rate and ETA
+                pending.append(_Pending(document, labels, chunks, previous is not None))
+                if not atomic and sum(len(p.chunks) for p in pending) >= self.settings.ingest.commit_every_chunks:
                     self._commit(writer, pending, report, chunk_bar, on_commit)
                     pending = []
             if pending:
@@ -161,6 +174,20 @@ class Pipeline:
         self, query: str, k: int | None = None, mode: Mode | None = None, search_filter: SearchFilter | None = None,
     ) -> list[Hit]:
         return self.retriever.search(query, k=k, mode=mode, search_filter=search_filter)
+
+    def ask(
+        self, question: str, k: int | None = None, mode: str | None = None,
+        search_filter: SearchFilter | None = None, history: Sequence[str] = (),
+    ) -> Answer:
+        """A verified answer or an abstention; `history` holds the previous questions of a conversation."""
+        return self.answerer.ask(question, k=k, mode=mode, search_filter=search_filter, history=history)
+
+    def stream(
+        self, question: str, k: int | None = None, mode: str | None = None,
+        search_filter: SearchFilter | None = None, history: Sequence[str] = (),
+    ) -> Iterator[Event]:
+        """`Token`s as they are generated, then the authoritative `Answer` (see rag/answer.py)."""
+        return self.answerer.stream(question, k=k, mode=mode, search_filter=search_filter, history=history)
 
     def documents(self, search_filter: SearchFilter | None = None) -> list[DocumentRecord]:
         return self.store.documents(search_filter)
@@ -214,6 +241,8 @@ class Pipeline:
     def close(self) -> None:
         if "store" in self.__dict__:
             self.store.close()
+        if "llm" in self.__dict__:
+            self.llm.close()
 
 
 def _parse_ahead(files: list[Path], depth: int) -> Iterator[tuple[str, Document | LoadError]]:

@@ -35,7 +35,14 @@ class EmbedderSettings(Section):
     backend: Literal["torch", "onnx", "onnx-int8"] = Field("torch", description="inference runtime")
     batch_size: int = Field(32, ge=1, le=1024, description="texts per forward pass")
     device: str = Field("cpu", description="torch device")
+    threads: int | None = Field(
+        None, ge=1, le=256, description="torch CPU threads (None: one per core); 1 is faster on a busy machine"
+    )
     sha256: str | None = Field(None, description="expected fingerprint of the model files; None accepts any")
+    file_sha256: dict[str, str] | None = Field(
+        None, description="sha256 of every model file by path inside the model folder, so that a mismatch names the "
+        "file; `rag doctor --json` prints the values to pin",
+    )
 
 
 class ChunkSettings(Section):
@@ -56,12 +63,21 @@ class RetrievalSettings(Section):
     k: int = Field(5, ge=1, le=100, description="passages returned by default")
     candidates: int = Field(50, ge=1, le=2000, description="per-retriever candidates before fusion")
     mode: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="default retriever")
-    rrf_k: int = Field(60, ge=1, le=1000, description="reciprocal-rank-fusion constant")
     dense_weight: dict[str, float] = Field(
-        default_factory=lambda: {"en": 1.0, "default": 0.25},
-        description="weight of the dense ranking in the fusion, per query language (bm25 weighs 1.0); "
-        "the default embedder is English-only, so other languages lean on BM25",
+        default_factory=lambda: {"en": 0.5, "default": 0.2},
+        description="share (0-1) of the normalised dense score in the fused score, per question language, BM25 "
+        "has the rest; the default embedder is English-only, so other languages lean on BM25",
     )
+
+    @field_validator("dense_weight")
+    @classmethod
+    def _weights_are_shares(cls, weights: dict[str, float]) -> dict[str, float]:
+        bad = {lang: w for lang, w in weights.items() if not 0.0 <= w <= 1.0}
+        if bad:
+            raise ValueError(f"dense weights must lie in [0, 1], got {bad}")
+        if "default" not in weights:
+            raise ValueError("dense_weight needs a 'default' entry for languages not listed")
+        return weights
 
 
 class LLMSettings(Section):
@@ -76,7 +92,8 @@ class LLMSettings(Section):
         None, description="llama-cpp-python chat format overriding the GGUF's own template (e.g. `mistral-instruct`)"
     )
     grammar: bool = Field(
-        True, description="hold completion-mode output to cited sentences with a GBNF grammar (llama.cpp backends)"
+        False, description="hold completion-mode output to cited sentences with a GBNF grammar (llama.cpp backends); "
+        "off because the bundled 270M model then cites the wrong passage and rambles (docs/benchmarks.md)",
     )
     extra_buffers: bool = Field(
         False, description="llama.cpp's extra CPU weight layouts (incl. AMX); some VMs advertise AMX but fault on it"
@@ -87,10 +104,18 @@ class LLMSettings(Section):
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 makes answers deterministic")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int = Field(0, description="sampling seed")
-    stop: list[str] = Field(default_factory=lambda: ["\n\n", "\nQuestion:", "<end_of_turn>", "\nPassages:"])
+    stop: list[str] = Field(
+        default_factory=lambda: ["\n", "<end_of_turn>"],
+        description="the base model answers in one paragraph and then invents more passages: stop at the line end; "
+        "an instruction-tuned model in chat mode may use e.g. ['</s>']",
+    )
     endpoints: list[str] = Field(default_factory=list, description="OpenAI-compatible base URLs for backend=openai")
     api_key: str | None = Field(None, description="bearer key for the OpenAI-compatible endpoints")
     request_timeout_s: float = Field(120.0, gt=0)
+    health_interval_s: float = Field(
+        10.0, gt=0, le=3600, description="an endpoint that failed is left alone this long, then probed before reuse"
+    )
+    probe_timeout_s: float = Field(2.0, gt=0, le=60, description="a health probe (GET /v1/models) waits this long")
 
 
 class AnswerSettings(Section):
@@ -101,6 +126,8 @@ class AnswerSettings(Section):
     min_support: float = Field(0.5, ge=0.0, le=1.0, description="sentences supported below this are removed")
     remove_unsupported: bool = Field(True, description="drop flagged sentences (else keep them, flagged)")
     max_question_chars: int = Field(2000, ge=10, le=100000)
+    quote_sentences: int = Field(3, ge=1, le=20, description="sentences returned by quote mode")
+    abstain_sources: int = Field(3, ge=0, le=100, description="closest passages listed when abstaining")
 
 
 class ServerSettings(Section):
@@ -109,7 +136,31 @@ class ServerSettings(Section):
     workers: int = Field(1, ge=1, le=64)
     require_keys: bool = Field(True, description="False allows anonymous access, refused beyond loopback")
     queue_size: int = Field(8, ge=1, le=1024, description="generation requests waiting at most")
-    max_upload_mb: int = Field(50, ge=1, le=4096)
+    max_upload_mb: int = Field(50, ge=1, le=4096, description="largest upload request (all its files together)")
+    max_request_kb: int = Field(
+        256, ge=1, le=1_048_576, description="largest JSON request; a longer body is refused with 413 unread"
+    )
+    keys_file: Path | None = Field(None, description="API key store (hashes only); None means <data_dir>/keys.json")
+
+
+class AuditSettings(Section):
+    path: Path | None = Field(None, description="append-only audit log; None means <data_dir>/audit.jsonl")
+    store_questions: bool = Field(
+        False, description="keep questions in clear text; by default only their sha256 is kept (questions can be "
+        "personal data, the hash still proves which question was asked)",
+    )
+
+
+class SovereigntySettings(Section):
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="destinations besides loopback and llm.endpoints that this process may reach: IP addresses, "
+        "networks (10.0.0.0/24) or host names (resolved by the system resolver, so also allow its DNS traffic)",
+    )
+    require_pins: bool = Field(
+        True, description="refuse to start when a model file is not pinned by sha256 (embedder.file_sha256, "
+        "llm.sha256); false trusts whatever file is there",
+    )
 
 
 class Settings(BaseSettings):
@@ -127,6 +178,8 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     answer: AnswerSettings = AnswerSettings()
     server: ServerSettings = ServerSettings()
+    audit: AuditSettings = AuditSettings()
+    sovereignty: SovereigntySettings = SovereigntySettings()
 
     @field_validator("default_labels")
     @classmethod
@@ -144,14 +197,15 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        yaml_file = _config_file()
+        yaml_file = config_file_in_use()
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if yaml_file is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
         return tuple(sources)
 
 
-def _config_file() -> Path | None:
+def config_file_in_use() -> Path | None:
+    """The YAML file the settings are read from (`RAG_CONFIG`, else configs/default.yaml if present), else None."""
     explicit = os.environ.get("RAG_CONFIG")
     if explicit:
         return Path(explicit)
@@ -159,16 +213,23 @@ def _config_file() -> Path | None:
 
 
 def load_settings(config_file: str | Path | None = None, **overrides) -> Settings:
-    """Build the settings, turning validation failures into one readable ConfigError."""
+    """Build the settings, turning validation failures into one readable ConfigError.
+
+    Every front door loads its settings here, so this is also where an installed egress guard learns the hosts the
+    configuration may reach (llm.endpoints, sovereignty.allowed_hosts; rag/sovereign.py)."""
+    from .sovereign import permit_configured
+
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         os.environ["RAG_CONFIG"] = str(path)
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
-        raise ConfigError(f"invalid configuration ({_config_file() or 'defaults'}): {problems}") from None
+        raise ConfigError(f"invalid configuration ({config_file_in_use() or 'defaults'}): {problems}") from None
+    permit_configured(settings)
+    return settings

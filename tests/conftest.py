@@ -27,6 +27,20 @@ def shared(relative: str) -> Path:
     return path
 
 
+def make_hit(chunk_id: int, text: str, title: str = "Staff handbook", heading: tuple[str, ...] = (),
+             lang: str = "en", page: int | None = None):
+    """A retrieved passage written by hand, for tests of what happens after retrieval."""
+    from rag.retrieve import Hit
+    from rag.store import ChunkRecord
+
+    chunk = ChunkRecord(
+        id=chunk_id, doc_id=f"doc-{chunk_id}", ordinal=0, start=100 * chunk_id, end=100 * chunk_id + len(text),
+        page=page, heading_path=heading, lang=lang, content_hash=f"hash-{chunk_id}", text=text, title=title,
+        source=f"/corpus/{chunk_id}.txt",
+    )
+    return Hit(chunk, 1.0 / chunk_id)
+
+
 @pytest.fixture(scope="session")
 def make_settings(tmp_path_factory):
     """Settings for a fresh index folder; keyword arguments override fields like `Settings(**kw)`."""
@@ -61,6 +75,23 @@ def example_pipeline(make_settings, embedder):
     pipeline.close()
 
 
+@pytest.fixture(scope="session")
+def llm(example_pipeline):
+    """The bundled GGUF, assembled into the session's data folder and loaded once."""
+    from rag.generate import create_llm
+
+    model = create_llm(example_pipeline.settings)
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="session")
+def answer_pipeline(example_pipeline, llm):
+    """The sample-corpus pipeline with the session's language model: what `rag ask` runs."""
+    example_pipeline.__dict__["llm"] = llm
+    return example_pipeline
+
+
 @pytest.fixture
 def fresh_pipeline(make_settings, embedder):
     """An empty index of its own, for tests that write."""
@@ -69,4 +100,27 @@ def fresh_pipeline(make_settings, embedder):
     pipeline = Pipeline(make_settings())
     pipeline.__dict__["embedder"] = embedder
     yield pipeline
+    pipeline.close()
+
+
+@pytest.fixture(scope="session")
+def service(make_settings, embedder, tmp_path_factory):
+    """A real HTTP server (uvicorn in a thread, real models) over the sample corpus and planted secrets.
+
+    Short answers and one llama.cpp thread keep the suite fast on a shared machine; see tests/server_kit.py."""
+    from rag.pipeline import Pipeline
+
+    from .server_kit import build_index, start
+
+    home = tmp_path_factory.mktemp("service")
+    settings = make_settings(
+        llm={"n_threads": 1, "max_tokens": 24},
+        server={"queue_size": 2, "max_upload_mb": 1, "max_request_kb": 64, "keys_file": home / "keys.json"},
+        audit={"path": home / "audit.jsonl"},
+    )
+    pipeline = Pipeline(settings)
+    pipeline.__dict__["embedder"] = embedder
+    running, stop = start(settings, pipeline, build_index(pipeline))
+    yield running
+    stop()
     pipeline.close()
