@@ -1,0 +1,15 @@
+"""Offline evaluation: `rag eval run` and `rag eval compare` (docs/evaluation.md).
+
+    index.py     a scratch index of the dataset's documents, cached by content and embedder/chunker identity
+    question.py  one question -> one plain record (rankings, answer, citations, scores, timings)
+    summary.py   records -> aggregate metrics; paired bootstrap comparison of two runs
+    report.py    results.json, report.md and the PNG plots
+    run.py       the runner: progress, resume, provenance, quality gates
+
+Metric arithmetic lives in `rag.metrics` (pure functions); this package only feeds it.
+"""
+
+from .run import EvalRequest, run_eval
+from .summary import compare_runs
+
+__all__ = ["EvalRequest", "compare_runs", "run_eval"]

@@ -1,0 +1,185 @@
+"""What a run leaves in its output folder: results.json, report.md and PNG plots (matplotlib, Agg backend).
+
+The report is rendered from results.json alone, so it can be regenerated or diffed without the models.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..metrics import recall_at_k
+from .question import DEPTH, RETRIEVERS
+
+RANKING_METRICS = ("hit@1", "hit@5", "hit@10", "recall@5", "recall@10", "mrr@10", "ndcg@10")
+
+
+def write_outputs(results: dict, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    (out / "report.md").write_text(report_markdown(results))
+    return [out / "results.json", out / "report.md", *write_plots(results, out)]
+
+
+# ---------------------------------------------------------------------------------------------- markdown
+def report_markdown(results: dict) -> str:
+    run, agg = results["run"], results["aggregates"]
+    sections = [_header(run), _retrieval(agg), _answers(agg), _citations(agg), _abstention(agg, results["records"]),
+                _cost(agg), _provenance(run)]
+    return "\n\n".join(s for s in sections if s) + "\n"
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def _header(run: dict) -> str:
+    data = run["dataset"]
+    return (f"# Evaluation: {data['name']} ({data['format']}), {run['mode']} mode\n\n"
+            f"{data['evaluated']} of {data['questions']} questions ({_limit(data['limit'])}), "
+            f"{data['documents']} documents; {run['seconds']:.0f} s on {run['machine']['cpus']} CPUs "
+            f"({run['finished']}).\n\n`{run['command']}`")
+
+
+def _limit(limit: int | None) -> str:
+    return "all" if limit is None else f"--limit {limit}, evenly spaced"
+
+
+def _retrieval(agg: dict) -> str:
+    rows = [[name, *(agg.get(f"retrieval.{name}.{m}") for m in RANKING_METRICS)] for name in RETRIEVERS
+            if agg.get(f"retrieval.{name}.hit@1") is not None]
+    return "## Retrieval (questions with a gold document; document level)\n\n" + table(
+        ["retriever", *RANKING_METRICS], rows) if rows else ""
+
+
+def _answers(agg: dict) -> str:
+    if agg.get("answer.f1") is None:
+        return ""
+    return "## Answers (answerable questions; an abstention scores 0)\n\n" + table(
+        ["exact match", "token F1", "token recall"], [[agg["answer.em"], agg["answer.f1"], agg["answer.token_recall"]]])
+
+
+def _citations(agg: dict) -> str:
+    rows = [[judge, agg.get(f"citation.{judge}.recall"), agg.get(f"citation.{judge}.precision")]
+            for judge in ("verifier", "strict")]
+    if all(r[1] is None for r in rows):
+        return ""
+    return ("## Citations (ALCE; answers that were not abstentions)\n\n" + table(["judge", "recall", "precision"], rows)
+            + f"\n\nShare of answer sentences the verifier removed: {_cell(agg.get('citation.removed_share'))}")
+
+
+def _abstention(agg: dict, records: list[dict]) -> str:
+    if agg.get("abstention.rate") is None:
+        return ""
+    unanswerable = sum(1 for r in records if not r["answerable"])
+    return (f"## Abstention ({unanswerable} unanswerable of {len(records)})\n\n"
+            + table(["abstain rate", "precision", "recall", "F1"],
+                    [[agg["abstention.rate"], *(agg.get(f"abstention.{m}") for m in ("precision", "recall", "f1"))]]))
+
+
+STAGES = ("rank_ms", "retrieval_ms", "ttft_ms", "answer_ms", "verify_ms", "total_ms")
+STAGE_NAMES = {"rank_ms": "rankings (dense + BM25, for the retrieval table)", "retrieval_ms": "retrieval (answer)",
+               "ttft_ms": "time to first token", "answer_ms": "generation or quoting", "verify_ms": "verification",
+               "total_ms": "answer total"}
+
+
+def _cost(agg: dict) -> str:
+    rows = [[STAGE_NAMES[stage], *(f"{agg[f'cost.{stage}.{q}']:.1f}" for q in ("p50", "p95"))] for stage in STAGES
+            if agg.get(f"cost.{stage}.p50") is not None]
+    tokens = [f"{name}: {agg[f'cost.{key}']:.1f}" for name, key in (
+        ("prompt tokens (mean)", "prompt_tokens.mean"), ("generated tokens (mean)", "generated_tokens.mean"),
+        ("tokens/s (median)", "tokens_per_s.p50")) if agg.get(f"cost.{key}")]
+    return "## Cost (ms per question)\n\n" + table(["stage", "p50", "p95"], rows) + (
+        "\n\n" + "; ".join(tokens) if tokens else "")
+
+
+def _provenance(run: dict) -> str:
+    models, index = run["models"], run["index"]
+    llm = models.get("llm") or {}
+    lines = [
+        f"- project version {run['version']}; {run['machine']['platform']}, Python {run['machine']['python']}",
+        f"- dataset {run['dataset']['path']} sha256 `{run['dataset']['sha256']}`",
+        f"- embedder {models['embedder']['name']} fingerprint `{models['embedder']['fingerprint']}`",
+        f"- language model {llm.get('model', '–')} sha256 `{llm.get('sha256')}`" if llm else "- no language model",
+        f"- index {index['directory']} ({'reused' if index['reused'] else 'built'}, {index['chunks']} chunks, "
+        f"{index['build_seconds']} s)",
+    ]
+    return "## Provenance\n\n" + "\n".join(lines) + "\n\nFull configuration: results.json → run.config."
+
+
+# ---------------------------------------------------------------------------------------------- plots
+def write_plots(results: dict, out: Path) -> list[Path]:
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigError("the evaluation plots need matplotlib: pip install 'sovereign-rag[eval]'") from None
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    records, paths = results["records"], []
+    for name, draw in (("recall_at_k.png", _recall_curves), ("latency.png", _latency),
+                       ("support.png", lambda ax, r: _support(ax, r, results["run"]["config"]))):
+        figure, axes = pyplot.subplots(figsize=(6, 4))
+        if draw(axes, records):
+            figure.tight_layout()
+            figure.savefig(out / name, dpi=100)
+            paths.append(out / name)
+        pyplot.close(figure)
+    return paths
+
+
+def _recall_curves(axes, records: list[dict]) -> bool:
+    scored = [r for r in records if r["gold_doc_ids"]]
+    if not scored:
+        return False
+    ks = range(1, DEPTH + 1)
+    for name in RETRIEVERS:
+        curve = [sum(recall_at_k(r["retrieved"][name], set(r["gold_doc_ids"]), k) for r in scored) / len(scored)
+                 for k in ks]
+        axes.plot(list(ks), curve, marker=".", label=name)
+    axes.set(xlabel="k (documents)", ylabel="recall@k", ylim=(0, 1.02), title=f"Recall@k, {len(scored)} questions")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    return True
+
+
+def _latency(axes, records: list[dict]) -> bool:
+    """On a log scale: a search takes tens of milliseconds, a generation seconds."""
+    values = {stage: [r["timings"][stage] for r in records if r["timings"].get(stage)]
+              for stage in STAGES if stage != "ttft_ms"}
+    values = {stage: v for stage, v in values.items() if v}
+    if not values:
+        return False
+    everything = [x for v in values.values() for x in v]
+    bins = np.geomspace(min(everything), max(everything) * 1.01, 40)
+    for stage, v in values.items():
+        axes.hist(v, bins=bins, alpha=0.5, label=stage.removesuffix("_ms"))
+    axes.set(xscale="log", xlabel="milliseconds (log scale)", ylabel="questions", title="Latency per stage")
+    axes.legend()
+    return True
+
+
+def _support(axes, records: list[dict], config: dict) -> bool:
+    sentences = [s for r in records for s in r.get("sentences", [])]
+    if not sentences:
+        return False
+    for kept, label in ((True, "kept"), (False, "removed")):
+        axes.hist([s["support"] for s in sentences if s["kept"] is kept], bins=20, range=(0, 1), alpha=0.6,
+                  label=f"{label} ({sum(1 for s in sentences if s['kept'] is kept)})")
+    axes.axvline(config["answer"]["min_support"], color="black", linestyle="--", label="answer.min_support")
+    axes.set(xlabel="verifier support", ylabel="sentences", title="Support of answer sentences")
+    axes.legend()
+    return True
