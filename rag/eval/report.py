@@ -27,7 +27,8 @@ def write_outputs(results: dict, out: Path) -> list[Path]:
 # ---------------------------------------------------------------------------------------------- markdown
 def report_markdown(results: dict) -> str:
     run, agg = results["run"], results["aggregates"]
-    sections = [_header(run), _retrieval(agg), _answers(agg), _citations(agg), _abstention(agg, results["records"]),
+    records = results["records"]
+    sections = [_header(run, records), _retrieval(agg), _answers(agg), _citations(agg), _abstention(agg, records),
                 _cost(agg), _provenance(run)]
     return "\n\n".join(s for s in sections if s) + "\n"
 
@@ -46,12 +47,14 @@ def _cell(value) -> str:
     return str(value)
 
 
-def _header(run: dict) -> str:
+def _header(run: dict, records: list[dict]) -> str:
+    """Run time twice: the last invocation's, and the questions' own summed over every resumed invocation."""
     data = run["dataset"]
     return (f"# Evaluation: {data['name']} ({data['format']}), {run['mode']} mode\n\n"
             f"{data['evaluated']} of {data['questions']} questions ({_limit(data['limit'])}), "
-            f"{data['documents']} documents; {run['seconds']:.0f} s on {run['machine']['cpus']} CPUs "
-            f"({run['finished']}).\n\n`{run['command']}`")
+            f"{data['documents']} documents, on {run['machine']['cpus']} CPUs. Questions took "
+            f"{sum(r['seconds'] for r in records):.0f} s in all; the last invocation {run['seconds']:.0f} s "
+            f"(finished {run['finished']}).\n\n`{run['command']}`")
 
 
 def _limit(limit: int | None) -> str:
