@@ -1,10 +1,12 @@
 """Answer latency: the pipeline's breakdown, and raw llama.cpp on the identical prompts in the same run.
 
 20 fixed XQuAD-en questions (evenly spaced through the file) over all XQuAD-en paragraphs, each indexed as a document.
-Pass 1 asks them through `Pipeline.ask`; pass 2 gives llama.cpp the very prompts the pipeline built, with the same
-sampling settings. Both passes start with a warm-up question so that each measured prompt finds only the constant
-prompt prefix in llama.cpp's KV cache, as in normal use. A cold/warm pair measures what that cache saves.
-Writes bench/results/answer.json.
+Two prompt variants, one after the other on the same index and models: `full-4`, the 4 best passages in full, and
+`lean`, the configured prompt (`answer.passage_tokens` of the sentences that bear on the question, rag/focus.py).
+Pass 1 asks the questions through `Pipeline.ask`, both variants in turn for each question; pass 2 gives llama.cpp
+the very prompts each pipeline built, with the same sampling settings. Every pass starts with a warm-up question so that each measured prompt finds
+only the constant prompt prefix in llama.cpp's KV cache, as in normal use. A cold/warm pair measures what that cache
+saves. Writes bench/results/answer.json.
 
     python -m bench.answer
 """
@@ -22,7 +24,6 @@ from pathlib import Path
 
 from rag.datasets import read_squad
 from rag.pipeline import Pipeline
-from rag.prompt import build_prompt
 from rag.settings import Settings
 
 XQUAD_EN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qa" / "xquad" / "xquad.en.json"
@@ -35,21 +36,10 @@ def fixed_questions(questions: list, count: int = QUESTIONS) -> list[str]:
     return [q.text for q in questions[::step][:count]]
 
 
-def pipeline_pass(pipeline: Pipeline, questions: list[str]) -> list[dict]:
-    pipeline.ask(WARM_UP)
-    rows = []
-    for question in questions:
-        answer = pipeline.ask(question)
-        rows.append({"question": question, "abstained": answer.abstained, "raw": answer.raw, "answer": answer.text,
-                     **vars(answer.timings)})
-    return rows
-
-
-def raw_pass(pipeline: Pipeline, prompts: list[str]) -> list[dict]:
-    """llama.cpp alone: the same Llama object, prompt and sampling options, no retrieval, parsing or checks."""
-    llm = pipeline.llm
-    llm.complete(prompts[-1])
-    return [raw_generation(llm, prompt) for prompt in prompts]
+def asked(pipeline: Pipeline, question: str) -> dict:
+    answer = pipeline.ask(question)
+    return {"question": question, "abstained": answer.abstained, "raw": answer.raw, "answer": answer.text,
+            **vars(answer.timings)}
 
 
 def raw_generation(llm, prompt: str) -> dict:
@@ -81,25 +71,42 @@ def summary(rows: list[dict], keys: tuple[str, ...]) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/answer.json"))
-    args = parser.parse_args()
-    dataset = read_squad(XQUAD_EN, "xquad-en")
-    questions = fixed_questions(dataset.questions)
-    with tempfile.TemporaryDirectory(prefix="rag-answer-") as scratch:
-        settings = Settings(index_dir=Path(scratch) / "index", data_dir=Path(scratch) / "data")
-        pipeline = Pipeline(settings)
-        pipeline.ingest_documents(dataset.documents, progress=True)
-        rows = pipeline_pass(pipeline, questions)
-        prompts = [build_prompt(q, pipeline.search(q), settings.llm.prompt_format) for q in questions]
-        raw = raw_pass(pipeline, prompts)
-        cache = cache_effect(pipeline, prompts)
+def variants(settings: Settings) -> dict[str, Settings]:
+    full = settings.model_copy(update={
+        "retrieval": settings.retrieval.model_copy(update={"k": 4}),
+        "answer": settings.answer.model_copy(update={"passage_tokens": 0}),
+    })
+    return {"full-4": full, "lean": settings}
+
+
+def measure(variants: dict[str, Settings], questions: list[str]) -> dict[str, dict]:
+    """Both variants question by question (each pipeline has its own model and KV cache), so that a change in the
+    machine's load between two phases hits both alike; then raw llama.cpp on each variant's prompts, likewise."""
+    pipelines = {name: Pipeline(settings) for name, settings in variants.items()}
+    for pipeline in pipelines.values():
+        pipeline.ask(WARM_UP)
+    rows: dict[str, list] = {name: [] for name in pipelines}
+    for question in questions:
+        for name, pipeline in pipelines.items():
+            rows[name].append(asked(pipeline, question))
+    prompts = {name: [p.answerer.prompt_for(q, p.search(q))[1] for q in questions] for name, p in pipelines.items()}
+    for name, pipeline in pipelines.items():
+        pipeline.llm.complete(prompts[name][-1])  # the raw pass starts with the prefix cached too
+    raw: dict[str, list] = {name: [] for name in pipelines}
+    for i in range(len(questions)):
+        for name, pipeline in pipelines.items():
+            raw[name].append(raw_generation(pipeline.llm, prompts[name][i]))
+    results = {name: result(variants[name], rows[name], raw[name], cache_effect(p, prompts[name]))
+               for name, p in pipelines.items()}
+    for pipeline in pipelines.values():
         pipeline.close()
+    return results
+
+
+def result(settings: Settings, rows: list[dict], raw: list[dict], cache: dict) -> dict:
     pipeline_ms, raw_ms = sum(r["total_ms"] for r in rows), sum(r["total_ms"] for r in raw)
-    payload = {
-        "machine": platform.platform(), "cpus": os.cpu_count(), "questions": len(questions),
-        "documents": len(dataset.documents), "llm": settings.llm.model_dump(),
+    return {
+        "retrieval_k": settings.retrieval.k, "passage_tokens": settings.answer.passage_tokens,
         "pipeline": summary(rows, ("retrieval_ms", "prompt_tokens", "ttft_ms", "tokens_per_s", "generated_tokens",
                                    "verify_ms", "total_ms")),
         "raw_llama_cpp": summary(raw, ("ttft_ms", "tokens_per_s", "generated_tokens", "total_ms")),
@@ -110,11 +117,36 @@ def main() -> None:
         "kv_cache": cache,
         "rows": [{**a, "raw_llama_cpp": b} for a, b in zip(rows, raw)],
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/answer.json"))
+    args = parser.parse_args()
+    dataset = read_squad(XQUAD_EN, "xquad-en")
+    questions = fixed_questions(dataset.questions)
+    with tempfile.TemporaryDirectory(prefix="rag-answer-") as scratch:
+        settings = Settings(index_dir=Path(scratch) / "index", data_dir=Path(scratch) / "data")
+        indexer = Pipeline(settings)
+        indexer.ingest_documents(dataset.documents, progress=True)
+        indexer.close()
+        results = measure(variants(settings), questions)
+    ttft = {name: r["pipeline"]["ttft_ms"]["median"] for name, r in results.items()}
+    raw_ttft = {name: r["raw_llama_cpp"]["ttft_ms"]["median"] for name, r in results.items()}
+    payload = {
+        "machine": platform.platform(), "cpus": os.cpu_count(), "load_average": os.getloadavg(),
+        "questions": len(questions), "documents": len(dataset.documents), "llm": settings.llm.model_dump(),
+        "lean_vs_full_ttft_median": round(ttft["lean"] / ttft["full-4"], 3),
+        "lean_vs_full_raw_ttft_median": round(raw_ttft["lean"] / raw_ttft["full-4"], 3),
+        "variants": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1, ensure_ascii=False))
-    for key in ("pipeline", "raw_llama_cpp", "overhead_ratio", "overhead_ms_mean", "identical_outputs", "abstained",
-                "kv_cache"):
-        print(f"{key:18} {json.dumps(payload[key])}")
+    print("lean/full-4 median time to first token:", payload["lean_vs_full_ttft_median"], "pipeline,",
+          payload["lean_vs_full_raw_ttft_median"], "raw llama.cpp")
+    for name, result in results.items():
+        for key in ("pipeline", "raw_llama_cpp", "overhead_ratio", "identical_outputs", "abstained", "kv_cache"):
+            print(f"{name:7} {key:18} {json.dumps(result[key])}")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,17 @@
 """Abstention and answer quality on ClapNQ dev: answerable and unanswerable questions over their own passages.
 
-Every item's passage is indexed (both files, one scratch index) and every question is asked in generate mode with
+Every item's passage is indexed (both files, one scratch index; with --limit too) and every question is asked in generate mode with
 both abstention thresholds at 0, recording the retrieval evidence and each sentence's support. The thresholds are then
 applied offline: they are tuned on the items of even position in each file and reported on those of odd position,
 so the reported figures are not measured on the data they were chosen on. Writes bench/results/clapnq.json.
 
-    python -m bench.clapnq --limit 40      # first 40 items of each file (about 2 minutes)
+    python -m bench.clapnq --limit 40      # first 40 questions of each file (a few minutes)
     python -m bench.clapnq                 # all 600 questions
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import platform
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rag.datasets import text_document
+from rag.datasets import read_clapnq
 from rag.metrics import abstention_metrics, token_recall
 from rag.pipeline import Pipeline
 from rag.settings import AnswerSettings, Settings
@@ -32,23 +31,16 @@ RETRIEVAL_GRID = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 SUPPORT_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
-def read_items(limit: int | None) -> list[dict]:
-    """Items of both files, tagged answerable or not and with their position (even: tuning, odd: report)."""
+def read_items(limit: int | None) -> tuple[list[dict], list]:
+    """Questions of both files (the first `limit` of each), tagged with their position (even: tuning, odd: report),
+    and the passages of every item of both files, read by the evaluation harness's own ClapNQ reader."""
+    dataset = read_clapnq(CLAPNQ)
     items = []
     for answerable in (True, False):
-        path = CLAPNQ / f"clapnq_dev_{'answerable' if answerable else 'unanswerable'}.jsonl"
-        with path.open() as handle:
-            rows = [json.loads(line) for line in itertools.islice(handle, limit)]
-        for position, row in enumerate(rows):
-            gold = next((o["answer"] for o in row["output"] if o.get("answer")), "")
-            items.append({"id": row["id"], "question": row["input"], "passages": row["passages"],
-                          "answerable": answerable, "gold": gold, "split": "tune" if position % 2 == 0 else "test"})
-    return items
-
-
-def documents(items: list[dict]) -> list:
-    unique = {(p["title"], p["text"]) for item in items for p in item["passages"]}
-    return [text_document(f"clapnq/{i}", title, text, "en") for i, (title, text) in enumerate(sorted(unique))]
+        questions = [q for q in dataset.questions if q.answerable == answerable][:limit]
+        items += [{"id": q.id, "question": q.text, "answerable": answerable, "gold": q.answers[0] if q.answers else "",
+                   "split": "tune" if position % 2 == 0 else "test"} for position, q in enumerate(questions)]
+    return items, dataset.documents
 
 
 def ask_all(pipeline: Pipeline, items: list[dict]) -> list[dict]:
@@ -99,12 +91,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N items of each file")
     parser.add_argument("--out", type=Path, default=Path("bench/results/clapnq.json"))
     args = parser.parse_args()
-    items = read_items(args.limit)
+    items, documents = read_items(args.limit)
     with tempfile.TemporaryDirectory(prefix="rag-clapnq-") as scratch:
         settings = Settings(index_dir=Path(scratch) / "index", data_dir=Path(scratch) / "data",
                             answer={"min_retrieval_score": 0.0, "min_support": 0.0})
         pipeline = Pipeline(settings)
-        pipeline.ingest_documents(documents(items), progress=True)
+        pipeline.ingest_documents(documents, progress=True)
         started = time.perf_counter()
         records = ask_all(pipeline, items)
         seconds = time.perf_counter() - started

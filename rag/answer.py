@@ -11,17 +11,15 @@ verification. Either way the answer says so in the question's language and the c
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
-from .chunk import sentence_spans
 from .cite import Citation, Sentence, parse_sentences, verify
 from .errors import InputError
 from .generate import LLM, Prompt
 from .language import UNDETERMINED, detect_language
-from .lexical import tokenize
+from .focus import coverage, focus, rank_sentences
 from .prompt import build_prompt, citation_grammar
 from .retrieve import Hit
 from .settings import Settings
@@ -149,7 +147,7 @@ class Answerer:
 
     def _generate(self, base: Answer, hits: list[Hit], started: float) -> Iterator[Event]:
         llm = self.llm()
-        hits, prompt, base.timings.prompt_tokens = self._fitted(llm, base.question, hits)
+        hits, prompt, base.timings.prompt_tokens = self.prompt_for(base.question, hits)
         base.model = llm.info.model
         grammar = citation_grammar(len(hits)) if self._use_grammar() else None
         pieces: list[str] = []
@@ -172,11 +170,16 @@ class Answerer:
     def _use_grammar(self) -> bool:
         return self.settings.llm.grammar and self.settings.llm.prompt_format == "completion"
 
-    def _fitted(self, llm: LLM, question: str, hits: list[Hit]) -> tuple[list[Hit], Prompt, int | None]:
-        """The prompt with as many of the best passages as fit in the context beside the answer's token budget."""
-        s = self.settings.llm
+    def prompt_for(self, question: str, hits: list[Hit]) -> tuple[list[Hit], Prompt, int | None]:
+        """The prompt with as many of the best passages as fit in the context beside the answer's token budget; with
+        `answer.passage_tokens`, each passage is cut down to its sentences that bear on the question (rag/focus.py)."""
+        s, llm = self.settings.llm, self.llm()
+        excerpts = None
+        if self.settings.answer.passage_tokens:
+            hits, excerpts = focus(question, hits, self.encode, self.settings.answer.passage_tokens,
+                                   lambda text: text_tokens(llm, text))
         while True:
-            prompt = build_prompt(question, hits, s.prompt_format)
+            prompt = build_prompt(question, hits, s.prompt_format, excerpts)
             tokens = llm.count_tokens(prompt)
             if tokens is None or tokens + s.max_tokens <= s.n_ctx:
                 return hits, prompt, tokens
@@ -185,7 +188,7 @@ class Answerer:
                     f"the prompt has {tokens} tokens with a single passage and the answer may take {s.max_tokens}, "
                     f"more than llm.n_ctx ({s.n_ctx}); shorten the question or raise llm.n_ctx"
                 )
-            hits = hits[:-1]
+            hits, excerpts = hits[:-1], excerpts[:-1] if excerpts else None
 
     def _verified(self, base: Answer, hits: list[Hit], raw: str, started: float) -> Answer:
         checked = time.perf_counter()
@@ -221,6 +224,13 @@ def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 2)
 
 
+def text_tokens(llm: LLM, text: str) -> int:
+    """Length of a piece of prompt text in the model's tokens; about four characters a token when the backend cannot
+    count (HTTP servers)."""
+    counted = llm.count_tokens(text)
+    return counted - 1 if counted is not None else len(text) // 4 + 1  # llama.cpp's count includes the BOS token
+
+
 def retrieval_query(question: str, history: Sequence[str]) -> str:
     """A follow-up ("and for students?") is retrieved together with the previous question, which names the topic.
 
@@ -243,41 +253,15 @@ def evidence(query: str, hits: Sequence[Hit]) -> float:
                default=0.0)
 
 
-def coverage(question: str, text: str, lang: str) -> float:
-    """Share of the question's distinct content words that `text` contains."""
-    words = set(tokenize(question, lang))
-    return len(words & set(tokenize(text, lang))) / len(words) if words else 0.0
-
-
 def sources(hits: Sequence[Hit], cited: set[int]) -> list[Source]:
     return [Source(n, hit, n in cited) for n, hit in enumerate(hits, 1)]
 
 
 # ---------------------------------------------------------------------------------------------- quote mode
 def quote(question: str, hits: Sequence[Hit], encode: Callable, count: int) -> list[Sentence]:
-    """The passages' sentences that best answer the question, verbatim, each citing its passage.
-
-    Rank = mean of lexical overlap (share of the question's content words in the sentence) and cosine similarity of
-    the embeddings: overlap finds the exact terms, the embedding finds paraphrases.
-    """
-    candidates = [(n, text) for n, hit in enumerate(hits, 1) for text in passage_sentences(hit.chunk)]
-    if not candidates:
-        return []
-    vectors = encode([question] + [text for _, text in candidates])
-    similarity = vectors[1:] @ vectors[0]
-    scores = [
-        (0.5 * coverage(question, text, hits[n - 1].chunk.lang) + 0.5 * float(cos), i)
-        for i, ((n, text), cos) in enumerate(zip(candidates, similarity))
-    ]
-    best = sorted(scores, key=lambda item: (-item[0], item[1]))[:count]
+    """The passages' sentences that best answer the question (`rag.focus.rank_sentences`), verbatim, each citing its
+    passage."""
     return [
-        Sentence(candidates[i][1], [Citation.of(candidates[i][0], hits[candidates[i][0] - 1])], score, True)
-        for score, i in best
+        Sentence(s.text, [Citation.of(s.passage + 1, hits[s.passage])], s.score, True)
+        for s in rank_sentences(question, hits, encode)[:count]
     ]
-
-
-def passage_sentences(chunk: ChunkRecord) -> list[str]:
-    """Sentences of a passage, verbatim except that line breaks inside one become spaces; headings are not quoted."""
-    spans = sentence_spans(chunk.text, 0, len(chunk.text))
-    sentences = [re.sub(r"\s+", " ", chunk.text[a:b]).strip() for a, b in spans]
-    return [s for s in sentences if len(s) > 1 and s not in chunk.heading_path]

@@ -1,5 +1,7 @@
 """The prompt: a constant prefix (instructions and worked examples), then numbered passages and the question.
 
+The passages are shown whole, or as the excerpts that rag/focus.py chose (lean prompts, the default).
+
 The prefix never changes between questions, so llama.cpp keeps its KV cache and evaluates only the passages and the
 question (see docs/benchmarks.md, "Answering"). The default model is a 270M *base* model: it follows the worked
 examples far more than the instructions, so the examples show the exact output format (`sentence [n].`), in three
@@ -68,9 +70,14 @@ def _example_block(passages: tuple[str, ...], question: str, answer: str) -> str
 PREFIX = INSTRUCTIONS + "\n\n" + "\n\n".join(_example_block(*example) for example in EXAMPLES) + "\n\n"
 
 
-def build_prompt(question: str, hits: Sequence[Hit], prompt_format: str = "completion") -> Prompt:
-    """The full prompt for the model; in chat mode one user message rendered by the model's own template."""
-    passages = [(passage_label(h.chunk), h.chunk.text) for h in hits]
+def build_prompt(
+    question: str, hits: Sequence[Hit], prompt_format: str = "completion", excerpts: Sequence[str] | None = None
+) -> Prompt:
+    """The full prompt for the model; in chat mode one user message rendered by the model's own template.
+
+    `excerpts` replace the passages' texts (lean prompts, rag/focus.py); the labels stay those of the passages."""
+    texts = excerpts if excerpts is not None else [h.chunk.text for h in hits]
+    passages = [(passage_label(h.chunk), text) for h, text in zip(hits, texts, strict=True)]
     if prompt_format == "chat":
         return [{"role": "user", "content": f"{CHAT_INSTRUCTIONS}\n\n{_block(passages, question)}"}]
     return PREFIX + _block(passages, question)

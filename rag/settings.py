@@ -126,6 +126,10 @@ class AnswerSettings(Section):
     min_support: float = Field(0.5, ge=0.0, le=1.0, description="sentences supported below this are removed")
     remove_unsupported: bool = Field(True, description="drop flagged sentences (else keep them, flagged)")
     max_question_chars: int = Field(2000, ge=10, le=100000)
+    passage_tokens: int = Field(
+        200, ge=0, le=100_000, description="lean prompts: model tokens of passage text in the prompt, filled with the "
+        "sentences that bear most on the question (rag/focus.py); 0 sends whole passages",
+    )
     quote_sentences: int = Field(3, ge=1, le=20, description="sentences returned by quote mode")
     abstain_sources: int = Field(3, ge=0, le=100, description="closest passages listed when abstaining")
 

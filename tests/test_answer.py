@@ -47,7 +47,8 @@ class ScriptedLLM(LLM):
 
 def answerer(output: str, hits=HITS, **answer_settings) -> tuple[Answerer, ScriptedLLM]:
     model = ScriptedLLM(output)
-    settings = Settings(answer={"min_retrieval_score": 0.3, **answer_settings}, llm={"n_ctx": 512})
+    answer = {"min_retrieval_score": 0.3, "passage_tokens": 0, **answer_settings}  # whole passages unless asked
+    settings = Settings(answer=answer, llm={"n_ctx": 512})
     return Answerer(lambda query, **_: list(hits), lambda: model, None, settings), model
 
 

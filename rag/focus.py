@@ -1,0 +1,98 @@
+"""Lean prompts: only the sentences of the retrieved passages that bear on the question.
+
+Time to first token is set by the part of the prompt that is not cached: the passages. Whole passages also bury the
+answer for a small model. So the passages' sentences are ranked as quote mode ranks them (`rank_sentences`), the best
+are kept within a token budget, and each passage is shown as its kept sentences in their original order, with "…"
+where sentences were left out. A passage with no kept sentence is left out of the prompt, so every `[n]` the model can
+write names a passage it saw. Citations still point to the whole passage, and verification checks a sentence against
+the whole passage it cites.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .chunk import sentence_spans
+from .lexical import tokenize
+from .retrieve import Hit
+from .store import ChunkRecord
+
+GAP = " … "
+# A sentence scoring below this share of the best sentence's score does not bear on the question: it stays out of
+# the prompt even when the budget has room (chosen on XQuAD-en, docs/benchmarks.md "Lean prompts").
+RELEVANCE_FLOOR = 0.4
+
+
+@dataclass(frozen=True)
+class RankedSentence:
+    passage: int  # index of the passage in the hits
+    position: int  # index of the sentence in `passage_sentences` of that passage
+    text: str
+    score: float  # mean of the question-word coverage and the embedding cosine
+
+
+def passage_sentences(chunk: ChunkRecord) -> list[str]:
+    """Sentences of a passage, verbatim except that line breaks inside one become spaces; headings are not quoted."""
+    spans = sentence_spans(chunk.text, 0, len(chunk.text))
+    sentences = [re.sub(r"\s+", " ", chunk.text[a:b]).strip() for a, b in spans]
+    return [s for s in sentences if len(s) > 1 and s not in chunk.heading_path]
+
+
+def coverage(question: str, text: str, lang: str) -> float:
+    """Share of the question's distinct content words that `text` contains."""
+    words = set(tokenize(question, lang))
+    return len(words & set(tokenize(text, lang))) / len(words) if words else 0.0
+
+
+def rank_sentences(question: str, hits: Sequence[Hit], encode: Callable) -> list[RankedSentence]:
+    """Every sentence of the passages, best first (ties: passage rank, then order in the passage).
+
+    Score = mean of lexical coverage (share of the question's content words in the sentence) and cosine similarity of
+    the embeddings: coverage finds the exact terms, the embedding finds paraphrases.
+    """
+    candidates = [(i, p, text) for i, hit in enumerate(hits) for p, text in enumerate(passage_sentences(hit.chunk))]
+    if not candidates:
+        return []
+    vectors = encode([question] + [text for *_, text in candidates])
+    similarity = vectors[1:] @ vectors[0]
+    ranked = [
+        RankedSentence(i, p, text, 0.5 * coverage(question, text, hits[i].chunk.lang) + 0.5 * float(cos))
+        for (i, p, text), cos in zip(candidates, similarity)
+    ]
+    return sorted(ranked, key=lambda s: (-s.score, s.passage, s.position))
+
+
+def focus(
+    question: str, hits: Sequence[Hit], encode: Callable, budget: int, count_tokens: Callable[[str], int]
+) -> tuple[list[Hit], list[str]]:
+    """The passages worth showing and, for each, the excerpt to show: best sentences first until `budget` tokens.
+
+    A sentence too long for what is left of the budget is skipped for shorter ones; the best sentence is always kept;
+    sentences below `RELEVANCE_FLOOR` of the best score are never kept.
+    """
+    ranked = rank_sentences(question, hits, encode)
+    floor = RELEVANCE_FLOOR * ranked[0].score if ranked else 0.0
+    chosen: list[RankedSentence] = []
+    used = 0
+    for sentence in (s for s in ranked if s.score >= floor and (s.score > 0 or s is ranked[0])):
+        cost = count_tokens(sentence.text)
+        if used + cost <= budget or not chosen:
+            chosen.append(sentence)
+            used += cost
+    kept, excerpts = [], []
+    for i, hit in enumerate(hits):
+        mine = sorted((s for s in chosen if s.passage == i), key=lambda s: s.position)
+        if mine:
+            kept.append(hit)
+            excerpts.append(excerpt(mine))
+    return kept, excerpts
+
+
+def excerpt(sentences: Sequence[RankedSentence]) -> str:
+    """Sentences in passage order; a gap between two that were not neighbours is marked with an ellipsis."""
+    parts = [sentences[0].text]
+    for previous, sentence in zip(sentences, sentences[1:]):
+        parts.append((" " if sentence.position == previous.position + 1 else GAP) + sentence.text)
+    return "".join(parts)
