@@ -1,8 +1,9 @@
 """Answer latency: the pipeline's breakdown, and raw llama.cpp on the identical prompts in the same run.
 
 20 fixed XQuAD-en questions (evenly spaced through the file) over all XQuAD-en paragraphs, each indexed as a document.
-Two prompt variants, one after the other on the same index and models: `full-4`, the 4 best passages in full, and
-`lean`, the configured prompt (`answer.passage_tokens` of the sentences that bear on the question, rag/focus.py).
+Prompt variants on the same index and models: `full-4`, the 4 best passages in full, and `lean-<budget>`, the
+configured prompt with `answer.passage_tokens` of the sentences that bear on the question (rag/focus.py), for the
+configured budget or each of `--budgets`.
 Pass 1 asks the questions through `Pipeline.ask`, both variants in turn for each question; pass 2 gives llama.cpp
 the very prompts each pipeline built, with the same sampling settings. Every pass starts with a warm-up question so that each measured prompt finds
 only the constant prompt prefix in llama.cpp's KV cache, as in normal use. A cold/warm pair measures what that cache
@@ -71,12 +72,14 @@ def summary(rows: list[dict], keys: tuple[str, ...]) -> dict:
     return out
 
 
-def variants(settings: Settings) -> dict[str, Settings]:
-    full = settings.model_copy(update={
-        "retrieval": settings.retrieval.model_copy(update={"k": 4}),
-        "answer": settings.answer.model_copy(update={"passage_tokens": 0}),
-    })
-    return {"full-4": full, "lean": settings}
+def variants(settings: Settings, budgets: list[int]) -> dict[str, Settings]:
+    """`full-4`, then a lean variant per passage budget (`lean-<tokens>`), the rest of the settings unchanged."""
+    def varied(k: int, passage_tokens: int) -> Settings:
+        return settings.model_copy(update={
+            "retrieval": settings.retrieval.model_copy(update={"k": k}),
+            "answer": settings.answer.model_copy(update={"passage_tokens": passage_tokens}),
+        })
+    return {"full-4": varied(4, 0), **{f"lean-{b}": varied(settings.retrieval.k, b) for b in budgets}}
 
 
 def measure(variants: dict[str, Settings], questions: list[str]) -> dict[str, dict]:
@@ -122,6 +125,8 @@ def result(settings: Settings, rows: list[dict], raw: list[dict], cache: dict) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench/results/answer.json"))
+    parser.add_argument("--budgets", type=int, nargs="+", default=None,
+                        help="answer.passage_tokens of the lean variants (default: the configured value)")
     args = parser.parse_args()
     dataset = read_squad(XQUAD_EN, "xquad-en")
     questions = fixed_questions(dataset.questions)
@@ -130,20 +135,22 @@ def main() -> None:
         indexer = Pipeline(settings)
         indexer.ingest_documents(dataset.documents, progress=True)
         indexer.close()
-        results = measure(variants(settings), questions)
-    ttft = {name: r["pipeline"]["ttft_ms"]["median"] for name, r in results.items()}
-    raw_ttft = {name: r["raw_llama_cpp"]["ttft_ms"]["median"] for name, r in results.items()}
+        results = measure(variants(settings, args.budgets or [settings.answer.passage_tokens]), questions)
+    def ratios(side: str) -> dict[str, float]:
+        """Median time to first token of each lean variant over that of full-4."""
+        ttft = {name: r[side]["ttft_ms"]["median"] for name, r in results.items()}
+        return {name: round(value / ttft["full-4"], 3) for name, value in ttft.items() if name != "full-4"}
+
     payload = {
         "machine": platform.platform(), "cpus": os.cpu_count(), "load_average": os.getloadavg(),
         "questions": len(questions), "documents": len(dataset.documents), "llm": settings.llm.model_dump(),
-        "lean_vs_full_ttft_median": round(ttft["lean"] / ttft["full-4"], 3),
-        "lean_vs_full_raw_ttft_median": round(raw_ttft["lean"] / raw_ttft["full-4"], 3),
+        "ttft_vs_full_4": ratios("pipeline"), "raw_ttft_vs_full_4": ratios("raw_llama_cpp"),
         "variants": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1, ensure_ascii=False))
-    print("lean/full-4 median time to first token:", payload["lean_vs_full_ttft_median"], "pipeline,",
-          payload["lean_vs_full_raw_ttft_median"], "raw llama.cpp")
+    print("median time to first token / full-4's:", payload["ttft_vs_full_4"], "pipeline,",
+          payload["raw_ttft_vs_full_4"], "raw llama.cpp")
     for name, result in results.items():
         for key in ("pipeline", "raw_llama_cpp", "overhead_ratio", "identical_outputs", "abstained", "kv_cache"):
             print(f"{name:7} {key:18} {json.dumps(result[key])}")
