@@ -1,0 +1,219 @@
+"""ONNX Runtime backends of the embedder (`embedder.backend: onnx | onnx-int8`), built locally from the pinned model.
+
+sentence-transformers' own ONNX export needs optimum-onnx, which pins a transformers older than the one
+sentence-transformers 6 requires, so the export is done here, from the same checked files the torch backend loads:
+
+    <data_dir>/onnx/<fingerprint[:16]>/model.onnx                    transformer + mean pooling + L2 norm, fp32
+    <data_dir>/onnx/<fingerprint[:16]>/model-int8-<variant>.onnx     the same, int8 weights for this CPU variant
+
+Both are derived artefacts, made on first use (after the source files passed their pins) and reused after: written
+to a temporary name under a lock, fsynced and renamed, so a killed export leaves nothing half-written and two
+processes do not export at once. The session runs from the bytes that were hashed, so the sha256 in the index
+manifest is that of the graph actually used.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import platform
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError
+
+log = logging.getLogger("rag.embed")
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class Int8Variant:
+    """How int8 weights are made for one CPU family; the name goes into the file name."""
+
+    name: str
+    reduce_range: bool  # 7-bit weights: u8s8 products saturate in the 16-bit adds of CPUs without VNNI
+
+
+def int8_variant(flags: set[str], machine: str) -> Int8Variant | None:
+    """The quantisation that suits this CPU, or None where int8 would not pay (fp32 ONNX is used instead)."""
+    if machine.lower() in {"aarch64", "arm64"}:
+        return Int8Variant("arm64", reduce_range=False)
+    if flags & {"avx512_vnni", "avx_vnni"}:
+        return Int8Variant("x86-vnni", reduce_range=False)
+    if "avx2" in flags:
+        return Int8Variant("x86-avx2", reduce_range=True)  # per ONNX Runtime's quantisation docs
+    return None
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The first processor's feature flags (`flags` on x86, `Features` on ARM); empty where unreadable."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return set()
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() in {"flags", "Features"}:
+            return set(value.split())
+    return set()
+
+
+class OnnxBackend:
+    """Runs the exported graph; tokenisation is the sentence-transformers model's own, so inputs are identical."""
+
+    def __init__(self, model, path: Path, threads: int | None):
+        import onnxruntime as ort
+
+        graph = path.read_bytes()
+        self.sha256 = hashlib.sha256(graph).hexdigest()
+        self.path = path
+        self._model = model
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        # Spinning threads wait for work by burning CPU: on a machine shared with the parser thread and other
+        # jobs that time is taken from them.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self._inputs = [i.name for i in self._session.get_inputs()]
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        features = self._model.preprocess(list(texts))
+        feed = {name: features[name].numpy() for name in self._inputs}
+        return self._session.run(None, feed)[0]
+
+
+def onnx_path(model, data_dir: Path, fingerprint: str, backend: str) -> Path:
+    """The graph for `backend`, exported (and quantised) now if this model has none yet."""
+    folder = Path(data_dir) / "onnx" / fingerprint[:16]
+    fp32 = folder / "model.onnx"
+    _derive(fp32, lambda out: export_fp32(model, out))
+    if backend == "onnx":
+        return fp32
+    variant = int8_variant(cpu_flags(), platform.machine())
+    if variant is None:
+        log.warning("embedder.backend onnx-int8: this CPU has neither AVX2 nor ARM64 int8 support; using fp32 ONNX")
+        return fp32
+    int8 = folder / f"model-int8-{variant.name}.onnx"
+    _derive(int8, lambda out: quantise(fp32, out, variant))
+    return int8
+
+
+def _derive(path: Path, make: Callable[[Path], None]) -> None:
+    """Create `path` once, atomically; a second process waits for the first one's file instead of redoing it."""
+    if path.is_file():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            return
+        for stale in path.parent.glob(".*.tmp*"):  # left by a killed export; nobody else writes while we hold the lock
+            stale.unlink()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            make(tmp)
+            _fsync(tmp)
+            os.replace(tmp, path)
+            _fsync(path.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def export_fp32(model, out: Path) -> None:
+    """Transformer, mean pooling and L2 normalisation as one graph, with ONNX Runtime's BERT fusions applied."""
+    import torch
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    _check_supported(model)
+    transformer = model[0].auto_model
+    sample = model.preprocess(["A first sample sentence, a little longer than the second.", "A second one."])
+    names = [n for n in INPUT_NAMES if n in sample]
+    raw = out.with_name(out.name + ".raw")
+    # The TorchScript exporter with eager attention gives the graph ONNX Runtime's fusions recognise (fused attention,
+    # embedding and skip layer norms): 1.25-1.35x faster than the torch.export graph of the SDPA model (fp32, int8).
+    attention = transformer.config._attn_implementation
+    transformer.set_attn_implementation("eager")
+    try:
+        # The tracer warns that shape checks in transformers' masking become constants: they hold for every shape
+        # (no padding offset, no causal mask), which tests/test_embed_onnx.py checks against torch on varied batches.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _mean_pooled(transformer, names), tuple(sample[n] for n in names), str(raw),
+                input_names=names, output_names=["sentence_embedding"], opset_version=17, dynamo=False,
+                dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names},
+            )
+        config = transformer.config
+        fused = optimize_model(str(raw), model_type="bert", num_heads=config.num_attention_heads,
+                               hidden_size=config.hidden_size, opt_level=0)
+        fused.save_model_to_file(str(out))
+    except Exception as exc:  # exporter and optimiser failures come in many types; all mean "use torch"
+        raise ConfigError(f"ONNX export of the embedder failed ({exc}); set embedder.backend: torch") from exc
+    finally:
+        transformer.set_attn_implementation(attention)
+        raw.unlink(missing_ok=True)
+
+
+def quantise(fp32: Path, out: Path, variant: Int8Variant) -> None:
+    """Dynamic int8 (weights per output channel: per-tensor scales lose too much, cosine to fp32 down to 0.90)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    root.addFilter(_no_preprocess_advice)
+    try:
+        quantize_dynamic(
+            fp32, out, weight_type=QuantType.QInt8, per_channel=True, reduce_range=variant.reduce_range,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},  # the fused ops' outputs carry no type
+        )
+    finally:
+        root.removeFilter(_no_preprocess_advice)
+
+
+def _no_preprocess_advice(record: logging.LogRecord) -> bool:
+    """quantize_dynamic advises shape-inference pre-processing, which the fused graph does not need (nor survive)."""
+    return not record.getMessage().startswith("Please consider to run pre-processing")
+
+
+def _check_supported(model) -> None:
+    kinds = [type(module).__name__ for module in model]
+    if kinds[:2] != ["Transformer", "Pooling"] or model[1].pooling_mode != "mean" or set(kinds[2:]) - {"Normalize"}:
+        raise ConfigError(
+            f"embedder.backend onnx supports transformer models with mean pooling; this one is {' + '.join(kinds)}; "
+            "set embedder.backend: torch"
+        )
+
+
+def _mean_pooled(transformer, names: list[str]):
+    """The transformer with the pooling and normalisation of the sentence-transformers modules, as one module."""
+    import torch
+
+    class MeanPooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.transformer = transformer
+
+        def forward(self, *tensors):
+            inputs = dict(zip(names, tensors))
+            hidden = self.transformer(**inputs).last_hidden_state
+            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    return MeanPooled().eval()
