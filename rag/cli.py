@@ -185,6 +185,8 @@ def stats(json_out: JsonOption = False) -> None:
         typer.echo(f"{key:14} {figures[key]}")
     embedder = figures["manifest"]["embedder"]
     typer.echo(f"{'embedder':14} {embedder['name']} ({embedder['fingerprint'][:12]}, {embedder['backend']})")
+    dense = figures["dense_index"] or {}
+    typer.echo(f"{'dense index':14} " + ", ".join(f"{k}={v}" for k, v in dense.items() if k != "vectors"))
 
 
 @app.command()

@@ -10,6 +10,9 @@ import json
 import os
 import re
 import shutil
+from array import array
+from collections import defaultdict
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import Stemmer
 from bm25s import stopwords as bm25_stopwords
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+_GROUP = 64  # scores per group in top_k
 
 _SNOWBALL = {
     "en": "english", "fr": "french", "de": "german", "lb": "german", "nl": "dutch", "it": "italian",
@@ -59,15 +63,25 @@ class LexicalIndex:
         self.size = size
 
     @classmethod
-    def build(cls, token_lists: list[list[str]]) -> LexicalIndex:
-        if not token_lists:
+    def build(cls, stored_tokens: Iterable[str]) -> LexicalIndex:
+        """From each row's stored tokens (space-separated). Tokens become ids as they stream in (a million rows'
+        token strings would take gigabytes at once); `_bm25_matrix` then scores them in a few vectorised passes."""
+        vocab: defaultdict[str, int] = defaultdict()
+        vocab.default_factory = vocab.__len__  # an unseen token gets the next id, without leaving C
+        token_ids, lengths = array("i"), array("q")
+        for tokens in stored_tokens:
+            ids = list(map(vocab.__getitem__, tokens.split()))
+            token_ids.extend(ids)
+            lengths.append(len(ids))
+        if not lengths:
             return cls(None, {}, 0)
-        vocab: dict[str, int] = {}
-        ids = [[vocab.setdefault(tok, len(vocab)) for tok in tokens] for tokens in token_lists]
+        vocab = dict(vocab)
         vocab.setdefault("", len(vocab))  # bm25s scores token-less chunks through an empty token
         bm25 = bm25s.BM25()
-        bm25.index(bm25s.tokenization.Tokenized(ids=ids, vocab=vocab), show_progress=False)
-        return cls(bm25, vocab, len(token_lists))
+        bm25.scores = _bm25_matrix(np.frombuffer(token_ids, dtype=np.int32), np.frombuffer(lengths, dtype=np.int64),
+                                   len(vocab), bm25.k1, bm25.b)
+        bm25.vocab_dict, bm25.unique_token_ids_set, bm25.nonoccurrence_array = vocab, set(vocab.values()), None
+        return cls(bm25, vocab, len(lengths))
 
     def scores(self, query_tokens: list[str], mask: np.ndarray | None = None) -> np.ndarray:
         """BM25 score of every row (0 for rows outside `mask` and rows sharing no term with the query)."""
@@ -94,7 +108,50 @@ class LexicalIndex:
     def load(cls, directory: Path) -> LexicalIndex:
         meta = json.loads((directory / "lexical.json").read_text())
         bm25 = bm25s.BM25.load(str(directory), mmap=False) if meta["size"] else None
+        if bm25 is not None:
+            bm25.scores["indices"] = bm25.scores["indices"].astype(np.intp, copy=False)  # see _bm25_matrix
         return cls(bm25, meta["vocab"], meta["size"])
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the k highest scores, best first, ties by row.
+
+    Partitioning a million scores took as long as computing them (~20 ms on the loaded 2-core machine). Instead: cut
+    the rows into groups of 64 (row i joins group i mod n/64, so the maxima are one vectorised pass), take the k-th
+    best group maximum (k distinct scores, so at most the k-th best score) and partition only the rows reaching it,
+    typically a few hundred: ~1 ms."""
+    k = min(k, len(scores))
+    if k == 0:
+        return np.zeros(0, dtype=np.intp)
+    groups = len(scores) // _GROUP
+    if groups >= 4 * k:
+        maxima = scores[: groups * _GROUP].reshape(_GROUP, groups).max(axis=0)
+        rows = np.flatnonzero(scores >= np.partition(maxima, groups - k)[groups - k])
+    else:
+        rows = np.arange(len(scores))
+    values = scores[rows]
+    rows = rows[values >= np.partition(values, len(values) - k)[len(values) - k]]  # the k best and their ties
+    return rows[np.lexsort((rows, -scores[rows]))][:k]
+
+
+def _bm25_matrix(token_ids: np.ndarray, lengths: np.ndarray, vocab_size: int, k1: float, b: float) -> dict:
+    """The score matrix `bm25s.BM25.index` builds with its defaults (Lucene BM25, CSC layout: one column of
+    (row, score) per token), computed in whole-array passes: bm25s loops over documents in Python (~100 s for a
+    million chunks, extrapolated). tests/test_lexical.py checks both agree."""
+    rows = len(lengths)
+    doc = np.repeat(np.arange(rows, dtype=np.int64), lengths)
+    pairs, tf = np.unique(token_ids.astype(np.int64) * rows + doc, return_counts=True)  # by token, then row
+    token, doc = np.divmod(pairs, rows)
+    df = np.bincount(token, minlength=vocab_size)
+    idf = np.log(1 + (rows - df + 0.5) / (df + 0.5)).astype(np.float32)
+    tf = tf.astype(np.float32)
+    tfc = tf / (k1 * ((1 - b) + b * lengths[doc] / lengths.mean()) + tf)
+    indptr = np.zeros(vocab_size + 1, dtype=np.int64)
+    np.cumsum(df, out=indptr[1:])
+    # Rows as intp, not bm25s's int32: numpy's add.at, which sums a query's postings, casts int32 indices on every
+    # call; at a million chunks that made scoring ~1.5x slower (docs/benchmarks.md) for 4 more bytes per posting.
+    return {"data": (idf[token] * tfc).astype(np.float32), "indices": doc.astype(np.intp), "indptr": indptr,
+            "num_docs": rows}
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -59,7 +59,7 @@ class Pipeline:
     # ------------------------------------------------------------------ components
     @cached_property
     def embedder(self) -> Embedder:
-        return Embedder(self.settings.embedder)
+        return Embedder(self.settings.embedder, self.settings.data_dir)
 
     @cached_property
     def chunker(self) -> Chunker:
@@ -72,16 +72,11 @@ class Pipeline:
         return Chunker(self.embedder.count_tokens, budget, self.settings.chunking.overlap_tokens)
 
     def manifest(self) -> dict:
-        info = self.embedder.info
-        return new_manifest(
-            embedder={"name": info.name, "fingerprint": info.fingerprint, "dim": info.dim,
-                      "max_tokens": info.max_tokens, "backend": info.backend},
-            chunking=self.settings.chunking.model_dump(),
-        )
+        return new_manifest(embedder=self.embedder.info.manifest(), chunking=self.settings.chunking.model_dump())
 
     @cached_property
     def store(self) -> IndexStore:
-        return IndexStore.open(self.settings.index_dir, self.manifest())
+        return IndexStore.open(self.settings.index_dir, self.manifest(), dense=self.settings.retrieval.dense_index)
 
     @cached_property
     def retriever(self) -> Retriever:
@@ -209,7 +204,9 @@ class Pipeline:
 
     def reindex(self, progress: bool = True) -> IngestReport:
         """Re-chunk and re-embed every stored document with the current settings, in one atomic swap."""
-        store = IndexStore.open(self.settings.index_dir, self.manifest(), check=False)
+        store = IndexStore.open(
+            self.settings.index_dir, self.manifest(), check=False, dense=self.settings.retrieval.dense_index
+        )
         self.__dict__["store"] = store
         report = IngestReport()
         started = time.perf_counter()

