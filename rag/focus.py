@@ -76,7 +76,7 @@ def focus(
     floor = RELEVANCE_FLOOR * ranked[0].score if ranked else 0.0
     chosen: list[RankedSentence] = []
     used = 0
-    for sentence in (s for s in ranked if s.score >= floor and (s.score > 0 or s is ranked[0])):
+    for sentence in (s for s in ranked if s is ranked[0] or 0 < floor <= s.score):
         cost = count_tokens(sentence.text)
         if used + cost <= budget or not chosen:
             chosen.append(sentence)
