@@ -53,13 +53,9 @@ def resolve_model_dir(settings: EmbedderSettings) -> Path:
     return path
 
 
-def fingerprint_dir(path: Path) -> str:
-    """Hash of every file's name and bytes, so any change to weights or tokenizer is noticed."""
-    return hash_model_dir(path)[0]
-
-
 def hash_model_dir(path: Path) -> tuple[str, dict[str, str]]:
-    """The folder's fingerprint and each file's own sha256 (which names the file that changed), in one read."""
+    """The folder's fingerprint (every file's name and bytes, so any change to weights or tokenizer is noticed) and
+    each file's own sha256 (which names the file that changed), in one read."""
     folder, files = hashlib.sha256(), {}
     for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix != ".md"):
         name = str(file.relative_to(path))

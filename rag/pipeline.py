@@ -71,6 +71,12 @@ class Pipeline:
             )
         return Chunker(self.embedder.count_tokens, budget, self.settings.chunking.overlap_tokens)
 
+    def for_index(self, index_dir: Path) -> Pipeline:
+        """The same settings and loaded embedder over another index (the evaluation's scratch indexes)."""
+        other = Pipeline(self.settings.model_copy(update={"index_dir": index_dir}))
+        other.embedder = self.embedder
+        return other
+
     def manifest(self) -> dict:
         return new_manifest(embedder=self.embedder.info.manifest(), chunking=self.settings.chunking.model_dump())
 

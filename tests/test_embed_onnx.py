@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from rag.embed_onnx import Int8Variant, _derive, cpu_flags, int8_variant
+from rag.embed_onnx import Int8Variant, _derive, cpu_flags, int8_variant, split_outlier_channels
 
 from .conftest import shared
 
@@ -58,6 +58,45 @@ def test_a_failed_export_leaves_nothing_behind(tmp_path):
     assert target.read_bytes() == b"graph"
 
 
+def _run(graph, feed: dict, outputs: list[str]) -> list[np.ndarray]:
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(graph)
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in outputs)
+    return ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"]).run(outputs, feed)
+
+
+def test_split_outlier_channels_keeps_the_product_and_shrinks_the_range():
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(4, 3)).astype(np.float32)
+    graph = helper.make_model(helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], "product")], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, None, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, None, 3])],
+        [numpy_helper.from_array(weight, "w")],
+    ))
+    x = rng.normal(size=(2, 5, 4)).astype(np.float32)
+    x[..., 3] *= 10  # the outlier channel
+    peaks = np.abs(x).max(axis=(0, 1))
+
+    added = split_outlier_channels(graph, {"product": peaks})
+
+    copies = int(np.ceil(peaks[3] / (3.0 * np.median(peaks))))
+    assert copies > 1 and added == copies - 1
+    onnx.checker.check_model(graph)
+    y, joined = _run(graph, {"x": x}, ["y", "product/split_joined"])
+    np.testing.assert_allclose(y, x @ weight, rtol=1e-5, atol=1e-5)
+    assert joined.shape[-1] == 4 + added
+    assert np.abs(joined).max() <= peaks[3] / copies + 1e-6 < peaks[3]
+    assert split_outlier_channels(graph, {"product": np.ones(4 + added)}) == 0  # nothing left to split
+
+
 def test_onnx_backend_needs_a_data_dir():
     from rag.embed import Embedder
     from rag.errors import ConfigError
@@ -93,9 +132,10 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1)
 
 
-# Measured on these 20 texts: fp32 min 0.9999998; int8 (x86 VNNI, per-channel weights) min 0.9883, mean 0.9933.
+# Measured on these 20 texts: fp32 min 0.9999998; int8 (x86 VNNI, per-channel weights) min 0.9968, mean 0.9977
+# (without splitting the outlier channels: min 0.9883, mean 0.9933).
 @pytest.mark.integration
-@pytest.mark.parametrize(("backend", "min_cos", "mean_cos"), [("onnx", 0.9999, 0.9999), ("onnx-int8", 0.98, 0.99)])
+@pytest.mark.parametrize(("backend", "min_cos", "mean_cos"), [("onnx", 0.9999, 0.9999), ("onnx-int8", 0.995, 0.997)])
 def test_onnx_vectors_match_torch(embedder, onnx_embedders, sentences, backend, min_cos, mean_cos):
     onnx = onnx_embedders[backend]
     reference = embedder.encode(sentences)
@@ -110,6 +150,21 @@ def test_onnx_vectors_match_torch(embedder, onnx_embedders, sentences, backend, 
     assert _cosines(singles, reference[:3]).min() >= min_cos
     assert onnx.count_tokens(sentences) == embedder.count_tokens(sentences)
     assert max(embedder.count_tokens(sentences)) <= onnx.info.max_tokens  # nothing here is truncated
+
+
+@pytest.mark.integration
+def test_splitting_the_real_graph_keeps_its_vectors(embedder, onnx_embedders, sentences):
+    """The rewrite before quantisation changes no fp32 result, and it does split this model's outlier channels."""
+    import onnx
+
+    from rag.embed_onnx import calibration_texts, channel_peaks
+
+    graph = onnx.load(str(onnx_embedders["onnx"].backend.path))
+    features = embedder.model.preprocess(sentences)
+    feed = {i.name: features[i.name].numpy() for i in graph.graph.input}
+    before = _run(graph, feed, ["sentence_embedding"])[0]
+    assert split_outlier_channels(graph, channel_peaks(graph, embedder.model, calibration_texts())) > 0
+    np.testing.assert_allclose(_run(graph, feed, ["sentence_embedding"])[0], before, atol=2e-6)
 
 
 @pytest.mark.integration

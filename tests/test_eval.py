@@ -77,6 +77,19 @@ def test_gates():
         parse_gate("answer.f1")
 
 
+def test_scratch_index_key_follows_the_embedder_graph():
+    """A re-quantised ONNX graph (same model files, same backend name) must not reopen the index its old graph built."""
+    from rag.datasets import Dataset
+    from rag.eval.index import cache_key
+    from rag.settings import Settings
+
+    dataset, settings = Dataset("d", sha256="abc"), Settings()
+    embedder = {"name": "m", "fingerprint": "f", "dim": 384, "max_tokens": 254, "backend": "onnx-int8"}
+    keys = {cache_key(embedder | {"backend_sha256": sha}, settings, dataset) for sha in ("old", "new")}
+    assert len(keys) == 2
+    assert cache_key(embedder, settings, dataset) == cache_key(dict(embedder), settings, dataset)
+
+
 def test_limit_takes_evenly_spaced_questions():
     assert subset(list(range(10)), 3) == [0, 3, 6]
     assert subset(list(range(3)), 5) == [0, 1, 2]

@@ -1,8 +1,9 @@
 """A scratch index per dataset under `<data_dir>/eval-cache/<key>`: an evaluation never opens the user's index.
 
-The key hashes what decides the index's content (the dataset's bytes, the embedder's files and settings, the chunker
-settings), so the same data and configuration reuse the index and a change to any of them builds another. Ingestion
-skips unchanged documents, so an interrupted build resumes where it stopped. The cache may be deleted at any time.
+The key hashes what decides the index's content (the dataset's bytes, the embedder's identity as an index manifest
+records it, the ONNX graph's sha256 included, and the chunker settings), so the same data and configuration reuse
+the index and a change to any of them builds another. Ingestion skips unchanged documents, so an interrupted build
+resumes where it stopped. The cache may be deleted at any time.
 """
 
 from __future__ import annotations
@@ -12,20 +13,18 @@ import json
 from pathlib import Path
 
 from ..datasets import Dataset
-from ..embed import fingerprint_dir, resolve_model_dir
 from ..pipeline import Pipeline
 from ..settings import Settings
 
 
-def cache_key(settings: Settings, dataset: Dataset) -> str:
+def cache_key(embedder: dict, settings: Settings, dataset: Dataset) -> str:
     """Documents are stored under their sources, so those count too: the same bytes read under another dataset name
     must not add a second copy of every document to a reused index."""
     sources = [str(dataset.documents_dir.resolve())] if dataset.documents_dir else [d.source for d in dataset.documents]
     identity = {
         "dataset": dataset.sha256,
         "sources": hashlib.sha256("\n".join(sources).encode()).hexdigest(),
-        "embedder": settings.embedder.model_dump(include={"model", "backend"}),
-        "embedder_files": fingerprint_dir(resolve_model_dir(settings.embedder)),
+        "embedder": embedder,
         "chunking": settings.chunking.model_dump(),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
@@ -33,9 +32,10 @@ def cache_key(settings: Settings, dataset: Dataset) -> str:
 
 def open_index(settings: Settings, dataset: Dataset, progress: bool) -> tuple[Pipeline, dict]:
     """A pipeline over the dataset's cached index (built or completed now), and a description for the report."""
-    key = cache_key(settings, dataset)
+    models = Pipeline(settings)
+    key = cache_key(models.embedder.info.manifest(), settings, dataset)
     directory = (Path(settings.data_dir) / "eval-cache" / key).resolve()
-    pipeline = Pipeline(settings.model_copy(update={"index_dir": directory}))
+    pipeline = models.for_index(directory)
     if dataset.documents_dir is not None:
         report = pipeline.ingest([dataset.documents_dir], progress=progress)
     else:

@@ -109,13 +109,19 @@ def _cost(agg: dict) -> str:
         "\n\n" + "; ".join(tokens) if tokens else "")
 
 
+def _embedder_line(embedder: dict) -> str:
+    graph = f", graph sha256 `{embedder['backend_sha256']}`" if embedder.get("backend_sha256") else ""
+    return (f"- embedder {embedder['name']} fingerprint `{embedder['fingerprint']}`, backend "
+            f"{embedder.get('backend', 'torch')}{graph}")
+
+
 def _provenance(run: dict) -> str:
     models, index = run["models"], run["index"]
     llm = models.get("llm") or {}
     lines = [
         f"- project version {run['version']}; {run['machine']['platform']}, Python {run['machine']['python']}",
         f"- dataset {run['dataset']['path']} sha256 `{run['dataset']['sha256']}`",
-        f"- embedder {models['embedder']['name']} fingerprint `{models['embedder']['fingerprint']}`",
+        _embedder_line(models["embedder"]),
         f"- language model {llm.get('model', '–')} sha256 `{llm.get('sha256')}`" if llm else "- no language model",
         f"- index {index['directory']} ({'reused' if index['reused'] else 'built'}, {index['chunks']} chunks, "
         f"{index['build_seconds']} s)",

@@ -145,7 +145,7 @@ def _provenance(request: EvalRequest, settings: Settings, dataset: Dataset, ques
         "dataset": {"path": str(request.dataset), "name": dataset.name, "format": dataset.format,
                     "sha256": dataset.sha256, "documents": index["documents"], "questions": len(dataset.questions),
                     "evaluated": len(questions), "limit": request.limit},
-        "models": {"embedder": {"name": info.name, "fingerprint": info.fingerprint, "backend": info.backend},
+        "models": {"embedder": info.manifest(),
                    "llm": {"backend": llm.backend, "model": llm.model, "sha256": llm.sha256} if llm else None},
         "index": index,
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
