@@ -83,8 +83,8 @@ def check_guard() -> Check:
 
 
 def check_embedder(settings: Settings) -> Check:
-    from .embed import hash_model_dir, resolve_model_dir
-    from .provenance import verify_embedder
+    from .embed import resolve_model_dir
+    from .provenance import hash_model_dir, verify_embedder
 
     try:
         folder, fingerprint, files = verify_embedder(settings)
@@ -99,8 +99,7 @@ def check_embedder(settings: Settings) -> Check:
 def check_llm(settings: Settings) -> Check:
     if settings.llm.backend != "llama_cpp":
         return _check_endpoints(settings)
-    from .generate import file_sha256
-    from .provenance import verify_llm
+    from .provenance import file_sha256, verify_llm
 
     try:
         path, sha256 = verify_llm(settings)

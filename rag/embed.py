@@ -8,7 +8,6 @@ with ONNX Runtime (rag/embed_onnx.py). Tokenisation, batching and the lock are s
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,22 +50,6 @@ def resolve_model_dir(settings: EmbedderSettings) -> Path:
             f"embedder folder {path} holds no sentence-transformers model; set embedder.model to a local model folder"
         )
     return path
-
-
-def hash_model_dir(path: Path) -> tuple[str, dict[str, str]]:
-    """The folder's fingerprint (every file's name and bytes, so any change to weights or tokenizer is noticed) and
-    each file's own sha256 (which names the file that changed), in one read."""
-    folder, files = hashlib.sha256(), {}
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix != ".md"):
-        name = str(file.relative_to(path))
-        folder.update(name.encode())
-        one = hashlib.sha256()
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                folder.update(block)
-                one.update(block)
-        files[name] = one.hexdigest()
-    return folder.hexdigest(), files
 
 
 class Backend(Protocol):

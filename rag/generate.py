@@ -10,7 +10,6 @@ model's own chat template, for instruction-tuned models). `create_llm(settings)`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from abc import ABC, abstractmethod
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from .endpoints import EndpointFailed, EndpointPool
 from .errors import ConfigError, GenerationError
+from .provenance import file_sha256
 from .settings import BUNDLED, LLMSettings, Settings
 
 Prompt = str | list[dict]  # completion text, or chat messages [{"role": ..., "content": ...}]
@@ -142,14 +142,6 @@ def _check_sha256(path: Path, expected: str) -> None:
             f"model file {path} has sha256 {actual}, expected {expected}; delete the file to have the bundled model "
             "re-assembled, or restore the pinned file, or update llm.sha256"
         )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 _construct_lock = threading.Lock()

@@ -8,15 +8,19 @@
 truncated or missing file stops start-up with the file's name and what to do; `Embedder.info` and the llama.cpp
 backend check the same pins again when they load, for callers that are not the CLI. With `sovereignty.require_pins`
 (the default) an unpinned model is refused too; `rag doctor --json` prints the values to pin. The returned hashes are
-what audit records and evaluation reports carry.
+what audit records and evaluation reports carry. Hashes are memoised per process on each file's identity and change
+times, so the CLI's start-up check and the loader that follows read the files once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
-from .embed import hash_model_dir, resolve_model_dir
+from .embed import resolve_model_dir
 from .errors import ConfigError
 from .settings import BUNDLED, EmbedderSettings, Settings
 
@@ -33,6 +37,52 @@ class ModelHashes:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def file_sha256(path: Path) -> str:
+    return _file_sha256(Path(path).resolve(), _state(path))
+
+
+def hash_model_dir(path: Path) -> tuple[str, dict[str, str]]:
+    """The folder's fingerprint (every file's name and bytes, so any change to weights or tokenizer is noticed) and
+    each file's own sha256 (which names the file that changed), in one read."""
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file() and p.suffix != ".md")
+    states = tuple((str(f.relative_to(path)), _state(f)) for f in files)
+    fingerprint, hashes = _hash_model_dir(Path(path).resolve(), states)
+    return fingerprint, dict(hashes)  # the memoised dict stays unchanged whatever a caller does with its copy
+
+
+def _state(path: Path) -> tuple[int, ...]:
+    """Changes whenever the bytes may have: a rewrite moves mtime and ctime, a replacement the inode; ctime cannot be
+    set back by hand."""
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+
+
+def _blocks(path: Path):
+    with path.open("rb") as handle:
+        yield from iter(lambda: handle.read(1 << 20), b"")
+
+
+@lru_cache(maxsize=16)
+def _file_sha256(path: Path, state: tuple[int, ...]) -> str:
+    digest = hashlib.sha256()
+    for block in _blocks(path):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=16)
+def _hash_model_dir(path: Path, states: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[str, dict[str, str]]:
+    folder, files = hashlib.sha256(), {}
+    for name, _ in states:
+        folder.update(name.encode())
+        one = hashlib.sha256()
+        for block in _blocks(path / name):
+            folder.update(block)
+            one.update(block)
+        files[name] = one.hexdigest()
+    return folder.hexdigest(), files
 
 
 def check_embedder(settings: EmbedderSettings, folder: Path) -> tuple[str, dict[str, str]]:
@@ -80,7 +130,7 @@ def verify_embedder(settings: Settings) -> tuple[Path, str, dict[str, str]]:
 
 def verify_llm(settings: Settings) -> tuple[Path | None, str | None]:
     """The GGUF and its checked sha256; (None, None) for an HTTP backend."""
-    from .generate import file_sha256, resolve_model
+    from .generate import resolve_model
 
     llm = settings.llm
     if llm.backend != "llama_cpp":

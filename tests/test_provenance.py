@@ -9,9 +9,10 @@ import sys
 import pytest
 import yaml
 
-from rag.embed import bundled_embedder_path, hash_model_dir
+from rag import provenance
+from rag.embed import bundled_embedder_path
 from rag.errors import ConfigError
-from rag.provenance import check_embedder, verify_embedder, verify_llm
+from rag.provenance import check_embedder, file_sha256, hash_model_dir, verify_embedder, verify_llm
 from rag.settings import EmbedderSettings, Settings
 
 from .conftest import ROOT
@@ -30,6 +31,30 @@ def model_dir(tmp_path):
     (folder / "1_Pooling" / "config.json").write_text("{}")
     (folder / "README.md").write_text("a model card: not part of the model")
     return folder
+
+
+def test_hashes_are_read_once_and_follow_every_change(model_dir, tmp_path, monkeypatch):
+    """The CLI's start-up check and the loader share one read; a rewritten or replaced file is read again."""
+    reads = []
+    blocks = provenance._blocks
+    monkeypatch.setattr(provenance, "_blocks", lambda path: reads.append(path.name) or blocks(path))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"weights v1")
+    first, folder = file_sha256(gguf), hash_model_dir(model_dir)
+    assert file_sha256(gguf) == first and hash_model_dir(model_dir) == folder
+    assert sorted(reads) == sorted(["model.gguf", "modules.json", "model.safetensors", "vocab.txt", "config.json"])
+
+    gguf.write_bytes(b"weights v2, longer")  # rewritten in place
+    (model_dir / "vocab.txt").write_text("[PAD]\nhello\nworld\n")
+    assert file_sha256(gguf) != first
+    changed = hash_model_dir(model_dir)
+    assert changed[0] != folder[0] and changed[1]["vocab.txt"] != folder[1]["vocab.txt"]
+    replacement = tmp_path / "other.gguf"
+    replacement.write_bytes(b"weights v1")
+    os.replace(replacement, gguf)  # swapped for another file: a new inode
+    assert file_sha256(gguf) == first and reads.count("model.gguf") == 3
+    changed[1]["vocab.txt"] = "tampered"  # callers get copies
+    assert hash_model_dir(model_dir)[1]["vocab.txt"] != "tampered"
 
 
 def pins(folder):
