@@ -204,25 +204,30 @@ def weighted_nodes(graph) -> list:
 
 def channel_peaks(graph, model, texts: list[str]) -> dict[str, np.ndarray]:
     """The largest |activation| per input channel of every weighted node, over the real tokens of `texts`."""
-    import onnx
-    import onnxruntime as ort
-
     nodes = weighted_nodes(graph)
-    probe = onnx.ModelProto()
-    probe.CopyFrom(graph)
-    float_tensor = onnx.TensorProto.FLOAT
-    probe.graph.output.extend(onnx.helper.make_tensor_value_info(n.input[0], float_tensor, None) for n in nodes)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = session_with_outputs(graph, [n.input[0] for n in nodes])
     names = [i.name for i in session.get_inputs()]
     peaks = {n.name: 0.0 for n in nodes}
     for start in range(0, len(texts), 8):
         features = model.preprocess(texts[start:start + 8])
         real = features["attention_mask"].numpy().astype(bool)
-        activations = session.run(None, {name: features[name].numpy() for name in names})[1:]
+        activations = session.run(None, {name: features[name].numpy() for name in names})
         for node, values in zip(nodes, activations):
             tokens = np.abs(values.reshape(real.shape + (-1,))[real])
             peaks[node.name] = np.maximum(peaks[node.name], tokens.max(axis=0))
     return peaks
+
+
+def session_with_outputs(graph, outputs: list[str]):
+    """A CPU session over a copy of `graph` whose outputs are the named (float) tensors, intermediate ones included."""
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(graph)
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in outputs)
+    return ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
 def split_outlier_channels(graph, peaks: dict[str, np.ndarray]) -> int:

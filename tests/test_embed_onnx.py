@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from rag.embed_onnx import Int8Variant, _derive, cpu_flags, int8_variant, split_outlier_channels
+from rag.embed_onnx import (
+    Int8Variant, _derive, cpu_flags, int8_variant, session_with_outputs, split_outlier_channels,
+)
 
 from .conftest import shared
 
@@ -59,14 +61,7 @@ def test_a_failed_export_leaves_nothing_behind(tmp_path):
 
 
 def _run(graph, feed: dict, outputs: list[str]) -> list[np.ndarray]:
-    import onnx
-    import onnxruntime as ort
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(graph)
-    del probe.graph.output[:]
-    probe.graph.output.extend(onnx.helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in outputs)
-    return ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"]).run(outputs, feed)
+    return session_with_outputs(graph, outputs).run(outputs, feed)
 
 
 def test_split_outlier_channels_keeps_the_product_and_shrinks_the_range():
