@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 
 import numpy as np
 import pytest
@@ -127,11 +128,17 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1)
 
 
-# Measured on these 20 texts: fp32 min 0.9999998; int8 (x86 VNNI, per-channel weights) min 0.9968, mean 0.9977
-# (without splitting the outlier channels: min 0.9883, mean 0.9933).
+# Measured on these 20 texts: fp32 min 0.9999998; int8 with x86 VNNI (8-bit weights) min 0.9968, mean 0.9977
+# (without splitting the outlier channels: min 0.9883, mean 0.9933); int8 on AVX2 without VNNI (7-bit weights, the
+# `x86-avx2` variant) min 0.9947, mean 0.9964. Each floor sits about 0.001-0.002 below what its variant measured.
+INT8_FLOORS = {"x86-vnni": (0.995, 0.997), "arm64": (0.995, 0.997), "x86-avx2": (0.993, 0.995)}
+
+
 @pytest.mark.integration
-@pytest.mark.parametrize(("backend", "min_cos", "mean_cos"), [("onnx", 0.9999, 0.9999), ("onnx-int8", 0.995, 0.997)])
-def test_onnx_vectors_match_torch(embedder, onnx_embedders, sentences, backend, min_cos, mean_cos):
+@pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
+def test_onnx_vectors_match_torch(embedder, onnx_embedders, sentences, backend):
+    variant = int8_variant(cpu_flags(), platform.machine())
+    min_cos, mean_cos = (0.9999, 0.9999) if backend == "onnx" or variant is None else INT8_FLOORS[variant.name]
     onnx = onnx_embedders[backend]
     reference = embedder.encode(sentences)
     vectors = onnx.encode(sentences)  # one padded batch
