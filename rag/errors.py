@@ -10,6 +10,7 @@
     │   └── IndexCorruptError     the files disagree and cannot be repaired
     ├── NotFoundError             a document id that the caller may see does not exist
     ├── InputError                a request is malformed (empty question, too long, bad filter)
+    │   └── DocumentConflictError a document's id belongs to a stored document from another source
     ├── AccessDeniedError         the principal lacks a right (admin action, a label it does not hold)
     │   └── AuthenticationError   no API key, or one that is unknown or revoked
     ├── BusyError                 the generation queue is full; retry later
@@ -56,6 +57,10 @@ class NotFoundError(RagError):
 
 class InputError(RagError):
     pass
+
+
+class DocumentConflictError(InputError):
+    """Refused rather than replacing a document of another source; the message names only the caller's own."""
 
 
 class AccessDeniedError(RagError):
