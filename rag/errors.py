@@ -6,8 +6,7 @@
     │   └── UnsupportedFormatError  its content is none of the formats we read
     ├── IndexError_               the on-disk index cannot be used
     │   ├── IndexLockedError      another writer holds the index lock
-    │   ├── IndexMismatchError    the index was built by another embedder/chunker: run `rag reindex`
-    │   └── IndexCorruptError     the files disagree and cannot be repaired
+    │   └── IndexMismatchError    the index was built by another embedder/chunker (or format): run `rag reindex`
     ├── NotFoundError             a document id that the caller may see does not exist
     ├── InputError                a request is malformed (empty question, too long, bad filter)
     │   └── DocumentConflictError a document's id belongs to a stored document from another source
@@ -44,10 +43,6 @@ class IndexLockedError(IndexError_):
 
 
 class IndexMismatchError(IndexError_):
-    pass
-
-
-class IndexCorruptError(IndexError_):
     pass
 
 
