@@ -8,7 +8,9 @@
       lexical-<gen>/       BM25 matrix of generation <gen>
       writer.lock          flock held by the one writer
       structures.lock      flock: shared while a process loads search structures, exclusive while one publishes or
-                           removes them
+                           removes them; distinct from the writer lock, so a writer never waits for either
+      build.lock           flock held while a process builds and publishes a generation's structures, so that the
+                           others load them rather than build them again
 
 Why it is crash-safe: every change is one SQLite transaction that also bumps the generation number. The FAISS and
 BM25 files carry the generation they were built from in their names and are written under a temporary name of the
@@ -17,8 +19,9 @@ committed generation (missing, truncated, or not matching its rows) rebuilds the
 any point leaves either the previous or the next committed state, never a mix.
 
 Several processes (server workers, `rag ingest` beside a server) share one index: each builds the structures of a
-generation from its own read transaction, publishes them under `structures.lock` unless a newer generation is
-already there, and removes only structures of older generations and temporary files of processes that have ended.
+generation from its own read transaction (one process at a time, under `build.lock`; the others then load its
+files), publishes them under `structures.lock` unless a newer generation is already there, and removes only
+structures of older generations and temporary files of processes that have ended.
 Within a process, a generation's rows and structures form one immutable `Snapshot`: the next one is loaded or built
 without any lock that searches take, and swapped in whole, so searches keep answering from the previous generation
 meanwhile and never mix the rows of one with the structures of another.
@@ -383,7 +386,11 @@ class IndexStore:
 
     def _load(self) -> Snapshot:
         """The committed generation, read in one transaction of a private connection (the shared one stays free
-        for the other threads), so its rows, vectors and tokens are one generation's whatever others commit."""
+        for the other threads), so its rows, vectors and tokens are one generation's whatever others commit.
+
+        Its structures come from the published files when they load and fit the rows. Otherwise they are built
+        under `build.lock`, so that one process builds a generation while the others wait for it and then load
+        what it published (looking again once they hold the lock)."""
         timer = _Timer()
         db = sqlite3.connect(self.directory / "meta.sqlite", timeout=30, isolation_level=None)
         try:
@@ -394,23 +401,34 @@ class IndexStore:
             name = describe(self.dense_settings, len(row_ids))
             dense_path = self.directory / f"dense-{generation}-{name}.faiss"
             lexical_path = self.directory / f"lexical-{generation}"
-            with _structures_lock(self.directory, fcntl.LOCK_SH):  # no file disappears while it is read
-                dense = _published(timer, "dense_load", dense_path,
-                                   lambda: DenseIndex.load(dense_path, self.dense_settings, name),
-                                   lambda d: np.array_equal(d.ids, row_ids))
-                lexical = _published(timer, "lexical_load", lexical_path, lambda: LexicalIndex.load(lexical_path),
-                                     lambda b: b.size == len(row_ids))
-            built: dict[Path, DenseIndex | LexicalIndex] = {}
-            if dense is None:
-                with timer("dense_build"):
-                    dense = built[dense_path] = self._build_dense(db, len(row_ids))
-            if lexical is None:
-                with timer("lexical_build"):
-                    lexical = built[lexical_path] = LexicalIndex.build(t for (t,) in _stored(db, "tokens"))
+
+            def published(dense: DenseIndex | None, lexical: LexicalIndex | None):
+                """Whichever of the two is still None, from its file; no file disappears while it is read."""
+                with _flock(self.directory / "structures.lock", fcntl.LOCK_SH):
+                    if dense is None:
+                        dense = _published(timer, "dense_load", dense_path,
+                                           lambda: DenseIndex.load(dense_path, self.dense_settings, name),
+                                           lambda d: np.array_equal(d.ids, row_ids))
+                    if lexical is None:
+                        lexical = _published(timer, "lexical_load", lexical_path,
+                                             lambda: LexicalIndex.load(lexical_path), lambda b: b.size == len(row_ids))
+                return dense, lexical
+
+            dense, lexical = published(None, None)
+            missing = dense is None or lexical is None
+            with _flock(self.directory / "build.lock", fcntl.LOCK_EX) if missing else contextlib.nullcontext():
+                dense, lexical = published(dense, lexical)
+                built: dict[Path, DenseIndex | LexicalIndex] = {}
+                if dense is None:
+                    with timer("dense_build"):
+                        dense = built[dense_path] = self._build_dense(db, len(row_ids))
+                if lexical is None:
+                    with timer("lexical_build"):
+                        lexical = built[lexical_path] = LexicalIndex.build(t for (t,) in _stored(db, "tokens"))
+                with timer("persist"):
+                    _publish(self.directory, generation, dense_path, built)
         finally:
             db.close()  # ends the read transaction
-        with timer("persist"):
-            _publish(self.directory, generation, dense_path, built)
         return Snapshot(generation=generation, docs=docs, row_ids=row_ids, row_doc=row_doc, dense=dense,
                         lexical=lexical, seconds=timer.seconds)
 
@@ -559,11 +577,11 @@ def _published(timer: _Timer, step: str, path: Path, load: Callable[[], _Structu
 def _publish(directory: Path, generation: int, dense_path: Path, built: dict[Path, DenseIndex | LexicalIndex]):
     """Make freshly built structures visible to other processes, and remove what no process needs any more.
 
-    Each is saved under a temporary name of this process and fsynced without holding any lock; under the exclusive
-    structures lock it is renamed into place unless that name exists or a newer generation is published already
-    (stale on arrival: dropped). Then structures of older generations go (and another dense structure of this
-    one), never a newer one, and temporary files of processes that no longer run. Best effort: a process that
-    cannot write (read-only volume, disk full) keeps the structures in memory only."""
+    Each is saved under a temporary name of this process and fsynced before the structures lock is taken; under
+    it, each is renamed into place unless that name exists or a newer generation is published already (stale on
+    arrival: dropped). Then structures of older generations go (and another dense structure of this one), never a
+    newer one, and temporary files of processes that no longer run. Best effort: a process that cannot write
+    (read-only volume, disk full) keeps the structures in memory only."""
     staged: dict[Path, Path] = {}
     try:
         for path, structure in built.items():
@@ -571,7 +589,7 @@ def _publish(directory: Path, generation: int, dense_path: Path, built: dict[Pat
             structure.save(staged[path])
         if not staged and not _stale(directory, generation, dense_path):
             return
-        with _structures_lock(directory, fcntl.LOCK_EX):
+        with _flock(directory / "structures.lock", fcntl.LOCK_EX):
             if max(_generations(directory), default=-1) <= generation:
                 for path, temporary in staged.items():
                     if not path.exists():
@@ -637,11 +655,11 @@ def _remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _structures_lock(directory: Path, mode: int):
-    """flock of `structures.lock` (`fcntl.LOCK_SH` or `LOCK_EX`), distinct from the writer lock: a writer never
-    waits for a structure to be loaded or published. Without a writable folder there is nothing to exclude."""
+def _flock(path: Path, mode: int):
+    """flock of the file `path` (`fcntl.LOCK_SH` or `LOCK_EX`, waiting for it). Without a writable folder there is
+    nobody to exclude: nothing can be published or removed there either."""
     try:
-        handle = open(directory / "structures.lock", "a+")
+        handle = open(path, "a+")
     except OSError:
         yield
         return

@@ -139,3 +139,33 @@ def test_searches_keep_the_previous_generation_while_the_next_one_loads(store_di
     assert reader.lexical_search(["n7"], 10, None) == []
     assert len(reader.dense_search(query, 400, None)) == 390
     reader.close()
+
+
+def test_one_process_builds_a_generation_and_the_others_load_it(store_dir):  # noqa: F811
+    first, second = _open(store_dir), _open(store_dir)
+    second.current()
+    builder = open(store_dir / "build.lock", "a+")  # a third process is building: both wait for the lock
+    fcntl.flock(builder, fcntl.LOCK_EX)
+    try:
+        def commit() -> None:
+            with first.writer() as writer:
+                writer.commit(deletes=["doc-7"])
+
+        threads = [threading.Thread(target=commit), threading.Thread(target=second.refresh)]
+        threads[0].start()
+        deadline = time.monotonic() + 60
+        while second.generation != 2 and time.monotonic() < deadline:  # committed; its structures wait for the lock
+            time.sleep(0.05)
+        threads[1].start()
+        time.sleep(0.5)  # both wait for the lock now
+    finally:
+        fcntl.flock(builder, fcntl.LOCK_UN)
+        builder.close()
+    for thread in threads:
+        thread.join(60)
+    steps = [first.refresh_seconds.keys(), second.refresh_seconds.keys()]
+    assert first.current().generation == second.current().generation == 2
+    assert sorted("dense_build" in s for s in steps) == [False, True], steps
+    assert sorted("lexical_build" in s for s in steps) == [False, True], steps
+    first.close()
+    second.close()
