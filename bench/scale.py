@@ -199,18 +199,18 @@ def sweep_runs(store: IndexStore, vectors: np.ndarray, kind: str, values: list[i
     if kind not in ("hnsw", "ivf") or not values:
         return {}
     field = "hnsw_ef_search" if kind == "hnsw" else "ivf_nprobe"
-    default = store._dense.settings
+    default = store.current().dense.settings
 
     def search(value: int):
         settings = default.model_copy(update={field: value})
 
         def run(text: str, vector: np.ndarray) -> list[int]:
-            store._dense.settings = settings
+            store.current().dense.settings = settings
             return [c for c, _ in store.dense_search(vector, DEPTH, None)][:K]
         return run
 
     runs = _timed({f"{field}={value}": search(value) for value in values}, [""] * len(vectors), vectors)
-    store._dense.settings = default
+    store.current().dense.settings = default
     return runs
 
 
@@ -224,7 +224,7 @@ def _filters(store: IndexStore) -> dict[str, SearchFilter]:
 
 
 def _raw_faiss(store: IndexStore, vector: np.ndarray) -> list[int]:
-    dense = store._dense
+    dense = store.current().dense
     params = dense._parameters(dense.size, None)
     with one_thread():
         _, rows = dense.inner.search(vector.reshape(1, -1), DEPTH, params=params)
@@ -234,10 +234,11 @@ def _raw_faiss(store: IndexStore, vector: np.ndarray) -> list[int]:
 def _raw_bm25s(store: IndexStore, text: str) -> list[int]:
     from rag.lexical import tokenize
 
-    lexical = store._lexical
+    snapshot = store.current()
+    lexical = snapshot.lexical
     tokens = [t for t in dict.fromkeys(tokenize(text, "fr")) if t in lexical.vocab] or [""]  # as the product does
     rows, _ = lexical.bm25.retrieve([tokens], k=DEPTH, show_progress=False, n_threads=0)
-    return [int(store._row_ids[r]) for r in rows[0][:K]]
+    return [int(snapshot.row_ids[r]) for r in rows[0][:K]]
 
 
 def _timed(searches: dict, texts: list[str], vectors: np.ndarray) -> dict:

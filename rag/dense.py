@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from .files import fsync
 from .settings import DenseIndexSettings
 
 _MAX_EF_SEARCH = 4096  # widening for a filter stops here (efSearch 4096 took ~55 ms at a million vectors)
@@ -126,12 +126,13 @@ class DenseIndex:
         return int(self.index.ntotal)
 
     def save(self, path: Path) -> None:
-        """Temporary name, fsync, rename: a reader sees the whole file or none."""
-        tmp = path.with_name(path.name + ".tmp")
-        faiss.write_index(self.index, str(tmp))
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        """Write to `path` and fsync it; the caller names it and publishes it (rag/store.py: a temporary name of its
+        own, then a rename under the structures lock). Raises OSError (FAISS's RuntimeError is turned into one)."""
+        try:
+            faiss.write_index(self.index, str(path))
+        except RuntimeError as exc:  # FAISS reports a failed write (disk full, read-only) as a RuntimeError
+            raise OSError(f"cannot write {path}: {exc}") from exc
+        fsync(path)
 
     def describe(self) -> dict:
         figures = {"type": self.type, "structure": self.name, "vectors": self.size}

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
+from .files import fsync
 
 log = logging.getLogger("rag.embed")
 
@@ -124,19 +125,13 @@ def _derive(path: Path, make: Callable[[Path], None]) -> None:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             make(tmp)
-            _fsync(tmp)
+            fsync(tmp)
             os.replace(tmp, path)
-            _fsync(path.parent)
+            fsync(path.parent)
         finally:
             tmp.unlink(missing_ok=True)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def export_fp32(model, out: Path) -> None:

@@ -6,10 +6,10 @@
     │   └── UnsupportedFormatError  its content is none of the formats we read
     ├── IndexError_               the on-disk index cannot be used
     │   ├── IndexLockedError      another writer holds the index lock
-    │   ├── IndexMismatchError    the index was built by another embedder/chunker: run `rag reindex`
-    │   └── IndexCorruptError     the files disagree and cannot be repaired
+    │   └── IndexMismatchError    the index was built by another embedder/chunker (or format): run `rag reindex`
     ├── NotFoundError             a document id that the caller may see does not exist
     ├── InputError                a request is malformed (empty question, too long, bad filter)
+    │   └── DocumentConflictError a document's id belongs to a stored document from another source
     ├── AccessDeniedError         the principal lacks a right (admin action, a label it does not hold)
     │   └── AuthenticationError   no API key, or one that is unknown or revoked
     ├── BusyError                 the generation queue is full; retry later
@@ -46,16 +46,16 @@ class IndexMismatchError(IndexError_):
     pass
 
 
-class IndexCorruptError(IndexError_):
-    pass
-
-
 class NotFoundError(RagError):
     pass
 
 
 class InputError(RagError):
     pass
+
+
+class DocumentConflictError(InputError):
+    """Refused rather than replacing a document of another source; the message names only the caller's own."""
 
 
 class AccessDeniedError(RagError):

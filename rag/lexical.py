@@ -7,9 +7,7 @@ can be rebuilt from the metadata store at any time without re-reading files.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from array import array
 from collections import defaultdict
 from collections.abc import Iterable
@@ -20,6 +18,8 @@ import bm25s
 import numpy as np
 import Stemmer
 from bm25s import stopwords as bm25_stopwords
+
+from .files import fsync
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 _GROUP = 64  # scores per group in top_k
@@ -94,15 +94,15 @@ class LexicalIndex:
         return np.asarray(self.bm25.get_scores_from_ids(ids, weight_mask=weight), dtype=np.float32)
 
     def save(self, directory: Path) -> None:
-        """Write to a temporary folder and rename it into place, so a reader never sees half a save."""
-        tmp = directory.with_name(directory.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        """Write into the new folder `directory` and fsync its files; the caller names it and publishes it
+        (rag/store.py: a temporary name of its own, then a rename under the structures lock). Raises OSError,
+        FileExistsError when the folder exists."""
+        directory.mkdir(parents=True)
         if self.bm25 is not None:
-            self.bm25.save(str(tmp))
-        (tmp / "lexical.json").write_text(json.dumps({"size": self.size, "vocab": self.vocab}))
-        _fsync_dir(tmp)
-        os.rename(tmp, directory)
+            self.bm25.save(str(directory))
+        (directory / "lexical.json").write_text(json.dumps({"size": self.size, "vocab": self.vocab}))
+        for path in directory.iterdir():
+            fsync(path)
 
     @classmethod
     def load(cls, directory: Path) -> LexicalIndex:
@@ -152,9 +152,3 @@ def _bm25_matrix(token_ids: np.ndarray, lengths: np.ndarray, vocab_size: int, k1
     # call; at a million chunks that made scoring ~1.5x slower (docs/benchmarks.md) for 4 more bytes per posting.
     return {"data": (idf[token] * tfc).astype(np.float32), "indices": doc.astype(np.intp), "indptr": indptr,
             "num_docs": rows}
-
-
-def _fsync_dir(directory: Path) -> None:
-    for path in directory.iterdir():
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())

@@ -57,10 +57,16 @@ class Document:
 
 
 def document_id(source: str) -> str:
-    """A stable id per file location, so re-ingesting the same path replaces the same document."""
+    """A stable id per source, so re-ingesting the same file replaces the same document: a readable slug of the
+    file name (at most 48 characters) and 128 bits of sha256 of `source` exactly as given (`rag ingest` passes
+    resolved absolute paths, uploads `upload://<principal>/<labels>/<name>`), e.g. `conges-3f9a…` (32 hex digits).
+
+    128 bits make an accidental or searched-for collision infeasible (a 32-bit hash collided by chance in large
+    collections, and could be searched for offline); the store still refuses a put whose id is held by a document
+    of another source (rag/store.py)."""
     name = Path(source).stem.lower()
     slug = "".join(ch if ch.isalnum() else "-" for ch in name).strip("-")[:48] or "doc"
-    digest = hashlib.sha1(str(Path(source).resolve()).encode()).hexdigest()[:8]
+    digest = hashlib.sha256(source.encode("utf-8", "surrogateescape")).hexdigest()[:32]
     return f"{slug}-{digest}"
 
 

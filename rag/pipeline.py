@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .answer import Answer, Answerer, Event
 from .chunk import Chunk, Chunker
 from .embed import Embedder
-from .errors import IndexMismatchError, LoadError, RagError
+from .errors import DocumentConflictError, IndexMismatchError, LoadError, RagError
 from .generate import LLM, create_llm
 from .lexical import tokenize
 from . import load
@@ -131,7 +131,13 @@ class Pipeline:
                     report.failed.append((source, str(document)))
                     tqdm.write(f"skipped: {document}") if progress else None
                     continue
-                previous = store.document_sha(document.doc_id)
+                try:
+                    previous = store.document_sha(document.doc_id, document.source)
+                except DocumentConflictError as exc:
+                    if atomic:
+                        raise
+                    report.failed.append((source, str(exc)))
+                    continue
                 if previous == (document.sha256, labels):
                     report.unchanged.append(document.doc_id)
                     continue
@@ -209,7 +215,8 @@ class Pipeline:
         return list(doc_ids)
 
     def reindex(self, progress: bool = True) -> IngestReport:
-        """Re-chunk and re-embed every stored document with the current settings, in one atomic swap."""
+        """Re-chunk and re-embed every stored document with the current settings, in one atomic swap; documents
+        whose id was derived by an older index format get the current one (rag/load.py `document_id`)."""
         store = IndexStore.open(
             self.settings.index_dir, self.manifest(), check=False, dense=self.settings.retrieval.dense_index
         )
@@ -218,18 +225,20 @@ class Pipeline:
         started = time.perf_counter()
         docs = store.documents()
         with store.writer() as writer:
-            puts = []
+            puts, renamed = [], []
             bar = tqdm(total=sum(d.chunks for d in docs), unit="chunk", desc="reindex", disable=not progress)
             for record in docs:
                 document = _stored_document(store, record)
                 chunks = self.chunker.split(document)
                 vectors = self.embedder.encode([c.embed_text for c in chunks], progress=bar)
                 puts.append((_document_row(document, record.labels), [_new_chunk(c, v) for c, v in zip(chunks, vectors)]))
-                report.updated.append(record.doc_id)
+                if document.doc_id != record.doc_id:
+                    renamed.append(record.doc_id)
+                report.updated.append(document.doc_id)
                 report.chunks += len(chunks)
                 report.chunks_embedded += len(chunks)
             bar.close()
-            writer.commit(puts, manifest=self.manifest())
+            writer.commit(puts, deletes=renamed, manifest=self.manifest())
         report.seconds = time.perf_counter() - started
         return report
 

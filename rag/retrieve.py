@@ -72,19 +72,15 @@ class Retriever:
     ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
         """Each retriever's (chunk id, score) list, best first, filtered inside the search.
 
-        The mask and both searches run under the store's lock, so a commit from another thread cannot swap the rows
+        The mask and both searches use one generation's `Snapshot`, so a commit meanwhile cannot swap the rows
         between the mask being built and being applied (which would filter the wrong passages).
         """
         vector = self.embedder.encode([query])[0] if mode in ("hybrid", "dense") else None
-        with self.store.lock:
-            self.store.refresh()
-            mask = self.store.allowed_rows(search_filter)
-            dense = self.store.dense_search(vector, depth, mask) if vector is not None else []
-            lexical = self._lexical(query, lang, depth, mask) if mode in ("hybrid", "bm25") else []
+        snapshot = self.store.current()
+        mask = snapshot.allowed_rows(search_filter)
+        dense = snapshot.dense_search(vector, depth, mask) if vector is not None else []
+        lexical = snapshot.lexical_search(tokenize(query, lang), depth, mask) if mode in ("hybrid", "bm25") else []
         return dense, lexical
-
-    def _lexical(self, query: str, lang: str, depth: int, mask) -> list[tuple[int, float]]:
-        return self.store.lexical_search(tokenize(query, lang), depth, mask)
 
     def dense_weight(self, lang: str) -> float:
         weights = self.settings.dense_weight

@@ -124,7 +124,7 @@ def test_upload_list_get_delete(service):
         body = uploaded.json()
         assert len(body["added"]) == 2 and body["chunks"] >= 2
         ids = [d["doc_id"] for d in body["documents"]]
-        assert all(d["source"].startswith("/uploads/public-admin/") and d["labels"] == ["public"]
+        assert all(d["source"].startswith("upload://public-admin/public/") and d["labels"] == ["public"]
                    for d in body["documents"])
         again = admin.post("/v1/documents", files=files, data={"labels": "public"}).json()
         assert sorted(again["unchanged"]) == sorted(ids)

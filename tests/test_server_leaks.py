@@ -137,6 +137,43 @@ def test_documents_hidden_exactly_like_missing_ones(service, probe):
     assert probe.leaks == []
 
 
+def test_an_upload_answers_alike_whether_or_not_an_invisible_namesake_exists(service):
+    """Two principals, and one principal with a second key of fewer labels, upload the same file name: each gets a
+    document of its own, the hidden one stays as it was, and the answer is the same as when it does not exist."""
+    from rag.auth import KeyStore, keys_path
+
+    lite_key, _ = KeyStore(keys_path(service.settings)).create("defence", ["public"], admin=True)
+    name, text = "namesake-plan.txt", b"Parking plan: visitors park on level -3."
+
+    def upload(client, labels: str, data: bytes = text) -> httpx.Response:
+        return client.post("/v1/documents", files={"files": (name, data)}, data={"labels": labels})
+
+    def seen_by_caller(response: httpx.Response) -> tuple:
+        body = response.json()
+        return response.status_code, {**body, "documents": [{k: v for k, v in d.items() if k != "ingested_at"}
+                                                            for d in body["documents"]]}
+
+    lite = httpx.Client(base_url=service.base_url, headers={"Authorization": f"Bearer {lite_key}"}, timeout=300)
+    with service.client("defence") as cleared, lite, service.client("public-admin") as other:
+        hidden = upload(cleared, RESTRICTED, b"Parking plan: generals park on level 0.")
+        assert hidden.status_code == 201, hidden.text
+        hidden_doc = hidden.json()["documents"][0]
+        with_namesake = upload(lite, "public")
+        by_other = upload(other, "public")
+        assert with_namesake.json()["added"] and by_other.json()["added"], "a namesake was replaced"
+        assert len({hidden_doc["doc_id"], with_namesake.json()["added"][0], by_other.json()["added"][0]}) == 3
+        assert hidden_doc["doc_id"] not in with_namesake.text + by_other.text
+        kept = cleared.get(f"/v1/documents/{hidden_doc['doc_id']}").json()
+        assert kept["sha256"] == hidden_doc["sha256"] and kept["labels"] == [RESTRICTED]
+        assert lite.get(f"/v1/documents/{hidden_doc['doc_id']}").status_code == 404
+
+        for client, doc in ((lite, with_namesake), (cleared, hidden), (other, by_other)):
+            assert client.delete(f"/v1/documents/{doc.json()['documents'][0]['doc_id']}").status_code == 200
+        without_namesake = upload(lite, "public")
+        assert seen_by_caller(with_namesake) == seen_by_caller(without_namesake)
+        assert lite.delete(f"/v1/documents/{without_namesake.json()['added'][0]}").status_code == 200
+
+
 def test_errors_metrics_and_service_pages_reveal_nothing(service, probe):
     with service.client("public") as client:
         for question in SECRETS:  # errors that echo what was sent must not add anything to it

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -15,8 +17,9 @@ import numpy as np
 import pytest
 
 from rag.datasets import read_squad, text_document
-from rag.errors import IndexLockedError, IndexMismatchError, NotFoundError
-from rag.store import IndexStore, SearchFilter
+from rag.errors import DocumentConflictError, IndexLockedError, IndexMismatchError, NotFoundError
+from rag.load import document_id
+from rag.store import FORMAT, IndexStore, SearchFilter
 
 from .conftest import ROOT, shared
 
@@ -195,7 +198,7 @@ def test_sigkill_during_ingestion_leaves_last_committed_state(tmp_path, kill_aft
 def test_manifest_records_producer(fresh_pipeline):
     fresh_pipeline.ingest_documents(_docs()[:1])
     manifest = json.loads((fresh_pipeline.settings.index_dir / "manifest.json").read_text())
-    assert manifest["format"] == "sovereign-rag-index/1"
+    assert manifest["format"] == "sovereign-rag-index/2"
     assert manifest["embedder"]["name"] == "all-MiniLM-L6-v2" and len(manifest["embedder"]["fingerprint"]) == 64
     assert manifest["chunking"] == fresh_pipeline.settings.chunking.model_dump()
     assert manifest["project_version"]
@@ -212,3 +215,69 @@ def test_chunk_offsets_slice_back_to_text(fresh_pipeline):
         ).fetchall()
         assert rows and all(text[s:e] == t for s, e, t in rows)
         assert rows[0][0] == 0 and rows[-1][1] == len(text.rstrip())
+
+
+def test_document_ids_carry_128_bits_of_hash():
+    assert document_id("/corpus/Congés 2024.txt") == "congés-2024-" + hashlib.sha256(
+        "/corpus/Congés 2024.txt".encode()).hexdigest()[:32]
+    same_slug = {document_id(f"/legilux/{n}/fr.xml") for n in range(5000)}
+    assert len(same_slug) == 5000 and all(len(i) == len("fr-") + 32 for i in same_slug)
+
+
+def test_a_put_never_replaces_a_document_of_another_source(fresh_pipeline, monkeypatch):
+    """Ids cannot collide by chance any more; a collision is forced here by replacing the id function."""
+    from rag import load
+
+    original = _docs()
+    fresh_pipeline.ingest_documents(original)
+    victim = original[0]
+    real_id = load.document_id
+    monkeypatch.setattr(load, "document_id", lambda source: real_id(victim.source if "intruder" in source else source))
+    intruder = text_document("/elsewhere/intruder.txt", "Intruder", "Staff may never work remotely.", "en")
+    assert intruder.doc_id == victim.doc_id
+
+    report = fresh_pipeline.ingest_documents([intruder, _docs()[1]])
+    assert report.added == report.updated == [] and len(report.unchanged) == 1
+    assert [source for source, _ in report.failed] == [intruder.source]
+    assert "another source" in report.failed[0][1] and victim.source not in report.failed[0][1]
+    with pytest.raises(DocumentConflictError, match="rename the file"):  # an upload: all or nothing
+        fresh_pipeline.ingest_documents([intruder], atomic=True)
+    row = {"doc_id": victim.doc_id, "source": intruder.source, "title": "x", "format": "text", "lang": "en",
+           "sha256": "0", "labels": ["public"], "pages": None, "chars": 1, "text": "x", "blocks": "[]"}
+    with fresh_pipeline.store.writer() as writer, pytest.raises(DocumentConflictError):
+        writer.commit([(row, [])])  # the store refuses it too, storing nothing
+    stored = fresh_pipeline.document(victim.doc_id)
+    assert stored.source == victim.source and stored.sha256 == victim.sha256
+    assert fresh_pipeline.search("work remotely", k=1)[0].chunk.text == victim.text
+    assert _consistent(fresh_pipeline.store)["documents"] == 3
+
+
+def test_reindex_migrates_the_ids_of_a_format_1_index(fresh_pipeline, embedder, make_settings):
+    from rag.pipeline import Pipeline
+
+    fresh_pipeline.ingest_documents(_docs())
+    index_dir = fresh_pipeline.settings.index_dir
+    fresh_pipeline.close()
+    old = sqlite3.connect(index_dir / "meta.sqlite")  # as version 1 wrote it: 32 bits of sha1, format 1
+    for (doc_id, source) in old.execute("SELECT doc_id, source FROM documents").fetchall():
+        old_id = doc_id.rsplit("-", 1)[0] + "-" + hashlib.sha1(source.encode()).hexdigest()[:8]
+        old.execute("UPDATE documents SET doc_id = ? WHERE doc_id = ?", (old_id, doc_id))
+        old.execute("UPDATE chunks SET doc_id = ? WHERE doc_id = ?", (old_id, doc_id))
+    manifest = json.loads(old.execute("SELECT value FROM state WHERE key = 'manifest'").fetchone()[0])
+    old.execute("UPDATE state SET value = ? WHERE key = 'manifest'",
+                (json.dumps({**manifest, "format": "sovereign-rag-index/1"}),))
+    old.commit()
+    old.close()
+
+    upgraded = Pipeline(make_settings(index_dir=index_dir))
+    upgraded.__dict__["embedder"] = embedder
+    with pytest.raises(IndexMismatchError, match="rag reindex"):
+        upgraded.search("remote work")
+    upgraded.__dict__.pop("store", None)
+    report = upgraded.reindex(progress=False)
+    assert sorted(report.updated) == sorted(d.doc_id for d in _docs())
+    assert {d.doc_id for d in upgraded.documents()} == {d.doc_id for d in _docs()}
+    assert upgraded.store.manifest["format"] == FORMAT
+    assert _consistent(upgraded.store)["documents"] == 3
+    assert upgraded.ingest_documents(_docs()).unchanged == [d.doc_id for d in _docs()]
+    upgraded.close()

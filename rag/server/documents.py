@@ -1,9 +1,11 @@
 """/v1/documents: upload (admin), list, get, delete (admin), each limited to the documents the caller may see.
 
 An upload is all or nothing: every file is parsed first, and only if all of them are readable are they embedded and
-committed to the index in one transaction. Uploaded documents are stored as `/uploads/<principal>/<file name>`, so a
-re-upload by the same principal replaces its document, and a principal can never overwrite (or, by the answer it
-gets, detect) a document of the same name uploaded by someone else.
+committed to the index in one transaction. Uploaded documents are stored as
+`upload://<principal>/<labels>/<file name>` (the document's labels sorted, joined by `+`), so a re-upload of a name
+with the same labels by the same principal replaces its document. Every document of such a source is visible to
+whoever may upload to it (an uploader holds every label it gives), so an upload can never overwrite, or by its answer
+detect, a document the caller cannot see: one of another principal, or of labels this key does not hold.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ async def upload(
     label_set = _upload_labels(labels, caller, s.settings.default_labels)
     named = [(_bare_name(f.filename), await f.read()) for f in files]
     _check_unique(name for name, _ in named)
-    documents = await in_thread(_parse_all, named, caller.id)
+    documents = await in_thread(_parse_all, named, f"{caller.id}/{'+'.join(sorted(label_set))}")
     async with s.writes:
         report = await in_thread(s.pipeline.ingest_documents, documents, sorted(label_set), atomic=True)
     stored = [await in_thread(s.pipeline.document, d.doc_id, caller.search_filter()) for d in documents]
@@ -106,6 +108,6 @@ def _check_unique(names) -> None:
         seen.add(name)
 
 
-def _parse_all(named: list[tuple[str, bytes]], owner: str) -> list[Document]:
-    """All files or an error naming the first unreadable one."""
-    return [dataclasses.replace(load_bytes(data, name), source=f"/uploads/{owner}/{name}") for name, data in named]
+def _parse_all(named: list[tuple[str, bytes]], namespace: str) -> list[Document]:
+    """All files or an error naming the first unreadable one; `namespace` is `<principal>/<labels>`."""
+    return [dataclasses.replace(load_bytes(data, name), source=f"upload://{namespace}/{name}") for name, data in named]
