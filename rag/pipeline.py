@@ -24,6 +24,7 @@ from .generate import LLM, create_llm
 from .lexical import tokenize
 from . import load
 from .load import Block, Document
+from .originals import Originals
 from .retrieve import Hit, Mode, Retriever
 from .settings import Settings
 from .store import DocumentRecord, IndexStore, NewChunk, SearchFilter, new_manifest
@@ -87,6 +88,11 @@ class Pipeline:
     @cached_property
     def retriever(self) -> Retriever:
         return Retriever(self.store, self.embedder, self.settings.retrieval)
+
+    @cached_property
+    def originals(self) -> Originals:
+        """The uploaded files' bytes, kept beside the index (rag/originals.py)."""
+        return Originals(self.settings.index_dir / "originals")
 
     @cached_property
     def llm(self) -> LLM:
@@ -206,7 +212,12 @@ class Pipeline:
             self.store.document(doc_id, search_filter)
         with self.store.writer() as writer:
             writer.commit(deletes=doc_ids)
+        self.prune_originals()
         return list(doc_ids)
+
+    def prune_originals(self) -> None:
+        """Forget the kept files of contents no document has any more (after a delete or a replacing upload)."""
+        self.originals.prune(keep={d.sha256 for d in self.store.documents()})
 
     def reindex(self, progress: bool = True) -> IngestReport:
         """Re-chunk and re-embed every stored document with the current settings, in one atomic swap."""
