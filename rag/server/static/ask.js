@@ -107,7 +107,7 @@ export class AskView {
     }, `[${n}]`);
     const body = el("div", { className: "answer" });
     if (answer.abstained) {
-      body.append(el("p", { className: "abstained" }, el("strong", {}, t("ask.abstained")), " ", answer.answer));
+      body.append(el("p", { className: "abstained" }, el("strong", {}, t("ask.abstained"))));
     } else {
       const paragraph = el("p");
       for (const sentence of answer.sentences) {
@@ -144,7 +144,8 @@ export class AskView {
 /** "Title, p. 3 — Chapter 2 › Article 5" */
 export function describe(source) {
   const page = source.page ? `, ${t("ask.page", { n: source.page })}` : "";
-  const path = source.heading_path?.length ? ` — ${source.heading_path.join(" › ")}` : "";
+  const headings = (source.heading_path || []).filter((heading, i) => i > 0 || heading !== source.title);
+  const path = headings.length ? ` — ${headings.join(" › ")}` : "";
   return `${source.title}${page}${path}`;
 }
 
@@ -156,7 +157,7 @@ function reason(sentence) {
 /** The answer with its sources, as Markdown (what "Copy" and "Download" give). */
 export function toMarkdown(question, answer) {
   const lines = [`**${question}**`, ""];
-  if (answer.abstained) lines.push(`_${t("ask.abstained")}_ ${answer.answer}`);
+  if (answer.abstained) lines.push(`_${t("ask.abstained")}_`);
   else lines.push(answer.sentences.map((s) => `${s.text}${s.citations.map((n) => ` [${n}]`).join("")}`).join(" "));
   const listed = answer.abstained ? answer.sources : answer.sources.filter((source) => source.cited);
   if (listed.length) {
