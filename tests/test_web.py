@@ -344,6 +344,9 @@ def test_browser_keyboard_sign_in_stream_verified_answer_citation_abstention_exp
     assert markdown.startswith(f"**{ANSWERABLE}**") and re.search(r"^1\. .+\(remote-work", markdown, re.M)
     assert axe_violations(page) == []
     screenshot(page, "ask")
+    page.get_by_role("button", name="Sign out").click()  # the next person at this browser finds nothing
+    assert page.locator("#api-key").is_visible() and page.locator(".turn").count() == 0
+    assert page.evaluate("() => sessionStorage.length") == 0
 
 
 def test_browser_documents_upload_pdf_page_image_filter_delete(web, tab):
@@ -364,6 +367,14 @@ def test_browser_documents_upload_pdf_page_image_filter_delete(web, tab):
     page.set_input_files("#files", files=[pdf])  # the same file again changes nothing
     rows.nth(3).locator(".ok").wait_for()
     assert "unchanged" in rows.nth(3).inner_text()
+    page.evaluate("""() => {  // what a file dropped from the desktop delivers
+        const data = new DataTransfer();
+        data.items.add(new File(["Canteen hours\\n\\nThe canteen opens at 11:30 on working days.\\n"], "canteen.txt",
+                                {type: "text/plain"}));
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+    }""")
+    rows.nth(4).locator(".ok").wait_for()
+    assert "canteen.txt" in rows.nth(4).inner_text() and "added" in rows.nth(4).inner_text()
     page.fill("#filter", "archive")
     assert page.locator("#documents-body tr").count() == 1
     assert "Archive retention rules" in page.locator("#documents-body").inner_text()
@@ -422,6 +433,7 @@ def test_browser_bad_input_shows_a_message_and_keeps_what_was_typed(web, second_
     key, record = store.create("short-lived", ["public"])
     browser = tab(web.base_url, locale="de-DE")
     page = browser.open()
+    page.locator("#api-key").wait_for()  # shown once the texts are loaded and the server said who we are (nobody)
     assert page.locator("#signin-title").inner_text() == "Anmelden"
     page.select_option("#language", "en")
     browser.sign_in(key)

@@ -70,7 +70,8 @@ class App {
   }
 
   signOut() {
-    setApiKey(null);
+    sessionStorage.clear(); // the key and the draft question: the next person at this browser finds neither
+    $("question").value = "";
     this.me = null;
     this.ask.clear();
     this.documents.clear();
