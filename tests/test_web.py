@@ -48,7 +48,8 @@ def web(make_settings, embedder, tmp_path_factory):
     home = tmp_path_factory.mktemp("web")
     settings = make_settings(
         llm={"n_threads": 1, "max_tokens": 32}, answer={"min_retrieval_score": 0.3},
-        server={"queue_size": 2, "max_upload_mb": 1, "max_request_kb": 64, "keys_file": home / "keys.json", "proxy_auth": PROXY},
+        server={"queue_size": 2, "max_upload_mb": 1, "max_request_kb": 64, "keys_file": home / "keys.json",
+                "proxy_auth": PROXY},
         audit={"path": home / "audit.jsonl"},
     )
     pipeline = Pipeline(settings)

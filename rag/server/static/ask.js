@@ -79,6 +79,7 @@ export class AskView {
     }
     this.turns.push(turn);
     this.render(turn);
+    $("announce").textContent = turn.answer.abstained ? t("ask.abstained") : t("ask.ready"); // for screen readers
     box.value = "";
     sessionStorage.removeItem(DRAFT);
     box.focus();
@@ -125,7 +126,8 @@ export class AskView {
     if (answer.removed.length) {
       body.append(el("details", { className: "removed" },
         el("summary", {}, t("ask.removed", { n: answer.removed.length })),
-        el("ul", {}, ...answer.removed.map((sentence) => el("li", {}, `“${sentence.text}” — ${reason(sentence)}`)))));
+        el("ul", {}, ...answer.removed.map((sentence) =>
+          el("li", {}, `“${sentence.text}” — ${reason(sentence)}`)))));
     }
     const markdown = toMarkdown(turn.question, answer);
     const copied = el("span", { className: "meta", role: "status" });
@@ -150,7 +152,8 @@ export function describe(source) {
 }
 
 function reason(sentence) {
-  const missing = sentence.missing?.length ? `; ${t("ask.removed_missing", { words: sentence.missing.join(", ") })}` : "";
+  const words = sentence.missing?.join(", ");
+  const missing = words ? `; ${t("ask.removed_missing", { words })}` : "";
   return `${t("ask.removed_reason")} (${Math.round(sentence.support * 100)} %)${missing}`;
 }
 
@@ -162,7 +165,9 @@ export function toMarkdown(question, answer) {
   const listed = answer.abstained ? answer.sources : answer.sources.filter((source) => source.cited);
   if (listed.length) {
     lines.push("", `${t(answer.abstained ? "ask.closest" : "ask.sources")}:`, "");
-    for (const source of listed) lines.push(`${source.n}. ${describe(source)} (${source.doc_id})  `, `   > ${source.text.replace(/\s+/g, " ")}`);
+    for (const source of listed) {
+      lines.push(`${source.n}. ${describe(source)} (${source.doc_id})  `, `   > ${source.text.replace(/\s+/g, " ")}`);
+    }
   }
   return `${lines.join("\n")}\n`;
 }
