@@ -321,6 +321,9 @@ def test_browser_keyboard_sign_in_stream_verified_answer_citation_abstention_exp
     first = page.locator(".turn").nth(0)
     if first.locator(".abstained").count() == 0:
         assert first.locator(".answer > p a.cite").count() >= 1
+    else:  # the documents answer it: an abstention here means verification removed what the model wrote
+        first.locator("details.removed summary").click()
+        assert "not supported by the cited passage" in first.locator("details.removed li").first.inner_text()
     # keyboard only: Tab to the first citation, Enter opens the source, Escape closes it
     for _ in range(40):
         page.keyboard.press("Tab")
@@ -391,7 +394,9 @@ def test_browser_documents_upload_pdf_page_image_filter_delete(web, tab):
     figure.wait_for()
     assert figure.evaluate("img => img.complete && img.naturalWidth > 500")
     assert "forty-two years" in page.locator("#source-text mark").first.inner_text()
-    assert page.locator("#source-download").is_visible()
+    with page.expect_download() as download:
+        page.locator("#source-download").click()
+    assert Path(download.value.path()).read_bytes() == PDF and download.value.suggested_filename == PDF_NAME
     assert axe_violations(page) == []
     screenshot(page, "source-pdf")
     page.keyboard.press("Escape")
