@@ -56,7 +56,7 @@ def render_page(data: bytes, *, page: int, scale: float, marks: Sequence[Mark] =
             draw.rectangle([left * scale, (height - top) * scale, right * scale, (height - bottom) * scale],
                            fill=mark.colour)
     out = io.BytesIO()
-    Image.alpha_composite(image, overlay).convert("RGB").save(out, format="PNG", optimize=True)
+    Image.alpha_composite(image, overlay).convert("RGB").save(out, format="PNG")
     return out.getvalue()
 
 
