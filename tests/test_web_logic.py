@@ -74,3 +74,23 @@ def test_originals_are_private_found_by_content_and_pruned(tmp_path):
     assert originals.read(from_path) is None
     assert originals.prune(keep={sha}) == 0 and originals.prune(keep=set()) == 1
     assert originals.read(record) is None and list((tmp_path / "originals").iterdir()) == []
+
+
+def test_security_headers_keep_a_policy_the_route_sets_itself():
+    """An API reference page may need its own Content-Security-Policy; every other header is still added."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from rag.server.web import CONTENT_SECURITY_POLICY, SecurityHeaders
+
+    own = "default-src 'self'; script-src 'self' 'sha256-abc'"
+    app = Starlette(routes=[Route("/plain", lambda request: PlainTextResponse("x")),
+                            Route("/own", lambda request: PlainTextResponse("x", headers={
+                                "Content-Security-Policy": own}))])
+    with TestClient(SecurityHeaders(app)) as client:
+        plain, custom = client.get("/plain"), client.get("/own")
+    assert plain.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert custom.headers.get_list("content-security-policy") == [own]
+    assert custom.headers["x-frame-options"] == "DENY" and custom.headers["x-content-type-options"] == "nosniff"
