@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .answer import Answer, Answerer, Event
 from .chunk import Chunk, Chunker
 from .embed import Embedder
-from .errors import IndexMismatchError, LoadError, RagError
+from .errors import IndexMismatchError, LoadError, NotFoundError, RagError
 from .generate import LLM, create_llm
 from .lexical import tokenize
 from . import load
@@ -27,7 +27,7 @@ from .load import Block, Document
 from .originals import Originals
 from .retrieve import Hit, Mode, Retriever
 from .settings import Settings
-from .store import DocumentRecord, IndexStore, NewChunk, SearchFilter, new_manifest
+from .store import ChunkRecord, DocumentRecord, IndexStore, NewChunk, SearchFilter, new_manifest
 
 
 @dataclass
@@ -201,6 +201,17 @@ class Pipeline:
 
     def document(self, doc_id: str, search_filter: SearchFilter | None = None) -> DocumentRecord:
         return self.store.document(doc_id, search_filter)
+
+    def passage(
+        self, chunk_id: int, search_filter: SearchFilter | None = None,
+    ) -> tuple[ChunkRecord, DocumentRecord, str]:
+        """A stored passage, its document and the document's extracted text; a passage of a document the filter
+        hides is reported exactly like one that does not exist, naming only the passage id."""
+        chunk = self.store.chunks([chunk_id]).get(chunk_id)
+        records = [d for d in self.store.documents(search_filter) if chunk and d.doc_id == chunk.doc_id]
+        if not records:
+            raise NotFoundError(f"no passage with id {chunk_id}")
+        return chunk, records[0], self.store.document_text(chunk.doc_id)[0]
 
     def stats(self) -> dict:
         return self.store.stats()

@@ -1,8 +1,9 @@
 """See the source: a cited passage in its surrounding text, a PDF page with the passage marked, the original file.
 
-Every route checks, like the other document routes, that the caller may see the document (a hidden one is answered
-exactly like a missing one, and the message names only what the caller sent). Which sentence of a passage supports
-an answer sentence is decided here with the verifier's own measure (`cite.support`), not in the page's scripts.
+Every route checks, through `Pipeline.document` / `Pipeline.passage` like the other document routes, that the caller
+may see the document: a hidden one is answered exactly like a missing one, and the message names only what the
+caller sent. Which sentence of a passage supports an answer sentence is decided here with the verifier's own measure
+(`cite.support`), not in the page's scripts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ..chunk import sentence_spans
 from ..cite import support
 from ..errors import NotFoundError
 from ..pdf_page import Mark, render_page
-from ..store import ChunkRecord, DocumentRecord
+from ..store import ChunkRecord
 from .answers import ERRORS, in_thread
 from .deps import principal, ready, services
 from .documents import DocId
@@ -58,8 +59,7 @@ class PassageContext(BaseModel):
 async def passage(body: PassageRequest, request: Request, caller: Principal = Depends(principal)) -> dict:
     """A passage in its surrounding text, with the sentence supporting an answer sentence."""
     s = services(request)
-    chunk, record = await in_thread(_visible_chunk, s.pipeline, body.chunk_id, caller)
-    text, _ = await in_thread(s.pipeline.store.document_text, record.doc_id)
+    chunk, record, text = await in_thread(s.pipeline.passage, body.chunk_id, caller.search_filter())
     start, end = _widen(text, chunk.start, chunk.end, s.settings.web.context_chars)
     best = _supporting_sentence(text, chunk, body.sentence) if body.sentence else None
     original = await in_thread(s.pipeline.originals.read, record)
@@ -81,17 +81,16 @@ async def page_image(
 ) -> Response:
     """A PDF page as a PNG image, with a passage's region and its supporting sentence marked."""
     s = services(request)
-    record = await in_thread(_visible_document, s.pipeline, doc_id, caller)
+    record = await in_thread(s.pipeline.document, doc_id, caller.search_filter())
     data = await in_thread(s.pipeline.originals.read, record)
     if record.format != "pdf" or data is None:
         raise NotFoundError(f"document {doc_id!r} has no page images: only PDFs whose file is kept have them")
     marks = []
     if chunk_id is not None:
-        chunk, _ = await in_thread(_visible_chunk, s.pipeline, chunk_id, caller)
+        chunk, _, text = await in_thread(s.pipeline.passage, chunk_id, caller.search_filter())
         if chunk.doc_id == doc_id and chunk.page == page:
             marks.append(Mark(chunk.text, PASSAGE_COLOUR))
             if start is not None and end is not None and chunk.start <= start < end <= chunk.end:
-                text, _ = await in_thread(s.pipeline.store.document_text, doc_id)
                 marks.append(Mark(text[start:end], SENTENCE_COLOUR))
     png = await in_thread(render_page, data, page=page, scale=s.settings.web.page_scale, marks=marks)
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, no-store"})
@@ -102,7 +101,7 @@ async def page_image(
 async def original(request: Request, doc_id: str = DocId, caller: Principal = Depends(principal)) -> Response:
     """The file the document was made from, as an attachment named like it."""
     s = services(request)
-    record = await in_thread(_visible_document, s.pipeline, doc_id, caller)
+    record = await in_thread(s.pipeline.document, doc_id, caller.search_filter())
     data = await in_thread(s.pipeline.originals.read, record)
     if data is None:
         raise NotFoundError(f"the original file of document {doc_id!r} is not kept (it was ingested from a path that "
@@ -111,21 +110,6 @@ async def original(request: Request, doc_id: str = DocId, caller: Principal = De
     name = record.source.rsplit("/", 1)[-1] or doc_id
     return Response(data, media_type="application/octet-stream", headers={
         "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}", "Cache-Control": "private, no-store"})
-
-
-def _visible_document(pipeline, doc_id: str, caller: Principal) -> DocumentRecord:
-    return pipeline.document(doc_id, caller.search_filter())
-
-
-def _visible_chunk(pipeline, chunk_id: int, caller: Principal) -> tuple[ChunkRecord, DocumentRecord]:
-    """The passage and its document, or one NotFoundError naming only the id the caller sent."""
-    chunk = pipeline.store.chunks([chunk_id]).get(chunk_id)
-    try:
-        if chunk is None:
-            raise NotFoundError("missing")
-        return chunk, pipeline.document(chunk.doc_id, caller.search_filter())
-    except NotFoundError:
-        raise NotFoundError(f"no passage with id {chunk_id}") from None
 
 
 def _widen(text: str, start: int, end: int, margin: int) -> tuple[int, int]:
