@@ -463,7 +463,7 @@ def test_browser_bad_input_shows_a_message_and_keeps_what_was_typed(web, second_
     page = elsewhere.open()
     elsewhere.sign_in(other.keys["public"])
     page.select_option("#language", "fr")
-    assert page.locator("#ask-title").inner_text() == "Interroger vos documents"
+    assert page.locator("#ask-title").inner_text() == "Interroger vos documents" and axe_violations(page) == []
     stop()
     page.fill("#question", ANSWERABLE)
     page.press("#question", "Enter")

@@ -51,7 +51,8 @@ export class AskView {
     const mode = document.querySelector('input[name="mode"]:checked').value;
     const turn = { question, mode, answer: null, element: el("li", { className: "turn" }) };
     const draft = el("p", { className: "provisional" }, t("ask.waiting"));
-    turn.element.append(el("p", { className: "asked" }, question), draft);
+    const note = el("p", { className: "meta", hidden: true }, t("ask.provisional"));
+    turn.element.append(el("p", { className: "asked" }, question), note, draft);
     $("conversation").append(turn.element);
     this.setBusy(true);
     try {
@@ -61,8 +62,8 @@ export class AskView {
       for await (const { event, data } of events(response)) {
         if (event === "token") {
           streamed += data.text;
-          draft.textContent = `${streamed}`;
-          draft.title = t("ask.provisional");
+          draft.textContent = streamed;
+          note.hidden = false;
         } else if (event === "error") {
           throw new ApiError(data.error.code, data.error.type, data.error.message);
         } else if (event === "answer") {
