@@ -413,13 +413,19 @@ def test_browser_shows_no_trace_of_restricted_documents(web, tab, who):
     """Only the cleared person (the control: the probe can see what it looks for) meets the planted documents."""
     cleared = who == "proxy defence"
     proxy = {"X-Forwarded-User": "erin", "X-Forwarded-Groups": who.split()[1]} if who.startswith("proxy") else None
-    browser = tab(web.base_url, headers=proxy)
+    browser = tab(web.base_url, headers=proxy, **({"locale": "de-DE"} if who == "proxy staff" else {}))
     page = browser.open("/#documents")
+    if who == "proxy staff":
+        page.set_viewport_size({"width": 768, "height": 1024})  # a tablet
     if proxy is None:
         browser.sign_in(web.keys["public"])
         page.goto(f"{web.base_url}/#documents")
     page.locator("#documents-body tr").first.wait_for()
     assert page.locator("#who-name").inner_text() == ("erin" if proxy else "public")
+    assert page.locator("#sign-out").is_visible() == (proxy is None)  # the proxy signs people in and out
+    if who == "proxy staff":
+        assert page.evaluate("() => document.documentElement.scrollWidth <= innerWidth")  # nothing off-screen
+        screenshot(page, "documents-tablet-de")
     page.fill("#filter", "defence")
     assert page.locator("#documents-body tr").count() == (2 if cleared else 0)
     page.goto(f"{web.base_url}/#ask")

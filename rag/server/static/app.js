@@ -1,5 +1,5 @@
 // Start-up, sign-in and the two views (#ask, #documents). Each view lives in its own module.
-import { ApiError, callJson, setApiKey } from "./api.js";
+import { ApiError, apiKey, callJson, setApiKey } from "./api.js";
 import { AskView } from "./ask.js";
 import { show } from "./dom.js";
 import { DocumentsView } from "./documents.js";
@@ -45,6 +45,7 @@ class App {
     this.notice(null);
     $("loading").hidden = true;
     $("who-name").textContent = this.me.principal;
+    $("sign-out").hidden = !apiKey(); // signed in by the proxy (or no keys at all): nothing to sign out of here
     $("who").hidden = false;
     $("nav").hidden = false;
     this.documents.configure(this.me);

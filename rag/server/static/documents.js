@@ -77,10 +77,9 @@ export class DocumentsView {
       el("td", {}, doc.pages ?? "—"),
       el("td", {}, doc.labels.join(", ")),
       el("td", {}, date.format(new Date(doc.ingested_at * 1000))),
-      el("td", { className: "actions" },
+      el("td", { className: "row-actions" },
         el("button", { type: "button", className: "link", "aria-label": t("docs.download_named", { title: doc.title }),
                        onclick: () => this.download(doc) }, t("docs.download")),
-        this.app.me?.admin ? " · " : null,
         this.app.me?.admin ? el("button", { type: "button", className: "link",
                                             "aria-label": t("docs.delete_named", { title: doc.title }),
                                             onclick: () => this.remove(doc) }, t("docs.delete")) : null))));
