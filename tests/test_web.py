@@ -9,6 +9,7 @@ accessibility violation. `RAG_WEB_SCREENSHOTS=docs/screenshots` saves a PNG of e
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -104,8 +105,6 @@ def test_page_files_name_no_other_host_and_hold_no_inline_code():
 
 
 def test_locales_have_the_same_keys():
-    import json
-
     keys = {lang: set(json.loads((STATIC / "locales" / f"{lang}.json").read_text())) for lang in ("en", "fr", "de")}
     assert keys["en"] == keys["fr"] == keys["de"]
     used = set(re.findall(r'data-i18n(?:-aria)?="([\w.]+)"', (STATIC / "index.html").read_text()))
@@ -168,6 +167,17 @@ def test_passage_in_its_text_with_the_supporting_sentence(web):
         for path in (f"/v1/documents/{secret['doc_id']}/original", f"/v1/documents/{secret['doc_id']}/pages/1"):
             refused = reader.get(path)
             assert refused.status_code == 404 and not any(s in refused.text for s in SECRETS + tuple(TITLES))
+    # who looked at which passage is in the audit trail, refusals included
+    from rag.audit import audit_path, verify
+
+    records = [json.loads(line) for line in audit_path(web.settings).read_text().splitlines()]
+    views = [r for r in records if r["endpoint"] == "/v1/passages" and r["principal"] == "public"]
+    assert [r["status"] for r in views] == [200, 404, 404]
+    assert views[0]["passages"] == [{"chunk_id": hit["chunk_id"], "doc_id": hit["doc_id"],
+                                     "content_hash": hit["content_hash"]}]
+    assert [r["status"] for r in records if r["principal"] == "public" and "/v1/documents/{doc_id}" in r["endpoint"]
+            ] == [404, 404]
+    assert verify(audit_path(web.settings)).ok
 
 
 def test_pdf_page_image_marks_the_cited_passage_and_the_original_downloads(web):

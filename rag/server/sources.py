@@ -21,6 +21,7 @@ from ..pdf_page import Mark, render_page
 from ..store import ChunkRecord
 from .answers import ERRORS, in_thread
 from .deps import principal, ready, services
+from .services import passage_fields
 from .documents import DocId
 from .schemas import DocumentPublic
 from .schemas import Request as RequestBody
@@ -63,6 +64,7 @@ async def passage(body: PassageRequest, request: Request, caller: Principal = De
     start, end = _widen(text, chunk.start, chunk.end, s.settings.web.context_chars)
     best = _supporting_sentence(text, chunk, body.sentence) if body.sentence else None
     original = await in_thread(s.pipeline.originals.read, record)
+    await s.record(request, 200, passages=passage_fields([(chunk.id, chunk.doc_id, chunk.content_hash)]))
     return {"chunk_id": chunk.id, "document": record.to_dict(), "page": chunk.page,
             "heading_path": list(chunk.heading_path), "context": text[start:end], "context_start": start,
             "passage": {"start": chunk.start, "end": chunk.end},
@@ -93,6 +95,7 @@ async def page_image(
             if start is not None and end is not None and chunk.start <= start < end <= chunk.end:
                 marks.append(Mark(text[start:end], SENTENCE_COLOUR))
     png = await in_thread(render_page, data, page=page, scale=s.settings.web.page_scale, marks=marks)
+    await s.record(request, 200, doc_id=doc_id, page=page, chunk_id=chunk_id)
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, no-store"})
 
 
