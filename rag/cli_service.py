@@ -37,12 +37,14 @@ def serve(
     settings = settings.model_copy(update={"server": server})
     check_exposure(server)
     if server.workers == 1:
-        uvicorn.run(create_app(settings), host=server.host, port=server.port, log_level="info")
+        # proxy_headers off: the client address must be the TCP peer, which proxy sign-in trusts (rag/proxy_auth.py)
+        uvicorn.run(create_app(settings), host=server.host, port=server.port, log_level="info", proxy_headers=False)
         return
     for name, value in overrides.items():  # the workers rebuild their settings from the environment
         os.environ[f"RAG_SERVER__{name.upper()}"] = str(value)
     uvicorn.run("rag.server:create_app_from_environment", factory=True, host=server.host, port=server.port,
-                workers=server.workers, log_level="info", loop="asyncio")  # uvloop sockets escape the egress guard
+                workers=server.workers, log_level="info", proxy_headers=False,
+                loop="asyncio")  # uvloop sockets escape the egress guard
 
 
 @keys_app.command("create")

@@ -19,14 +19,15 @@ from tqdm import tqdm
 from .answer import Answer, Answerer, Event
 from .chunk import Chunk, Chunker
 from .embed import Embedder
-from .errors import DocumentConflictError, IndexMismatchError, LoadError, RagError
+from .errors import DocumentConflictError, IndexMismatchError, LoadError, NotFoundError, RagError
 from .generate import LLM, create_llm
 from .lexical import tokenize
 from . import load
 from .load import Block, Document
+from .originals import Originals
 from .retrieve import Hit, Mode, Retriever
 from .settings import Settings
-from .store import DocumentRecord, IndexStore, NewChunk, SearchFilter, new_manifest
+from .store import ChunkRecord, DocumentRecord, IndexStore, NewChunk, SearchFilter, new_manifest
 
 
 @dataclass
@@ -87,6 +88,11 @@ class Pipeline:
     @cached_property
     def retriever(self) -> Retriever:
         return Retriever(self.store, self.embedder, self.settings.retrieval)
+
+    @cached_property
+    def originals(self) -> Originals:
+        """The uploaded files' bytes, kept beside the index (rag/originals.py)."""
+        return Originals(self.settings.index_dir / "originals")
 
     @cached_property
     def llm(self) -> LLM:
@@ -202,6 +208,17 @@ class Pipeline:
     def document(self, doc_id: str, search_filter: SearchFilter | None = None) -> DocumentRecord:
         return self.store.document(doc_id, search_filter)
 
+    def passage(
+        self, chunk_id: int, search_filter: SearchFilter | None = None,
+    ) -> tuple[ChunkRecord, DocumentRecord, str]:
+        """A stored passage, its document and the document's extracted text; a passage of a document the filter
+        hides is reported exactly like one that does not exist, naming only the passage id."""
+        chunk = self.store.chunks([chunk_id]).get(chunk_id)
+        records = [d for d in self.store.documents(search_filter) if chunk and d.doc_id == chunk.doc_id]
+        if not records:
+            raise NotFoundError(f"no passage with id {chunk_id}")
+        return chunk, records[0], self.store.document_text(chunk.doc_id)[0]
+
     def stats(self) -> dict:
         return self.store.stats()
 
@@ -212,7 +229,12 @@ class Pipeline:
             self.store.document(doc_id, search_filter)
         with self.store.writer() as writer:
             writer.commit(deletes=doc_ids)
+        self.prune_originals()
         return list(doc_ids)
+
+    def prune_originals(self) -> None:
+        """Forget the kept files of contents no document has any more (after a delete or a replacing upload)."""
+        self.originals.prune(keep={d.sha256 for d in self.store.documents()})
 
     def reindex(self, progress: bool = True) -> IngestReport:
         """Re-chunk and re-embed every stored document with the current settings, in one atomic swap; documents

@@ -170,6 +170,45 @@ class AnswerSettings(Section):
     abstain_sources: int = Field(3, ge=0, le=100, description="closest passages listed when abstaining")
 
 
+class ProxyAuthSettings(Section):
+    """Sign-in by an organisation's authenticating reverse proxy (SSO): the proxy puts the person's identity and
+    groups in request headers. They are believed only from `trusted_proxies`; a request carrying them from any
+    other address is refused (docs/web.md)."""
+
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="addresses or networks (10.0.0.5, 10.0.0.0/24) of the proxies whose "
+        "identity headers are believed; empty turns proxy sign-in off",
+    )
+    user_header: str = Field("X-Forwarded-User", min_length=1, max_length=100,
+                             description="header holding the person's id")
+    groups_header: str = Field("X-Forwarded-Groups", min_length=1, max_length=100,
+                               description="header holding the person's groups")
+    groups_separator: str = Field(",", min_length=1, max_length=5, description="between two groups in groups_header")
+    group_labels: dict[str, list[str]] = Field(
+        default_factory=dict, description="access labels each group holds; a person holds the labels of all their "
+        "groups, and a group not listed gives none",
+    )
+    admin_groups: list[str] = Field(default_factory=list, description="groups whose members may upload and delete")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, proxies: list[str]) -> list[str]:
+        import ipaddress
+
+        for proxy in proxies:
+            ipaddress.ip_network(proxy, strict=False)  # ValueError names the bad entry
+        return proxies
+
+
+class WebSettings(Section):
+    """The web page served at `/` (rag/server/web.py)."""
+
+    context_chars: int = Field(
+        1500, ge=0, le=100_000, description="characters of the document shown before and after a cited passage",
+    )
+    page_scale: float = Field(1.5, ge=0.5, le=4.0, description="PDF page images: pixels per PDF point")
+
+
 class ServerSettings(Section):
     host: str = Field("127.0.0.1", description="bind address; anything but loopback requires API keys")
     port: int = Field(8000, ge=1, le=65535)
@@ -181,6 +220,7 @@ class ServerSettings(Section):
         256, ge=1, le=1_048_576, description="largest JSON request; a longer body is refused with 413 unread"
     )
     keys_file: Path | None = Field(None, description="API key store (hashes only); None means <data_dir>/keys.json")
+    proxy_auth: ProxyAuthSettings = ProxyAuthSettings()
 
 
 class AuditSettings(Section):
@@ -218,6 +258,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     answer: AnswerSettings = AnswerSettings()
     server: ServerSettings = ServerSettings()
+    web: WebSettings = WebSettings()
     audit: AuditSettings = AuditSettings()
     sovereignty: SovereigntySettings = SovereigntySettings()
 

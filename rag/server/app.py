@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from .. import __version__
 from ..errors import ConfigError
 from ..settings import ServerSettings, Settings, load_settings
-from . import answers, documents, errors, openai_compat, search
+from . import answers, documents, errors, openai_compat, search, sources, web
 from .deps import services
 from .limits import BodyLimit
 from .metrics import RequestMetrics
@@ -38,7 +38,7 @@ def create_app(settings: Settings, pipeline=None) -> FastAPI:
     app = FastAPI(title="Sovereign RAG", version=__version__, description=DESCRIPTION, lifespan=_lifespan)
     app.state.services = s = Services.build(settings, pipeline)
     errors.install(app)
-    for module in (answers, search, documents, openai_compat):
+    for module in (answers, search, documents, sources, openai_compat):
         app.include_router(module.router)
     app.add_api_route("/healthz", _healthz, methods=["GET"], response_model=Status, tags=["service"])
     app.add_api_route("/readyz", _readyz, methods=["GET"], response_model=Status, tags=["service"],
@@ -47,7 +47,9 @@ def create_app(settings: Settings, pipeline=None) -> FastAPI:
     app.add_middleware(BodyLimit, json_bytes=settings.server.max_request_kb * 1024,
                        upload_bytes=settings.server.max_upload_mb * 1024 * 1024,
                        upload_paths=frozenset({"/v1/documents"}))
-    app.add_middleware(RequestMetrics, metrics=s.metrics)  # added last: outermost, so it also counts 413s
+    app.add_middleware(RequestMetrics, metrics=s.metrics)  # outer to BodyLimit, so it also counts 413s
+    app.add_middleware(web.SecurityHeaders)  # added last: outermost, so every response carries the headers
+    web.install(app)
     return app
 
 

@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..auth import Principal
 from ..errors import AccessDeniedError
+from ..proxy_auth import proxy_principal
 from .services import Services
 
 bearer = HTTPBearer(auto_error=False, description="an API key from `rag keys create`: `Authorization: Bearer rag_...`")
@@ -20,13 +21,16 @@ def services(request: Request) -> Services:
 
 
 async def principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
-    """The caller; without keys (server.require_keys false, loopback only) everyone is one anonymous admin holding
-    the default labels."""
+    """The caller: the person an authenticating proxy vouches for (server.proxy_auth), else the API key's principal;
+    without keys (server.require_keys false, loopback only) everyone is one anonymous admin holding the default
+    labels."""
     request.state.started = time.perf_counter()
     s = services(request)
-    if s.settings.server.require_keys:
+    caller = proxy_principal(settings=s.settings.server.proxy_auth, peer=request.client and request.client.host,
+                             headers=request.headers)
+    if caller is None and s.settings.server.require_keys:
         caller = s.keys.authenticate(credentials.credentials if credentials else None)
-    else:
+    elif caller is None:
         caller = Principal("anonymous", frozenset(s.settings.default_labels), admin=True)
     request.state.principal = caller
     return caller

@@ -43,7 +43,10 @@ async def upload(
     _check_unique(name for name, _ in named)
     documents = await in_thread(_parse_all, named, f"{caller.id}/{'+'.join(sorted(label_set))}")
     async with s.writes:
+        for _, data in named:  # before the commit: a crash leaves an unreferenced file, never a missing one
+            await in_thread(s.pipeline.originals.put, data)
         report = await in_thread(s.pipeline.ingest_documents, documents, sorted(label_set), atomic=True)
+        await in_thread(s.pipeline.prune_originals)
     stored = [await in_thread(s.pipeline.document, d.doc_id, caller.search_filter()) for d in documents]
     await s.record(request, 201, labels=sorted(label_set), added=report.added, updated=report.updated,
                    unchanged=report.unchanged, files=[{"doc_id": d.doc_id, "sha256": d.sha256} for d in documents])

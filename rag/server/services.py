@@ -30,7 +30,8 @@ log = logging.getLogger("rag.server")
 
 # (method, route template) of the requests that leave an audit record, whatever their outcome
 AUDITED = frozenset({("POST", "/v1/ask"), ("POST", "/v1/search"), ("POST", "/v1/chat/completions"),
-                     ("POST", "/v1/documents"), ("DELETE", "/v1/documents/{doc_id}")})
+                     ("POST", "/v1/documents"), ("DELETE", "/v1/documents/{doc_id}"), ("POST", "/v1/passages"),
+                     ("GET", "/v1/documents/{doc_id}/pages/{page}"), ("GET", "/v1/documents/{doc_id}/original")})
 
 
 @dataclass

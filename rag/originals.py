@@ -1,0 +1,64 @@
+"""The original bytes of ingested files, for downloads and PDF page images.
+
+The index keeps each document's extracted text and blocks, not its file. Uploads have no file anywhere else, so their
+bytes are kept in `<index_dir>/originals/<sha256>` (mode 0600, written atomically, one copy per distinct content).
+A document ingested from a path (`rag ingest`) is read from that path as long as the file there still has the
+recorded sha256. Files no document refers to any more are removed by `prune` after every delete and upload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from .store import DocumentRecord
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class Originals:
+    """The `originals/` folder of one index."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def put(self, data: bytes) -> str:
+        """Keep `data` under its sha256 (idempotent); returns the sha256."""
+        sha = hashlib.sha256(data).hexdigest()
+        target = self.directory / sha
+        if target.exists():
+            return sha
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.directory / f".{sha}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return sha
+
+    def read(self, record: DocumentRecord) -> bytes | None:
+        """The file the document was made from, or None when it is kept nowhere (or the file at its path changed)."""
+        for candidate in (self.directory / record.sha256, Path(record.source)):
+            try:
+                data = candidate.read_bytes()
+            except OSError:
+                continue
+            if hashlib.sha256(data).hexdigest() == record.sha256:
+                return data
+        return None
+
+    def prune(self, *, keep: set[str]) -> int:
+        """Remove the kept files whose sha256 is not in `keep` (no document refers to them); returns how many."""
+        if not self.directory.is_dir():
+            return 0
+        stale = [p for p in self.directory.iterdir() if _SHA256.fullmatch(p.name) and p.name not in keep]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
