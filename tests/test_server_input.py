@@ -162,9 +162,21 @@ def test_lone_surrogate_case_gives_4xx_not_500(service):
         field_name = client.post("/v1/ask", **_json({"question": QUESTION, SURROGATE: 1}))
         assert field_name.status_code == 422 and "unicode" in field_name.json()["error"]["message"]
         not_utf8 = client.post("/v1/search", content=b'{"query": "caf\xe9"}', headers={"content-type": "application/json"})
-        assert not_utf8.status_code == 400, not_utf8.text
+        assert not_utf8.status_code == 400 and "not valid utf-8 (byte 0xE9" in not_utf8.json()["error"]["message"]
         for doc_id in ("%00", "%ED%A0%BD"):
             assert client.get(f"/v1/documents/{doc_id}").status_code in (404, 422)
+
+
+@pytest.mark.integration
+def test_fields_take_the_json_types_the_openapi_document_states(service):
+    """Found by tests/test_api_fuzz.py: `"stream": 0` was taken for false and answered (200)."""
+    cases = [("/v1/ask", {"question": QUESTION, "stream": 0}, "body.stream"),
+             ("/v1/search", {"query": "remote", "k": "5"}, "body.k"),
+             ("/v1/chat/completions", _chat(stream="false"), "body.stream")]
+    with service.client("public") as client:
+        for path, body, where in cases:
+            response = client.post(path, json=body)
+            assert response.status_code == 422 and where in response.json()["error"]["message"], response.text
 
 
 @pytest.mark.integration
@@ -196,8 +208,9 @@ def test_openai_client_replays_a_whole_conversation(service):
         temperature=0.2, top_p=0.9, max_completion_tokens=64, stop=["\n\n"], logit_bias={"42": 0}, logprobs=False,
         response_format={"type": "text"}, modalities=["text"], parallel_tool_calls=False, tool_choice="auto",
         tools=[{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}],
-        reasoning_effort="low", verbosity="low", service_tier="auto", prompt_cache_key="k", safety_identifier="s",
         prediction={"type": "content", "content": "Staff may"},
+        extra_body={"reasoning_effort": "low", "verbosity": "low", "service_tier": "auto", "prompt_cache_key": "k",
+                    "safety_identifier": "s"},  # options newer than some clients the test extra admits
     )
     assert reply.choices[0].message.content and reply.model_extra["sources"]
     replayed = client.chat.completions.create(model=model, messages=[

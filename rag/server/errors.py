@@ -76,8 +76,14 @@ async def _rag_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    kind = {404: "not_found", 405: "method_not_allowed", 503: "not_ready"}.get(exc.status_code, "http_error")
-    return JSONResponse(error_body(exc.status_code, kind, str(exc.detail)), status_code=exc.status_code,
+    kind = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 503: "not_ready"}.get(
+        exc.status_code, "http_error")
+    message = str(exc.detail)
+    if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body", for a body not in UTF-8
+        bad = exc.__cause__
+        message = (f"the request body is not valid {bad.encoding} (byte 0x{bad.object[bad.start]:02X} at offset "
+                   f"{bad.start}): send JSON in UTF-8")
+    return JSONResponse(error_body(exc.status_code, kind, message), status_code=exc.status_code,
                         headers=exc.headers)
 
 

@@ -1,6 +1,7 @@
 """Request and response bodies, named by direction (`...Request` in, `...Response`/`...Public` out).
 
-Requests forbid unknown fields, so a misspelt option is a 422 naming it rather than silently ignored. Every field
+Requests forbid unknown fields, so a misspelt option is a 422 naming it rather than silently ignored, and take the
+JSON types the OpenAPI document states (strict: `"k": "5"` or `"stream": 0` is a 422, not a guess). Every field
 carries a description: they are the reference documentation at /docs. Every text field of a request is `Text`:
 JSON can carry strings that are not text (a lone UTF-16 surrogate, what a client sends when it cuts an emoji in
 half; a NUL), and they are refused with a 422 naming the field and the position before any handler sees them.
@@ -16,7 +17,7 @@ from pydantic_core import PydanticCustomError
 
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def text_problem(value: str) -> str | None:
