@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -270,3 +271,19 @@ def test_cli_undecodable_argument_is_one_error_line(arguments, tmp_path):
     stderr = result.stderr.decode("utf-8", "replace")
     assert result.returncode == 2 and stderr.startswith("error: argument ") and stderr.count("\n") == 1, stderr
     assert "not valid UTF-8" in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.integration
+def test_cli_file_name_that_is_not_utf8_is_one_failed_line_and_the_rest_is_ingested(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "memo.txt").write_text("Remote work is limited to three days per week for all staff members.")
+    Path(os.fsdecode(os.fsencode(folder) + b"/r\xe9sum\xe9.txt")).write_bytes(b"Travel is reimbursed.")
+    result = subprocess.run([sys.executable, "-m", "rag", "ingest", str(folder), "--json"], capture_output=True,
+                            cwd=ROOT, timeout=600, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "RAG_INDEX_DIR": str(tmp_path / "index"),
+                                 "RAG_DATA_DIR": str(tmp_path / "data"), "LC_ALL": "C.UTF-8"})
+    assert result.returncode == 1 and b"Traceback" not in result.stderr, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert len(report["added"]) == 1 and [reason for _, reason in report["failed"]] == [
+        f"{folder}/r\\xe9sum\\xe9.txt: the file name is not valid UTF-8; rename the file"]
