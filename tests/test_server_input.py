@@ -97,6 +97,21 @@ def test_every_message_the_openai_client_builds_is_accepted():
         ChatMessage.model_validate({"role": "user", "content": "x", "colour": "red"})
 
 
+def test_objects_accepted_for_compatibility_are_checked_at_any_depth():
+    import sys
+
+    nested: object = f"deep{SURROGATE}"
+    for _ in range(300):
+        nested = {"a": [nested]}
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(250)  # a walk by recursion would need 600 frames
+    try:
+        with pytest.raises(ValidationError, match="lone UTF-16 surrogate"):
+            ChatCompletionRequest.model_validate(_chat(tools=[nested]))
+    finally:
+        sys.setrecursionlimit(limit)
+
+
 @pytest.mark.parametrize(("option", "named"), [
     ({"n": 2}, "n"), ({"logprobs": True}, "logprobs"), ({"top_logprobs": 3}, "top_logprobs"),
     ({"response_format": {"type": "json_object"}}, "response_format"), ({"tool_choice": "required"}, "tool_choice"),
@@ -166,6 +181,19 @@ def test_lone_surrogate_case_gives_4xx_not_500(service):
         assert not_utf8.status_code == 400 and "not valid utf-8 (byte 0xE9" in not_utf8.json()["error"]["message"]
         for doc_id in ("%00", "%ED%A0%BD"):
             assert client.get(f"/v1/documents/{doc_id}").status_code in (404, 422)
+
+
+@pytest.mark.integration
+def test_deeply_nested_json_is_a_4xx(service):
+    """Objects accepted for compatibility (`tools`) are walked for bad text; nesting deeper than the parser takes is
+    FastAPI's 400."""
+    with service.client("public") as client:
+        for depth in (950, 5000):  # within and beyond what the JSON parser takes
+            nested = "{\"a\": " * depth + "\"x\"" + "}" * depth
+            body = f'{{"model": "m", "messages": [{{"role": "user", "content": "q"}}], "tools": [{nested}]}}'
+            response = client.post("/v1/chat/completions", content=body.encode(),
+                                   headers={"content-type": "application/json"})
+            assert response.status_code in (400, 404, 422), (depth, response.status_code, response.text[:300])
 
 
 @pytest.mark.integration

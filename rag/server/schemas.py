@@ -44,16 +44,19 @@ def _checked_text(value: Any) -> Any:
 
 
 def _checked_tree(value: Any) -> Any:
-    """`_checked_text` for every key and string inside a JSON value (objects accepted for compatibility)."""
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            _checked_text(key)
-            _checked_tree(item)
-    elif isinstance(value, list):
-        for item in value:
-            _checked_tree(item)
-    else:
-        _checked_text(value)
+    """`_checked_text` for every key and string inside a JSON value (objects accepted for compatibility); a loop,
+    not recursion, so that no nesting the JSON parser accepts can exhaust the stack."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, Mapping):
+            for key in item:
+                _checked_text(key)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        else:
+            _checked_text(item)
     return value
 
 
