@@ -301,6 +301,14 @@ def test_cli_undecodable_argument_is_one_error_line(arguments, tmp_path):
     assert "not valid UTF-8" in stderr and "Traceback" not in stderr
 
 
+def test_cli_index_folder_that_is_not_utf8_is_one_error_line(tmp_path):
+    index = os.fsdecode(os.fsencode(tmp_path) + b"/index-\xff")
+    result = subprocess.run([sys.executable, "-m", "rag", "stats"], capture_output=True, cwd=ROOT, timeout=120,
+                            stdin=subprocess.DEVNULL, env={**os.environ, "RAG_INDEX_DIR": index, "LC_ALL": "C.UTF-8"})
+    stderr = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 2 and stderr.count("\n") == 1 and "index_dir" in stderr and "not valid UTF-8" in stderr
+
+
 @pytest.mark.integration
 def test_cli_file_name_that_is_not_utf8_is_one_failed_line_and_the_rest_is_ingested(tmp_path):
     folder = tmp_path / "docs"
