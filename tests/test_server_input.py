@@ -97,6 +97,15 @@ def test_every_message_the_openai_client_builds_is_accepted():
         ChatMessage.model_validate({"role": "user", "content": "x", "colour": "red"})
 
 
+def test_a_unicode_error_that_escapes_validation_is_a_400_not_a_500():
+    from rag.server.errors import error_body, translate
+
+    escaped = UnicodeEncodeError("utf-8", f"x{SURROGATE}", 1, 2, "surrogates not allowed")
+    assert translate(escaped)[:2] == (400, "invalid_request")
+    assert json.dumps(error_body(422, "invalid_request", f"body.{SURROGATE}: Extra inputs"), ensure_ascii=False
+                      ).encode("utf-8")  # an echoed surrogate cannot stop the error from being sent
+
+
 def test_objects_accepted_for_compatibility_are_checked_at_any_depth():
     import sys
 
@@ -237,9 +246,9 @@ def test_openai_client_replays_a_whole_conversation(service):
         temperature=0.2, top_p=0.9, max_completion_tokens=64, stop=["\n\n"], logit_bias={"42": 0}, logprobs=False,
         response_format={"type": "text"}, modalities=["text"], parallel_tool_calls=False, tool_choice="auto",
         tools=[{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}],
-        prediction={"type": "content", "content": "Staff may"},
         extra_body={"reasoning_effort": "low", "verbosity": "low", "service_tier": "auto", "prompt_cache_key": "k",
-                    "safety_identifier": "s"},  # options newer than some clients the test extra admits
+                    "safety_identifier": "s", "prediction": {"type": "content", "content": "Staff may"}},
+        # ^ options newer than some clients the test extra admits
     )
     assert reply.choices[0].message.content and reply.model_extra["sources"]
     replayed = client.chat.completions.create(model=model, messages=[
