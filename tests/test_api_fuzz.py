@@ -45,3 +45,4 @@ def test_no_request_the_openapi_document_allows_gets_a_5xx(fuzz_service, tmp_pat
     run = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=BUDGET_S + 300,
                          stdin=subprocess.DEVNULL, env={**os.environ, **hooks})
     assert run.returncode == 0, run.stdout[-30000:] + run.stderr[-5000:]
+    print(run.stdout[run.stdout.rfind("Test cases:"):])  # how much was tried (pytest -rP shows it)
