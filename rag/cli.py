@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 some inputs failed (ingest), 2 usage or configuration e
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -221,12 +222,26 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(eval_app, name="eval")
 
 
+def check_arguments(arguments: list[str]) -> None:
+    """Raise InputError naming the first argument that is not UTF-8 text.
+
+    Python hands undecodable bytes of the command line over as lone surrogates (PEP 383); no command can use them:
+    a query or label is text, and the index stores file paths and ids as text."""
+    for position, argument in enumerate(arguments, 1):
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(f"argument {position} ({os.fsencode(argument)!r}) is not valid UTF-8 text: pass it in "
+                             "UTF-8 (a file whose name is not UTF-8 must be renamed first)") from None
+
+
 def main() -> None:
     """Console entry point: one readable line and an exit code for every expected failure."""
     from .sovereign import enforce_offline
 
     enforce_offline()  # already done by rag/__main__.py; here too for callers of rag.cli:main
     try:
+        check_arguments(sys.argv[1:])
         result = app(standalone_mode=False)
         sys.exit(result if isinstance(result, int) else 0)
     except typer.Exit as exc:

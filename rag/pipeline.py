@@ -6,6 +6,7 @@ Models load lazily on first use and once per `Pipeline`; the index is opened on 
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
 import time
@@ -286,10 +287,17 @@ def _parse_ahead(files: list[Path], depth: int) -> Iterator[tuple[str, Document 
 
     def produce() -> None:
         for path in files:
+            source = str(path)
             try:
-                results.put((str(path), load.load_document(path)))
+                source.encode("utf-8")
+            except UnicodeEncodeError:  # undecodable bytes in a file name (PEP 383): the index stores names as text
+                source = os.fsencode(path).decode("utf-8", "backslashreplace")
+                results.put((source, LoadError(f"{source}: the file name is not valid UTF-8; rename the file")))
+                continue
+            try:
+                results.put((source, load.load_document(path)))
             except LoadError as exc:
-                results.put((str(path), exc))
+                results.put((source, exc))
         results.put(done)
 
     threading.Thread(target=produce, name="rag-parse", daemon=True).start()

@@ -269,6 +269,16 @@ class Settings(BaseSettings):
             raise ValueError("at least one default label is needed, e.g. ['public']")
         return labels
 
+    @field_validator("index_dir", "data_dir")
+    @classmethod
+    def _utf8_path(cls, path: Path) -> Path:
+        """FAISS and SQLite take paths as UTF-8 text: bytes that are not (PEP 383 escapes) would fail deep inside."""
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{os.fsencode(path)!r} is not valid UTF-8; use a folder whose path is") from None
+        return path
+
     @classmethod
     def settings_customise_sources(
         cls,

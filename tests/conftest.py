@@ -108,19 +108,7 @@ def service(make_settings, embedder, tmp_path_factory):
     """A real HTTP server (uvicorn in a thread, real models) over the sample corpus and planted secrets.
 
     Short answers and one llama.cpp thread keep the suite fast on a shared machine; see tests/server_kit.py."""
-    from rag.pipeline import Pipeline
+    from .server_kit import serving
 
-    from .server_kit import build_index, start
-
-    home = tmp_path_factory.mktemp("service")
-    settings = make_settings(
-        llm={"n_threads": 1, "max_tokens": 24},
-        server={"queue_size": 2, "max_upload_mb": 1, "max_request_kb": 64, "keys_file": home / "keys.json"},
-        audit={"path": home / "audit.jsonl"},
-    )
-    pipeline = Pipeline(settings)
-    pipeline.__dict__["embedder"] = embedder
-    running, stop = start(settings, pipeline, build_index(pipeline))
-    yield running
-    stop()
-    pipeline.close()
+    with serving(make_settings, embedder, tmp_path_factory.mktemp("service"), max_tokens=24, queue_size=2) as running:
+        yield running

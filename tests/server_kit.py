@@ -11,7 +11,10 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -113,6 +116,29 @@ def start(settings, pipeline, secret_doc_ids: list[str]) -> tuple[Service, calla
             logger.removeHandler(handler)
 
     return service, stop
+
+
+@contextmanager
+def serving(make_settings, embedder, home: Path, *, max_tokens: int, queue_size: int) -> Iterator[Service]:
+    """`start` over a new index in `home` built by `build_index`, with keys and audit log there too; answers of at
+    most `max_tokens` and one llama.cpp thread keep the tests fast on a shared machine."""
+    from rag.pipeline import Pipeline
+
+    settings = make_settings(
+        llm={"n_threads": 1, "max_tokens": max_tokens},
+        server={"queue_size": queue_size, "max_upload_mb": 1, "max_request_kb": 64, "keys_file": home / "keys.json"},
+        audit={"path": home / "audit.jsonl"},
+    )
+    pipeline = Pipeline(settings)
+    pipeline.__dict__["embedder"] = embedder
+    try:
+        running, stop = start(settings, pipeline, build_index(pipeline))
+        try:
+            yield running
+        finally:
+            stop()
+    finally:
+        pipeline.close()
 
 
 def _wait_ready(base_url: str, timeout: float = 300) -> None:

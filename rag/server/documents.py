@@ -20,9 +20,10 @@ from ..errors import AccessDeniedError, InputError
 from ..load import Document, load_bytes
 from .answers import ERRORS, in_thread
 from .deps import admin, principal, ready, services
-from .schemas import DeleteResponse, DocumentList, DocumentPublic, UploadResponse
+from .forms import UploadRoute
+from .schemas import DeleteResponse, DocumentList, DocumentPublic, Text, UploadResponse
 
-router = APIRouter(tags=["documents"], dependencies=[Depends(ready)])
+router = APIRouter(tags=["documents"], dependencies=[Depends(ready)], route_class=UploadRoute)
 
 DocId = Path(description="a document id from GET /v1/documents", max_length=200)
 
@@ -32,7 +33,7 @@ async def upload(
     request: Request,
     files: list[UploadFile] = File(description="one or more files (PDF, DOCX, HTML, Markdown, text, Akoma Ntoso, "
                                    "Formex); the format is read from the content, not the name"),
-    labels: list[str] | None = Form(None, description="access labels (repeat the field or separate with commas); "
+    labels: list[Text] | None = Form(None, description="access labels (repeat the field or separate with commas); "
                                     "default: the server's default_labels. You may only use labels you hold"),
     caller: Principal = Depends(admin),
 ) -> dict:
@@ -62,14 +63,14 @@ async def list_documents(request: Request, caller: Principal = Depends(principal
 
 
 @router.get("/v1/documents/{doc_id}", response_model=DocumentPublic, responses=ERRORS)
-async def get_document(request: Request, doc_id: str = DocId, caller: Principal = Depends(principal)) -> dict:
+async def get_document(request: Request, doc_id: Text = DocId, caller: Principal = Depends(principal)) -> dict:
     """One document's metadata; a document the caller may not see is a 404 exactly like a missing one."""
     record = await in_thread(services(request).pipeline.document, doc_id, caller.search_filter())
     return record.to_dict()
 
 
 @router.delete("/v1/documents/{doc_id}", response_model=DeleteResponse, responses=ERRORS)
-async def delete_document(request: Request, doc_id: str = DocId, caller: Principal = Depends(admin)) -> dict:
+async def delete_document(request: Request, doc_id: Text = DocId, caller: Principal = Depends(admin)) -> dict:
     """Remove a document the caller may see from every part of the index."""
     s = services(request)
     async with s.writes:

@@ -30,6 +30,8 @@ _TRANSLATIONS: tuple[tuple[type[Exception], int, str, str | None], ...] = (
     (UnsupportedFormatError, 415, "unsupported_media_type", None),
     (LoadError, 422, "unreadable_file", None),
     (InputError, 400, "invalid_request", None),
+    (UnicodeError, 400, "invalid_request",
+     "the request holds text that is not valid UTF-8 or Unicode (e.g. half of an emoji); send whole characters"),
     (BusyError, 429, "queue_full", None),
     (IndexLockedError, 409, "index_locked",
      "the index is being written by another process (e.g. `rag ingest`); retry when it has finished"),
@@ -50,7 +52,10 @@ def translate(exc: Exception) -> tuple[int, str, str]:
 
 
 def error_body(status: int, kind: str, message: str) -> dict:
-    return {"error": {"message": message, "type": kind, "code": status}}
+    """The error object; characters of the message that UTF-8 cannot carry (a lone surrogate the caller sent, echoed
+    in a field name) are escaped, so that the error itself can always be sent."""
+    printable = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return {"error": {"message": printable, "type": kind, "code": status}}
 
 
 def _headers(request: Request, exc: Exception) -> dict[str, str] | None:
@@ -71,8 +76,14 @@ async def _rag_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    kind = {404: "not_found", 405: "method_not_allowed", 503: "not_ready"}.get(exc.status_code, "http_error")
-    return JSONResponse(error_body(exc.status_code, kind, str(exc.detail)), status_code=exc.status_code,
+    kind = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 503: "not_ready"}.get(
+        exc.status_code, "http_error")
+    message = str(exc.detail)
+    if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body", for a body not in UTF-8
+        bad = exc.__cause__
+        message = (f"the request body is not valid {bad.encoding} (byte 0x{bad.object[bad.start]:02X} at offset "
+                   f"{bad.start}): send JSON in UTF-8")
+    return JSONResponse(error_body(exc.status_code, kind, message), status_code=exc.status_code,
                         headers=exc.headers)
 
 

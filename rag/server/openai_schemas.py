@@ -1,39 +1,62 @@
 """The OpenAI chat-completions wire format, as far as this service speaks it.
 
-Fields that OpenAI clients commonly send but that a grounded answer cannot honour (temperature, penalties...) are
-accepted and ignored: generation settings belong to the server's configuration, and refusing them would break
-existing clients. Fields nobody defines are refused like everywhere else in the API.
+Every field of OpenAI's Chat Completions request and of its messages is accepted, so that a client replaying a
+conversation (`message.model_dump()` of a reply, with `refusal`, `annotations`, `audio`, `tool_calls`...) works
+unchanged. What a grounded answer cannot honour is handled in one of two ways:
+
+- ignored, when the reply keeps the shape the client expects (temperature, penalties, `max_tokens`, `tools` the model
+  may choose not to call, `metadata`, `store`, `seed`...): generation follows the server's configuration;
+- refused with a 422 naming the field, when the client asks for a reply this service cannot give (more than one
+  choice, log probabilities, JSON output, audio, a forced tool call, web search, moderation).
+
+Fields nobody defines are refused like everywhere else in the API.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field, model_validator
 
-from .schemas import Request, SentencePublic, SourcePublic
-
-
-
-def ignored():
-    return Field(None, description="accepted for compatibility and ignored: generation follows the server's settings")
+from .schemas import JsonObject, Request, SentencePublic, SourcePublic, Text
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
+def ignored(description: str = "accepted for compatibility and ignored: generation follows the server's settings"):
+    return Field(None, description=description)
 
-    type: str = Field(description="`text`; other part types are ignored")
-    text: str | None = Field(None, description="the text of a `text` part")
+
+def not_applicable():
+    return ignored("accepted for compatibility with replayed conversations and ignored")
+
+
+class ContentPart(Request):
+    """One part of a message's content: only text parts are read."""
+
+    type: Literal["text", "refusal", "image_url", "input_audio", "file"] = Field(
+        description="`text` parts make up the message; the other kinds are accepted and ignored")
+    text: Text | None = Field(None, description="the text of a `text` part")
+    refusal: Text | None = not_applicable()
+    image_url: JsonObject | None = not_applicable()
+    input_audio: JsonObject | None = not_applicable()
+    file: JsonObject | None = not_applicable()
+    prompt_cache_breakpoint: JsonObject | None = not_applicable()
 
 
 class ChatMessage(Request):
-    role: Literal["system", "developer", "user", "assistant", "tool"] = Field(
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"] = Field(
         description="system/developer messages are ignored (the grounding prompt is fixed); user messages are the "
-        "questions, the last one being answered")
-    content: str | list[TextPart] | None = Field(None, description="the text, or a list of text parts")
-    name: str | None = Field(None, description="ignored")
+        "questions, the last one being answered; assistant, tool and function messages are ignored")
+    content: Text | list[ContentPart] | None = Field(None, description="the text, or a list of content parts")
+    name: Text | None = not_applicable()
+    refusal: Text | None = not_applicable()
+    annotations: list[JsonObject] | None = not_applicable()
+    audio: JsonObject | None = not_applicable()
+    tool_calls: list[JsonObject] | None = not_applicable()
+    function_call: JsonObject | None = not_applicable()
+    tool_call_id: Text | None = not_applicable()
 
     def text(self) -> str:
+        """The message's text: `content`, or its text parts joined by spaces."""
         if isinstance(self.content, list):
             return " ".join(part.text or "" for part in self.content if part.type == "text")
         return self.content or ""
@@ -41,12 +64,14 @@ class ChatMessage(Request):
 
 class StreamOptions(Request):
     include_usage: bool = Field(False, description="send a last chunk with token usage")
+    include_obfuscation: bool | None = ignored()
 
 
 class ChatCompletionRequest(Request):
-    model: str = Field(description="an id from GET /v1/models")
+    model: Text = Field(description="an id from GET /v1/models")
     messages: list[ChatMessage] = Field(min_length=1, max_length=200, description="the conversation so far")
-    stream: bool = Field(False, description="send `chat.completion.chunk` Server-Sent Events, ending with [DONE]")
+    stream: bool | None = Field(False, description="send `chat.completion.chunk` Server-Sent Events, ending with "
+                                "[DONE]")
     stream_options: StreamOptions | None = Field(None, description="streaming options")
     n: int | None = Field(None, ge=1, le=1, description="only 1 choice is produced")
     max_tokens: int | None = ignored()
@@ -54,10 +79,61 @@ class ChatCompletionRequest(Request):
     temperature: float | None = ignored()
     top_p: float | None = ignored()
     seed: int | None = ignored()
-    stop: str | list[str] | None = ignored()
+    stop: Text | list[Text] | None = ignored()
     presence_penalty: float | None = ignored()
     frequency_penalty: float | None = ignored()
-    user: str | None = Field(None, description="ignored; the audit log records the API key's principal")
+    logit_bias: dict[Text, float] | None = ignored()
+    reasoning_effort: Text | None = ignored()
+    verbosity: Text | None = ignored()
+    service_tier: Text | None = ignored()
+    prediction: JsonObject | None = ignored()
+    parallel_tool_calls: bool | None = ignored()
+    tools: list[JsonObject] | None = ignored("accepted and ignored: the answer is always a message (tool_choice auto)")
+    functions: list[JsonObject] | None = ignored("deprecated form of `tools`; accepted and ignored")
+    tool_choice: Text | JsonObject | None = Field(
+        None, description="`none` and `auto` are accepted (the answer is a message); a forced tool call is refused")
+    function_call: Text | JsonObject | None = Field(
+        None, description="deprecated form of `tool_choice`: `none` and `auto` accepted, a forced call refused")
+    logprobs: bool | None = Field(None, description="must be false or absent: log probabilities are not returned")
+    top_logprobs: int | None = Field(None, description="must be 0 or absent: log probabilities are not returned")
+    response_format: JsonObject | None = Field(
+        None, description="only `{\"type\": \"text\"}`: the answer is text with citations, never JSON")
+    modalities: list[Text] | None = Field(None, description="only `[\"text\"]`: no audio output")
+    audio: JsonObject | None = Field(None, description="must be absent or null: no audio output")
+    web_search_options: JsonObject | None = Field(
+        None, description="must be absent or null: answers come from the indexed documents only, never the web")
+    moderation: JsonObject | None = Field(None, description="must be absent or null: no moderation model runs here")
+    user: Text | None = ignored("ignored; the audit log records the API key's principal")
+    safety_identifier: Text | None = ignored("ignored; the audit log records the API key's principal")
+    prompt_cache_key: Text | None = ignored()
+    prompt_cache_retention: Text | None = ignored()
+    prompt_cache_options: JsonObject | None = ignored()
+    metadata: dict[Text, Text] | None = ignored("accepted and ignored: completions are not stored")
+    store: bool | None = ignored("accepted and ignored: completions are not stored (the audit log records them)")
+
+    @model_validator(mode="after")
+    def _answerable(self) -> ChatCompletionRequest:
+        """Refuse what asks for a reply other than one text message with citations."""
+        refused = [reason for asked, reason in (
+            (self.logprobs, "logprobs: log probabilities are not returned; leave it false"),
+            (self.top_logprobs, "top_logprobs: log probabilities are not returned; leave it 0"),
+            (_forces_call(self.tool_choice), "tool_choice: the answer is always a message; use `auto` or `none`"),
+            (_forces_call(self.function_call), "function_call: the answer is always a message; use `auto` or `none`"),
+            ((self.response_format or {}).get("type", "text") != "text",
+             "response_format: the answer is text with citations; only `{\"type\": \"text\"}` is supported"),
+            (set(self.modalities or ["text"]) != {"text"}, "modalities: only `[\"text\"]` is supported"),
+            (self.audio is not None, "audio: no audio output; leave it out"),
+            (self.web_search_options is not None,
+             "web_search_options: answers come from the indexed documents, never the web"),
+            (self.moderation is not None, "moderation: no moderation model runs here; leave it out"),
+        ) if asked]
+        if refused:
+            raise ValueError("unsupported: " + "; ".join(refused))
+        return self
+
+
+def _forces_call(choice: str | dict[str, Any] | None) -> bool:
+    return choice not in (None, "none", "auto")
 
 
 class AssistantMessage(BaseModel):

@@ -1,21 +1,71 @@
 """Request and response bodies, named by direction (`...Request` in, `...Response`/`...Public` out).
 
-Requests forbid unknown fields, so a misspelt option is a 422 naming it rather than silently ignored. Every field
-carries a description: they are the reference documentation at /docs.
+Requests forbid unknown fields, so a misspelt option is a 422 naming it rather than silently ignored, and take the
+JSON types the OpenAPI document states (strict: `"k": "5"` or `"stream": 0` is a 422, not a guess). Every field
+carries a description: they are the reference documentation at /docs. Every text field of a request is `Text`:
+JSON can carry strings that are not text (a lone UTF-16 surrogate, what a client sends when it cuts an emoji in
+half; a NUL), and they are refused with a 422 naming the field and the position before any handler sees them.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-Question = Annotated[str, Field(
+def text_problem(value: str) -> str | None:
+    """Why `value` is not text that can be stored, searched and sent back as UTF-8, or None when it is.
+
+    Refused: lone UTF-16 surrogates (U+D800..U+DFFF, which no UTF-8 encoding has) and NUL (U+0000). The reason
+    names the character and its 0-based position."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"a lone UTF-16 surrogate (U+{ord(value[exc.start]):04X}) at character {exc.start}, which is not "
+                "text (a client cut a character such as an emoji in half): send whole characters")
+    position = value.find("\0")
+    if position >= 0:
+        return f"a NUL character (U+0000) at character {position}: remove it"
+    return None
+
+
+def _checked_text(value: Any) -> Any:
+    """Before pydantic's own checks, so that a surrogate is reported alike whatever other constraints apply."""
+    if isinstance(value, str) and (problem := text_problem(value)):
+        raise PydanticCustomError("invalid_text", "the text contains {problem}", {"problem": problem})
+    return value
+
+
+def _checked_tree(value: Any) -> Any:
+    """`_checked_text` for every key and string inside a JSON value (objects accepted for compatibility); a loop,
+    not recursion, so that no nesting the JSON parser accepts can exhaust the stack."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, Mapping):
+            for key in item:
+                _checked_text(key)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        else:
+            _checked_text(item)
+    return value
+
+
+Text = Annotated[str, BeforeValidator(_checked_text)]
+"""Every text field of a request: a str without lone surrogates or NUL (422 `invalid_text` otherwise)."""
+JsonObject = Annotated[dict[str, Any], BeforeValidator(_checked_tree)]
+"""A JSON object the service accepts but does not interpret; its strings are checked like `Text`."""
+
+Question = Annotated[Text, Field(
     min_length=1, pattern=r"\S", description="the question, in any language; at most answer.max_question_chars "
     "characters")]
 Passages = Annotated[int | None, Field(ge=1, le=100, description="passages to retrieve (default retrieval.k)")]
@@ -28,7 +78,7 @@ class AskRequest(Request):
     mode: Literal["generate", "quote"] | None = Field(
         None, description="`generate` an answer with the language model or `quote` the best sentences verbatim "
         "(default answer.mode)")
-    history: list[str] = Field(
+    history: list[Text] = Field(
         default_factory=list, max_length=50,
         description="previous questions of the conversation, oldest first; a follow-up is retrieved together with "
         "the last one")
@@ -74,7 +124,7 @@ class AskResponse(BaseModel):
 
 # ------------------------------------------------------------------------------------------------ search
 class SearchRequest(Request):
-    query: str = Field(description="what to look for", min_length=1, pattern=r"\S")
+    query: Text = Field(description="what to look for", min_length=1, pattern=r"\S")
     k: Passages = None
     mode: Literal["hybrid", "dense", "bm25"] | None = Field(
         None, description="retriever: hybrid fusion, dense embeddings only or BM25 only (default retrieval.mode)")
