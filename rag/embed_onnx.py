@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
+from .private_files import private_dir
 
 log = logging.getLogger("rag.embed")
 
@@ -114,7 +115,7 @@ def _derive(path: Path, make: Callable[[Path], None]) -> None:
     """Create `path` once, atomically; a second process waits for the first one's file instead of redoing it."""
     if path.is_file():
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)  # inside data_dir, which also holds the audit log and keys
     with open(path.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.is_file():

@@ -24,6 +24,7 @@ from .generate import LLM, create_llm
 from .lexical import tokenize
 from . import load
 from .load import Block, Document
+from .provenance import verify_embedder, verify_llm
 from .retrieve import Hit, Mode, Retriever
 from .settings import Settings
 from .store import DocumentRecord, IndexStore, NewChunk, SearchFilter, new_manifest
@@ -59,6 +60,7 @@ class Pipeline:
     # ------------------------------------------------------------------ components
     @cached_property
     def embedder(self) -> Embedder:
+        verify_embedder(self.settings)  # pins required (sovereignty.require_pins) and checked before any load
         return Embedder(self.settings.embedder, self.settings.data_dir)
 
     @cached_property
@@ -90,6 +92,7 @@ class Pipeline:
 
     @cached_property
     def llm(self) -> LLM:
+        verify_llm(self.settings)  # likewise; the hashes are memoised, so the loader's own check reads nothing again
         return create_llm(self.settings)
 
     @cached_property
@@ -165,7 +168,7 @@ class Pipeline:
         cached = self.store.cached_vectors(doc_id)
         missing = [c for c in chunks if c.content_hash not in cached]
         if missing:
-            vectors = self.embedder.encode([c.embed_text for c in missing], progress=chunk_bar)
+            vectors = self.embedder.encode([c.embed_text for c in missing], progress=chunk_bar, background=True)
             cached.update({c.content_hash: v for c, v in zip(missing, vectors)})
             report.chunks_embedded += len(missing)
         return [_new_chunk(c, cached[c.content_hash]) for c in chunks]
@@ -223,7 +226,7 @@ class Pipeline:
             for record in docs:
                 document = _stored_document(store, record)
                 chunks = self.chunker.split(document)
-                vectors = self.embedder.encode([c.embed_text for c in chunks], progress=bar)
+                vectors = self.embedder.encode([c.embed_text for c in chunks], progress=bar, background=True)
                 puts.append((_document_row(document, record.labels), [_new_chunk(c, v) for c, v in zip(chunks, vectors)]))
                 report.updated.append(record.doc_id)
                 report.chunks += len(chunks)

@@ -36,6 +36,7 @@ from . import __version__
 from .dense import DenseIndex, describe
 from .errors import IndexCorruptError, IndexLockedError, IndexMismatchError, NotFoundError
 from .lexical import LexicalIndex, top_k
+from .private_files import private_dir, touch_private
 from .settings import DenseIndexSettings
 
 FORMAT = "sovereign-rag-index/1"
@@ -162,9 +163,8 @@ class IndexStore:
     ) -> IndexStore:
         """Open or create the index; refuse one built with a different embedder or chunker. `dense` chooses the
         FAISS structure, which is not part of the manifest: the same vectors serve any of them."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(directory / "meta.sqlite", timeout=30, check_same_thread=False, isolation_level=None)
+        directory = private_dir(Path(directory))  # document text: the owner's only (rag/private_files.py)
+        db = sqlite3.connect(touch_private(directory / "meta.sqlite"), timeout=30, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA foreign_keys=ON")

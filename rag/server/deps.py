@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..auth import Principal
-from ..errors import AccessDeniedError
+from ..errors import AccessDeniedError, AuthenticationError
 from .services import Services
 
 bearer = HTTPBearer(auto_error=False, description="an API key from `rag keys create`: `Authorization: Bearer rag_...`")
@@ -20,16 +21,35 @@ def services(request: Request) -> Services:
 
 
 async def principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
-    """The caller; without keys (server.require_keys false, loopback only) everyone is one anonymous admin holding
-    the default labels."""
+    """The caller; without keys (server.require_keys false) everyone who reaches the server over loopback is one
+    anonymous admin holding the default labels, and anyone else is refused (401)."""
     request.state.started = time.perf_counter()
     s = services(request)
     if s.settings.server.require_keys:
         caller = s.keys.authenticate(credentials.credentials if credentials else None)
-    else:
+    elif on_loopback(request.scope):
         caller = Principal("anonymous", frozenset(s.settings.default_labels), admin=True)
+    else:
+        raise AuthenticationError("this server serves requests without an API key (server.require_keys false) only "
+                                  "over loopback; send `Authorization: Bearer <key>`")
     request.state.principal = caller
+    await s.check_audit(request)
     return caller
+
+
+def on_loopback(scope: dict) -> bool:
+    """Whether the connection arrived on a loopback address and comes from one: the socket that accepted it, not the
+    configured server.host, decides (a server started as `uvicorn --host 0.0.0.0` may have been configured for
+    127.0.0.1). IPv4-mapped IPv6 addresses count as their IPv4 address; a Unix socket does not count."""
+    return all(end and _is_loopback_ip(end[0]) for end in (scope.get("server"), scope.get("client")))
+
+
+def _is_loopback_ip(host) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
 
 
 async def admin(caller: Principal = Depends(principal)) -> Principal:
