@@ -124,6 +124,11 @@ class Embedder:
             backend_sha256=self.backend.sha256,
         )
 
+    def priority(self):
+        """A context in which ingestion by this embedder (background `encode`) waits, e.g. while an answer is written:
+        an upload in the server then leaves the cores and the GIL to generation, one batch per answer at most."""
+        return self._lock.activity()
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
@@ -157,20 +162,26 @@ class Embedder:
 
 
 class ForegroundFirst:
-    """A lock whose background holders (ingestion batches) step aside for foreground ones (questions): a background
-    holder takes it only when no foreground caller is waiting. Not reentrant."""
+    """A lock whose background holders (ingestion batches) step aside for foreground work: a background holder takes
+    it only when no foreground caller is waiting for it, and, while foreground activities run (answers being
+    written, which do not hold the lock), only once per activity that ended since it began waiting, so that
+    ingestion neither slows an answer by more than one batch nor starves behind a stream of them. Not reentrant."""
 
     def __init__(self):
         self._changed = threading.Condition()
         self._held = False
         self._foreground_waiting = 0
+        self._activities = 0  # foreground activities running
+        self._ended = 0  # foreground activities ended so far
 
     @contextmanager
     def hold(self, *, background: bool) -> Iterator[None]:
         with self._changed:
+            ended_before = self._ended
             self._foreground_waiting += not background
             try:
-                self._changed.wait_for(lambda: not self._held and (not background or not self._foreground_waiting))
+                self._changed.wait_for(lambda: not self._held and (not background or not self._foreground_waiting and (
+                    not self._activities or self._ended != ended_before)))
             finally:
                 self._foreground_waiting -= not background
             self._held = True
@@ -179,4 +190,18 @@ class ForegroundFirst:
         finally:
             with self._changed:
                 self._held = False
+                self._changed.notify_all()
+
+    @contextmanager
+    def activity(self) -> Iterator[None]:
+        """Foreground work that runs beside the lock (a language model writing an answer): background holders wait
+        while it lasts (one batch each per activity that ends)."""
+        with self._changed:
+            self._activities += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._activities -= 1
+                self._ended += 1
                 self._changed.notify_all()

@@ -183,15 +183,19 @@ class Pipeline:
         self, question: str, k: int | None = None, mode: str | None = None,
         search_filter: SearchFilter | None = None, history: Sequence[str] = (),
     ) -> Answer:
-        """A verified answer or an abstention; `history` holds the previous questions of a conversation."""
-        return self.answerer.ask(question, k=k, mode=mode, search_filter=search_filter, history=history)
+        """A verified answer or an abstention; `history` holds the previous questions of a conversation. Ingestion in
+        this process (an upload in the server) waits meanwhile (`Embedder.priority`)."""
+        with self.embedder.priority():
+            return self.answerer.ask(question, k=k, mode=mode, search_filter=search_filter, history=history)
 
     def stream(
         self, question: str, k: int | None = None, mode: str | None = None,
         search_filter: SearchFilter | None = None, history: Sequence[str] = (),
     ) -> Iterator[Event]:
-        """`Token`s as they are generated, then the authoritative `Answer` (see rag/answer.py)."""
-        return self.answerer.stream(question, k=k, mode=mode, search_filter=search_filter, history=history)
+        """`Token`s as they are generated, then the authoritative `Answer` (see rag/answer.py); ingestion in this
+        process waits until the stream is exhausted or closed, as for `ask`."""
+        with self.embedder.priority():
+            yield from self.answerer.stream(question, k=k, mode=mode, search_filter=search_filter, history=history)
 
     def documents(self, search_filter: SearchFilter | None = None) -> list[DocumentRecord]:
         return self.store.documents(search_filter)

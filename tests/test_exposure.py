@@ -58,11 +58,14 @@ def test_a_keyless_server_bound_beyond_loopback_serves_loopback_clients_only(mak
     try:
         local = httpx.post(f"http://127.0.0.1:{port}/v1/search", json={"query": "remote work"}, timeout=60)
         remote = httpx.post(f"http://{address}:{port}/v1/search", json={"query": "remote work"}, timeout=60)
+        keyed = httpx.post(f"http://{address}:{port}/v1/search", json={"query": "remote work"}, timeout=60,
+                           headers={"Authorization": f"Bearer {service.keys['public']}"})
         remote_health = httpx.get(f"http://{address}:{port}/healthz", timeout=60)
     finally:
         stop()
     assert local.status_code == 200 and local.json()["hits"]
-    assert remote.status_code == 401 and "loopback" in remote.json()["error"]["message"]
+    assert remote.status_code == 401 and "API key" in remote.json()["error"]["message"]
+    assert keyed.status_code == 200  # from beyond loopback, a valid key is still the way in
     assert remote_health.status_code == 200  # open endpoints stay open
 
 
@@ -264,3 +267,28 @@ def test_a_question_embeds_before_the_next_batch_of_an_upload(embedder):
     question_done_at.append(len(batches))
     upload.join(300)
     assert len(batches) == 24 and question_done_at[0] <= 3, (question_done_at, len(batches))
+
+
+@pytest.mark.integration
+def test_ingestion_waits_while_an_answer_is_written(embedder):
+    """While an answer is written (`Embedder.priority`), an upload's embedding runs at most the batch it began."""
+    import time
+
+    texts = [f"Passage {i} on the staff's remote work, leave and travel." for i in range(40 * 16)]
+    batches: list[int] = []
+    started = threading.Event()
+
+    class Progress:
+        def update(self, n: int) -> None:
+            batches.append(n)
+            started.set()
+
+    upload = threading.Thread(target=lambda: embedder.encode(texts, progress=Progress(), background=True))
+    upload.start()
+    started.wait(60)
+    with embedder.priority():
+        at_start = len(batches)
+        time.sleep(1.5)  # ungated, the upload would run several batches of these short texts meanwhile
+        during = len(batches) - at_start
+    upload.join(300)
+    assert during <= 1 and len(batches) == 40, (during, len(batches))

@@ -18,7 +18,7 @@ from fastapi import Request
 from ..audit import AuditLog, audit_path, sha256_text
 from ..errors import AuditUnavailableError
 from ..auth import KeyStore, Principal, keys_path
-from ..settings import Settings
+from ..settings import Settings, usable_cores
 from .generation import GenerationQueue
 from .metrics import Metrics
 
@@ -68,7 +68,9 @@ class Services:
             self.state, self.failure = "failed", f"{type(exc).__name__}; the server log has the details"
             return
         self.state = "ready"
-        log.info("ready: index %s, model %s", self.settings.index_dir, self.model.model)
+        log.info("ready: index %s, model %s; threads: %s generation, %s embedding, %s usable cores",
+                 self.settings.index_dir, self.model.model, self.pipeline.settings.llm_threads(),
+                 self.pipeline.settings.embedder.threads or "all", usable_cores())
         try:
             self.audit.check()
         except AuditUnavailableError as exc:
