@@ -248,25 +248,34 @@ def test_the_app_factory_builds_its_pipeline_with_the_server_budget(make_setting
     assert app.state.services.pipeline.settings.embedder.threads == 1
 
 
-@pytest.mark.integration
-def test_a_question_embeds_before_the_next_batch_of_an_upload(embedder):
-    """Ingestion takes the model one batch at a time and steps aside; a question waits for one batch at most."""
-    texts = [f"Passage {i} about remote work, leave and travel expenses of the staff." for i in range(24 * 16)]
-    batches, question_done_at = [], []
+@contextmanager
+def _upload_embedding(embedder, batches: int):
+    """An upload's embedding (background batches of 16 short passages) running in a thread from its first batch on;
+    yields the list that grows by one entry per batch done, and waits for the upload to end."""
+    texts = [f"Passage {i} about remote work, leave and travel expenses of the staff." for i in range(batches * 16)]
+    done: list[int] = []
     started = threading.Event()
 
     class Progress:
         def update(self, n: int) -> None:
-            batches.append(n)
+            done.append(n)
             started.set()
 
     upload = threading.Thread(target=lambda: embedder.encode(texts, progress=Progress(), background=True))
     upload.start()
     started.wait(60)
-    embedder.encode(["How many days of remote work?"])
-    question_done_at.append(len(batches))
+    yield done
     upload.join(300)
-    assert len(batches) == 24 and question_done_at[0] <= 3, (question_done_at, len(batches))
+    assert len(done) == batches
+
+
+@pytest.mark.integration
+def test_a_question_embeds_before_the_next_batch_of_an_upload(embedder):
+    """Ingestion takes the model one batch at a time and steps aside; a question waits for one batch at most."""
+    with _upload_embedding(embedder, 24) as batches:
+        embedder.encode(["How many days of remote work?"])
+        question_done_at = len(batches)
+    assert question_done_at <= 3, question_done_at
 
 
 @pytest.mark.integration
@@ -274,21 +283,9 @@ def test_ingestion_waits_while_an_answer_is_written(embedder):
     """While an answer is written (`Embedder.priority`), an upload's embedding runs at most the batch it began."""
     import time
 
-    texts = [f"Passage {i} on the staff's remote work, leave and travel." for i in range(40 * 16)]
-    batches: list[int] = []
-    started = threading.Event()
-
-    class Progress:
-        def update(self, n: int) -> None:
-            batches.append(n)
-            started.set()
-
-    upload = threading.Thread(target=lambda: embedder.encode(texts, progress=Progress(), background=True))
-    upload.start()
-    started.wait(60)
-    with embedder.priority():
-        at_start = len(batches)
-        time.sleep(1.5)  # ungated, the upload would run several batches of these short texts meanwhile
-        during = len(batches) - at_start
-    upload.join(300)
-    assert during <= 1 and len(batches) == 40, (during, len(batches))
+    with _upload_embedding(embedder, 40) as batches:
+        with embedder.priority():
+            at_start = len(batches)
+            time.sleep(1.5)  # ungated, the upload would run several batches of these short texts meanwhile
+            during = len(batches) - at_start
+    assert during <= 1, during

@@ -16,8 +16,8 @@ import anyio
 from fastapi import Request
 
 from ..audit import AuditLog, audit_path, sha256_text
-from ..errors import AuditUnavailableError
 from ..auth import KeyStore, Principal, keys_path
+from ..errors import AuditUnavailableError
 from ..settings import Settings, usable_cores
 from .generation import GenerationQueue
 from .metrics import Metrics
