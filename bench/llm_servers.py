@@ -66,7 +66,8 @@ class LlamaServer:
         with log.open("w") as sink:
             process = subprocess.Popen(
                 [sys.executable, "-c", SERVER, "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
-                 "--n_ctx", str(n_ctx), "--n_threads", str(n_threads), "--model_alias", "gemma", "--verbose", "False",
+                 "--n_ctx", str(n_ctx), "--n_threads", str(n_threads), "--n_threads_batch", str(n_threads),  # as in-process
+                 "--model_alias", "gemma", "--verbose", "False",
                  "--interrupt_requests", "False"],  # by default a new request cuts the stream in progress short
                 stdout=sink, stderr=subprocess.STDOUT,
             )

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import AuthenticationError, ConfigError, InputError, NotFoundError
+from .private_files import open_private
 from .settings import Settings
 from .store import SearchFilter
 
@@ -136,15 +137,14 @@ class KeyStore:
 
     @contextmanager
     def _editing(self):
-        """Read-modify-write under an exclusive lock, replaced atomically, readable by the owner only."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+        """Read-modify-write under an exclusive lock, replaced atomically, readable by the owner only (file 0600, a
+        folder it creates 0700)."""
+        with os.fdopen(open_private(self.path.with_name(self.path.name + ".lock"), os.O_WRONLY), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             records = _read(self.path) if self.path.exists() else {}
             yield records
             tmp = self.path.with_name(self.path.name + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
+            with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_TRUNC), "w") as handle:
                 json.dump({"format": "sovereign-rag-keys/1", "keys": [asdict(r) for r in records.values()]},
                           handle, indent=2)
                 handle.flush()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from .answer import Answer, Event, Source, Token
 from .errors import InputError, RagError
+from .private_files import touch_private
 from .prompt import passage_label
 
 if TYPE_CHECKING:
@@ -139,8 +140,8 @@ def run_chat(pipeline: Pipeline, mode: str | None = None, k: int | None = None) 
     from prompt_toolkit.history import FileHistory
 
     settings = pipeline.settings
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    prompt = PromptSession(history=FileHistory(str(settings.data_dir / "chat_history")))
+    history = touch_private(settings.data_dir / "chat_history")  # the questions asked: the owner's only
+    prompt = PromptSession(history=FileHistory(str(history)))
     session = ChatSession(pipeline, mode or settings.answer.mode, k)
     session.say("Sovereign RAG chat: ask about the indexed documents. /help for commands, Ctrl-D to leave.")
     while True:

@@ -1,4 +1,4 @@
-"""`rag serve`, `rag keys create|list|revoke` and `rag audit verify`: the commands around the HTTP service."""
+"""`rag serve`, `rag keys create|list|revoke` and `rag audit verify|repair`: the commands around the HTTP service."""
 
 from __future__ import annotations
 
@@ -91,7 +91,8 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="the id shown by `rag
 def audit_verify(
     file: Annotated[Optional[Path], typer.Argument(help="the log (default audit.path)")] = None,
 ) -> None:
-    """Check the hash chain; names the first edited, removed or reordered record and exits 1."""
+    """Check the hash chain; names the first edited, removed or reordered record, or a torn last record (line and
+    byte offset), and exits 1."""
     from .audit import audit_path, verify
 
     path = file or audit_path(_settings())
@@ -101,6 +102,24 @@ def audit_verify(
         typer.echo(f"error: audit log {path}: {where}: {result.reason}", err=True)
         raise typer.Exit(1)
     typer.echo(f"ok: {result.records} records, chain intact; head {result.head or '(empty log)'}")
+
+
+@audit_app.command("repair")
+def audit_repair(
+    file: Annotated[Optional[Path], typer.Argument(help="the log (default audit.path)")] = None,
+) -> None:
+    """Seal a torn last record (an interrupted append): its bytes move to <log>.torn-<time> and a `repair` record
+    continues the chain. Safe while the server runs. Any other damage is refused (exit 1): it is evidence."""
+    from .audit import AuditLog, audit_path
+
+    path = file or audit_path(_settings())
+    record = AuditLog(path).repair()
+    if record is None:
+        typer.echo(f"ok: audit log {path} is intact, nothing to repair")
+        return
+    typer.echo(f"sealed: {record['torn_bytes']} torn bytes at line {record['torn_line']} (byte "
+               f"{record['torn_offset']}) moved to {path.with_name(record['side_file'])}; record {record['seq']} "
+               f"(type repair) continues the chain; head {record['hash']}")
 
 
 def _date(timestamp: float) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import __version__, sovereign
 from .errors import ConfigError, RagError
-from .settings import Settings, config_file_in_use, load_settings
+from .settings import Settings, config_file_in_use, load_settings, usable_cores
 
 MIN_FREE_BYTES = 1 << 30  # below this, an ingest or a reindex can fail half-way
 FAST_CPU_FEATURES = ("AVX2", "AVX512", "NEON")  # llama.cpp without any of these generates several times slower
@@ -183,7 +183,13 @@ def check_cpu(settings: Settings) -> Check:
     detail = f"llama.cpp uses {' '.join(features) or 'no SIMD feature'}"
     if not fast:
         detail += f"; none of {', '.join(FAST_CPU_FEATURES)}: expect slow generation"
-    return Check("cpu", bool(fast), detail, {"features": features, "threads": settings.llm.n_threads})
+    threads, embedding, cores = settings.llm_threads(), settings.server.ingest_threads, usable_cores()
+    fits = threads + embedding <= cores or threads == 1 == cores
+    detail += f"; server threads: {threads} generation + {embedding} embedding on {cores} usable cores"
+    if not fits:
+        detail += " (oversubscribed: generation stalls while an upload is embedded; lower llm.n_threads)"
+    return Check("cpu", bool(fast) and fits, detail, {"features": features, "threads": threads,
+                                                       "ingest_threads": embedding, "usable_cores": cores})
 
 
 def check_versions(settings: Settings) -> Check:

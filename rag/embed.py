@@ -9,7 +9,8 @@ with ONNX Runtime (rag/embed_onnx.py). Tokenisation, batching and the lock are s
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -80,13 +81,14 @@ class Embedder:
         self.data_dir = data_dir
         # The HTTP server embeds queries and uploads from several threads; a fast tokenizer switched between
         # truncating (encode) and not (count_tokens) by two threads at once fails with "Already borrowed".
-        self._lock = threading.Lock()
+        self._lock = ForegroundFirst()
 
     @cached_property
     def model(self):
         import torch
         from sentence_transformers import SentenceTransformer
 
+        self.fingerprint  # noqa: B018 - the files are checked against their pins before any of them is loaded
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
         return SentenceTransformer(str(self.model_dir), device=self.settings.device, local_files_only=True)
@@ -122,17 +124,26 @@ class Embedder:
             backend_sha256=self.backend.sha256,
         )
 
+    def priority(self):
+        """A context in which ingestion by this embedder (background `encode`) waits, e.g. while an answer is written:
+        an upload in the server then leaves the cores and the GIL to generation, one batch per answer at most."""
+        return self._lock.activity()
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        with self._lock:
+        with self._lock.hold(background=False):
             encoded = self.model.tokenizer(
                 list(texts), add_special_tokens=False, return_attention_mask=False, verbose=False
             )
         return [len(ids) for ids in encoded["input_ids"]]
 
-    def encode(self, texts: Sequence[str], progress=None) -> np.ndarray:
-        """Unit-length float32 vectors; `progress` (a tqdm bar) advances per batch."""
+    def encode(self, texts: Sequence[str], *, progress=None, background: bool = False) -> np.ndarray:
+        """Unit-length float32 vectors, shape (len(texts), dim); `progress` (a tqdm bar) advances per batch.
+
+        `background` work (ingestion) takes the model one batch at a time and lets any other caller (a question, the
+        sentences of an answer's passages) go first, so these wait for at most the one batch in flight; the others
+        keep the model for all their batches."""
         out = np.zeros((len(texts), self.info.dim), dtype=np.float32)
         size = self.settings.batch_size
         # Texts of similar token counts share a batch, which is padded to its longest. Sorting by characters left 20%
@@ -140,10 +151,57 @@ class Embedder:
         # 3%: -20% CPU time with torch, -28% with onnx-int8 (docs/benchmarks.md).
         lengths = self.count_tokens(texts) if len(texts) > size else [0] * len(texts)
         order = np.argsort([-n for n in lengths], kind="stable")
-        for begin in range(0, len(texts), size):
-            idx = order[begin : begin + size]
-            with self._lock:  # per batch, so a query's embedding waits for one batch of an upload, not all of it
-                out[idx] = self.backend.encode([texts[i] for i in idx])
-            if progress is not None:
-                progress.update(len(idx))
+        with self._lock.hold(background=False) if not background else nullcontext():
+            for begin in range(0, len(texts), size):
+                idx = order[begin : begin + size]
+                with self._lock.hold(background=True) if background else nullcontext():
+                    out[idx] = self.backend.encode([texts[i] for i in idx])
+                if progress is not None:
+                    progress.update(len(idx))
         return out
+
+
+class ForegroundFirst:
+    """A lock whose background holders (ingestion batches) step aside for foreground work: a background holder takes
+    it only when no foreground caller is waiting for it, and, while foreground activities run (answers being
+    written, which do not hold the lock), only once per activity that ended since it began waiting, so that
+    ingestion neither slows an answer by more than one batch nor starves behind a stream of them. Not reentrant."""
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self._held = False
+        self._foreground_waiting = 0
+        self._activities = 0  # foreground activities running
+        self._ended = 0  # foreground activities ended so far
+
+    @contextmanager
+    def hold(self, *, background: bool) -> Iterator[None]:
+        with self._changed:
+            ended_before = self._ended
+            self._foreground_waiting += not background
+            try:
+                self._changed.wait_for(lambda: not self._held and (not background or not self._foreground_waiting and (
+                    not self._activities or self._ended != ended_before)))
+            finally:
+                self._foreground_waiting -= not background
+            self._held = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._held = False
+                self._changed.notify_all()
+
+    @contextmanager
+    def activity(self) -> Iterator[None]:
+        """Foreground work that runs beside the lock (a language model writing an answer): background holders wait
+        while it lasts (one batch each per activity that ends)."""
+        with self._changed:
+            self._activities += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._activities -= 1
+                self._ended += 1
+                self._changed.notify_all()

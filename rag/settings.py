@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -43,8 +43,8 @@ class EmbedderSettings(Section):
     )
     device: str = Field("cpu", description="torch device")
     threads: int | None = Field(
-        None, ge=1, le=256, description="torch or ONNX Runtime CPU threads (None: one per core); 1 is faster on a busy "
-        "machine"
+        None, ge=1, le=256, description="torch or ONNX Runtime CPU threads of the CLI commands (None: one per core); 1 "
+        "is faster on a busy machine. The server uses server.ingest_threads instead",
     )
     sha256: str | None = Field(None, description="expected fingerprint of the model files; None accepts any")
     file_sha256: dict[str, str] | None = Field(
@@ -135,7 +135,11 @@ class LLMSettings(Section):
         False, description="llama.cpp's extra CPU weight layouts (incl. AMX); some VMs advertise AMX but fault on it"
     )
     n_ctx: int = Field(4096, ge=512, le=131072, description="context window in tokens")
-    n_threads: int = Field(2, ge=1, le=256, description="CPU threads for llama.cpp")
+    n_threads: int | None = Field(
+        None, ge=1, le=256, description="CPU threads for llama.cpp; None: the cores this process may use less "
+        "server.ingest_threads (at least 1), so that generation never shares a core with an upload's embedding: "
+        "llama.cpp's threads wait for each other at every layer, and one of them preempted stalls them all",
+    )
     max_tokens: int = Field(160, ge=1, le=8192, description="tokens generated per answer at most")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 makes answers deterministic")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -146,7 +150,10 @@ class LLMSettings(Section):
         "an instruction-tuned model in chat mode may use e.g. ['</s>']",
     )
     endpoints: list[str] = Field(default_factory=list, description="OpenAI-compatible base URLs for backend=openai")
-    api_key: str | None = Field(None, description="bearer key for the OpenAI-compatible endpoints")
+    api_key: SecretStr | None = Field(
+        None, description="bearer key for the OpenAI-compatible endpoints; a secret: `rag config show`, logs and "
+        "errors print it as **********"
+    )
     request_timeout_s: float = Field(120.0, gt=0)
     health_interval_s: float = Field(
         10.0, gt=0, le=3600, description="an endpoint that failed is left alone this long, then probed before reuse"
@@ -220,6 +227,11 @@ class ServerSettings(Section):
         256, ge=1, le=1_048_576, description="largest JSON request; a longer body is refused with 413 unread"
     )
     keys_file: Path | None = Field(None, description="API key store (hashes only); None means <data_dir>/keys.json")
+    ingest_threads: int = Field(
+        1, ge=1, le=256, description="CPU threads the server embeds with (uploads and questions; torch or ONNX "
+        "Runtime), in place of embedder.threads; generation keeps the other cores (llm.n_threads), and a question's "
+        "embedding goes before an upload's next batch",
+    )
     proxy_auth: ProxyAuthSettings = ProxyAuthSettings()
 
 
@@ -262,6 +274,15 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     sovereignty: SovereigntySettings = SovereigntySettings()
 
+    def llm_threads(self) -> int:
+        """llama.cpp's threads: llm.n_threads, or the cores left beside the server's embedding (at least 1)."""
+        return self.llm.n_threads or max(1, usable_cores() - self.server.ingest_threads)
+
+    def for_serving(self) -> Settings:
+        """The settings a server process runs with: it embeds on server.ingest_threads (rag/server/app.py)."""
+        embedder = self.embedder.model_copy(update={"threads": self.server.ingest_threads})
+        return self.model_copy(update={"embedder": embedder})
+
     @field_validator("default_labels")
     @classmethod
     def _labels_not_empty(cls, labels: list[str]) -> list[str]:
@@ -293,6 +314,14 @@ class Settings(BaseSettings):
         if yaml_file is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
         return tuple(sources)
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and `taskset` narrow), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def config_file_in_use() -> Path | None:

@@ -55,6 +55,7 @@ from .dense import DenseIndex, describe
 from .errors import DocumentConflictError, IndexLockedError, IndexMismatchError, NotFoundError
 from .files import fsync
 from .lexical import LexicalIndex, top_k
+from .private_files import private_dir, touch_private
 from .settings import DenseIndexSettings
 
 FORMAT = "sovereign-rag-index/2"  # 2: document ids carry 128 bits of sha256 (rag/load.py); 1: 32 bits of sha1
@@ -231,9 +232,8 @@ class IndexStore:
     ) -> IndexStore:
         """Open or create the index; refuse one built with a different embedder or chunker. `dense` chooses the
         FAISS structure, which is not part of the manifest: the same vectors serve any of them."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(directory / "meta.sqlite", timeout=30, check_same_thread=False, isolation_level=None)
+        directory = private_dir(Path(directory))  # document text: the owner's only (rag/private_files.py)
+        db = sqlite3.connect(touch_private(directory / "meta.sqlite"), timeout=30, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA foreign_keys=ON")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -51,3 +52,13 @@ def _is_loopback(ip: str) -> bool:
 def run(command: list[str], log: Path, **options) -> subprocess.CompletedProcess:
     """Run `command` under strace; the caller inspects `destinations(log)`."""
     return subprocess.run(traced(command, log), capture_output=True, text=True, stdin=subprocess.DEVNULL, **options)
+
+
+def lan_address() -> str:
+    """This machine's address on its default route (connecting a UDP socket sends nothing), or a skip."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            pytest.skip("no non-loopback IPv4 address on this machine")
+        return probe.getsockname()[0]

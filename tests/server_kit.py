@@ -88,8 +88,8 @@ def create_keys(settings) -> dict[str, str]:
     return {name: store.create(name, labels, admin)[0] for name, (labels, admin) in PRINCIPALS.items()}
 
 
-def start(settings, pipeline, secret_doc_ids: list[str]) -> tuple[Service, callable]:
-    """Serve until the returned `stop()` is called; waits for /readyz."""
+def start(settings, pipeline, secret_doc_ids: list[str], *, host: str = "127.0.0.1") -> tuple[Service, callable]:
+    """Serve on `host` until the returned `stop()` is called; waits for /readyz (asked over 127.0.0.1)."""
     import uvicorn
 
     from rag.server import create_app
@@ -101,7 +101,7 @@ def start(settings, pipeline, secret_doc_ids: list[str]) -> tuple[Service, calla
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, 0))
     server = uvicorn.Server(uvicorn.Config(create_app(settings, pipeline), log_config=None, lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

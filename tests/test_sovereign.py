@@ -23,7 +23,7 @@ from rag.settings import Settings
 from rag.sovereign import _Destinations, configured_hosts
 
 from .conftest import EXAMPLES, ROOT
-from .egress import destinations, run, traced
+from .egress import destinations, lan_address, run, traced
 
 QUESTION = "How many days per week may staff work remotely?"
 
@@ -236,18 +236,8 @@ print(json.dumps({"outcome": outcome, "refused": status().refused}))
 """
 
 
-def _lan_address() -> str:
-    """This machine's address on its default route (connecting a UDP socket sends nothing)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))
-        except OSError:
-            pytest.skip("no non-loopback IPv4 address to test an allow-listed host with")
-        return probe.getsockname()[0]
-
-
 def test_configured_endpoints_and_allowed_hosts_are_reachable(tmp_path):
-    lan_ip = _lan_address()
+    lan_ip = lan_address()
     result, log = python(tmp_path, ALLOWED, lan_ip)
     outcome = json.loads(result.stdout)["outcome"]
     for name in ("loopback_endpoint", "localhost_endpoint", "listed_lan_endpoint"):

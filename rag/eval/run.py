@@ -129,11 +129,9 @@ def _identity(request: EvalRequest, settings: Settings, dataset: Dataset, mode: 
 
 
 def _config(settings: Settings) -> dict:
-    """The settings as run, minus what is secret or only says where files live (not what the numbers depend on)."""
-    config = settings.model_dump(mode="json", exclude={"index_dir", "data_dir", "server", "audit"})
-    if config["llm"].get("api_key"):
-        config["llm"]["api_key"] = "<redacted>"
-    return config
+    """The settings as run, minus what only says where files live (not what the numbers depend on); secrets are
+    SecretStr and dump as `**********`."""
+    return settings.model_dump(mode="json", exclude={"index_dir", "data_dir", "server", "audit"})
 
 
 def _provenance(request: EvalRequest, settings: Settings, dataset: Dataset, questions: list[Question], mode: str,

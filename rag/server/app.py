@@ -17,8 +17,9 @@ from fastapi.responses import JSONResponse
 
 from .. import __version__
 from ..errors import ConfigError
+from ..provenance import verify_models
 from ..settings import ServerSettings, Settings, load_settings
-from . import answers, documents, errors, openai_compat, search, sources, web
+from . import answers, docs_page, documents, errors, openai_compat, search, sources, web
 from .deps import services
 from .limits import BodyLimit
 from .metrics import RequestMetrics
@@ -33,11 +34,21 @@ Errors are `{"error": {"message", "type", "code"}}`."""
 
 
 def create_app(settings: Settings, pipeline=None) -> FastAPI:
-    """The app; `pipeline` lets a caller share already-loaded models (tests, benchmarks), else one is built."""
+    """The app; `pipeline` lets a caller share already-loaded models (tests, benchmarks), else one is built with the
+    server's thread budget (`Settings.for_serving`: embedding on server.ingest_threads, generation on the rest).
+
+    Raises ConfigError before anything is served or loaded: anonymous access configured beyond loopback, or a
+    model file that does not match its sha256 pin (or is unpinned while sovereignty.require_pins is on)."""
+    from ..pipeline import Pipeline
+
     check_exposure(settings.server)
-    app = FastAPI(title="Sovereign RAG", version=__version__, description=DESCRIPTION, lifespan=_lifespan)
-    app.state.services = s = Services.build(settings, pipeline)
+    verify_models(settings)
+    app = FastAPI(title="Sovereign RAG", version=__version__, description=DESCRIPTION, lifespan=_lifespan,
+                  docs_url=None, redoc_url=None)  # /docs is served from vendored files: docs_page.py
+    app.state.services = s = Services.build(settings, pipeline or Pipeline(settings.for_serving()),
+                                            owns_pipeline=pipeline is None)
     errors.install(app)
+    docs_page.install(app)
     for module in (answers, search, documents, sources, openai_compat):
         app.include_router(module.router)
     app.add_api_route("/healthz", _healthz, methods=["GET"], response_model=Status, tags=["service"])

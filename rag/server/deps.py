@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 
 from fastapi import Depends, HTTPException, Request
@@ -22,18 +23,34 @@ def services(request: Request) -> Services:
 
 async def principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
     """The caller: the person an authenticating proxy vouches for (server.proxy_auth), else the API key's principal;
-    without keys (server.require_keys false, loopback only) everyone is one anonymous admin holding the default
-    labels."""
+    without keys (server.require_keys false) everyone who reaches the server over loopback is one anonymous admin
+    holding the default labels, and anyone else still needs a valid key (else 401)."""
     request.state.started = time.perf_counter()
     s = services(request)
     caller = proxy_principal(settings=s.settings.server.proxy_auth, peer=request.client and request.client.host,
                              headers=request.headers)
-    if caller is None and s.settings.server.require_keys:
+    if caller is None and (s.settings.server.require_keys or not on_loopback(request.scope)):
         caller = s.keys.authenticate(credentials.credentials if credentials else None)
     elif caller is None:
         caller = Principal("anonymous", frozenset(s.settings.default_labels), admin=True)
     request.state.principal = caller
+    await s.check_audit(request)
     return caller
+
+
+def on_loopback(scope: dict) -> bool:
+    """Whether the connection arrived on a loopback address and comes from one: the socket that accepted it, not the
+    configured server.host, decides (a server started as `uvicorn --host 0.0.0.0` may have been configured for
+    127.0.0.1). IPv4-mapped IPv6 addresses count as their IPv4 address; a Unix socket does not count."""
+    return all(end and _is_loopback_ip(end[0]) for end in (scope.get("server"), scope.get("client")))
+
+
+def _is_loopback_ip(host) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
 
 
 async def admin(caller: Principal = Depends(principal)) -> Principal:

@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ..errors import (
-    AccessDeniedError, AuthenticationError, BusyError, GenerationError, IndexError_, IndexLockedError, InputError,
-    LoadError, NotFoundError, RagError, UnsupportedFormatError,
+    AccessDeniedError, AuditUnavailableError, AuthenticationError, BusyError, GenerationError, IndexError_,
+    IndexLockedError, InputError, LoadError, NotFoundError, RagError, UnsupportedFormatError,
 )
 
 log = logging.getLogger("rag.server")
@@ -36,6 +36,8 @@ _TRANSLATIONS: tuple[tuple[type[Exception], int, str, str | None], ...] = (
     (IndexLockedError, 409, "index_locked",
      "the index is being written by another process (e.g. `rag ingest`); retry when it has finished"),
     (IndexError_, 503, "index_unavailable", "the index cannot be used" + _OPERATOR),
+    (AuditUnavailableError, 503, "audit_unavailable", "requests that must be audited are refused until the audit "
+     "trail can be written again (the operator runs `rag audit repair`)" + _OPERATOR),
     (GenerationError, 502, "model_error", "the language model failed" + _OPERATOR),
     (RagError, 500, "server_error", "the server cannot handle this request" + _OPERATOR),
     (Exception, 500, "server_error", "internal error" + _OPERATOR),
@@ -64,7 +66,7 @@ def _headers(request: Request, exc: Exception) -> dict[str, str] | None:
         return {"WWW-Authenticate": "Bearer"}
     if isinstance(exc, BusyError):
         return {"Retry-After": str(request.app.state.services.generation.retry_after())}
-    if isinstance(exc, IndexLockedError):
+    if isinstance(exc, IndexLockedError | AuditUnavailableError):
         return {"Retry-After": str(_LOCKED_RETRY_S)}
     return None
 

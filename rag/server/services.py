@@ -17,7 +17,8 @@ from fastapi import Request
 
 from ..audit import AuditLog, audit_path, sha256_text
 from ..auth import KeyStore, Principal, keys_path
-from ..settings import Settings
+from ..errors import AuditUnavailableError
+from ..settings import Settings, usable_cores
 from .generation import GenerationQueue
 from .metrics import Metrics
 
@@ -50,12 +51,10 @@ class Services:
     started: float = field(default_factory=time.time)
 
     @classmethod
-    def build(cls, settings: Settings, pipeline: Pipeline | None) -> Services:
-        from ..pipeline import Pipeline
-
+    def build(cls, settings: Settings, pipeline: Pipeline, *, owns_pipeline: bool) -> Services:
         metrics = Metrics()
-        return cls(settings, pipeline or Pipeline(settings), pipeline is None, KeyStore(keys_path(settings)),
-                   AuditLog(audit_path(settings)), metrics, GenerationQueue(settings.server.queue_size, metrics))
+        return cls(settings, pipeline, owns_pipeline, KeyStore(keys_path(settings)), AuditLog(audit_path(settings)),
+                   metrics, GenerationQueue(settings.server.queue_size, metrics))
 
     # ------------------------------------------------------------------ lifecycle
     def warm_up(self) -> None:
@@ -70,7 +69,13 @@ class Services:
             self.state, self.failure = "failed", f"{type(exc).__name__}; the server log has the details"
             return
         self.state = "ready"
-        log.info("ready: index %s, model %s", self.settings.index_dir, self.model.model)
+        log.info("ready: index %s, model %s; threads: %s generation, %s embedding, %s usable cores",
+                 self.settings.index_dir, self.model.model, self.pipeline.settings.llm_threads(),
+                 self.pipeline.settings.embedder.threads or "all", usable_cores())
+        try:
+            self.audit.check()
+        except AuditUnavailableError as exc:
+            log.error("%s", exc)
 
     def close(self) -> None:
         self.generation.close()
@@ -95,10 +100,19 @@ class Services:
 
     async def audit_failure(self, request: Request, status: int, kind: str) -> None:
         """Failed audited requests are recorded too (refusals are what an auditor looks for); unauthenticated
-        ones are not, so that anyone on the network cannot fill the log."""
-        route = request.scope.get("route")
-        if getattr(request.state, "principal", None) and (request.method, getattr(route, "path", "")) in AUDITED:
-            await self.record(request, status, error=kind)
+        ones are not, so that anyone on the network cannot fill the log. A refusal because the log cannot be
+        written is only logged."""
+        if getattr(request.state, "principal", None) and audited(request):
+            try:
+                await self.record(request, status, error=kind)
+            except AuditUnavailableError as exc:
+                log.warning("not audited (%s %s, status %s): %s", request.method, request.url.path, status, exc)
+
+    async def check_audit(self, request: Request) -> None:
+        """Before an audited request does its work: AuditUnavailableError (503) when its record could not be
+        written because the log ends with a torn record, rather than an answer that is then withheld."""
+        if audited(request):
+            await anyio.to_thread.run_sync(self.audit.check)
 
     def embedder_identity(self) -> dict | None:
         """Which vectors answered: the model pinned in config (provenance), once the lifespan has loaded it."""
@@ -110,6 +124,10 @@ class Services:
     def question_fields(self, name: str, text: str) -> dict:
         """The question in clear or only its sha256 (audit.store_questions)."""
         return {name: text} if self.settings.audit.store_questions else {f"{name}_sha256": sha256_text(text)}
+
+
+def audited(request: Request) -> bool:
+    return (request.method, getattr(request.scope.get("route"), "path", "")) in AUDITED
 
 
 def passage_fields(passages) -> list[dict]:
