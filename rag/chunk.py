@@ -3,7 +3,9 @@
 Chunks never cross a heading/article boundary, are packed from whole blocks where possible, fall back to sentences
 and then to words for oversized blocks, and repeat up to `overlap_tokens` of the previous chunk. Sizes are counted
 with the embedder's own tokenizer on exactly the text that is embedded (heading line included), so nothing is lost to
-truncation; `Chunker.split` re-checks every chunk and shrinks any that would not fit.
+truncation; `Chunker.split` re-checks every chunk and shrinks any that would not fit. A heading path may take at
+most half the budget: longer ones (Markdown allows any heading length, Akoma Ntoso nests labels without limit) are
+shortened, their longest labels cut first and then their outermost levels dropped.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ TokenCounter = Callable[[Sequence[str]], list[int]]
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+(?=[\"'«(\[]?[A-ZÀ-ÖØ-Þ0-9])|\n+")
 _WORD = re.compile(r"\S+")
+HEADING_SHARE = 2  # a heading line takes at most 1/HEADING_SHARE of the chunk budget
+_MIN_LABEL_CHARS = 24  # labels are cut down to this before levels are dropped
 
 
 @dataclass(frozen=True)
@@ -64,13 +68,34 @@ class Chunker:
         self.overlap_tokens = overlap_tokens
 
     def split(self, doc: Document) -> list[Chunk]:
+        """The document's chunks in order; each `embed_text` fits `max_tokens`, each `text` slices `doc.text`."""
         chunks: list[Chunk] = []
-        for heading_path, blocks in _sections(doc):
+        for full_path, blocks in _sections(doc):
+            heading_path = self.fit_heading(full_path)
             budget = self.max_tokens - self._heading_tokens(heading_path)
             pieces = self._pieces(doc.text, blocks, budget)
             for start, end in self._pack(pieces, budget):
                 chunks.append(self._chunk(doc, len(chunks), start, end, heading_path, blocks))
         return self._enforce_budget(doc, chunks)
+
+    def fit_heading(self, heading_path: tuple[str, ...]) -> tuple[str, ...]:
+        """`heading_path` shortened until its line takes at most 1/HEADING_SHARE of `max_tokens`.
+
+        Each step halves the longest label (ending it with "…") or, once every label is short, drops the outermost
+        level, so it ends after at most levels + log2(characters) token counts; the innermost label, the most
+        specific, is kept longest. May return () when not even a short label fits.
+        """
+        limit = self.max_tokens // HEADING_SHARE
+        path = heading_path
+        while path and self._heading_tokens(path) > limit:
+            longest = max(range(len(path)), key=lambda i: len(path[i]))
+            label = path[longest]
+            if len(label) > _MIN_LABEL_CHARS:
+                shortened = label[: max(_MIN_LABEL_CHARS, len(label) // 2) - 1].rstrip() + "…"
+                path = (*path[:longest], shortened, *path[longest + 1 :])
+            else:
+                path = path[1:]
+        return path
 
     def _heading_tokens(self, heading_path: tuple[str, ...]) -> int:
         if not heading_path:
@@ -142,7 +167,7 @@ class Chunker:
         counts = self.count_tokens([c.embed_text for c in chunks])
         fixed: list[Chunk] = []
         for chunk, tokens in zip(chunks, counts):
-            if tokens <= self.max_tokens:
+            if tokens <= self.max_tokens or len(chunk.text) < 2:  # a single character cannot be halved further
                 fixed.append(chunk)
                 continue
             halves = _halve(chunk.text)

@@ -1,7 +1,8 @@
 """/v1/documents: upload (admin), list, get, delete (admin), each limited to the documents the caller may see.
 
 An upload is all or nothing: every file is parsed first, and only if all of them are readable are they embedded and
-committed to the index in one transaction. Uploaded documents are stored as `/uploads/<principal>/<file name>`, so a
+committed to the index in one transaction. Parsing happens in the parser processes (rag/parse_pool.py) under the
+`ingest.parse_timeout_s` and `ingest.parse_memory_mb` limits, so a hostile file is a 4xx and never stalls the server. Uploaded documents are stored as `/uploads/<principal>/<file name>`, so a
 re-upload by the same principal replaces its document, and a principal can never overwrite (or, by the answer it
 gets, detect) a document of the same name uploaded by someone else.
 """
@@ -14,8 +15,9 @@ import unicodedata
 from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
 
 from ..auth import Principal, checked_labels
-from ..errors import AccessDeniedError, InputError
-from ..load import Document, load_bytes
+from ..errors import AccessDeniedError, InputError, LoadError
+from ..load import Document
+from ..parse_pool import ParsePool
 from .answers import ERRORS, in_thread
 from .deps import admin, principal, ready, services
 from .schemas import DeleteResponse, DocumentList, DocumentPublic, UploadResponse
@@ -39,7 +41,7 @@ async def upload(
     label_set = _upload_labels(labels, caller, s.settings.default_labels)
     named = [(_bare_name(f.filename), await f.read()) for f in files]
     _check_unique(name for name, _ in named)
-    documents = await in_thread(_parse_all, named, caller.id)
+    documents = await in_thread(_parse_all, s.parsers, named, caller.id)
     async with s.writes:
         report = await in_thread(s.pipeline.ingest_documents, documents, sorted(label_set), atomic=True)
     stored = [await in_thread(s.pipeline.document, d.doc_id, caller.search_filter()) for d in documents]
@@ -106,6 +108,12 @@ def _check_unique(names) -> None:
         seen.add(name)
 
 
-def _parse_all(named: list[tuple[str, bytes]], owner: str) -> list[Document]:
-    """All files or an error naming the first unreadable one."""
-    return [dataclasses.replace(load_bytes(data, name), source=f"/uploads/{owner}/{name}") for name, data in named]
+def _parse_all(parsers: ParsePool, named: list[tuple[str, bytes]], owner: str) -> list[Document]:
+    """All files, parsed side by side in the parser processes, or the LoadError of the first unreadable one (422,
+    415 for an unsupported type; also when a file exceeds the parse time or memory limit)."""
+    outcomes = parsers.parse_uploads(named)
+    for outcome in outcomes:
+        if isinstance(outcome, LoadError):
+            raise outcome
+    return [dataclasses.replace(document, source=f"/uploads/{owner}/{name}")
+            for (name, _), document in zip(named, outcomes)]

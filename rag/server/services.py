@@ -17,6 +17,7 @@ from fastapi import Request
 
 from ..audit import AuditLog, audit_path, sha256_text
 from ..auth import KeyStore, Principal, keys_path
+from ..parse_pool import ParsePool
 from ..settings import Settings
 from .generation import GenerationQueue
 from .metrics import Metrics
@@ -42,6 +43,7 @@ class Services:
     audit: AuditLog
     metrics: Metrics
     generation: GenerationQueue
+    parsers: ParsePool  # uploads are parsed here, off the event loop and out of this process
     writes: asyncio.Lock = field(default_factory=asyncio.Lock)  # uploads and deletes of this process, in turn
     state: str = "loading"  # loading | ready | failed
     failure: str | None = None
@@ -54,7 +56,8 @@ class Services:
 
         metrics = Metrics()
         return cls(settings, pipeline or Pipeline(settings), pipeline is None, KeyStore(keys_path(settings)),
-                   AuditLog(audit_path(settings)), metrics, GenerationQueue(settings.server.queue_size, metrics))
+                   AuditLog(audit_path(settings)), metrics, GenerationQueue(settings.server.queue_size, metrics),
+                   ParsePool(settings.ingest))
 
     # ------------------------------------------------------------------ lifecycle
     def warm_up(self) -> None:
@@ -73,6 +76,7 @@ class Services:
 
     def close(self) -> None:
         self.generation.close()
+        self.parsers.close()
         if self.owns_pipeline:
             self.pipeline.close()
 

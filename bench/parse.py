@@ -1,0 +1,117 @@
+"""Parsing alone: pages/s over Legilux PDFs, and the worst time per file over the hostile corpus.
+
+    python -m bench.parse                       # writes bench/results/parse.json
+    python -m bench.parse --pdfs 40 --cap 60 --out bench/results/parse.json
+
+Pages/s: the first `--pdfs` Legilux PDFs parsed (a) in this process one after the other, as the ingest's former
+parse-ahead thread did, and (b) through `ParsePool` with 1 and with 2 worker processes (workers started beforehand).
+Hostile corpus (tests/hostile_corpus.py): each file parsed (a) in a fresh child process running `load_document`
+directly, killed after `--cap` seconds (the time reported is then the cap, marked `capped`), and (b) through
+`ParsePool` under the default limits, one file at a time. Run it with PYTHONPATH pointing at another checkout to
+measure that checkout's in-process numbers (the pool numbers need rag/parse_pool.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rag import load
+from rag.settings import IngestSettings
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+LEGILUX = SHARED / "corpus" / "legilux" / "works"
+RESULTS = Path(__file__).resolve().parent / "results"
+_CHILD = "import sys, time; from pathlib import Path; from rag import load\n" \
+         "t = time.perf_counter()\ntry: load.load_document(Path(sys.argv[1]))\nexcept Exception as e: print(type(e).__name__, file=sys.stderr)\n" \
+         "print(time.perf_counter() - t)"
+
+
+def pdf_rates(count: int) -> dict:
+    pdfs = sorted(p for p in LEGILUX.rglob("*.pdf") if p.is_file())[:count]
+    if not pdfs:
+        raise SystemExit(f"no PDFs under {LEGILUX}: is ../shared/data present?")
+    rates = {"pdfs": len(pdfs)}
+    started = time.perf_counter()
+    pages = sum(load.load_document(pdf).pages or 0 for pdf in pdfs)
+    rates["in_process"] = _rate(pages, time.perf_counter() - started)
+    try:
+        from rag.parse_pool import ParsePool
+    except ImportError:  # a checkout from before the pool
+        return rates
+    for workers in (1, 2):
+        with ParsePool(IngestSettings(parse_workers=workers)) as pool:
+            list(pool.parse_files(pdfs[:workers], ahead=workers))  # start the workers (and their imports)
+            started = time.perf_counter()
+            outcomes = [outcome for _, outcome in pool.parse_files(pdfs, ahead=8)]
+            rates[f"pool_{workers}_workers"] = _rate(sum(o.pages or 0 for o in outcomes),
+                                                     time.perf_counter() - started)
+    return rates
+
+
+def _rate(pages: int, seconds: float) -> dict:
+    return {"pages": pages, "seconds": round(seconds, 2), "pages_per_s": round(pages / seconds, 1)}
+
+
+def hostile_times(cap: float) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.hostile_corpus import write_corpus
+
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = write_corpus(Path(scratch))
+        in_process = {name: _child_time(path, cap) for name, path in paths.items()}
+        result = {"in_process": in_process, "in_process_worst_s": max(t["seconds"] for t in in_process.values())}
+        try:
+            from rag.parse_pool import ParsePool
+        except ImportError:
+            return result
+        pooled = {}
+        with ParsePool(IngestSettings()) as pool:
+            pool.parse_uploads([("warm-up.txt", b"warm up")])
+            for name, path in paths.items():
+                started = time.perf_counter()
+                (outcome,) = pool.parse_uploads([(name, path.read_bytes())])
+                pooled[name] = {"seconds": round(time.perf_counter() - started, 3),
+                                "outcome": "added" if isinstance(outcome, load.Document) else str(outcome)}
+        result.update(pool=pooled, pool_worst_s=max(t["seconds"] for t in pooled.values()))
+    return result
+
+
+def _child_time(path: Path, cap: float) -> dict:
+    try:
+        done = subprocess.run([sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, timeout=cap,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    except subprocess.TimeoutExpired:
+        return {"seconds": cap, "capped": True}
+    if done.returncode:
+        return {"seconds": None, "crashed": done.returncode, "stderr": done.stderr[-300:]}
+    return {"seconds": round(float(done.stdout.split()[-1]), 3), "error": done.stderr.strip() or None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pdfs", type=int, default=40)
+    parser.add_argument("--cap", type=float, default=60.0, help="seconds before an in-process parse is stopped")
+    parser.add_argument("--out", type=Path, default=RESULTS / "parse.json")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    result = {
+        "code": str(Path(load.__file__).resolve().parents[1]), "cpus": os.cpu_count(), "python": platform.python_version(),
+        "pdf": pdf_rates(args.pdfs), "hostile": hostile_times(args.cap),
+        "loadavg_before_after": [load_before, os.getloadavg()],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({"pdf": result["pdf"], "in_process_worst_s": result["hostile"]["in_process_worst_s"],
+                      "pool_worst_s": result["hostile"].get("pool_worst_s")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

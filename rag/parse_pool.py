@@ -1,0 +1,126 @@
+"""Parse input files in worker processes, each file under a wall-clock limit and a memory limit.
+
+Parsers are C libraries (libxml2, PDFium) and regular expressions fed whatever a user hands us: a hostile file can
+loop, allocate without end or crash the interpreter, and in the caller's process it would also hold the GIL and
+freeze everything else (the HTTP server's event loop, health checks included). Here each file is parsed by one of
+`ingest.parse_workers` processes, so several files are parsed on several cores at once and one file's trouble stays
+in its worker:
+
+- over `ingest.parse_timeout_s` of wall-clock time (counted from when a worker starts the file), the worker is
+  killed and replaced;
+- over `ingest.parse_memory_mb` of address space (`RLIMIT_AS`, set in each worker), allocations fail: the file ends
+  with MemoryError, or the worker dies and is replaced;
+- a worker that dies for any other reason (a segfault in a parser) is replaced too.
+
+Each of these is one `LoadError` naming the file and the reason; the other files of the batch are not affected.
+The pool is pebble's `ProcessPool` (per-task timeouts that kill and replace just the worker concerned, which the
+standard library's ProcessPoolExecutor cannot do) over `spawn`ed processes: a worker starts from a fresh interpreter
+that imports only `rag.load` and its parsers (no torch, no FAISS, no copy of the caller's memory or threads).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import resource
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import CancelledError, TimeoutError
+from pathlib import Path
+
+import pebble
+
+from . import load
+from .errors import LoadError, RagError
+from .load import Document
+from .settings import IngestSettings
+
+Outcome = Document | LoadError
+
+
+class ParsePool:
+    """Worker processes that turn files into `Document`s; use as a context manager or call `close()`.
+
+    Workers start on the first file and live until `close()`; a killed or crashed worker is replaced on demand.
+    """
+
+    def __init__(self, settings: IngestSettings):
+        self.settings = settings
+        self.workers = settings.parse_workers or min(2, os.cpu_count() or 1)
+        self._pool = pebble.ProcessPool(
+            max_workers=self.workers, initializer=_limit_memory, initargs=(settings.parse_memory_mb,),
+            context=multiprocessing.get_context("spawn"),
+        )
+
+    def __enter__(self) -> ParsePool:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every worker at once (pending files are dropped) and wait for them to exit."""
+        self._pool.stop()
+        self._pool.join()
+
+    def parse_files(self, paths: Iterable[Path], *, ahead: int) -> Iterator[tuple[str, Outcome]]:
+        """(path as str, Document or LoadError) per file, in the order given.
+
+        At most `ahead` files (and at least one per worker) are queued or being parsed beyond the one the caller is
+        waiting for, so memory stays bounded while the caller embeds the previous files."""
+        window: deque[tuple[str, pebble.ProcessFuture]] = deque()
+        depth = max(ahead, self.workers)
+        try:
+            for path in paths:
+                window.append((str(path), self._schedule(_load_file, str(path))))
+                if len(window) > depth:
+                    yield self._outcome(*window.popleft())
+            while window:
+                yield self._outcome(*window.popleft())
+        finally:  # the caller stopped early or failed: nothing it queued keeps a worker busy
+            for _, future in window:
+                future.cancel()
+
+    def parse_uploads(self, named: Sequence[tuple[str, bytes]]) -> list[Outcome]:
+        """Document or LoadError per (name, bytes), in order, the files parsed side by side."""
+        futures = [(name, self._schedule(load.load_bytes, data, name)) for name, data in named]
+        return [self._outcome(name, future)[1] for name, future in futures]
+
+    def _schedule(self, function, *args) -> pebble.ProcessFuture:
+        try:
+            return self._pool.schedule(function, args=args, timeout=self.settings.parse_timeout_s)
+        except RuntimeError as exc:  # pebble's pool is broken (its workers cannot start) or closed
+            raise RagError(f"the parser processes cannot run ({exc}); a script that ingests must start its work "
+                           "under `if __name__ == \"__main__\":` (multiprocessing's spawn)") from exc
+
+    def _outcome(self, name: str, future: pebble.ProcessFuture) -> tuple[str, Outcome]:
+        """The worker's Document, or every way it can fail as one LoadError line."""
+        settings = self.settings
+        try:
+            return name, future.result()
+        except LoadError as exc:
+            return name, exc
+        except TimeoutError:
+            reason = f"parsing took longer than {settings.parse_timeout_s:g} s (ingest.parse_timeout_s) and was stopped"
+        except MemoryError:
+            reason = f"parsing needs more than {settings.parse_memory_mb} MB (ingest.parse_memory_mb) and was stopped"
+        except pebble.ProcessExpired as exc:
+            reason = (f"the parser crashed (worker exit code {exc.exitcode}), possibly over the "
+                      f"{settings.parse_memory_mb} MB memory limit (ingest.parse_memory_mb)")
+        except CancelledError:
+            reason = "parsing was cancelled (the parser pool is shutting down)"
+        except Exception as exc:  # noqa: BLE001 - e.g. a result too large to send back: still one file's failure
+            reason = "the parser failed (" + " ".join(f"{type(exc).__name__}: {exc}".split())[:200] + ")"
+        return name, LoadError(f"{name}: {reason}")
+
+
+def _limit_memory(megabytes: int) -> None:
+    """Worker initializer: cap the address space, so a runaway allocation fails in this process only."""
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = megabytes * 1024 * 1024 if hard == resource.RLIM_INFINITY else min(hard, megabytes * 1024 * 1024)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _load_file(path: str) -> Document:
+    """Worker task: one file from disk (read in the worker, so large files never travel through a pipe)."""
+    return load.load_document(Path(path))
