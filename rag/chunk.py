@@ -5,11 +5,12 @@ and then to words for oversized blocks, and repeat up to `overlap_tokens` of the
 with the embedder's own tokenizer on exactly the text that is embedded (heading line included), so nothing is lost to
 truncation; `Chunker.split` re-checks every chunk and shrinks any that would not fit. A heading path may take at
 most half the budget: longer ones (Markdown allows any heading length, Akoma Ntoso nests labels without limit) are
-shortened, their longest labels cut first and then their outermost levels dropped.
+shortened, their longest labels cut first and then their outermost levels dropped (`Chunker.fit_heading`).
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 from collections.abc import Callable, Sequence
@@ -70,8 +71,11 @@ class Chunker:
     def split(self, doc: Document) -> list[Chunk]:
         """The document's chunks in order; each `embed_text` fits `max_tokens`, each `text` slices `doc.text`."""
         chunks: list[Chunk] = []
+        fitted: dict[tuple[str, ...], tuple[str, ...]] = {}  # sections often repeat a path (one per PDF page)
         for full_path, blocks in _sections(doc):
-            heading_path = self.fit_heading(full_path)
+            if full_path not in fitted:
+                fitted[full_path] = self.fit_heading(full_path)
+            heading_path = fitted[full_path]
             budget = self.max_tokens - self._heading_tokens(heading_path)
             pieces = self._pieces(doc.text, blocks, budget)
             for start, end in self._pack(pieces, budget):
@@ -81,21 +85,24 @@ class Chunker:
     def fit_heading(self, heading_path: tuple[str, ...]) -> tuple[str, ...]:
         """`heading_path` shortened until its line takes at most 1/HEADING_SHARE of `max_tokens`.
 
-        Each step halves the longest label (ending it with "…") or, once every label is short, drops the outermost
-        level, so it ends after at most levels + log2(characters) token counts; the innermost label, the most
-        specific, is kept longest. May return () when not even a short label fits.
+        Labels longer than a common cap are cut to it (ending in "…"), the cap being the largest that fits; when not
+        even labels of `_MIN_LABEL_CHARS` fit, the outermost levels are dropped as well, keeping the innermost (most
+        specific) ones. Both searches bisect, so a path costs O(log(characters) + log(levels)) token counts. May return
+        () when not even one short label fits.
         """
         limit = self.max_tokens // HEADING_SHARE
-        path = heading_path
-        while path and self._heading_tokens(path) > limit:
-            longest = max(range(len(path)), key=lambda i: len(path[i]))
-            label = path[longest]
-            if len(label) > _MIN_LABEL_CHARS:
-                shortened = label[: max(_MIN_LABEL_CHARS, len(label) // 2) - 1].rstrip() + "…"
-                path = (*path[:longest], shortened, *path[longest + 1 :])
-            else:
-                path = path[1:]
-        return path
+
+        def fits(path: tuple[str, ...]) -> bool:
+            return self._heading_tokens(path) <= limit
+
+        if fits(heading_path):
+            return heading_path
+        caps = range(_MIN_LABEL_CHARS, max(map(len, heading_path)) + 1)
+        too_long = bisect.bisect_left(caps, True, key=lambda cap: not fits(_cut_labels(heading_path, cap)))
+        if too_long > 0:  # caps[too_long - 1] was counted and fits
+            return _cut_labels(heading_path, caps[too_long - 1])
+        short = _cut_labels(heading_path, _MIN_LABEL_CHARS)
+        return short[bisect.bisect_left(range(len(short) + 1), True, key=lambda first: fits(short[first:])) :]
 
     def _heading_tokens(self, heading_path: tuple[str, ...]) -> int:
         if not heading_path:
@@ -219,6 +226,11 @@ def _merge_words(pieces: list[_Piece], budget: int) -> list[_Piece]:
         else:
             merged.append(piece)
     return merged
+
+
+def _cut_labels(path: tuple[str, ...], cap: int) -> tuple[str, ...]:
+    """Each label longer than `cap` characters cut to `cap`, its last one an ellipsis."""
+    return tuple(label if len(label) <= cap else label[: cap - 1].rstrip() + "…" for label in path)
 
 
 def _halve(text: str) -> list[tuple[int, int]]:

@@ -8,14 +8,16 @@ in its worker:
 
 - over `ingest.parse_timeout_s` of wall-clock time (counted from when a worker starts the file), the worker is
   killed and replaced;
-- over `ingest.parse_memory_mb` of address space (`RLIMIT_AS`, set in each worker), allocations fail: the file ends
-  with MemoryError, or the worker dies and is replaced;
+- over `ingest.parse_memory_mb` of address space beyond what the worker maps at start (`RLIMIT_AS`, set in each
+  worker), allocations fail: the file ends with MemoryError, or the worker dies and is replaced;
 - a worker that dies for any other reason (a segfault in a parser) is replaced too.
 
 Each of these is one `LoadError` naming the file and the reason; the other files of the batch are not affected.
 The pool is pebble's `ProcessPool` (per-task timeouts that kill and replace just the worker concerned, which the
 standard library's ProcessPoolExecutor cannot do) over `spawn`ed processes: a worker starts from a fresh interpreter
-that imports only `rag.load` and its parsers (no torch, no FAISS, no copy of the caller's memory or threads).
+that imports only `rag.load` and its parsers (no torch, no FAISS, no copy of the caller's memory or threads), plus,
+as `spawn` always does, the caller's main script: `rag`, `python -m rag`, uvicorn and pytest are light; a script of
+one's own must start its work under `if __name__ == "__main__":` and should import heavy modules inside functions.
 """
 
 from __future__ import annotations
@@ -115,10 +117,22 @@ class ParsePool:
 
 
 def _limit_memory(megabytes: int) -> None:
-    """Worker initializer: cap the address space, so a runaway allocation fails in this process only."""
+    """Worker initializer: cap the address space at what the worker holds now plus `megabytes`, so a runaway
+    allocation fails in this process only. Relative, because a worker also imports the caller's main script
+    (multiprocessing's spawn does) and a script that imports torch at the top already maps gigabytes."""
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = megabytes * 1024 * 1024 if hard == resource.RLIM_INFINITY else min(hard, megabytes * 1024 * 1024)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    limit = _address_space() + megabytes * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+
+
+def _address_space() -> int:
+    """Bytes of virtual memory this process maps (Linux: VmSize); 0 where /proc is not available."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0
+    kilobytes = next((line.split()[1] for line in status.splitlines() if line.startswith("VmSize:")), "0")
+    return int(kilobytes) * 1024
 
 
 def _load_file(path: str) -> Document:

@@ -74,8 +74,8 @@ class IngestSettings(Section):
         "and the file fails alone",
     )
     parse_memory_mb: int = Field(
-        1024, ge=256, le=1_048_576, description="address space of a parser process in MB (RLIMIT_AS); a file that "
-        "needs more fails alone",
+        1024, ge=64, le=1_048_576, description="MB of address space a parser process may add to what it maps at start "
+        "(RLIMIT_AS); a file that needs more fails alone",
     )
 
 

@@ -25,6 +25,7 @@ from rag.errors import LoadError
 from rag.load import Block, Document, load_bytes
 
 from .hostile_corpus import AKN, HEADING, PROSE
+from .test_load import make_pdf
 
 settings.register_profile(
     "default", max_examples=30, deadline=timedelta(seconds=20), derandomize=True,
@@ -136,19 +137,10 @@ def test_zip_containers(entries, truncate):
     check(data[: len(data) - truncate] if truncate < len(data) else data, "a.docx")
 
 
-def _minimal_pdf(lines: list[str]) -> bytes:
-    from .hostile_corpus import _FONT, _page, _pdf, _stream
-
-    shown = b" ".join(b"(%s) Tj T*" % line.encode("latin-1", "replace").replace(b"\\", b"").replace(b"(", b"")
-                      .replace(b")", b"") for line in lines)
-    return _pdf({1: b"<< /Type /Catalog /Pages 2 0 R >>", 2: b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>",
-                 3: _FONT, 4: _page(2, 5), 5: _stream(b"BT /F1 11 Tf 14 TL 72 760 Td " + shown + b" ET")})
-
-
 @FUZZ
 @given(lines=st.lists(TEXT, min_size=1, max_size=20), data=st.data())
 def test_pdf_mutations(lines, data):
-    pdf = _minimal_pdf(lines)
+    pdf = make_pdf([[line.encode("cp1252", "replace").decode("cp1252") for line in lines]])
     start = data.draw(st.integers(min_value=0, max_value=len(pdf)), label="start")
     end = data.draw(st.integers(min_value=start, max_value=min(len(pdf), start + 64)), label="end")
     check(pdf[:start] + data.draw(st.binary(max_size=64), label="patch") + pdf[end:], "a.pdf")
