@@ -2,13 +2,15 @@
 
     python -m bench.parse                       # writes bench/results/parse.json
     python -m bench.parse --pdfs 40 --cap 60 --out bench/results/parse.json
+    # another checkout's in-process numbers (e.g. before the pool): run its copy of this file from its root
+    cd /tmp/before && python -m bench.parse --data /work/shared/data --out /tmp/parse-before.json
 
 Pages/s: the first `--pdfs` Legilux PDFs parsed (a) in this process one after the other, as the ingest's former
 parse-ahead thread did, and (b) through `ParsePool` with 1 and with 2 worker processes (workers started beforehand).
 Hostile corpus (tests/hostile_corpus.py): each file parsed (a) in a fresh child process running `load_document`
 directly, killed after `--cap` seconds (the time reported is then the cap, marked `capped`), and (b) through
-`ParsePool` under the default limits, one file at a time. Run it with PYTHONPATH pointing at another checkout to
-measure that checkout's in-process numbers (the pool numbers need rag/parse_pool.py).
+`ParsePool` under the default limits, one file at a time. The pool numbers need rag/parse_pool.py; a checkout without
+it gets the in-process numbers only.
 """
 
 from __future__ import annotations
@@ -26,18 +28,26 @@ from pathlib import Path
 from rag import load
 from rag.settings import IngestSettings
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-LEGILUX = SHARED / "corpus" / "legilux" / "works"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
-_CHILD = "import sys, time; from pathlib import Path; from rag import load\n" \
-         "t = time.perf_counter()\ntry: load.load_document(Path(sys.argv[1]))\nexcept Exception as e: print(type(e).__name__, file=sys.stderr)\n" \
-         "print(time.perf_counter() - t)"
+_CHILD = """import sys, time
+from pathlib import Path
+from rag import load
+started = time.perf_counter()
+try:
+    load.load_document(Path(sys.argv[1]))
+except Exception as exc:
+    print(type(exc).__name__, file=sys.stderr)
+print(time.perf_counter() - started)
+"""
 
 
-def pdf_rates(count: int) -> dict:
-    pdfs = sorted(p for p in LEGILUX.rglob("*.pdf") if p.is_file())[:count]
+def pdf_rates(data: Path, count: int) -> dict:
+    legilux = data / "corpus" / "legilux" / "works"
+    pdfs = sorted(p for p in legilux.rglob("*.pdf") if p.is_file())[:count]
     if not pdfs:
-        raise SystemExit(f"no PDFs under {LEGILUX}: is ../shared/data present?")
+        raise SystemExit(f"no PDFs under {legilux}: is ../shared/data present?")
     rates = {"pdfs": len(pdfs)}
     started = time.perf_counter()
     pages = sum(load.load_document(pdf).pages or 0 for pdf in pdfs)
@@ -61,7 +71,6 @@ def _rate(pages: int, seconds: float) -> dict:
 
 
 def hostile_times(cap: float) -> dict:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.hostile_corpus import write_corpus
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -87,7 +96,7 @@ def hostile_times(cap: float) -> dict:
 def _child_time(path: Path, cap: float) -> dict:
     try:
         done = subprocess.run([sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, timeout=cap,
-                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     except subprocess.TimeoutExpired:
         return {"seconds": cap, "capped": True}
     if done.returncode:
@@ -97,14 +106,15 @@ def _child_time(path: Path, cap: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=SHARED, help="the shared data folder (Legilux PDFs)")
     parser.add_argument("--pdfs", type=int, default=40)
     parser.add_argument("--cap", type=float, default=60.0, help="seconds before an in-process parse is stopped")
     parser.add_argument("--out", type=Path, default=RESULTS / "parse.json")
     args = parser.parse_args()
     load_before = os.getloadavg()
     result = {
-        "code": str(Path(load.__file__).resolve().parents[1]), "cpus": os.cpu_count(), "python": platform.python_version(),
-        "pdf": pdf_rates(args.pdfs), "hostile": hostile_times(args.cap),
+        "code": str(ROOT), "cpus": os.cpu_count(), "python": platform.python_version(),
+        "pdf": pdf_rates(args.data, args.pdfs), "hostile": hostile_times(args.cap),
         "loadavg_before_after": [load_before, os.getloadavg()],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -117,6 +117,7 @@ def service(make_settings, embedder, tmp_path_factory):
         llm={"n_threads": 1, "max_tokens": 24},
         server={"queue_size": 2, "max_upload_mb": 1, "max_request_kb": 64, "keys_file": home / "keys.json"},
         audit={"path": home / "audit.jsonl"},
+        ingest={"parse_timeout_s": 15, "parse_memory_mb": 512},  # hostile uploads hit the limits fast
     )
     pipeline = Pipeline(settings)
     pipeline.__dict__["embedder"] = embedder

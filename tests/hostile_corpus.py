@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import sys
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 ADDED = "added"
@@ -43,9 +43,13 @@ def _article(text: str = PROSE) -> str:
 # ------------------------------------------------------------------------------------------------ markup floods
 
 
+def pi_flood_reported() -> bytes:
+    """The reported 170-byte file: 28 × `<?x?> ` then `<?` stalled ingestion for 48 s."""
+    return b"<?x?> " * 28 + b"<?"
+
+
 def pi_flood() -> bytes:
-    """The reported 170-byte stall (28 × `<?x?> ` then `<?`), scaled up: each repetition doubled the old regex's
-    time."""
+    """The same scaled up: each repetition doubled the old regex's time."""
     return b"<?x?> " * 5000 + b"<?"
 
 
@@ -215,13 +219,14 @@ def akn_heading_chain() -> bytes:
 
 def other_principals_name() -> bytes:
     """Named like a document another principal uploaded (tests/server_kit.py plants one under this name)."""
-    return b"# Remote work for defence staff\n\nAnyone may work remotely 7 days per week; this text must not replace it.\n"
+    return b"# Remote work for defence staff\n\nAnyone may work remotely 7 days per week; this must replace nothing.\n"
 
 
 # ------------------------------------------------------------------------------------------------ the corpus
 
 # file name: (generator, expected outcome: ADDED, LIMITED or words of the failure reason)
 FILES: dict[str, tuple[Callable[[], bytes], str]] = {
+    "pi-flood-reported.xml": (pi_flood_reported, "unsupported file type"),
     "pi-flood.xml": (pi_flood, "unsupported file type"),
     "comment-flood.xml": (comment_flood, "unsupported file type"),
     "doctype-spaces.xml": (doctype_spaces, "unsupported file type"),
@@ -248,13 +253,13 @@ FILES: dict[str, tuple[Callable[[], bytes], str]] = {
 EXPECTED = {name: expected for name, (_, expected) in FILES.items()}
 
 
-def write_corpus(folder: Path) -> dict[str, Path]:
-    """Write every hostile file into `folder` (created if needed); returns name -> path."""
+def write_corpus(folder: Path, names: Iterable[str] | None = None) -> dict[str, Path]:
+    """Write the hostile files (all, or those `names`) into `folder`, created if needed; returns name -> path."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, (generate, _) in FILES.items():
+    for name in names or FILES:
         paths[name] = folder / name
-        paths[name].write_bytes(generate())
+        paths[name].write_bytes(FILES[name][0]())
     return paths
 
 

@@ -62,6 +62,11 @@ def _joined(parts: list[str]) -> str:
     return "".join(parts)
 
 
+def floods(tokens: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """A token repeated up to 3,000 times: floods of instructions or comments, deep nesting, long runs."""
+    return st.builds(lambda token, times: token * times, tokens, st.integers(1, 3000))
+
+
 # ------------------------------------------------------------------------------------------------- raw bytes
 
 MAGIC = st.sampled_from([b"", b"%PDF-1.4\n", b"PK\x03\x04", b"<?xml version='1.0'?>", b"\xef\xbb\xbf", b"\xff\xfe",
@@ -93,24 +98,27 @@ HTML_TOKENS = st.sampled_from([
 ])
 MARKDOWN_TOKENS = st.sampled_from([
     "# ", "###### ", "####### ", "\n", "\n\n", "> ", "- ", "1. ", "```\n", "~~~", "    ", "| a | b |\n|---|---|\n",
-    "---\n", "===\n", "*", "_", "[", "]", "(", ")", "![", "<div>", "</div>", "<!--", "\\", "`",
+    "---\n", "===\n", "*", "_", "[", "]", "(", ")", "![", "<div>", "</div>", "<!--", "\\", "`", "{", "{\"a\": ",
 ])
 
 
 @FUZZ
-@given(parts=st.lists(XML_TOKENS | TEXT, max_size=60), name=st.sampled_from(["a.xml", "a.txt"]))
+@given(parts=st.lists(XML_TOKENS | TEXT | floods(XML_TOKENS), max_size=60),
+       name=st.sampled_from(["a.xml", "a.txt"]))
 def test_xml_like(parts, name):
     check(_joined(parts).encode(), name)
 
 
 @FUZZ
-@given(parts=st.lists(HTML_TOKENS | TEXT, max_size=60), encoding=st.sampled_from(["utf-8", "utf-16", "cp1252"]))
+@given(parts=st.lists(HTML_TOKENS | TEXT | floods(HTML_TOKENS), max_size=60),
+       encoding=st.sampled_from(["utf-8", "utf-16", "cp1252"]))
 def test_html_like(parts, encoding):
     check(_joined(parts).encode(encoding, errors="replace"), "a.html")
 
 
 @FUZZ
-@given(parts=st.lists(MARKDOWN_TOKENS | TEXT, max_size=80), name=st.sampled_from(["a.md", "a.txt", "a"]))
+@given(parts=st.lists(MARKDOWN_TOKENS | TEXT | floods(MARKDOWN_TOKENS), max_size=80),
+       name=st.sampled_from(["a.md", "a.txt", "a"]))
 def test_markdown_and_text_like(parts, name):
     check(_joined(parts).encode(), name)
 

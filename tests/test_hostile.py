@@ -87,8 +87,8 @@ def test_heading_chains_are_shortened_to_fit_the_budget(batch, embedder):
 
 def test_cli_reports_each_hostile_file_on_one_line(tmp_path, make_settings):
     """`rag ingest` of a stalling, a limit-breaking and a good file: exit 1, one `failed:` line each, no traceback."""
-    paths = write_corpus(tmp_path / "in")
-    chosen = [paths["pi-flood.xml"], paths["million-pages.pdf"], EXAMPLES / "remote-work-summary.md"]
+    paths = write_corpus(tmp_path / "in", ["pi-flood.xml", "million-pages.pdf"])
+    chosen = [*paths.values(), EXAMPLES / "remote-work-summary.md"]
     settings = make_settings()
     env = {**os.environ, "RAG_INDEX_DIR": str(tmp_path / "index"), "RAG_DATA_DIR": str(settings.data_dir),
            "RAG_INGEST__PARSE_TIMEOUT_S": "15", "RAG_INGEST__PARSE_MEMORY_MB": "512"}
@@ -102,8 +102,9 @@ def test_cli_reports_each_hostile_file_on_one_line(tmp_path, make_settings):
 
 
 def test_hostile_upload_is_a_4xx_while_the_server_keeps_answering(service, tmp_path):
-    """A file that runs into the parse time limit is a 422 naming the limit; /healthz answers all along."""
-    paths = write_corpus(tmp_path)
+    """A file that runs into the parse time limit (the `service` fixture's 15 s) is a 422 naming the limit; /healthz
+    answers all along."""
+    paths = write_corpus(tmp_path, ["million-pages.pdf"])
     outcome: dict = {}
 
     def upload() -> None:
@@ -132,7 +133,7 @@ def test_hostile_upload_is_a_4xx_while_the_server_keeps_answering(service, tmp_p
     ("invalid-utf16.txt", 415, "binary content"),
 ])
 def test_hostile_uploads_are_refused_with_the_reason(service, tmp_path, name, status, words):
-    path = write_corpus(tmp_path)[name]
+    path = write_corpus(tmp_path, [name])[name]
     with service.client("public-admin") as client:
         response = client.post("/v1/documents", files={"files": (name, path.read_bytes())})
     assert response.status_code == status, response.text
@@ -141,7 +142,7 @@ def test_hostile_uploads_are_refused_with_the_reason(service, tmp_path, name, st
 
 def test_upload_named_like_another_principals_document_replaces_nothing(service, tmp_path):
     """`defence-remote-work.md` exists, restricted; a public admin uploading that name gets its own document."""
-    path = write_corpus(tmp_path)["defence-remote-work.md"]
+    path = write_corpus(tmp_path, ["defence-remote-work.md"])["defence-remote-work.md"]
     with service.client("public-admin") as client:
         response = client.post("/v1/documents", files={"files": (path.name, path.read_bytes())})
         assert response.status_code == 201, response.text

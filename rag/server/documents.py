@@ -2,9 +2,10 @@
 
 An upload is all or nothing: every file is parsed first, and only if all of them are readable are they embedded and
 committed to the index in one transaction. Parsing happens in the parser processes (rag/parse_pool.py) under the
-`ingest.parse_timeout_s` and `ingest.parse_memory_mb` limits, so a hostile file is a 4xx and never stalls the server. Uploaded documents are stored as `/uploads/<principal>/<file name>`, so a
-re-upload by the same principal replaces its document, and a principal can never overwrite (or, by the answer it
-gets, detect) a document of the same name uploaded by someone else.
+`ingest.parse_timeout_s` and `ingest.parse_memory_mb` limits, so a hostile file is a 4xx and never stalls the server.
+Uploaded documents are stored as `/uploads/<principal>/<file name>`, so a re-upload by the same principal replaces its
+document, and a principal can never overwrite (or, by the answer it gets, detect) a document of the same name
+uploaded by someone else.
 """
 
 from __future__ import annotations
