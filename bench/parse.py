@@ -6,7 +6,9 @@
     cd /tmp/before && python -m bench.parse --data /work/shared/data --out /tmp/parse-before.json
 
 Pages/s: the first `--pdfs` Legilux PDFs parsed (a) in this process one after the other, as the ingest's former
-parse-ahead thread did, and (b) through `ParsePool` with 1 and with 2 worker processes (workers started beforehand).
+parse-ahead thread did, and (b) through `ParsePool` with 1 and with 2 worker processes (worker start-up included),
+the three in turn for `--rounds` rounds; medians, with the CPU seconds spent (pages per CPU-second shows what the
+processes cost; pages/s what a busy machine's free cores allowed).
 Hostile corpus (tests/hostile_corpus.py): each file parsed (a) in a fresh child process running `load_document`
 directly, killed after `--cap` seconds (the time reported is then the cap, marked `capped`), and (b) through
 `ParsePool` under the default limits, one file at a time. The pool numbers need rag/parse_pool.py; a checkout without
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -43,31 +46,51 @@ print(time.perf_counter() - started)
 """
 
 
-def pdf_rates(data: Path, count: int) -> dict:
+def pdf_rates(data: Path, count: int, rounds: int) -> dict:
+    """Median pages/s and pages per CPU-second (this process and its finished children) of each way to parse, over
+    `rounds` rounds that run the ways in turn, so that other jobs on a shared machine weigh on all of them alike."""
     legilux = data / "corpus" / "legilux" / "works"
     pdfs = sorted(p for p in legilux.rglob("*.pdf") if p.is_file())[:count]
     if not pdfs:
         raise SystemExit(f"no PDFs under {legilux}: is ../shared/data present?")
-    rates = {"pdfs": len(pdfs)}
-    started = time.perf_counter()
-    pages = sum(load.load_document(pdf).pages or 0 for pdf in pdfs)
-    rates["in_process"] = _rate(pages, time.perf_counter() - started)
+    ways = {"in_process": lambda: [load.load_document(pdf) for pdf in pdfs]}
     try:
         from rag.parse_pool import ParsePool
     except ImportError:  # a checkout from before the pool
-        return rates
-    for workers in (1, 2):
-        with ParsePool(IngestSettings(parse_workers=workers)) as pool:
-            list(pool.parse_files(pdfs[:workers], ahead=workers))  # start the workers (and their imports)
-            started = time.perf_counter()
-            outcomes = [outcome for _, outcome in pool.parse_files(pdfs, ahead=8)]
-            rates[f"pool_{workers}_workers"] = _rate(sum(o.pages or 0 for o in outcomes),
-                                                     time.perf_counter() - started)
-    return rates
+        ParsePool = None
+    for workers in (1, 2) if ParsePool else ():
+        ways[f"pool_{workers}_workers"] = lambda workers=workers: _pooled(ParsePool, workers, pdfs)
+    runs: dict[str, list[dict]] = {way: [] for way in ways}
+    for _ in range(rounds):
+        for way, parse in ways.items():
+            runs[way].append(_measure(parse))
+    return {"pdfs": len(pdfs), "rounds": rounds, **{way: _median(measured) for way, measured in runs.items()}}
 
 
-def _rate(pages: int, seconds: float) -> dict:
-    return {"pages": pages, "seconds": round(seconds, 2), "pages_per_s": round(pages / seconds, 1)}
+def _pooled(pool_class, workers: int, pdfs: list[Path]) -> list:
+    with pool_class(IngestSettings(parse_workers=workers)) as pool:
+        return [outcome for _, outcome in pool.parse_files(pdfs, ahead=8)]  # worker start-up included
+
+
+def _measure(parse) -> dict:
+    cpu_before = _cpu_seconds()
+    started = time.perf_counter()
+    documents = parse()
+    seconds = time.perf_counter() - started
+    cpu = _cpu_seconds() - cpu_before
+    pages = sum(d.pages or 0 for d in documents)
+    return {"pages": pages, "seconds": round(seconds, 2), "pages_per_s": round(pages / seconds, 1),
+            "cpu_seconds": round(cpu, 2), "pages_per_cpu_s": round(pages / cpu, 1)}
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _median(measured: list[dict]) -> dict:
+    middle = sorted(measured, key=lambda m: m["pages_per_s"])[len(measured) // 2]
+    return {**middle, "pages_per_s_all_rounds": [m["pages_per_s"] for m in measured]}
 
 
 def hostile_times(cap: float) -> dict:
@@ -108,13 +131,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=SHARED, help="the shared data folder (Legilux PDFs)")
     parser.add_argument("--pdfs", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the PDF measurement (median reported)")
     parser.add_argument("--cap", type=float, default=60.0, help="seconds before an in-process parse is stopped")
     parser.add_argument("--out", type=Path, default=RESULTS / "parse.json")
     args = parser.parse_args()
     load_before = os.getloadavg()
     result = {
         "code": str(ROOT), "cpus": os.cpu_count(), "python": platform.python_version(),
-        "pdf": pdf_rates(args.data, args.pdfs), "hostile": hostile_times(args.cap),
+        "pdf": pdf_rates(args.data, args.pdfs, args.rounds), "hostile": hostile_times(args.cap),
         "loadavg_before_after": [load_before, os.getloadavg()],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
