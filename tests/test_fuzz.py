@@ -11,9 +11,12 @@ A failing input is reduced by Hypothesis to a small one; add it to tests/hostile
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import signal
 import zipfile
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -27,6 +30,7 @@ from rag.load import Block, Document, load_bytes
 from .hostile_corpus import AKN, HEADING, PROSE
 from .test_load import make_pdf
 
+# Hypothesis' deadline only judges an example after it returns; `time_limit` below stops one that never would.
 settings.register_profile(
     "default", max_examples=30, deadline=timedelta(seconds=20), derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -36,6 +40,7 @@ settings.register_profile(  # ~60-90 s for the whole file on a 2-core machine; s
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 FUZZ = settings.get_profile(os.environ.get("RAG_FUZZ_PROFILE", "default"))
+SECONDS_PER_INPUT = 10  # inputs are at most ~100 KB: any of them parses in well under a second
 
 pytestmark = pytest.mark.fuzz
 
@@ -45,10 +50,32 @@ TEXT = st.text(st.characters(codec="utf-8"), max_size=40) | st.sampled_from(
      "\r\n", "\n\n", "\x00", "\ufeff", "é", "…"])
 
 
-def check(data: bytes, name: str) -> None:
-    """The property every loader keeps: a Document that slices back into its text, or one LoadError line."""
+class Hang(Exception):
+    """An input took longer than SECONDS_PER_INPUT: a stall the parser pool would turn into a failed file."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float = SECONDS_PER_INPUT) -> Iterator[None]:
+    """Raise `Hang` in this (main) thread after `seconds`, so that Hypothesis reports and shrinks a stalling input;
+    Python code and the `re` module's matching are interrupted, a C parser only when it returns."""
+
+    def expire(signum, frame):
+        raise Hang(f"no result after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        document = load_bytes(data, name)
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def check(data: bytes, name: str) -> None:
+    """The property every loader keeps: a Document that slices back into its text, or one LoadError line, soon."""
+    try:
+        with time_limit():
+            document = load_bytes(data, name)
     except LoadError as exc:
         message = str(exc)
         assert message.startswith(f"{name}: ") and "\n" not in message, message
@@ -182,7 +209,8 @@ def test_chunker(document, max_tokens, overlap, counter):
     """Chunks slice back into the text, cover every block and fit the budget with their heading line."""
     count = COUNTERS[counter]
     chunker = Chunker(count, max_tokens, min(overlap, max_tokens - 1))
-    chunks = chunker.split(document)
+    with time_limit():
+        chunks = chunker.split(document)
     assert [c.ordinal for c in chunks] == list(range(len(chunks)))
     for chunk in chunks:
         assert chunk.text == document.text[chunk.start : chunk.end]
