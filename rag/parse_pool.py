@@ -25,6 +25,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import resource
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import CancelledError, TimeoutError
@@ -50,7 +52,7 @@ class ParsePool:
         self.settings = settings
         self.workers = settings.parse_workers or min(2, os.cpu_count() or 1)
         self._pool = pebble.ProcessPool(
-            max_workers=self.workers, initializer=_limit_memory, initargs=(settings.parse_memory_mb,),
+            max_workers=self.workers, initializer=_start_worker, initargs=(settings.parse_memory_mb, os.getpid()),
             context=multiprocessing.get_context("spawn"),
         )
 
@@ -116,8 +118,21 @@ class ParsePool:
         return name, LoadError(f"{name}: {reason}")
 
 
+def _start_worker(megabytes: int, parent: int) -> None:
+    """Worker initializer: exit with the parent (a SIGKILLed `rag ingest` must not leave a parser running on a
+    hostile file for minutes), then cap the memory."""
+    threading.Thread(target=_exit_without_parent, args=(parent,), name="rag-parent-watch", daemon=True).start()
+    _limit_memory(megabytes)
+
+
+def _exit_without_parent(parent: int, interval_s: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval_s)
+    os._exit(1)
+
+
 def _limit_memory(megabytes: int) -> None:
-    """Worker initializer: cap the address space at what the worker holds now plus `megabytes`, so a runaway
+    """Cap the address space at what the worker holds now plus `megabytes`, so a runaway
     allocation fails in this process only. Relative, because a worker also imports the caller's main script
     (multiprocessing's spawn does) and a script that imports torch at the top already maps gigabytes."""
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
