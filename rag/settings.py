@@ -66,8 +66,8 @@ class IngestSettings(Section):
     )
     parse_ahead: int = Field(8, ge=1, le=1024, description="documents parsed ahead of the embedder")
     parse_workers: int | None = Field(
-        None, ge=1, le=64, description="processes parsing files side by side (rag/parse_pool.py); None: "
-        "min(2, cores), since the embedder needs the other cores",
+        None, ge=1, le=64, description="processes parsing files side by side (rag/parse_pool.py), beside the "
+        "embedder's threads; None: min(2, cores)",
     )
     parse_timeout_s: float = Field(
         60.0, gt=0, le=3600, description="wall-clock seconds one file may take to parse; its worker is then killed "
