@@ -3,11 +3,14 @@
 Chunks never cross a heading/article boundary, are packed from whole blocks where possible, fall back to sentences
 and then to words for oversized blocks, and repeat up to `overlap_tokens` of the previous chunk. Sizes are counted
 with the embedder's own tokenizer on exactly the text that is embedded (heading line included), so nothing is lost to
-truncation; `Chunker.split` re-checks every chunk and shrinks any that would not fit.
+truncation; `Chunker.split` re-checks every chunk and shrinks any that would not fit. A heading path may take at
+most half the budget: longer ones (Markdown allows any heading length, Akoma Ntoso nests labels without limit) are
+shortened, their longest labels cut first and then their outermost levels dropped (`Chunker.fit_heading`).
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 from collections.abc import Callable, Sequence
@@ -19,6 +22,8 @@ TokenCounter = Callable[[Sequence[str]], list[int]]
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+(?=[\"'«(\[]?[A-ZÀ-ÖØ-Þ0-9])|\n+")
 _WORD = re.compile(r"\S+")
+HEADING_SHARE = 2  # a heading line takes at most 1/HEADING_SHARE of the chunk budget
+_MIN_LABEL_CHARS = 24  # labels are cut down to this before levels are dropped
 
 
 @dataclass(frozen=True)
@@ -64,13 +69,40 @@ class Chunker:
         self.overlap_tokens = overlap_tokens
 
     def split(self, doc: Document) -> list[Chunk]:
+        """The document's chunks in order; each `embed_text` fits `max_tokens`, each `text` slices `doc.text`."""
         chunks: list[Chunk] = []
-        for heading_path, blocks in _sections(doc):
+        fitted: dict[tuple[str, ...], tuple[str, ...]] = {}  # sections often repeat a path (one per PDF page)
+        for full_path, blocks in _sections(doc):
+            if full_path not in fitted:
+                fitted[full_path] = self.fit_heading(full_path)
+            heading_path = fitted[full_path]
             budget = self.max_tokens - self._heading_tokens(heading_path)
             pieces = self._pieces(doc.text, blocks, budget)
             for start, end in self._pack(pieces, budget):
                 chunks.append(self._chunk(doc, len(chunks), start, end, heading_path, blocks))
         return self._enforce_budget(doc, chunks)
+
+    def fit_heading(self, heading_path: tuple[str, ...]) -> tuple[str, ...]:
+        """`heading_path` shortened until its line takes at most 1/HEADING_SHARE of `max_tokens`.
+
+        Labels longer than a common cap are cut to it (ending in "…"), the cap being the largest that fits; when not
+        even labels of `_MIN_LABEL_CHARS` fit, the outermost levels are dropped as well, keeping the innermost (most
+        specific) ones. Both searches bisect, so a path costs O(log(characters) + log(levels)) token counts. May return
+        () when not even one short label fits.
+        """
+        limit = self.max_tokens // HEADING_SHARE
+
+        def fits(path: tuple[str, ...]) -> bool:
+            return self._heading_tokens(path) <= limit
+
+        if fits(heading_path):
+            return heading_path
+        caps = range(_MIN_LABEL_CHARS, max(map(len, heading_path)) + 1)
+        too_long = bisect.bisect_left(caps, True, key=lambda cap: not fits(_cut_labels(heading_path, cap)))
+        if too_long > 0:  # caps[too_long - 1] was counted and fits
+            return _cut_labels(heading_path, caps[too_long - 1])
+        short = _cut_labels(heading_path, _MIN_LABEL_CHARS)
+        return short[bisect.bisect_left(range(len(short) + 1), True, key=lambda first: fits(short[first:])) :]
 
     def _heading_tokens(self, heading_path: tuple[str, ...]) -> int:
         if not heading_path:
@@ -142,7 +174,7 @@ class Chunker:
         counts = self.count_tokens([c.embed_text for c in chunks])
         fixed: list[Chunk] = []
         for chunk, tokens in zip(chunks, counts):
-            if tokens <= self.max_tokens:
+            if tokens <= self.max_tokens or len(chunk.text) < 2:  # a single character cannot be halved further
                 fixed.append(chunk)
                 continue
             halves = _halve(chunk.text)
@@ -194,6 +226,11 @@ def _merge_words(pieces: list[_Piece], budget: int) -> list[_Piece]:
         else:
             merged.append(piece)
     return merged
+
+
+def _cut_labels(path: tuple[str, ...], cap: int) -> tuple[str, ...]:
+    """Each label longer than `cap` characters cut to `cap`, its last one an ellipsis."""
+    return tuple(label if len(label) <= cap else label[: cap - 1].rstrip() + "…" for label in path)
 
 
 def _halve(text: str) -> list[tuple[int, int]]:

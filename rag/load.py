@@ -11,6 +11,7 @@ a parser fed the wrong kind of file fails in confusing ways. Every problem with 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import io
 import json
@@ -101,7 +102,7 @@ def load_bytes(data: bytes, name: str) -> Document:
         raise UnsupportedFormatError(f"{name}: unsupported file type ({_describe_unsupported(data)})")
     try:
         parsed = _PARSERS[fmt](data, name)
-    except LoadError:
+    except (LoadError, MemoryError):  # out of memory is the process's limit, not a property of the file
         raise
     except Exception as exc:  # a parser choking on hostile input must still give one clean LoadError
         raise LoadError(f"{name}: cannot read {fmt} file ({_one_line(exc)})") from exc
@@ -272,9 +273,6 @@ _BINARY_KINDS = {  # only to word the "unsupported" message helpfully
 }
 _FORMEX_ROOTS = frozenset({"ACT", "CONS.ACT", "CONS.DOC", "CONS.ANNEX", "CONS.OTH", "GENERAL", "ANNEX", "AGR"})
 _HTML_DOCUMENT = re.compile(r"<(!doctype\s+html|html)[\s>]", re.IGNORECASE)
-_XML_ROOT = re.compile(  # the first element after the prolog (declaration, comments, doctype, instructions)
-    r"(?:\s|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>\[]*(?:\[.*?\])?\s*>)*<([A-Za-z_][\w.:-]*)", re.DOTALL | re.IGNORECASE
-)
 _HTML_FRAGMENT = re.compile(  # the WHATWG sniffing tags: a text starting with one of these is HTML
     r"<(head|body|script|iframe|h1|div|font|table|a|style|title|b|br|p|!--)[\s>/]", re.IGNORECASE
 )
@@ -334,8 +332,7 @@ def _markup_format(head: str, data: bytes, name: str) -> str | None:
     """html, akoma-ntoso or formex from the root element; None for other XML vocabularies."""
     if _HTML_DOCUMENT.match(head):
         return "html"
-    root = _XML_ROOT.match(head)
-    root_name = root.group(1).rpartition(":")[2] if root else ""
+    root_name = _root_element(head)
     if root_name.lower() == "akomantoso":
         return "akoma-ntoso"
     if root_name in _FORMEX_ROOTS:
@@ -345,7 +342,27 @@ def _markup_format(head: str, data: bytes, name: str) -> str | None:
     if _HTML_FRAGMENT.match(head):
         # Markdown may open with inline HTML (a centred logo); only a full HTML document overrides ".md"
         return "markdown" if Path(name).suffix.lower() in (".md", ".markdown") else "html"
-    return None if head.startswith("<?xml") else _plain_format(data, head, name)
+    # declarations, instructions, comments and DOCTYPEs before no known root: markup of another kind, not prose
+    return None if head.startswith(("<?", "<!")) else _plain_format(data, head, name)
+
+
+def _root_element(head: str, step: int = 4096) -> str:
+    """Local name of the first element after the prolog (declaration, comments, DOCTYPE, instructions), or "".
+
+    Read by libxml2's push parser, a piece at a time until the first start tag: linear in the prolog, whatever it
+    repeats (a backtracking regex took exponential time on runs of `<?x?>`), with entities, DTD loading and the
+    network off. Malformed markup ends the search: an HTML fragment still names its first element.
+    """
+    parser = etree.XMLPullParser(events=("start",), huge_tree=False, **_SAFE_XML)
+    data = _XML_DECLARATION.sub("", head, count=1).encode()  # the text is decoded already, whatever it declared
+    first = None
+    with contextlib.suppress(etree.ParseError):
+        for offset in range(0, len(data), step):
+            parser.feed(data[offset : offset + step])
+            if first := next(parser.read_events(), None):
+                break
+    first = first or next(parser.read_events(), None)  # a start tag read before a syntax error still counts
+    return first[1].tag.rpartition("}")[2].rpartition(":")[2] if first else ""  # "{ns}x", or "akn:x" with no xmlns
 
 
 def _plain_format(data: bytes, text: str, name: str) -> str | None:
@@ -361,7 +378,7 @@ def _plain_format(data: bytes, text: str, name: str) -> str | None:
 def _is_json(data: bytes) -> bool:
     try:
         json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # "[[[[..." nested deeper than the interpreter's stack: not data we index
         return False
     return True
 

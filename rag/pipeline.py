@@ -6,9 +6,6 @@ Models load lazily on first use and once per `Pipeline`; the index is opened on 
 from __future__ import annotations
 
 import json
-import os
-import queue
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +24,7 @@ from . import load
 from .load import Block, Document
 from .originals import Originals
 from .provenance import verify_embedder, verify_llm
+from .parse_pool import ParsePool
 from .retrieve import Hit, Mode, Retriever
 from .settings import Settings
 from .store import ChunkRecord, DocumentRecord, IndexStore, NewChunk, SearchFilter, new_manifest
@@ -111,11 +109,15 @@ class Pipeline:
         self, paths: Sequence[str | Path], labels: Sequence[str] | None = None, progress: bool = True,
         on_commit=None,
     ) -> IngestReport:
-        """Add or update every readable file under `paths`; unreadable ones are reported, not fatal."""
+        """Add or update every readable file under `paths`; unreadable ones are reported, not fatal.
+
+        Files are parsed in worker processes (rag/parse_pool.py) while the embedder works; a file that fails, hangs
+        past `ingest.parse_timeout_s` or needs more than `ingest.parse_memory_mb` is one entry of `failed`."""
         labels = tuple(sorted(labels or self.settings.default_labels))
         files = [p.resolve() for p in load.iter_input_files([Path(p) for p in paths])]
-        return self._ingest_documents(_parse_ahead(files, self.settings.ingest.parse_ahead), len(files), labels,
-                                      progress, on_commit, atomic=False)
+        with ParsePool(self.settings.ingest) as pool:
+            parsed = pool.parse_files(files, ahead=self.settings.ingest.parse_ahead)
+            return self._ingest_documents(parsed, len(files), labels, progress, on_commit, atomic=False)
 
     def ingest_documents(
         self, documents: Sequence[Document], labels: Sequence[str] | None = None, progress: bool = False,
@@ -285,31 +287,6 @@ class Pipeline:
             self.store.close()
         if "llm" in self.__dict__:
             self.llm.close()
-
-
-def _parse_ahead(files: list[Path], depth: int) -> Iterator[tuple[str, Document | LoadError]]:
-    """Parse in a background thread so the CPU reads PDFs while the embedder works."""
-    results: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-
-    def produce() -> None:
-        for path in files:
-            source = str(path)
-            try:
-                source.encode("utf-8")
-            except UnicodeEncodeError:  # undecodable bytes in a file name (PEP 383): the index stores names as text
-                source = os.fsencode(path).decode("utf-8", "backslashreplace")
-                results.put((source, LoadError(f"{source}: the file name is not valid UTF-8; rename the file")))
-                continue
-            try:
-                results.put((source, load.load_document(path)))
-            except LoadError as exc:
-                results.put((source, exc))
-        results.put(done)
-
-    threading.Thread(target=produce, name="rag-parse", daemon=True).start()
-    while (item := results.get()) is not done:
-        yield item
 
 
 def _document_row(document: Document, labels: Sequence[str]) -> dict:

@@ -65,6 +65,18 @@ class IngestSettings(Section):
         512, ge=1, le=1_000_000, description="chunks embedded between two atomic commits (work lost on a crash)"
     )
     parse_ahead: int = Field(8, ge=1, le=1024, description="documents parsed ahead of the embedder")
+    parse_workers: int | None = Field(
+        None, ge=1, le=64, description="processes parsing files side by side (rag/parse_pool.py), beside the "
+        "embedder's threads; None: min(2, cores)",
+    )
+    parse_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="wall-clock seconds one file may take to parse; its worker is then killed "
+        "and the file fails alone",
+    )
+    parse_memory_mb: int = Field(
+        1024, ge=64, le=1_048_576, description="MB of address space a parser process may add to what it maps at start "
+        "(RLIMIT_AS); a file that needs more fails alone",
+    )
 
 
 class DenseIndexSettings(Section):

@@ -128,6 +128,7 @@ def serving(make_settings, embedder, home: Path, *, max_tokens: int, queue_size:
         llm={"n_threads": 1, "max_tokens": max_tokens},
         server={"queue_size": queue_size, "max_upload_mb": 1, "max_request_kb": 64, "keys_file": home / "keys.json"},
         audit={"path": home / "audit.jsonl"},
+        ingest={"parse_timeout_s": 15, "parse_memory_mb": 512},  # hostile uploads hit the limits fast
     )
     pipeline = Pipeline(settings)
     pipeline.__dict__["embedder"] = embedder

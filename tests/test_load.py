@@ -16,6 +16,7 @@ from rag.language import detect_language
 from rag.load import Document, detect_format, iter_input_files, load_bytes, load_document
 
 from .conftest import shared
+from .hostile_corpus import pdf_bytes
 
 CORPUS = Path(__file__).resolve().parents[1] / "examples" / "corpus"
 CONSTITUTION = "corpus/legilux/works/constitution-1868-10-17-n1/versions/2023-07-01/{}.xml"
@@ -76,16 +77,7 @@ def make_pdf(pages: list[list[str]], encrypted: bool = False) -> bytes:
         encrypt_id = max(objects) + 1
         objects[encrypt_id] = b"<< /Filter /Standard /V 1 /R 2 /O <%s> /U <%s> /P -44 >>" % (b"ab" * 32, b"cd" * 32)
         trailer += b" /Encrypt %d 0 R /ID [<%s> <%s>]" % (encrypt_id, b"01" * 16, b"01" * 16)
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = {}
-    for number in sorted(objects):
-        offsets[number] = len(out)
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, objects[number])
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offsets[number] for number in sorted(objects))
-    out += b"trailer\n<< /Size %d %s >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, trailer, xref)
-    return bytes(out)
+    return pdf_bytes(objects, trailer)
 
 
 def _pdf_string(text: str) -> bytes:

@@ -1,9 +1,10 @@
 """/v1/documents: upload (admin), list, get, delete (admin), each limited to the documents the caller may see.
 
 An upload is all or nothing: every file is parsed first, and only if all of them are readable are they embedded and
-committed to the index in one transaction. Uploaded documents are stored as
-`upload://<principal>/<labels>/<file name>` (the document's labels sorted, joined by `+`), so a re-upload of a name
-with the same labels by the same principal replaces its document. Every document of such a source is visible to
+committed to the index in one transaction. Parsing happens in the parser processes (rag/parse_pool.py) under the
+`ingest.parse_timeout_s` and `ingest.parse_memory_mb` limits, so a hostile file is a 4xx and never stalls the server.
+Uploaded documents are stored as `upload://<principal>/<labels>/<file name>` (the document's labels sorted, joined
+by `+`), so a re-upload of a name with the same labels by the same principal replaces its document. Every document of such a source is visible to
 whoever may upload to it (an uploader holds every label it gives), so an upload can never overwrite, or by its answer
 detect, a document the caller cannot see: one of another principal, or of labels this key does not hold.
 """
@@ -16,8 +17,9 @@ import unicodedata
 from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
 
 from ..auth import Principal, checked_labels
-from ..errors import AccessDeniedError, InputError
-from ..load import Document, load_bytes
+from ..errors import AccessDeniedError, InputError, LoadError
+from ..load import Document
+from ..parse_pool import ParsePool
 from .answers import ERRORS, in_thread
 from .deps import admin, principal, ready, services
 from .forms import UploadRoute
@@ -42,7 +44,7 @@ async def upload(
     label_set = _upload_labels(labels, caller, s.settings.default_labels)
     named = [(_bare_name(f.filename), await f.read()) for f in files]
     _check_unique(name for name, _ in named)
-    documents = await in_thread(_parse_all, named, f"{caller.id}/{'+'.join(sorted(label_set))}")
+    documents = await in_thread(_parse_all, s.parsers, named, f"{caller.id}/{'+'.join(sorted(label_set))}")
     async with s.writes:
         for _, data in named:  # before the commit: a crash leaves an unreferenced file, never a missing one
             await in_thread(s.pipeline.originals.put, data)
@@ -112,6 +114,13 @@ def _check_unique(names) -> None:
         seen.add(name)
 
 
-def _parse_all(named: list[tuple[str, bytes]], namespace: str) -> list[Document]:
-    """All files or an error naming the first unreadable one; `namespace` is `<principal>/<labels>`."""
-    return [dataclasses.replace(load_bytes(data, name), source=f"upload://{namespace}/{name}") for name, data in named]
+def _parse_all(parsers: ParsePool, named: list[tuple[str, bytes]], namespace: str) -> list[Document]:
+    """All files, parsed side by side in the parser processes, or the LoadError of the first unreadable one (422,
+    415 for an unsupported type; also when a file exceeds the parse time or memory limit); `namespace` is
+    `<principal>/<labels>`."""
+    outcomes = parsers.parse_uploads(named)
+    for outcome in outcomes:
+        if isinstance(outcome, LoadError):
+            raise outcome
+    return [dataclasses.replace(document, source=f"upload://{namespace}/{name}")
+            for (name, _), document in zip(named, outcomes)]

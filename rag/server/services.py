@@ -18,6 +18,7 @@ from fastapi import Request
 from ..audit import AuditLog, audit_path, sha256_text
 from ..auth import KeyStore, Principal, keys_path
 from ..errors import AuditUnavailableError
+from ..parse_pool import ParsePool
 from ..settings import Settings, usable_cores
 from .generation import GenerationQueue
 from .metrics import Metrics
@@ -44,6 +45,7 @@ class Services:
     audit: AuditLog
     metrics: Metrics
     generation: GenerationQueue
+    parsers: ParsePool  # uploads are parsed here, off the event loop and out of this process
     writes: asyncio.Lock = field(default_factory=asyncio.Lock)  # uploads and deletes of this process, in turn
     state: str = "loading"  # loading | ready | failed
     failure: str | None = None
@@ -54,7 +56,7 @@ class Services:
     def build(cls, settings: Settings, pipeline: Pipeline, *, owns_pipeline: bool) -> Services:
         metrics = Metrics()
         return cls(settings, pipeline, owns_pipeline, KeyStore(keys_path(settings)), AuditLog(audit_path(settings)),
-                   metrics, GenerationQueue(settings.server.queue_size, metrics))
+                   metrics, GenerationQueue(settings.server.queue_size, metrics), ParsePool(settings.ingest))
 
     # ------------------------------------------------------------------ lifecycle
     def warm_up(self) -> None:
@@ -79,6 +81,7 @@ class Services:
 
     def close(self) -> None:
         self.generation.close()
+        self.parsers.close()
         if self.owns_pipeline:
             self.pipeline.close()
 
