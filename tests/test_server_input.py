@@ -290,7 +290,7 @@ def test_upload_named_only_by_rfc5987_filename_keeps_its_real_name(service):
             uploaded = admin.post("/v1/documents", **_multipart(disposition, data))
             assert uploaded.status_code == 201, uploaded.text
             document = uploaded.json()["documents"][0]
-            assert document["source"] == f"/uploads/public-admin/{expected}"
+            assert document["source"] == f"upload://public-admin/public/{expected}"
             assert admin.delete(f"/v1/documents/{document['doc_id']}").status_code == 200
         folder = admin.post("/v1/documents", **_multipart(f"form-data; name=\"files\"; filename*=UTF-8''a%2Fb.md", data))
         assert folder.status_code == 400 and "bare file name" in folder.json()["error"]["message"]
