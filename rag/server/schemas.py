@@ -164,7 +164,7 @@ class SearchResponse(BaseModel):
 # ------------------------------------------------------------------------------------------------ documents
 class DocumentPublic(BaseModel):
     doc_id: str = Field(description="stable id; re-uploading the same file name replaces the document")
-    source: str = Field(description="file path (command-line ingestion) or /uploads/<principal>/<file name>")
+    source: str = Field(description="file path (command-line ingestion) or upload://<principal>/<labels joined by +>/<file name>")
     title: str = Field(description="title from the document's metadata or its file name")
     format: str = Field(description="pdf, docx, html, markdown, text, akoma-ntoso or formex")
     lang: str = Field(description="detected language")
