@@ -240,7 +240,8 @@ def test_every_audited_request_is_in_a_verifiable_chain(service):
     path = audit_path(service.settings)
     with service.client("public") as client:
         client.post("/v1/search", json={"query": "remote work"})
-    records = [json.loads(line) for line in path.read_text().splitlines()]
+    chain = [json.loads(line) for line in path.read_text().splitlines()]
+    records = [r for r in chain if r.get("type") != "repair"]  # tests/test_audit.py tears and repairs this log
     last = records[-1]
     assert last["endpoint"] == "/v1/search" and last["principal"] == "public" and last["status"] == 200
     assert last["passages"] and all(p["content_hash"] for p in last["passages"])
@@ -251,7 +252,7 @@ def test_every_audited_request_is_in_a_verifiable_chain(service):
     assert {r["status"] for r in records} >= {200, 201, 403, 422}
     verified = subprocess.run([sys.executable, "-m", "rag", "audit", "verify", str(path)], capture_output=True,
                               text=True, cwd=ROOT, timeout=120)
-    assert verified.returncode == 0 and f"{len(records)} records" in verified.stdout, verified.stderr
+    assert verified.returncode == 0 and f"{len(chain)} records" in verified.stdout, verified.stderr
 
 
 def test_anonymous_access_is_refused_beyond_loopback(make_settings, tmp_path):
