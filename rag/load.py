@@ -46,7 +46,7 @@ class Document:
     source: str  # file path as given, or an upload name
     title: str
     text: str
-    format: str  # pdf | docx | html | markdown | text | akoma-ntoso | formex | pptx | xlsx | csv | odt | ods | odp | eml
+    format: str  # pdf, docx, html, markdown, text, akoma-ntoso, formex, pptx, xlsx, csv, odt, ods, odp, eml
     lang: str  # fr | de | en | lb | ... ("und" when unknown)
     sha256: str  # of the file's bytes
     blocks: list[Block] = field(default_factory=list)

@@ -8,7 +8,9 @@ One EML file is one `Document`, so it stays one entry in the index, one original
   forwarded message is read as e-mail too), its blocks under (subject, "Attachment: <file name>", *its own path).
   Attachment blocks carry no page number: the document's original is the e-mail, not the attachment. An attachment
   that cannot be read (an image, a corrupt file) keeps its name in the header block and adds no text.
-Messages attached inside messages are followed `MAX_MAIL_DEPTH` levels deep; deeper ones fail the file.
+Messages attached inside messages, and multiparts inside multiparts (a signed message wraps its body and attachments
+in one), are followed `MAX_MAIL_DEPTH` levels deep; deeper ones fail the file, as does MIME nesting too deep for the
+standard library's recursive parser.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ MAX_MAIL_DEPTH = 5  # a forward of a forward of ... : real threads rarely nest b
 _SHOWN_HEADERS = ("From", "To", "Cc", "Date", "Subject")
 # at least two of these at the start, before the first blank line, and only header lines up to it
 _KNOWN_HEADERS = frozenset({"from", "to", "cc", "date", "subject", "message-id", "mime-version", "received",
-                            "return-path", "delivered-to", "reply-to", "content-type", "x-mailer", "sender"})  # fmt: skip
+                            "return-path", "delivered-to", "reply-to", "content-type", "sender"})  # fmt: skip
 _HEADER_LINE = re.compile(r"^([!-9;-~]+):")
 _CONTINUATION = (" ", "\t")
 
@@ -47,10 +49,21 @@ def looks_like_mail(head: str) -> bool:
     return "from" in names and len(names & _KNOWN_HEADERS) >= 2
 
 
+class _TooDeep(Exception):
+    """Messages or multiparts nested beyond MAX_MAIL_DEPTH."""
+
+
 def load_eml(data: bytes, name: str) -> _Parsed:
-    """Header block, body and attachments of a message as described in the module docstring."""
+    """Header block, body and attachments of a message as described in the module docstring.
+
+    Raises LoadError for nesting beyond `MAX_MAIL_DEPTH` or beyond what the parser's recursion can read."""
     builder = _TextBuilder()
-    subject = _add_message(builder, _parse(data), name, (), depth=0)
+    try:
+        subject = _add_message(builder, _parse(data), name, (), depth=0)
+    except _TooDeep:
+        raise LoadError(f"{name}: messages or MIME parts nested more than {MAX_MAIL_DEPTH} levels deep") from None
+    except RecursionError:
+        raise LoadError(f"{name}: MIME parts nested too deeply to read") from None
     return _Parsed(builder, subject)
 
 
@@ -62,10 +75,12 @@ def _add_message(builder: _TextBuilder, message: EmailMessage, name: str, path: 
                  depth: int) -> str:
     """Add one message's blocks under `path`; returns its subject ("" when it has none)."""
     if depth > MAX_MAIL_DEPTH:
-        raise LoadError(f"{name}: messages attached inside messages more than {MAX_MAIL_DEPTH} levels deep")
+        raise _TooDeep
     subject = _one_line(message.get("Subject", "") or "")
     path = (*path, subject) if subject else path
-    attachments = list(message.iter_attachments()) if message.is_multipart() else []
+    parts = list(message.iter_attachments()) if message.is_multipart() else []
+    containers = [part for part in parts if part.get_content_maintype() == "multipart"]
+    attachments = [part for part in parts if part.get_content_maintype() != "multipart"]
     headers = [f"{header}: {_one_line(message.get(header))}" for header in _SHOWN_HEADERS if message.get(header)]
     names = [_attachment_name(part, index) for index, part in enumerate(attachments, start=1)]
     if names:
@@ -76,6 +91,8 @@ def _add_message(builder: _TextBuilder, message: EmailMessage, name: str, path: 
         _add_body(builder, body, name, path)
     for part, part_name in zip(attachments, names, strict=True):
         _add_attachment(builder, part, f"{name}/{part_name}", (*path, f"Attachment: {part_name}"), depth=depth)
+    for container in containers:  # e.g. the signed content of multipart/signed: body and attachments of its own
+        _add_message(builder, container, name, path, depth=depth + 1)
     return subject
 
 

@@ -154,32 +154,33 @@ _ODF_SKIPPED = frozenset({(_TEXT, "tracked-changes"), (_OFFICE, "annotation"), (
                           (_PRESENTATION, "notes"), (_TABLE, "covered-table-cell")})  # fmt: skip
 _ODF_ROW_GROUPS = frozenset({"table-header-rows", "table-rows", "table-row-group"})
 _ODF_KINDS = {"odt": "OpenDocument text", "ods": "OpenDocument spreadsheet", "odp": "OpenDocument presentation"}
+_ODF_BODIES = {"odt": "text", "ods": "spreadsheet", "odp": "presentation"}  # odfpy's attribute for office:<body>
 
 
 def load_odt(data: bytes, name: str) -> _Parsed:
     """Headings (outline levels), paragraphs, lists and tables of the text body in order."""
-    document = _odf_document(data, name, "odt")
+    document, body = _odf_document(data, name, "odt")
     walker = _OdfWalker()
-    walker.walk(document.text)
+    walker.walk(body)
     return _Parsed(walker.builder, _odf_title(document) or walker.first_heading)
 
 
 def load_ods(data: bytes, name: str) -> _Parsed:
     """Every sheet: its name as a heading, then one block per non-empty row (repeated rows and cells expanded up to
     `ODF_MAX_REPEAT`)."""
-    document = _odf_document(data, name, "ods")
+    document, body = _odf_document(data, name, "ods")
     builder = _TextBuilder()
-    for table in _odf_children(document.spreadsheet, _TABLE, "table"):
+    for table in _odf_children(body, _TABLE, "table"):
         _add_sheet(builder, table.getAttrNS(_TABLE, "name") or "", _odf_rows(table))
     return _Parsed(builder, _odf_title(document))
 
 
 def load_odp(data: bytes, name: str) -> _Parsed:
     """Slides in order like PPTX: the text of their frames, tables, then the notes; page = slide number."""
-    document = _odf_document(data, name, "odp")
+    document, body = _odf_document(data, name, "odp")
     walker = _OdfWalker()
     first_title = ""
-    pages = list(_odf_children(document.presentation, _DRAW, "page"))
+    pages = list(_odf_children(body, _DRAW, "page"))
     for number, page in enumerate(pages, start=1):
         title = next((_one_line(_odf_text(frame)) for frame in _odf_children(page, _DRAW, "frame")
                       if frame.getAttrNS(_PRESENTATION, "class") == "title"), "")  # fmt: skip
@@ -193,14 +194,19 @@ def load_odp(data: bytes, name: str) -> _Parsed:
     return _Parsed(walker.builder, _odf_title(document) or first_title, pages=len(pages))
 
 
-def _odf_document(data: bytes, name: str, fmt: str):
+def _odf_document(data: bytes, name: str, fmt: str) -> tuple:
+    """(odfpy's OpenDocument, its office:text/spreadsheet/presentation element); LoadError if either is missing."""
     from odf.opendocument import load
 
     _check_zip_bomb(data, name, kind=_ODF_KINDS[fmt])
     try:
-        return load(io.BytesIO(data))
+        document = load(io.BytesIO(data))
     except Exception as exc:  # odfpy raises KeyError, SAX errors, zipfile errors... on bad packages
         raise LoadError(f"{name}: corrupt or invalid {_ODF_KINDS[fmt]} ({_one_line(exc)})") from None
+    body = getattr(document, _ODF_BODIES[fmt], None)
+    if body is None:
+        raise LoadError(f"{name}: corrupt or invalid {_ODF_KINDS[fmt]} (no office:{_ODF_BODIES[fmt]} in content.xml)")
+    return document, body
 
 
 def _odf_title(document) -> str:

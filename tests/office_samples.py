@@ -195,7 +195,7 @@ def odp_sample() -> tuple[bytes, str]:
     document.automaticstyles.addElement(layout)
     master = style.MasterPage(name="Standard", pagelayoutname=layout)
     document.masterstyles.addElement(master)
-    slides = [("Sécurité informatique", "Les mots de passe comptent au moins 14 caractères.", "Insister sur la MFA."),
+    slides = [("Sécurité informatique", "Les mots de passe comptent 14 caractères au moins.", "Insister sur la MFA."),
               ("Incidents", "Tout incident est signalé au CERT dans l'heure.", None)]
     for number, (title, body, notes) in enumerate(slides, start=1):
         page = draw.Page(masterpagename=master, name=f"page{number}")
