@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -151,7 +152,9 @@ def detect_format(data: bytes, name: str) -> str | None:
     if text is None:
         return None
     head = text.lstrip("\ufeff \t\r\n")
-    if load_mail.looks_like_mail(head):
+    from .load_mail import looks_like_mail  # imported here: rag/load_mail.py builds on this module
+
+    if looks_like_mail(head):
         return "eml"
     if head.startswith("<"):
         return _markup_format(head, data, name)
@@ -1068,7 +1071,15 @@ def _formex_units(element, path: tuple[str, ...], recital: str) -> Iterator[tupl
             yield _flatten(child, _FORMEX_RULES), path
 
 
-from . import load_mail, load_office  # noqa: E402 - the new formats' modules build on the helpers above
+def _elsewhere(module: str, function: str) -> Callable[[bytes, str], _Parsed]:
+    """The parser `function` of the package's `module` (rag/load_office.py, rag/load_mail.py), imported on first use:
+    those modules build on this one's helpers, so this one cannot import them while it is being imported."""
+
+    def parse(data: bytes, name: str) -> _Parsed:
+        return getattr(importlib.import_module(f".{module}", __package__), function)(data, name)
+
+    return parse
+
 
 _PARSERS: dict[str, Callable[[bytes, str], _Parsed]] = {
     "pdf": _load_pdf,
@@ -1078,11 +1089,6 @@ _PARSERS: dict[str, Callable[[bytes, str], _Parsed]] = {
     "text": _load_text,
     "akoma-ntoso": _load_akoma_ntoso,
     "formex": _load_formex,
-    "pptx": load_office.load_pptx,
-    "xlsx": load_office.load_xlsx,
-    "csv": load_office.load_csv,
-    "odt": load_office.load_odt,
-    "ods": load_office.load_ods,
-    "odp": load_office.load_odp,
-    "eml": load_mail.load_eml,
+    **{fmt: _elsewhere("load_office", f"load_{fmt}") for fmt in ("pptx", "xlsx", "csv", "odt", "ods", "odp")},
+    "eml": _elsewhere("load_mail", "load_eml"),
 }

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 from collections.abc import Iterable, Iterator
 
 from .errors import LoadError
@@ -32,6 +33,7 @@ from .load import _check_zip_bomb, _decode_text, _one_line, _Outline, _Parsed, _
 # count cannot turn a few bytes into gigabytes of text. 1024 is far above any real run of equal cells.
 ODF_MAX_REPEAT = 1024
 CSV_DELIMITERS = ",;\t|"  # Excel writes ";" where the decimal separator is "," (fr, de, lb locales)
+_LINE = re.compile(r"[^\n]*\n|[^\n]+")
 
 
 # ------------------------------------------------------------------------------------------------------- PPTX
@@ -104,11 +106,15 @@ def load_csv(data: bytes, name: str) -> _Parsed:
     The standard library's `csv.Sniffer` is not used: its regular expressions take quadratic time on a long
     quoted first line. A field over `csv.field_size_limit()` (128 KiB) fails the file with csv's own message."""
     text = _decode_text(data, name)
-    first_line = text.lstrip("\ufeff").split("\n", 1)[0]
+    start = 1 if text.startswith("\ufeff") else 0
+    end = text.find("\n", start)
+    first_line = text[start : end if end >= 0 else len(text)]
     delimiter = max(CSV_DELIMITERS, key=first_line.count)
     builder = _TextBuilder()
+    # lines cut lazily from the decoded text: io.StringIO would hold a second, four-byte-per-character copy
+    lines = (match.group() for match in _LINE.finditer(text, start))
     try:
-        for row in csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), delimiter=delimiter):
+        for row in csv.reader(lines, delimiter=delimiter):
             builder.add(row_text(row))
     except csv.Error as exc:
         raise LoadError(f"{name}: malformed CSV ({_one_line(exc)})") from None
