@@ -195,3 +195,27 @@ def test_unreadable_attachment_keeps_its_name_and_fails_no_mail():
     assert "Attachments: kaputt.odt, liste.csv" in doc.text and table_text.split("\n")[-1] in doc.text
     assert not any("kaputt.odt" in part for block in doc.blocks for part in block.heading_path)
     assert re.search(r"Attachment: liste\.csv", " ".join(p for b in doc.blocks for p in b.heading_path))
+
+
+def test_every_sample_and_a_bomb_through_the_parser_workers():
+    """Registered in load.py, the new loaders run in the isolated workers like the others (spawned interpreters that
+    import rag.load first, then the new modules on first use)."""
+    from rag.parse_pool import ParsePool
+    from rag.settings import IngestSettings
+
+    files = [(name, make()[0]) for name, make in SAMPLES.items()] + [("bomb.pptx", zip_bomb_pptx())]
+    with ParsePool(IngestSettings(parse_workers=1, parse_timeout_s=60, parse_memory_mb=512)) as pool:
+        outcomes = pool.parse_uploads(files)
+    for (name, _), outcome in zip(files[:-1], outcomes, strict=False):
+        assert not isinstance(outcome, LoadError), outcome
+        assert outcome.format == FORMATS[name] and "\n".join(texts(outcome)) == SAMPLES[name]()[1]
+    assert isinstance(outcomes[-1], LoadError) and "zip bomb" in str(outcomes[-1])
+
+
+def test_the_fidelity_measure_counts_words_in_order_only():
+    from bench.fidelity import fidelity
+
+    assert fidelity("Die Frist beträgt drei Monate", "die frist, BETRÄGT drei Monate.")["recall"] == 1.0
+    shuffled = fidelity("one two three four", "four three two one extra")
+    assert shuffled["recall"] == 0.25 and shuffled["precision"] == 0.2
+    assert fidelity("a b", "")["recall"] == 0.0
