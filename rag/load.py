@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -38,7 +39,7 @@ class Block:
     start: int
     end: int
     heading_path: tuple[str, ...] = ()
-    page: int | None = None  # 1-based, PDFs only
+    page: int | None = None  # 1-based: PDF page, or PPTX/ODP slide
 
 
 @dataclass
@@ -46,7 +47,7 @@ class Document:
     source: str  # file path as given, or an upload name
     title: str
     text: str
-    format: str  # pdf | docx | html | markdown | text | akoma-ntoso | formex
+    format: str  # pdf, docx, html, markdown, text, akoma-ntoso, formex, pptx, xlsx, csv, odt, ods, odp, eml
     lang: str  # fr | de | en | lb | ... ("und" when unknown)
     sha256: str  # of the file's bytes
     blocks: list[Block] = field(default_factory=list)
@@ -73,7 +74,8 @@ def document_id(source: str) -> str:
 
 # Inside folders only these are picked up, so that ingesting a tree skips its images, JSON sidecars and archives;
 # a file named explicitly is always tried (and its content decides).
-DOCUMENT_SUFFIXES = frozenset({".pdf", ".docx", ".html", ".htm", ".xhtml", ".md", ".markdown", ".txt", ".text", ".xml"})
+DOCUMENT_SUFFIXES = frozenset({".pdf", ".docx", ".html", ".htm", ".xhtml", ".md", ".markdown", ".txt", ".text", ".xml",
+                               ".pptx", ".xlsx", ".csv", ".odt", ".ods", ".odp", ".eml"})  # fmt: skip
 
 MAX_DOCX_UNCOMPRESSED = 200 * 1024 * 1024
 MAX_DOCX_RATIO = 100  # real documents compress 3-20x; only crafted archives reach 100x ...
@@ -150,6 +152,10 @@ def detect_format(data: bytes, name: str) -> str | None:
     if text is None:
         return None
     head = text.lstrip("\ufeff \t\r\n")
+    from .load_mail import looks_like_mail  # imported here: rag/load_mail.py builds on this module
+
+    if looks_like_mail(head):
+        return "eml"
     if head.startswith("<"):
         return _markup_format(head, data, name)
     return _plain_format(data, text, name)
@@ -268,7 +274,7 @@ _BINARY_KINDS = {  # only to word the "unsupported" message helpfully
     b"GIF8": "GIF image",
     b"\xd0\xcf\x11\xe0": "legacy Office file (.doc/.xls): save it as .docx",
     b"\x1f\x8b": "gzip archive",
-    b"PK\x03\x04": "ZIP archive that is not a Word document",
+    b"PK\x03\x04": "ZIP archive that is not an Office or OpenDocument file",
     b"{\\rtf": "RTF document: save it as .docx",
 }
 _FORMEX_ROOTS = frozenset({"ACT", "CONS.ACT", "CONS.DOC", "CONS.ANNEX", "CONS.OTH", "GENERAL", "ANNEX", "AGR"})
@@ -277,16 +283,29 @@ _HTML_FRAGMENT = re.compile(  # the WHATWG sniffing tags: a text starting with o
     r"<(head|body|script|iframe|h1|div|font|table|a|style|title|b|br|p|!--)[\s>/]", re.IGNORECASE
 )
 _MARKDOWN_SIGNS = re.compile(r"^(#{1,6} \S|```|~~~|\S.*\n(=+|-+)\s*$)", re.MULTILINE)
-_TEXT_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text"}
+_TEXT_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text", ".csv": "csv"}
+
+
+# the part that makes a ZIP an Office Open XML file of each kind
+_OOXML_PARTS = {"word/document.xml": "docx", "ppt/presentation.xml": "pptx", "xl/workbook.xml": "xlsx"}
+_ODF_MIMETYPES = {b"application/vnd.oasis.opendocument.text": "odt", b"application/vnd.oasis.opendocument.spreadsheet":
+                  "ods", b"application/vnd.oasis.opendocument.presentation": "odp"}  # fmt: skip
+_ZIP_FORMATS = frozenset({*_OOXML_PARTS.values(), *_ODF_MIMETYPES.values()})
 
 
 def _zip_format(data: bytes, name: str) -> str | None:
-    """A ZIP is a Word document only if it holds the main document part; a broken one keeps its .docx claim."""
+    """An Office file by its main part, an OpenDocument one by its `mimetype` entry; a broken ZIP keeps the claim of
+    its extension (.docx, .pptx, .xlsx, .odt, .ods, .odp) so that it fails as a corrupt file of that kind."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            return "docx" if "word/document.xml" in archive.namelist() else None
-    except (zipfile.BadZipFile, OSError, ValueError):
-        return "docx" if Path(name).suffix.lower() == ".docx" else None
+            names = set(archive.namelist())
+            found = [fmt for part, fmt in _OOXML_PARTS.items() if part in names]
+            if not found and "mimetype" in names and archive.getinfo("mimetype").file_size < 100:
+                found = [_ODF_MIMETYPES.get(archive.read("mimetype").strip())]
+            return found[0] if found else None
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError, EOFError):
+        suffix = Path(name).suffix.lower().lstrip(".")
+        return suffix if suffix in _ZIP_FORMATS else None
 
 
 def _decode_prefix(data: bytes, size: int = 65536) -> str | None:
@@ -615,17 +634,18 @@ def _load_docx(data: bytes, name: str) -> _Parsed:
     return _Parsed(builder, title)
 
 
-def _check_zip_bomb(data: bytes, name: str) -> None:
-    """Refuse archives that would inflate to hundreds of MB before python-docx decompresses anything."""
+def _check_zip_bomb(data: bytes, name: str, *, kind: str = "Word document") -> None:
+    """Refuse archives that would inflate to hundreds of MB before their library (python-docx, python-pptx, openpyxl,
+    odfpy) decompresses anything; `kind` names the file in the messages, e.g. "Excel workbook"."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             total = sum(info.file_size for info in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise LoadError(f"{name}: corrupt Word document (broken ZIP container: {_one_line(exc)})") from None
+        raise LoadError(f"{name}: corrupt {kind} (broken ZIP container: {_one_line(exc)})") from None
     ratio = total / len(data)
     if total > MAX_DOCX_UNCOMPRESSED or (total > DOCX_RATIO_FLOOR and ratio > MAX_DOCX_RATIO):
         raise LoadError(
-            f"{name}: refused, the Word document would expand to {total / 2**20:.0f} MB ({ratio:.0f}x its size; "
+            f"{name}: refused, the {kind} would expand to {total / 2**20:.0f} MB ({ratio:.0f}x its size; "
             f"limits {MAX_DOCX_UNCOMPRESSED // 2**20} MB and {MAX_DOCX_RATIO}x) - possibly a zip bomb"
         )
 
@@ -1051,6 +1071,16 @@ def _formex_units(element, path: tuple[str, ...], recital: str) -> Iterator[tupl
             yield _flatten(child, _FORMEX_RULES), path
 
 
+def _elsewhere(module: str, function: str) -> Callable[[bytes, str], _Parsed]:
+    """The parser `function` of the package's `module` (rag/load_office.py, rag/load_mail.py), imported on first use:
+    those modules build on this one's helpers, so this one cannot import them while it is being imported."""
+
+    def parse(data: bytes, name: str) -> _Parsed:
+        return getattr(importlib.import_module(f".{module}", __package__), function)(data, name)
+
+    return parse
+
+
 _PARSERS: dict[str, Callable[[bytes, str], _Parsed]] = {
     "pdf": _load_pdf,
     "docx": _load_docx,
@@ -1059,4 +1089,6 @@ _PARSERS: dict[str, Callable[[bytes, str], _Parsed]] = {
     "text": _load_text,
     "akoma-ntoso": _load_akoma_ntoso,
     "formex": _load_formex,
+    **{fmt: _elsewhere("load_office", f"load_{fmt}") for fmt in ("pptx", "xlsx", "csv", "odt", "ods", "odp")},
+    "eml": _elsewhere("load_mail", "load_eml"),
 }

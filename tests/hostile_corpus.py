@@ -3,8 +3,9 @@
     python -m tests.hostile_corpus OUTDIR      # writes the files and prints name, size and expected outcome
 
 Each file attacks one promise of the loaders, the chunker or the index: parser stalls (processing-instruction and
-comment floods, a huge DOCTYPE, deep nesting), resource exhaustion (entity expansion, a ZIP bomb disguised as a Word
-document, a PDF of a million pages, deeply nested PDF objects), bad bytes (NUL, invalid UTF-8 and UTF-16),
+comment floods, a huge DOCTYPE, deep nesting), resource exhaustion (entity expansion, ZIP bombs disguised as Word,
+Excel, PowerPoint and OpenDocument files, a PDF of a million pages, deeply nested PDF objects, e-mails nesting
+multiparts or forwards without end, a CSV field of 50 MB), bad bytes (NUL, invalid UTF-8 and UTF-16),
 structure the chunker must survive (300-character heading chains) and a file named like another principal's
 document. `EXPECTED` says what must happen to each: `ADDED` (indexed), or failed with a reason containing the given
 words; `LIMITED` means failed because the file hit a parser limit (time or memory), which any of the reasons in
@@ -126,17 +127,71 @@ def memory_hog() -> bytes:
 # ----------------------------------------------------------------------------------------------- containers
 
 
-def zip_bomb_docx() -> bytes:
-    """A Word-looking archive whose document part inflates to 300 MB (about 300 KB on disk)."""
+def zip_bomb(part: str, opening: bytes, entries: dict[str, bytes] | None = None) -> bytes:
+    """An archive of the given small `entries` whose `part` starts with `opening` and inflates to 300 MB (about
+    300 KB on disk)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("[Content_Types].xml", "<Types/>")
-        with archive.open("word/document.xml", "w", force_zip64=True) as member:
-            member.write(b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">')
+        for name, content in (entries or {"[Content_Types].xml": b"<Types/>"}).items():
+            archive.writestr(name, content)
+        with archive.open(part, "w", force_zip64=True) as member:
+            member.write(opening)
             padding = b" " * (1 << 20)
             for _ in range(300):
                 member.write(padding)
     return buffer.getvalue()
+
+
+def zip_bomb_docx() -> bytes:
+    """A Word-looking archive whose document part inflates to 300 MB."""
+    namespace = b"http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+    return zip_bomb("word/document.xml", b'<w:document xmlns:w="%s">' % namespace)
+
+
+def zip_bomb_xlsx() -> bytes:
+    return zip_bomb("xl/workbook.xml", b'<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">')
+
+
+def zip_bomb_pptx() -> bytes:
+    namespace = b"http://schemas.openxmlformats.org/presentationml/2006/main"
+    return zip_bomb("ppt/presentation.xml", b'<p:presentation xmlns:p="%s">' % namespace)
+
+
+def zip_bomb_odt() -> bytes:
+    """An OpenDocument text (its `mimetype` entry first, as required) whose content.xml inflates to 300 MB."""
+    namespace = b"urn:oasis:names:tc:opendocument:xmlns:office:1.0"
+    return zip_bomb("content.xml", b'<office:document-content xmlns:office="%s">' % namespace,
+                    {"mimetype": b"application/vnd.oasis.opendocument.text"})
+
+
+# ----------------------------------------------------------------------------------------------- mail and tables
+
+MAIL_HEADERS = b"From: a@example.lu\r\nTo: b@example.lu\r\nSubject: nested\r\nMIME-Version: 1.0\r\n"
+
+
+def deep_multipart_eml() -> bytes:
+    """An e-mail of multiparts nested 5,000 deep around one text part: beyond the parser's recursion."""
+    depth = 5_000
+    opening = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
+                       for i in range(depth))
+    closing = b"".join(b"\r\n--b%d--" % i for i in reversed(range(depth)))
+    return MAIL_HEADERS + opening + b"Content-Type: text/plain\r\n\r\n" + PROSE.encode() + closing + b"\r\n"
+
+
+def forward_chain_eml() -> bytes:
+    """A message forwarded as an attachment inside a forward, 50 levels deep."""
+    message = MAIL_HEADERS + b"Content-Type: text/plain\r\n\r\n" + PROSE.encode() + b"\r\n"
+    for level in range(50):
+        boundary = b"f%d" % level
+        message = (MAIL_HEADERS + b'Content-Type: multipart/mixed; boundary="%s"\r\n\r\n--%s\r\n'
+                   b"Content-Type: text/plain\r\n\r\nForwarded.\r\n--%s\r\nContent-Type: message/rfc822\r\n\r\n"
+                   % (boundary, boundary, boundary) + message + b"\r\n--%s--\r\n" % boundary)
+    return message
+
+
+def huge_field_csv() -> bytes:
+    """A CSV whose second field is 50 MB long (unquoted, with the quote never closed): over csv's field limit."""
+    return b"Nom;Commentaire\nWeber;\"" + b"x" * 50_000_000 + b"\n"
 
 
 def pdf_bytes(objects: dict[int, bytes], trailer: bytes = b"/Root 1 0 R") -> bytes:
@@ -243,6 +298,12 @@ FILES: dict[str, tuple[Callable[[], bytes], str]] = {
     "invalid-utf16.txt": (invalid_utf16, "unsupported file type (binary content)"),
     "memory-hog.txt": (memory_hog, "ingest.parse_memory_mb"),  # with the tests' 512 MB limit
     "zip-bomb.docx": (zip_bomb_docx, "zip bomb"),
+    "zip-bomb.xlsx": (zip_bomb_xlsx, "zip bomb"),
+    "zip-bomb.pptx": (zip_bomb_pptx, "zip bomb"),
+    "zip-bomb.odt": (zip_bomb_odt, "zip bomb"),
+    "deep-multipart.eml": (deep_multipart_eml, "nested too deeply"),
+    "forward-chain.eml": (forward_chain_eml, "nested more than"),
+    "huge-field.csv": (huge_field_csv, "malformed CSV"),
     "million-pages.pdf": (million_page_pdf, LIMITED),
     "nested-objects.pdf": (nested_objects_pdf, ADDED),
     "heading-chain.md": (markdown_heading_chain, ADDED),

@@ -44,7 +44,8 @@ SECONDS_PER_INPUT = 10  # inputs are at most ~100 KB: any of them parses in well
 
 pytestmark = pytest.mark.fuzz
 
-NAMES = st.sampled_from(["a.txt", "a.md", "a.html", "a.xml", "a.pdf", "a.docx", "a", "a.json"])
+NAMES = st.sampled_from(["a.txt", "a.md", "a.html", "a.xml", "a.pdf", "a.docx", "a", "a.json", "a.pptx", "a.xlsx",
+                         "a.csv", "a.odt", "a.ods", "a.odp", "a.eml"])
 TEXT = st.text(st.characters(codec="utf-8"), max_size=40) | st.sampled_from(
     [PROSE, HEADING, "Art. 1er.", "Article 2 - Objet", "Chapitre I", "(2) Le", "3°", "- ", "\u00ad", "\ufb01",
      "\r\n", "\n\n", "\x00", "\ufeff", "é", "…"])
@@ -152,24 +153,62 @@ def test_markdown_and_text_like(parts, name):
 
 # --------------------------------------------------------------------------------------------- containers
 
-DOCX_PARTS = st.sampled_from(["word/document.xml", "[Content_Types].xml", "_rels/.rels", "word/_rels/document.xml.rels",
-                              "word/styles.xml", "docProps/core.xml"])
+CONTAINER_PARTS = st.sampled_from(["word/document.xml", "[Content_Types].xml", "_rels/.rels",
+                                   "word/_rels/document.xml.rels", "word/styles.xml", "docProps/core.xml",
+                                   "ppt/presentation.xml", "ppt/slides/slide1.xml", "xl/workbook.xml",
+                                   "xl/worksheets/sheet1.xml", "mimetype", "content.xml", "meta.xml",
+                                   "META-INF/manifest.xml"])
 WORD = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 WORD_TOKENS = st.sampled_from([f"<w:document xmlns:w='{WORD}'>", "<w:body>", "</w:body>", "<w:p>", "</w:p>", "<w:r>",
                                "</w:r>", "<w:t>", "</w:t>", "<w:tbl>", "<w:tr>", "<w:tc>", "</w:tc>", "</w:tr>",
                                "</w:tbl>", "<w:pStyle w:val='Heading1'/>", "<w:pPr>", "</w:pPr>", "</w:document>"])
+ODF = " ".join(f"xmlns:{prefix}='urn:oasis:names:tc:opendocument:xmlns:{prefix}:1.0'"
+              for prefix in ("office", "text", "table"))
+ODF_TOKENS = st.sampled_from([f"<office:document-content {ODF}>", "<office:body>", "</office:body>",
+                              "<office:text>", "</office:text>", "<office:spreadsheet>", "</office:spreadsheet>",
+                              "<text:p>", "</text:p>", "<text:h text:outline-level='x'>", "</text:h>",
+                              "<text:s text:c='3'/>",
+                              "<table:table table:name='S'>", "<table:table-row table:number-rows-repeated='99999'>",
+                              "<table:table-cell table:number-columns-repeated='-1'>", "</table:table-cell>",
+                              "</table:table-row>", "</table:table>", "application/vnd.oasis.opendocument.text",
+                              "application/vnd.oasis.opendocument.spreadsheet", "</office:document-content>"])
 
 
 @FUZZ
-@given(entries=st.dictionaries(DOCX_PARTS, st.lists(WORD_TOKENS | TEXT, max_size=40).map(_joined), max_size=6),
-       truncate=st.integers(min_value=0, max_value=400))
-def test_zip_containers(entries, truncate):
+@given(entries=st.dictionaries(CONTAINER_PARTS, st.lists(WORD_TOKENS | ODF_TOKENS | TEXT, max_size=40).map(_joined),
+                               max_size=6),
+       truncate=st.integers(min_value=0, max_value=400),
+       name=st.sampled_from(["a.docx", "a.pptx", "a.xlsx", "a.odt", "a.ods", "a.odp"]))
+def test_zip_containers(entries, truncate, name):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, content in entries.items():
             archive.writestr(name, content)
     data = buffer.getvalue()
-    check(data[: len(data) - truncate] if truncate < len(data) else data, "a.docx")
+    check(data[: len(data) - truncate] if truncate < len(data) else data, name)
+
+
+MAIL_TOKENS = st.sampled_from([
+    "From: a@example.lu\n", "To: b@example.lu\n", "Subject: =?utf-8?b?w6k=?=\n", "Subject: x\n", "\n",
+    "MIME-Version: 1.0\n", "Content-Type: multipart/mixed; boundary=b\n", "--b\n", "--b--\n",
+    "Content-Type: message/rfc822\n", "Content-Type: text/html; charset=x-unknown\n", "Content-Type: text/csv\n",
+    "Content-Disposition: attachment; filename=a.csv\n", "Content-Transfer-Encoding: base64\n",
+    "Content-Transfer-Encoding: quoted-printable\n", "=C3=A9=\n", "UEsDBA==\n", " folded\n", "a;b\n", '"',
+])
+CSV_TOKENS = st.sampled_from([",", ";", "\t", "|", '"', '""', "\n", "\r\n", "\x00", "\ufeff"])
+
+
+@FUZZ
+@given(parts=st.lists(MAIL_TOKENS | TEXT | floods(MAIL_TOKENS), max_size=60), name=st.sampled_from(["a.eml", "a"]))
+def test_mail_like(parts, name):
+    check(_joined(parts).encode(), name)
+
+
+@FUZZ
+@given(parts=st.lists(CSV_TOKENS | TEXT | floods(CSV_TOKENS), max_size=80),
+       encoding=st.sampled_from(["utf-8", "cp1252"]))
+def test_csv_like(parts, encoding):
+    check(_joined(parts).encode(encoding, errors="replace"), "a.csv")
 
 
 @FUZZ

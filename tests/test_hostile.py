@@ -130,6 +130,8 @@ def test_hostile_upload_is_a_4xx_while_the_server_keeps_answering(service, tmp_p
     ("pi-flood.xml", 415, "unsupported file type"),
     ("deep-nesting.xml", 422, "corrupt XML"),
     ("zip-bomb.docx", 422, "zip bomb"),
+    ("zip-bomb.xlsx", 422, "zip bomb"),
+    ("forward-chain.eml", 422, "nested more than"),
     ("invalid-utf16.txt", 415, "binary content"),
 ])
 def test_hostile_uploads_are_refused_with_the_reason(service, tmp_path, name, status, words):

@@ -339,7 +339,7 @@ def test_missing_paths(tmp_path):
         (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', "image.xml", None),
         (b"\x89PNG\r\n\x1a\n" + bytes(100), "image.pdf", None),
         (make_zip({"word/document.xml": b"<w/>"}), "upload.zip", "docx"),
-        (make_zip({"xl/workbook.xml": b"<w/>"}), "sheet.docx", None),
+        (make_zip({"xl/workbook.xml": b"<w/>"}), "sheet.docx", "xlsx"),
         (b"PK\x03\x04broken", "broken.docx", "docx"),
         ("Caf\u00e9 cr\u00e8me".encode("cp1252"), "menu", "text"),
         (b"[1, 2, 3]", "numbers.txt", None),
