@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import threading
@@ -455,17 +456,160 @@ def _pdf_page_texts(data: bytes, name: str) -> tuple[list[str], str]:
 
 
 def _pdf_page_text(pdf, index: int, name: str) -> str:
+    """The page's text in the order a person reads it: form field values flattened into the page, lines top to
+    bottom as the page is displayed (after its /Rotate), segments left to right, and columns one after the other.
+
+    PDFium (pypdfium2) gives the segments ("rects") and their boxes; the ordering is `_reading_order`."""
     import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
 
     try:
         page = pdf[index]
+        if pdfium_c.FPDFPage_Flatten(page.raw, pdfium_c.FLAT_NORMALDISPLAY) == pdfium_c.FLATTEN_SUCCESS:
+            page.close()  # the flattened widgets (filled form fields) only reach the text layer of a reloaded page
+            page = pdf[index]
         textpage = page.get_textpage()
     except pdfium.PdfiumError:
         raise LoadError(f"{name}: corrupt PDF (page {index + 1} cannot be read)") from None
-    text = textpage.get_text_range()
-    textpage.close()
-    page.close()
-    return text
+    try:
+        turn = _text_direction(textpage)
+        segments = []
+        for i in range(textpage.count_rects()):
+            box = textpage.get_rect(i)
+            text = textpage.get_text_bounded(*box).replace("\x02", "\ufffe")  # the range API's soft-hyphen mark
+            if text.strip():
+                segments.append(_Segment(*_reading_box(box, turn), text))
+        return "\n".join(_reading_order(segments)).replace("\ufffe\n", "\ufffe")  # as PDFium's range API joins
+    finally:
+        textpage.close()
+        page.close()
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """A run of text on one line, in the text's frame (points, x along the line, y downwards)."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+    text: str
+
+
+def _text_direction(textpage) -> int:
+    """The page's dominant writing direction in quarter turns counter-clockwise (0-3), from PDFium's character
+    angles: a page's /Rotate only says how to show it; a reader turns the page to follow the text."""
+    import pypdfium2.raw as pdfium_c
+
+    count = textpage.count_chars()
+    turns = Counter(
+        round(pdfium_c.FPDFText_GetCharAngle(textpage.raw, i) / (math.pi / 2)) % 4
+        for i in range(0, count, max(1, count // 200))  # a sample of up to ~200 characters
+    )
+    return turns.most_common(1)[0][0] if turns else 0
+
+
+def _reading_box(box: tuple[float, float, float, float], turn: int) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) in the text's own frame (x along the lines, y down the page) from PDFium's
+    (left, bottom, right, top) in user space (points, y up), for text turned `turn` quarter turns anticlockwise."""
+    left, bottom, right, top = box
+    if turn == 1:
+        return bottom, left, top, right
+    if turn == 2:
+        return -right, bottom, -left, top
+    if turn == 3:
+        return -top, -right, -bottom, -left
+    return left, -top, right, -bottom
+
+
+PDF_GUTTER_EM = 1.5  # a vertical strip free of text this many line heights wide, down several lines, splits columns
+PDF_MIN_COLUMN_LINES = 3
+PDF_MIN_COLUMN_SHARE = 0.3  # each column's typical line fills this share of the section's width (a form's labels do not)
+
+
+def _reading_order(segments: list[_Segment]) -> list[str]:
+    """Lines of text in reading order: segments grouped into lines by their vertical overlap, and runs of lines that
+    share an empty vertical strip (a gutter) read column by column, left column first."""
+    lines = _text_lines(segments)
+    out: list[str] = []
+    for section in _column_sections(lines):
+        out += _read_section(section)
+    return out
+
+
+def _text_lines(segments: list[_Segment]) -> list[list[_Segment]]:
+    lines: list[list[_Segment]] = []
+    for segment in sorted(segments, key=lambda s: (s.top, s.left)):
+        middle = (segment.top + segment.bottom) / 2
+        line = lines[-1] if lines else None
+        if line and min(s.top for s in line) <= middle <= max(s.bottom for s in line):
+            line.append(segment)
+        else:
+            lines.append([segment])
+    return [sorted(line, key=lambda s: s.left) for line in lines]
+
+
+def _line_text(line: list[_Segment]) -> str:
+    """A line's segments left to right; PDFium ends words with their space, so one is added only across a gap of
+    over a quarter of the taller segment's height (a superscript "1|er" stays joined)."""
+    parts = [line[0].text]
+    for previous, segment in zip(line, line[1:]):
+        gap = segment.left - previous.right
+        height = max(segment.bottom - segment.top, previous.bottom - previous.top)
+        if gap > 0.25 * height and not parts[-1][-1:].isspace() and parts[-1][-1:] not in ("\ufffe", "-"):
+            parts.append(" ")
+        parts.append(segment.text)
+    return " ".join("".join(parts).split())
+
+
+def _gutter(lines: list[list[_Segment]]) -> tuple[float, float] | None:
+    """The widest empty vertical strip that has text on both sides in these lines, if wide enough for a gutter."""
+    segments = [s for line in lines for s in line]
+    heights = sorted(s.bottom - s.top for s in segments)
+    em = heights[len(heights) // 2]
+    edges = sorted((s.left, s.right) for s in segments)
+    best: tuple[float, float] | None = None
+    reach = edges[0][1]
+    for left, right in edges[1:]:
+        if left - reach >= PDF_GUTTER_EM * em and (best is None or left - reach > best[1] - best[0]):
+            best = (reach, left)
+        reach = max(reach, right)
+    return best
+
+
+def _median_width(lines: list[list[_Segment]]) -> float:
+    widths = sorted(line[-1].right - line[0].left for line in lines if line)
+    return widths[len(widths) // 2] if widths else 0.0
+
+
+def _column_sections(lines: list[list[_Segment]]) -> Iterator[list[list[_Segment]]]:
+    """Consecutive lines grouped while they keep a common gutter; lines crossing it (a title) stand alone."""
+    section: list[list[_Segment]] = []
+    for line in lines:
+        if len(section) >= 1 and _gutter([*section, line]) is None and (len(section) < 2 or _gutter(section)):
+            if len(section) >= PDF_MIN_COLUMN_LINES:
+                yield section
+                section = []
+            else:
+                yield from ([single] for single in section)
+                section = []
+        section.append(line)
+    if len(section) >= PDF_MIN_COLUMN_LINES:
+        yield section
+    else:
+        yield from ([single] for single in section)
+
+
+def _read_section(section: list[list[_Segment]]) -> list[str]:
+    gutter = _gutter(section) if len(section) >= PDF_MIN_COLUMN_LINES else None
+    if gutter is None:
+        return [text for line in section if (text := _line_text(line))]
+    left = [[s for s in line if s.right <= gutter[0]] for line in section]
+    right = [[s for s in line if s.left >= gutter[1]] for line in section]
+    width = max(s.right for line in section for s in line) - min(s.left for line in section for s in line)
+    if min(_median_width(left), _median_width(right)) < PDF_MIN_COLUMN_SHARE * width:  # labels and values, a table
+        return [text for line in section if (text := _line_text(line))]
+    return _read_section([line for line in left if line]) + _read_section([line for line in right if line])
 
 
 def _pdf_lines(page_text: str) -> list[str]:
