@@ -143,7 +143,7 @@ def iter_input_files(paths: list[Path]) -> Iterator[Path]:
 
 def detect_format(data: bytes, name: str) -> str | None:
     """The format of `data` judged from its content; the name's extension only breaks ties between text formats."""
-    if b"%PDF-" in data[:1024]:  # the spec tolerates junk before the header
+    if _is_pdf(data):
         return "pdf"
     if data.startswith(b"PK\x03\x04"):
         return _zip_format(data, name)
@@ -281,6 +281,19 @@ _MARKDOWN_SIGNS = re.compile(r"^(#{1,6} \S|```|~~~|\S.*\n(=+|-+)\s*$)", re.MULTI
 _TEXT_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text"}
 
 
+_PDF_HEADER = re.compile(rb"(?:\A|[\r\n])%PDF-\d\.\d[\r\n\s%]")  # on its own line: "%PDF-1.7" mid-sentence is text
+_PDF_OBJECT = re.compile(rb"\d+\s+\d+\s+obj\b")
+
+
+def _is_pdf(data: bytes) -> bool:
+    """A PDF starts with its header; readers tolerate junk before it (within 1024 bytes), so a header further in
+    counts only on a line of its own and followed by an indirect object: a text that quotes the marker stays text."""
+    if data.lstrip(b"\xef\xbb\xbf \t\r\n\x00").startswith(b"%PDF-"):
+        return True
+    header = _PDF_HEADER.search(data, 0, 1024 + 16)
+    return header is not None and _PDF_OBJECT.search(data, header.end(), header.end() + 65536) is not None
+
+
 def _zip_format(data: bytes, name: str) -> str | None:
     """A ZIP is a Word document only if it holds the main document part; a broken one keeps its .docx claim."""
     try:
@@ -298,27 +311,37 @@ def _decode_prefix(data: bytes, size: int = 65536) -> str | None:
 
 
 def _decode(data: bytes, final: bool = True) -> str | None:
-    """UTF-8 (with or without BOM), UTF-16 with BOM, else cp1252/latin-1 for legacy Western files."""
-    for bom, codec in (
-        (codecs.BOM_UTF8, "utf-8-sig"),
-        (codecs.BOM_UTF16_LE, "utf-16"),
-        (codecs.BOM_UTF16_BE, "utf-16"),
-    ):
+    """UTF-8 (with or without BOM), UTF-16 with BOM; bytes that are not UTF-8 are read as Windows-1252, run by run
+    (a legacy Western file, or one legacy line pasted into a UTF-8 file); None for NUL bytes outside UTF-8/16."""
+    for bom in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
         if data.startswith(bom):
             try:
-                return codecs.getincrementaldecoder(codec)().decode(data, final=final)
+                return codecs.getincrementaldecoder("utf-16")().decode(data, final=final)
             except UnicodeDecodeError:
                 return None
     try:
-        return codecs.getincrementaldecoder("utf-8")().decode(data, final=final)
+        return codecs.getincrementaldecoder("utf-8-sig")().decode(data, final=final)
     except UnicodeDecodeError:
-        pass
-    if b"\x00" in data:
-        return None
-    try:
-        return data.decode("cp1252")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
+        if b"\x00" in data:
+            return None
+    return codecs.getincrementaldecoder("utf-8-sig")(errors=_LEGACY_BYTES).decode(data, final=final)
+
+
+_LEGACY_BYTES = "rag-cp1252"
+
+
+def _legacy_bytes(error: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: bytes that are not valid UTF-8 are read as Windows-1252 (its five unassigned bytes as
+    latin-1), so one legacy line in a UTF-8 file is repaired while the valid rest stays UTF-8."""
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    stray = error.object[error.start : error.end]
+    return "".join(bytes([byte]).decode("cp1252", errors="strict") if byte not in _CP1252_UNASSIGNED else chr(byte)
+                   for byte in stray), error.end  # fmt: skip
+
+
+_CP1252_UNASSIGNED = frozenset({0x81, 0x8D, 0x8F, 0x90, 0x9D})
+codecs.register_error(_LEGACY_BYTES, _legacy_bytes)
 
 
 _CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
@@ -734,29 +757,110 @@ def _pdf_title(title: str) -> str:
 
 
 def _load_docx(data: bytes, name: str) -> _Parsed:
+    """The text as Word shows it with tracked changes accepted: paragraphs and tables of the body in order, also
+    inside content controls, insertions, hyperlinks and fields (their shown result, not the field code); deleted
+    and moved-away text and hidden runs left out; then headers, footers, footnotes and endnotes, each text once.
+
+    python-docx opens the package and resolves styles; the body is walked on its XML, because python-docx's own
+    paragraph and table views skip content controls and tracked insertions."""
     import docx
-    from docx.table import Table
 
     _check_zip_bomb(data, name)
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as exc:  # python-docx raises KeyError, ValueError, lxml errors... on bad packages
         raise LoadError(f"{name}: corrupt or invalid Word document ({_one_line(exc)})") from None
+    styles = {style.style_id: style for style in document.styles}
     builder, outline = _TextBuilder(), _Outline()
     first_heading = ""
-    for item in document.iter_inner_content():
-        if isinstance(item, Table):
-            for row in _docx_rows(item):
+    for kind, element in _docx_blocks(document.element.body):
+        if kind == "table":
+            for row in _docx_rows(element):
                 builder.add(row, outline.path)
             continue
-        level = _docx_heading_level(item.style)
+        text = _docx_paragraph_text(element)
+        level = _docx_heading_level(styles.get(element.style)) if element.style else None
         if level is None:
-            builder.add(item.text, outline.path)
+            builder.add(text, outline.path)
         else:
-            builder.add(item.text, outline.enter(level, item.text))
-            first_heading = first_heading or _one_line(item.text)
+            builder.add(text, outline.enter(level, text))
+            first_heading = first_heading or _one_line(text)
+    seen: set[str] = set()
+    for part in sorted(document.part.package.iter_parts(), key=lambda part: str(part.partname)):
+        if _DOCX_MARGIN_PART.match(str(part.partname)):
+            for text in _docx_part_texts(_parse_xml(part.blob, name)):
+                if text not in seen:
+                    seen.add(text)
+                    builder.add(text, outline.path)
     title = _one_line(document.core_properties.title or "") or first_heading or _first_line_title(builder)
     return _Parsed(builder, title)
+
+
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_DOCX_MARGIN_PART = re.compile(r"^/word/(header\d*|footer\d*|footnotes|endnotes)\.xml$")
+_DOCX_DROPPED = frozenset(  # deleted or moved-away text, field codes, properties, and the fallback copy of a drawing
+    {f"{_W}del", f"{_W}moveFrom", f"{_W}delText", f"{_W}instrText", f"{_W}sdtPr", f"{_W}rPr", f"{_W}pPr",
+     f"{_W}fldData", "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"}
+)  # fmt: skip
+_DOCX_CONTAINERS = frozenset(  # wrappers whose children are read as if they stood in their place
+    {f"{_W}sdt", f"{_W}sdtContent", f"{_W}ins", f"{_W}moveTo", f"{_W}customXml", f"{_W}smartTag"}
+)
+_DOCX_CHARACTERS = {f"{_W}tab": "\t", f"{_W}br": "\n", f"{_W}cr": "\n", f"{_W}noBreakHyphen": "-"}
+
+
+def _docx_blocks(container) -> Iterator[tuple[str, etree._Element]]:
+    """("paragraph" | "table", element) in reading order under a body, cell or wrapper element."""
+    for element in _docx_children(container, (f"{_W}p", f"{_W}tbl")):
+        yield ("paragraph" if element.tag == f"{_W}p" else "table"), element
+
+
+def _docx_children(container, tags: tuple[str, ...]) -> Iterator[etree._Element]:
+    """The children with one of `tags`, also those wrapped in content controls, insertions and custom XML."""
+    for child in container:
+        if child.tag in tags:
+            yield child
+        elif child.tag in _DOCX_CONTAINERS:
+            yield from _docx_children(child, tags)
+
+
+def _docx_paragraph_text(paragraph) -> str:
+    """A paragraph's shown text: runs (also in insertions, hyperlinks, fields, content controls, text boxes)."""
+    parts: list[str] = []
+
+    def visit(element) -> None:
+        for child in element:
+            tag = child.tag
+            if tag in _DOCX_DROPPED or not isinstance(tag, str):
+                continue
+            if tag == f"{_W}t":
+                parts.append(child.text or "")
+            elif tag in _DOCX_CHARACTERS:
+                parts.append(_DOCX_CHARACTERS[tag])
+            elif tag == f"{_W}r" and _docx_hidden(child):
+                continue
+            else:
+                if tag == f"{_W}p":  # a text box's paragraph inside this one
+                    parts.append("\n")
+                visit(child)
+
+    visit(paragraph)
+    return "".join(parts)
+
+
+def _docx_hidden(run) -> bool:
+    """A run formatted as hidden text (w:vanish), which Word does not show."""
+    vanish = run.find(f"{_W}rPr/{_W}vanish")
+    return vanish is not None and vanish.get(f"{_W}val", "true") not in ("0", "false", "off")
+
+
+def _docx_part_texts(root) -> Iterator[str]:
+    """Paragraph and table texts of a header, footer, footnotes or endnotes part (separator notes skipped)."""
+    notes = root.findall(f"{_W}footnote") + root.findall(f"{_W}endnote")
+    for container in notes or [root]:
+        if container.get(f"{_W}type") in ("separator", "continuationSeparator", "continuationNotice"):
+            continue
+        for kind, element in _docx_blocks(container):
+            yield from (_docx_rows(element) if kind == "table" else [_docx_paragraph_text(element)])
 
 
 def _check_zip_bomb(data: bytes, name: str) -> None:
@@ -793,11 +897,14 @@ def _docx_heading_level(style) -> int | None:
 
 
 def _docx_rows(table) -> Iterator[str]:
-    """One line per row, cells joined by " | "; merged cells (repeated by python-docx) appear once."""
-    for row in table.rows:
-        cells = []
-        for cell in row.cells:
-            text = " ".join(cell.text.split())
+    """One line per row, cells joined by " | "; a cell's paragraphs and nested tables joined by spaces, and a cell
+    equal to its left neighbour (a horizontally merged one, as some writers repeat it) appears once."""
+    for row in _docx_children(table, (f"{_W}tr",)):
+        cells: list[str] = []
+        for cell in _docx_children(row, (f"{_W}tc",)):
+            blocks = (" ".join(_docx_rows(e)) if kind == "table" else _docx_paragraph_text(e)
+                      for kind, e in _docx_blocks(cell))  # fmt: skip
+            text = " ".join(" ".join(blocks).split())
             if text and (not cells or cells[-1] != text):
                 cells.append(text)
         yield " | ".join(cells)
@@ -822,6 +929,7 @@ def _load_html(data: bytes, name: str) -> _Parsed:
     text = _XML_DECLARATION.sub("", _decode_html(data, name))  # lxml refuses str input that declares an encoding
     parser = lxml.html.HTMLParser(no_network=True, remove_comments=True, remove_pis=True)
     root = lxml.html.document_fromstring(text, parser=parser)
+    _drop_hidden(root)
     walker = _HtmlWalker()
     walker.walk(root)
     walker.flush()
@@ -846,6 +954,65 @@ def _decode_html(data: bytes, name: str) -> str:
     return _decode_text(data, name)
 
 
+_CSS_HIDING = {  # declarations that make an element and its content invisible
+    "display": {"none"},
+    "visibility": {"hidden", "collapse"},
+    "content-visibility": {"hidden"},
+    "opacity": {"0", "0.0", "0%"},
+    "font-size": {"0", "0px", "0pt", "0em", "0rem", "0%"},
+}
+
+
+def _drop_hidden(root) -> None:
+    """Remove what a browser does not show, keeping the text that follows it: elements with the `hidden` attribute
+    or `aria-hidden="true"`, and those hidden by an inline `style` or a rule of a `<style>` sheet (display: none,
+    visibility: hidden, opacity: 0, font-size: 0).
+
+    Style sheets are parsed with tinycss2 and their selectors matched with cssselect (lxml's CSS engine): both
+    well-kept libraries, where a hand-written CSS parser would miss comments, escapes and nested @media blocks."""
+    import tinycss2
+    from cssselect import SelectorError
+    from lxml.cssselect import CSSSelector, ExpressionError
+
+    hidden = [e for e in root.iter() if isinstance(e.tag, str) and (
+        e.get("hidden") is not None or (e.get("aria-hidden") or "").strip().lower() == "true"
+        or _css_hides(e.get("style") or ""))]  # fmt: skip
+    for style in root.iter("style"):
+        for selector in _hiding_selectors(tinycss2.parse_stylesheet(style.text or "", True, True)):
+            try:
+                hidden += CSSSelector(selector, translator="html")(root)
+            except (SelectorError, ExpressionError):  # pseudo-classes (:hover) and invalid selectors hide nothing
+                continue
+    for element in hidden:
+        if element is not root and element.getparent() is not None:
+            element.drop_tree()
+
+
+def _hiding_selectors(rules) -> Iterator[str]:
+    """Selectors of the style rules that hide, also inside @media and @supports blocks (except print-only media)."""
+    import tinycss2
+
+    for rule in rules:
+        if rule.type == "qualified-rule" and _css_hides(rule.content):
+            yield tinycss2.serialize(rule.prelude).strip()
+        elif rule.type == "at-rule" and rule.content and rule.lower_at_keyword in ("media", "supports"):
+            media = tinycss2.serialize(rule.prelude).lower()
+            if "print" not in media or "screen" in media:
+                yield from _hiding_selectors(tinycss2.parse_rule_list(rule.content, True, True))
+
+
+def _css_hides(declarations: str | list) -> bool:
+    """Whether a CSS declaration list (a `style` attribute, or the tinycss2 tokens of a rule's block) hides."""
+    import tinycss2
+
+    for declaration in tinycss2.parse_blocks_contents(declarations, skip_comments=True, skip_whitespace=True):
+        if declaration.type == "declaration":
+            value = tinycss2.serialize(declaration.value).strip().lower()
+            if value in _CSS_HIDING.get(declaration.lower_name, ()):
+                return True
+    return False
+
+
 class _HtmlWalker:
     """Flattens the element tree into blocks: inline text accumulates until a block-level boundary."""
 
@@ -857,7 +1024,7 @@ class _HtmlWalker:
 
     def walk(self, element, preformatted: bool = False) -> None:
         tag = element.tag if isinstance(element.tag, str) else ""
-        if tag and tag not in _HTML_SKIP and element.get("hidden") is None:
+        if tag and tag not in _HTML_SKIP:
             if tag in _HTML_HEADINGS:
                 self._heading(element, int(tag[1]))
             elif tag == "tr":
@@ -974,7 +1141,9 @@ def _html_fragment_text(markup: str) -> str:
     import lxml.html
 
     try:
-        return _html_inline_text(lxml.html.fragment_fromstring(markup, create_parent="div"))
+        fragment = lxml.html.fragment_fromstring(markup, create_parent="div")
+        _drop_hidden(fragment)
+        return _html_inline_text(fragment)
     except etree.ParserError:
         return ""
 
