@@ -281,17 +281,21 @@ _MARKDOWN_SIGNS = re.compile(r"^(#{1,6} \S|```|~~~|\S.*\n(=+|-+)\s*$)", re.MULTI
 _TEXT_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text"}
 
 
-_PDF_HEADER = re.compile(rb"(?:\A|[\r\n])%PDF-\d\.\d[\r\n\s%]")  # on its own line: "%PDF-1.7" mid-sentence is text
+_PDF_HEADER = re.compile(rb"(?:\A|[^\x20-\x7e\t])%PDF-\d\.\d[ \t]*[\r\n]")  # after a line break or binary junk
 _PDF_OBJECT = re.compile(rb"\d+\s+\d+\s+obj\b")
 
 
 def _is_pdf(data: bytes) -> bool:
-    """A PDF starts with its header; readers tolerate junk before it (within 1024 bytes), so a header further in
-    counts only on a line of its own and followed by an indirect object: a text that quotes the marker stays text."""
-    if data.lstrip(b"\xef\xbb\xbf \t\r\n\x00").startswith(b"%PDF-"):
-        return True
+    """A PDF starts with its header line, then objects; readers tolerate junk before it (within 1024 bytes). A text
+    that quotes the marker ("%PDF-1.7 is the header", or on a line of its own in a how-to) stays text: the header
+    counts on a line of its own, and only before an indirect object or at the very start of binary bytes."""
     header = _PDF_HEADER.search(data, 0, 1024 + 16)
-    return header is not None and _PDF_OBJECT.search(data, header.end(), header.end() + 65536) is not None
+    if header is None:
+        return False
+    if _PDF_OBJECT.search(data, header.end(), header.end() + 65536):
+        return True
+    at_start = not data[: header.start()].strip(b"\xef\xbb\xbf \t\r\n\x00")
+    return at_start and _decode_prefix(data[header.end() :]) is None  # a truncated PDF: binary after the header
 
 
 def _zip_format(data: bytes, name: str) -> str | None:
@@ -525,8 +529,8 @@ def _text_direction(textpage) -> int:
     import pypdfium2.raw as pdfium_c
 
     count = textpage.count_chars()
-    turns = Counter(
-        round(pdfium_c.FPDFText_GetCharAngle(textpage.raw, i) / (math.pi / 2)) % 4
+    turns = Counter(  # PDFium measures the angle clockwise
+        -round(pdfium_c.FPDFText_GetCharAngle(textpage.raw, i) / (math.pi / 2)) % 4
         for i in range(0, count, max(1, count // 200))  # a sample of up to ~200 characters
     )
     return turns.most_common(1)[0][0] if turns else 0
@@ -552,23 +556,29 @@ PDF_MIN_COLUMN_SHARE = 0.3  # each column's typical line fills this share of the
 
 def _reading_order(segments: list[_Segment]) -> list[str]:
     """Lines of text in reading order: segments grouped into lines by their vertical overlap, and runs of lines that
-    share an empty vertical strip (a gutter) read column by column, left column first."""
-    lines = _text_lines(segments)
+    share an empty vertical strip (a gutter) read column by column, left column first. Linear in the segments but
+    for sorting (a dense page of 6,000 lines must not take minutes)."""
+    if not segments:
+        return []
+    heights = sorted(s.bottom - s.top for s in segments)
+    gutter = PDF_GUTTER_EM * heights[len(heights) // 2]
     out: list[str] = []
-    for section in _column_sections(lines):
-        out += _read_section(section)
+    for section in _column_sections(_text_lines(segments), gutter):
+        out += _read_section(section, gutter)
     return out
 
 
 def _text_lines(segments: list[_Segment]) -> list[list[_Segment]]:
     lines: list[list[_Segment]] = []
+    top = bottom = 0.0
     for segment in sorted(segments, key=lambda s: (s.top, s.left)):
         middle = (segment.top + segment.bottom) / 2
-        line = lines[-1] if lines else None
-        if line and min(s.top for s in line) <= middle <= max(s.bottom for s in line):
-            line.append(segment)
+        if lines and top <= middle <= bottom:
+            lines[-1].append(segment)
+            bottom = max(bottom, segment.bottom)
         else:
             lines.append([segment])
+            top, bottom = segment.top, segment.bottom
     return [sorted(line, key=lambda s: s.left) for line in lines]
 
 
@@ -585,19 +595,35 @@ def _line_text(line: list[_Segment]) -> str:
     return " ".join("".join(parts).split())
 
 
-def _gutter(lines: list[list[_Segment]]) -> tuple[float, float] | None:
-    """The widest empty vertical strip that has text on both sides in these lines, if wide enough for a gutter."""
-    segments = [s for line in lines for s in line]
-    heights = sorted(s.bottom - s.top for s in segments)
-    em = heights[len(heights) // 2]
-    edges = sorted((s.left, s.right) for s in segments)
-    best: tuple[float, float] | None = None
-    reach = edges[0][1]
-    for left, right in edges[1:]:
-        if left - reach >= PDF_GUTTER_EM * em and (best is None or left - reach > best[1] - best[0]):
-            best = (reach, left)
-        reach = max(reach, right)
-    return best
+def _covered(covered: list[tuple[float, float]], line: list[_Segment]) -> list[tuple[float, float]]:
+    """The union of horizontal extents (sorted, disjoint intervals), with a line's segments added."""
+    merged: list[tuple[float, float]] = []
+    for left, right in sorted([*covered, *((s.left, s.right) for s in line)]):
+        if merged and left <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], right))
+        else:
+            merged.append((left, right))
+    return merged
+
+
+def _widest_gap(covered: list[tuple[float, float]], width: float) -> tuple[float, float] | None:
+    """The widest empty strip between covered intervals, if at least `width` points wide."""
+    gaps = [(a[1], b[0]) for a, b in zip(covered, covered[1:]) if b[0] - a[1] >= width]
+    return max(gaps, key=lambda gap: gap[1] - gap[0]) if gaps else None
+
+
+def _column_sections(lines: list[list[_Segment]], gutter: float) -> Iterator[list[list[_Segment]]]:
+    """Consecutive lines grouped while they keep a common gutter; lines crossing it (a title) stand alone."""
+    section: list[list[_Segment]] = []
+    covered: list[tuple[float, float]] = []
+    for line in lines:
+        grown = _covered(covered, line)
+        if section and _widest_gap(grown, gutter) is None and (len(section) < 2 or _widest_gap(covered, gutter)):
+            yield from [section] if len(section) >= PDF_MIN_COLUMN_LINES else ([single] for single in section)
+            section, grown = [], _covered([], line)
+        section.append(line)
+        covered = grown
+    yield from [section] if len(section) >= PDF_MIN_COLUMN_LINES else ([single] for single in section)
 
 
 def _median_width(lines: list[list[_Segment]]) -> float:
@@ -605,34 +631,21 @@ def _median_width(lines: list[list[_Segment]]) -> float:
     return widths[len(widths) // 2] if widths else 0.0
 
 
-def _column_sections(lines: list[list[_Segment]]) -> Iterator[list[list[_Segment]]]:
-    """Consecutive lines grouped while they keep a common gutter; lines crossing it (a title) stand alone."""
-    section: list[list[_Segment]] = []
-    for line in lines:
-        if len(section) >= 1 and _gutter([*section, line]) is None and (len(section) < 2 or _gutter(section)):
-            if len(section) >= PDF_MIN_COLUMN_LINES:
-                yield section
-                section = []
-            else:
-                yield from ([single] for single in section)
-                section = []
-        section.append(line)
-    if len(section) >= PDF_MIN_COLUMN_LINES:
-        yield section
-    else:
-        yield from ([single] for single in section)
-
-
-def _read_section(section: list[list[_Segment]]) -> list[str]:
-    gutter = _gutter(section) if len(section) >= PDF_MIN_COLUMN_LINES else None
+def _read_section(section: list[list[_Segment]], gutter_width: float) -> list[str]:
+    covered: list[tuple[float, float]] = []
+    for line in section:
+        covered = _covered(covered, line)
+    gutter = _widest_gap(covered, gutter_width) if len(section) >= PDF_MIN_COLUMN_LINES else None
     if gutter is None:
         return [text for line in section if (text := _line_text(line))]
     left = [[s for s in line if s.right <= gutter[0]] for line in section]
     right = [[s for s in line if s.left >= gutter[1]] for line in section]
-    width = max(s.right for line in section for s in line) - min(s.left for line in section for s in line)
+    width = covered[-1][1] - covered[0][0]
     if min(_median_width(left), _median_width(right)) < PDF_MIN_COLUMN_SHARE * width:  # labels and values, a table
         return [text for line in section if (text := _line_text(line))]
-    return _read_section([line for line in left if line]) + _read_section([line for line in right if line])
+    return _read_section([line for line in left if line], gutter_width) + _read_section(
+        [line for line in right if line], gutter_width
+    )
 
 
 def _pdf_lines(page_text: str) -> list[str]:
