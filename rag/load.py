@@ -484,9 +484,9 @@ def _pdf_page_texts(data: bytes, name: str) -> tuple[list[str], str]:
 
 def _pdf_page_text(pdf, index: int, name: str) -> str:
     """The page's text in the order a person reads it: form field values flattened into the page, lines top to
-    bottom as the page is displayed (after its /Rotate), segments left to right, and columns one after the other.
+    bottom in the text's own direction, segments left to right, and columns one after the other.
 
-    PDFium (pypdfium2) gives the segments ("rects") and their boxes; the ordering is `_reading_order`."""
+    PDFium (pypdfium2) gives the characters and their boxes; `_pdf_segments` groups them, `_reading_order` orders."""
     import pypdfium2 as pdfium
     import pypdfium2.raw as pdfium_c
 
@@ -499,17 +499,50 @@ def _pdf_page_text(pdf, index: int, name: str) -> str:
     except pdfium.PdfiumError:
         raise LoadError(f"{name}: corrupt PDF (page {index + 1} cannot be read)") from None
     try:
-        turn = _text_direction(textpage)
-        segments = []
-        for i in range(textpage.count_rects()):
-            box = textpage.get_rect(i)
-            text = textpage.get_text_bounded(*box).replace("\x02", "\ufffe")  # the range API's soft-hyphen mark
-            if text.strip():
-                segments.append(_Segment(*_reading_box(box, turn), text))
+        segments = _pdf_segments(textpage, _text_direction(textpage))
         return "\n".join(_reading_order(segments)).replace("\ufffe\n", "\ufffe")  # as PDFium's range API joins
     finally:
         textpage.close()
         page.close()
+
+
+def _pdf_segments(textpage, turn: int) -> list[_Segment]:
+    """Runs of characters on one line without a wide gap, in PDFium's order, one pass over the characters (PDFium's
+    own "rects" need a bounded-text call each, quadratic on dense pages). Spaces and line breaks PDFium generates
+    have no box: spaces stay in the run, line breaks end it."""
+    import ctypes
+
+    import pypdfium2.raw as pdfium_c
+
+    segments: list[_Segment] = []
+    chars: list[str] = []
+    box = [0.0, 0.0, 0.0, 0.0]  # left, top, right, bottom of the current run, in the text's frame
+    edges = [ctypes.c_double() for _ in range(4)]
+    for index in range(textpage.count_chars()):
+        char = chr(pdfium_c.FPDFText_GetUnicode(textpage.raw, index))
+        if char in "\r\n" or (char.isspace() and not chars):
+            if char in "\r\n" and chars:
+                segments.append(_Segment(*box, "".join(chars)))
+                chars = []
+            continue
+        if char.isspace() or not pdfium_c.FPDFText_GetCharBox(textpage.raw, index, *map(ctypes.byref, edges)):
+            chars.append(char)
+            continue
+        left, right, bottom, top = (edge.value for edge in edges)
+        left, top, right, bottom = _reading_box((left, bottom, right, top), turn)
+        height = max(bottom - top, box[3] - box[1])
+        same_run = chars and box[1] <= (top + bottom) / 2 <= box[3] and box[0] - height < left < box[2] + height
+        if chars and not same_run:
+            segments.append(_Segment(*box, "".join(chars)))
+            chars = []
+        if chars:
+            box = [min(box[0], left), min(box[1], top), max(box[2], right), max(box[3], bottom)]
+        else:
+            box = [left, top, right, bottom]
+        chars.append("\ufffe" if char in "\x02\ufffe" else char)
+    if chars:
+        segments.append(_Segment(*box, "".join(chars)))
+    return [segment for segment in segments if segment.text.strip()]
 
 
 @dataclass(frozen=True)
