@@ -36,6 +36,7 @@ class IngestReport:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (file, doc_id of the same bytes, not indexed)
     chunks: int = 0
     chunks_embedded: int = 0
     pages: int = 0
@@ -133,6 +134,7 @@ class Pipeline:
         report = IngestReport()
         started = time.perf_counter()
         pending: list[_Pending] = []
+        first_copy: dict[str, str] = {}  # sha256 -> doc_id of the first file with these bytes in this run
         store = self.store
         files_bar = tqdm(total=total, unit="file", desc="parse", disable=not progress, dynamic_ncols=True)
         chunk_bar = tqdm(unit="chunk", desc="embed", disable=not progress, dynamic_ncols=True)
@@ -153,6 +155,12 @@ class Pipeline:
                 if previous == (document.sha256, labels):
                     report.unchanged.append(document.doc_id)
                     continue
+                original = None if previous else first_copy.get(document.sha256) or store.same_bytes(
+                    document.sha256, labels)
+                if original is not None:  # a byte-identical copy under the same labels: indexing it adds nothing
+                    report.duplicates.append((source, original))
+                    continue
+                first_copy.setdefault(document.sha256, document.doc_id)
                 chunks = self.chunker.split(document)
                 chunk_bar.total = (chunk_bar.total or 0) + len(chunks)  # grows as files are parsed: rate and ETA
                 pending.append(_Pending(document, labels, chunks, previous is not None))
