@@ -52,6 +52,8 @@ class Document:
     sha256: str  # of the file's bytes
     blocks: list[Block] = field(default_factory=list)
     pages: int | None = None
+    pages_without_text: list[int] = field(default_factory=list)  # 1-based PDF pages left without text (scanned)
+    pages_ocr: list[int] = field(default_factory=list)  # 1-based PDF pages read by OCR (no text layer)
 
     @property
     def doc_id(self) -> str:
@@ -84,32 +86,43 @@ DOCX_RATIO_FLOOR = 10 * 1024 * 1024  # ... and below this size a high ratio is h
 # ---------------------------------------------------------------------------------------------------- public API
 
 
-def load_document(path: Path) -> Document:
+@dataclass(frozen=True)
+class OcrOptions:
+    """How PDF pages without a text layer are read with Tesseract (ingest.ocr_* settings)."""
+
+    enabled: bool = True
+    max_pages: int = 10  # per document; further pages without text are only reported
+    dpi: int = 300
+    languages: tuple[str, ...] = ("fra", "deu", "eng", "ltz")  # Tesseract language data, all installed
+
+
+def load_document(path: Path, *, ocr: OcrOptions | None = None) -> Document:
     """Read one file and extract it like an upload of the same bytes."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise LoadError(f"{path}: cannot read file ({exc.strerror or exc})") from None
-    return load_bytes(data, str(path))
+    return load_bytes(data, str(path), ocr=ocr)
 
 
-def load_bytes(data: bytes, name: str) -> Document:
-    """Extract an uploaded file's text and structure; `name` is only used for messages, titles and tie-breaks."""
+def load_bytes(data: bytes, name: str, *, ocr: OcrOptions | None = None) -> Document:
+    """Extract an uploaded file's text and structure; `name` is only used for messages, titles and tie-breaks.
+    `ocr` (default: OCR on, `OcrOptions()`) says how PDF pages without a text layer are read."""
     if not data.strip():
         raise LoadError(f"{name}: empty file")
     fmt = detect_format(data, name)
     if fmt is None:
         raise UnsupportedFormatError(f"{name}: unsupported file type ({_describe_unsupported(data)})")
     try:
-        parsed = _PARSERS[fmt](data, name)
+        parsed = _load_pdf(data, name, ocr or OcrOptions()) if fmt == "pdf" else _PARSERS[fmt](data, name)
     except (LoadError, MemoryError):  # out of memory is the process's limit, not a property of the file
         raise
     except Exception as exc:  # a parser choking on hostile input must still give one clean LoadError
         raise LoadError(f"{name}: cannot read {fmt} file ({_one_line(exc)})") from exc
     text = parsed.builder.text
     if not text:
-        hint = " - scanned pages without a text layer? OCR is not supported" if fmt == "pdf" else ""
+        hint = " - scanned pages without a text layer, and OCR found no text or is off (ingest.ocr)" if fmt == "pdf" else ""
         raise LoadError(f"{name}: no extractable text{hint}")
     return Document(
         source=name,
@@ -120,6 +133,8 @@ def load_bytes(data: bytes, name: str) -> Document:
         sha256=hashlib.sha256(data).hexdigest(),
         blocks=parsed.builder.blocks,
         pages=parsed.pages,
+        pages_without_text=parsed.pages_without_text,
+        pages_ocr=parsed.pages_ocr,
     )
 
 
@@ -190,6 +205,8 @@ class _Parsed:
     builder: _TextBuilder
     title: str = ""
     pages: int | None = None
+    pages_without_text: list[int] = field(default_factory=list)
+    pages_ocr: list[int] = field(default_factory=list)
 
 
 class _Outline:
@@ -448,10 +465,14 @@ _WORDS = re.compile(r"\w+(?:-\w+)*")
 _DETACHED_WORDS = frozenset({"und", "oder", "bzw", "sowie", "bis", "et", "ou", "and", "or", "to"})  # "Lohn- und"
 
 
-def _load_pdf(data: bytes, name: str) -> _Parsed:
+def _load_pdf(data: bytes, name: str, ocr: OcrOptions) -> _Parsed:
     with _pdfium_lock:
         pages, metadata_title = _pdf_page_texts(data, name)
-    page_lines = [_pdf_lines(text) for text in pages]
+        page_lines = [_pdf_lines(text) for text in pages]
+        blank = [number for number, lines in enumerate(page_lines, start=1) if not lines]
+        read = _ocr_pages(data, blank[: ocr.max_pages], ocr, _ocr_languages(page_lines, ocr)) if ocr.enabled else {}
+    for number, text in read.items():
+        pages[number - 1], page_lines[number - 1] = text, _pdf_lines(text)
     running = _running_lines(page_lines)
     vocabulary = {word for text in pages for word in _WORDS.findall(text.lower())}
     builder = _TextBuilder()
@@ -463,7 +484,46 @@ def _load_pdf(data: bytes, name: str) -> _Parsed:
             article = _current_article(text, article)
             builder.add(text, article, number)
     title = _pdf_title(metadata_title) or _first_line_title(builder)
-    return _Parsed(builder, title, pages=len(pages))
+    still_blank = [number for number, lines in enumerate(page_lines, start=1) if not lines]
+    ocr_read = sorted(number for number in read if page_lines[number - 1])
+    return _Parsed(builder, title, pages=len(pages), pages_without_text=still_blank, pages_ocr=ocr_read)
+
+
+_TESSERACT_LANGUAGES = {"fr": "fra", "de": "deu", "en": "eng", "lb": "ltz"}
+
+
+def _ocr_languages(page_lines: list[list[str]], ocr: OcrOptions) -> str:
+    """Tesseract's language list: the language of the pages that have text when it is one OCR knows (a scanned
+    annex of a French act is French), else all configured ones."""
+    text = "\n".join(line for lines in page_lines for line in lines)
+    known = _TESSERACT_LANGUAGES.get(detect_language(_prose(text))) if len(text) >= 200 else None
+    return known if known in ocr.languages else "+".join(ocr.languages)
+
+
+def _ocr_pages(data: bytes, numbers: list[int], ocr: OcrOptions, languages: str) -> dict[int, str]:
+    """Text of the given 1-based pages read by Tesseract (pytesseract runs the `tesseract` program of the system's
+    tesseract-ocr package) from PDFium renders at `ocr.dpi`; {} when there are none. Runs in the parser process,
+    so the parse time and memory limits cover it; a missing Tesseract is a LoadError naming the package."""
+    if not numbers:
+        return {}
+    import pypdfium2 as pdfium
+    import pytesseract
+
+    pdf = pdfium.PdfDocument(data)
+    try:
+        read = {}
+        for number in numbers:
+            page = pdf[number - 1]
+            image = page.render(scale=ocr.dpi / 72, grayscale=True).to_pil()
+            page.close()
+            try:
+                read[number] = pytesseract.image_to_string(image, lang=languages, config="--psm 3")
+            except pytesseract.TesseractNotFoundError:
+                raise LoadError("OCR needs Tesseract: install tesseract-ocr with its fra, deu, eng and ltz data "
+                                "(docs/deployment.md), or set ingest.ocr to false") from None
+        return read
+    finally:
+        pdf.close()
 
 
 def _pdf_page_texts(data: bytes, name: str) -> tuple[list[str], str]:
@@ -1410,8 +1470,7 @@ def _formex_units(element, path: tuple[str, ...], recital: str) -> Iterator[tupl
             yield _flatten(child, _FORMEX_RULES), path
 
 
-_PARSERS: dict[str, Callable[[bytes, str], _Parsed]] = {
-    "pdf": _load_pdf,
+_PARSERS: dict[str, Callable[[bytes, str], _Parsed]] = {  # and "pdf": _load_pdf, which also takes OcrOptions
     "docx": _load_docx,
     "html": _load_html,
     "markdown": _load_markdown,

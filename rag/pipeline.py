@@ -37,6 +37,8 @@ class IngestReport:
     unchanged: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (file, doc_id of the same bytes, not indexed)
+    pages_without_text: list[tuple[str, list[int]]] = field(default_factory=list)  # (file, 1-based PDF pages)
+    pages_ocr: list[tuple[str, list[int]]] = field(default_factory=list)  # (file, PDF pages read by OCR)
     chunks: int = 0
     chunks_embedded: int = 0
     pages: int = 0
@@ -145,6 +147,10 @@ class Pipeline:
                     report.failed.append((source, str(document)))
                     tqdm.write(f"skipped: {document}") if progress else None
                     continue
+                if document.pages_without_text:  # scanned pages: what a search cannot find must be said
+                    report.pages_without_text.append((source, document.pages_without_text))
+                if document.pages_ocr:
+                    report.pages_ocr.append((source, document.pages_ocr))
                 try:
                     previous = store.document_sha(document.doc_id, document.source)
                 except DocumentConflictError as exc:

@@ -16,7 +16,8 @@ import pypdfium2 as pdfium
 import pytest
 from docx.oxml import parse_xml
 
-from rag.load import detect_format, load_bytes, load_document
+from rag.errors import LoadError
+from rag.load import OcrOptions, detect_format, load_bytes, load_document
 
 from .hostile_corpus import pdf_bytes
 
@@ -96,7 +97,7 @@ UPRIGHT = ["Termination", "The employee must observe the notice period of three 
 def _pdf(pages: list[bytes], rotate: int = 0, extra: dict[int, bytes] | None = None, annots: bytes = b"") -> bytes:
     """A PDF of the given content streams (Helvetica as /F1), each page turned by `rotate` degrees."""
     objects = {1: b"<< /Type /Catalog /Pages 2 0 R %s>>" % (b"/AcroForm << /Fields [20 0 R] >> " if annots else b""),
-               3: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"}  # fmt: skip
+               3: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"}  # fmt: skip
     kids = []
     for i, content in enumerate(pages):
         page, stream = 4 + 2 * i, 5 + 2 * i
@@ -292,3 +293,42 @@ def test_html_hidden_by_css_or_aria_is_dropped_and_the_rest_kept():
 def test_markdown_inline_html_that_is_hidden_is_dropped():
     text = load_bytes(b'# Note\n\n<div style="display:none">HIDDEN assistant instruction</div>\n\nVisible.', "n.md").text
     assert "HIDDEN" not in text and "Visible." in text
+
+
+# ------------------------------------------------------------------------------- 22: pages without text
+
+
+def _scanned_pdf(lines: list[str]) -> bytes:
+    """A PDF whose one page is only an image of text (rendered from a text PDF with pypdfium2): a scan."""
+    text_pdf = pdfium.PdfDocument(_pdf([_lines_at([(72, 700 - 24 * i, line) for i, line in enumerate(lines)])]))
+    bitmap = text_pdf[0].render(scale=300 / 72, grayscale=True)
+    image = pdfium.PdfImage.new(scan := pdfium.PdfDocument.new())
+    image.set_bitmap(bitmap)
+    page = scan.new_page(612, 792)
+    image.set_matrix(pdfium.PdfMatrix().scale(612, 792))
+    page.insert_obj(image)
+    page.gen_content()
+    buffer = io.BytesIO()
+    scan.save(buffer)
+    return buffer.getvalue()
+
+
+def test_case_22_scanned_page_is_read_by_ocr_and_reported():
+    doc = load_document(case("22-pdf-partly-scanned/works-agreement.pdf"))
+    assert doc.pages == 3 and doc.pages_ocr == [3] and doc.pages_without_text == []
+    third = [doc.text[b.start : b.end] for b in doc.blocks if b.page == 3]
+    assert "enters into force on 1 March 2025" in words(" ".join(third)).replace("agreemententers", "agreement enters")
+
+
+def test_case_22_without_ocr_the_page_is_named():
+    doc = load_document(case("22-pdf-partly-scanned/works-agreement.pdf"), ocr=OcrOptions(enabled=False))
+    assert doc.pages_without_text == [3] and doc.pages_ocr == [] and all(b.page in (1, 2) for b in doc.blocks)
+
+
+def test_scanned_pdf_in_french_is_read_and_capped():
+    lines = ["Article 3. Le congé annuel est de vingt-six jours ouvrables.", "Les agents en sont informés par écrit."]
+    data = _scanned_pdf(lines)
+    doc = load_bytes(data, "scan.pdf", ocr=OcrOptions(languages=("fra",)))
+    assert doc.pages_ocr == [1] and "vingt-six jours ouvrables" in doc.text and "informés" in doc.text
+    with pytest.raises(LoadError, match="no extractable text"):
+        load_bytes(data, "scan.pdf", ocr=OcrOptions(max_pages=0))

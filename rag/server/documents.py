@@ -58,7 +58,10 @@ async def upload(
     return {"added": report.added, "updated": report.updated, "unchanged": report.unchanged,
             "chunks": report.chunks, "documents": [d.to_dict() for d in stored],
             "duplicates": [{"file": name, "duplicate_of": copies[d.source]}
-                           for (name, _), d in zip(named, documents) if d.source in copies]}
+                           for (name, _), d in zip(named, documents) if d.source in copies],
+            "pages_without_text": [{"file": name, "pages": d.pages_without_text}
+                                   for (name, _), d in zip(named, documents) if d.pages_without_text],
+            "pages_ocr": [{"file": name, "pages": d.pages_ocr} for (name, _), d in zip(named, documents) if d.pages_ocr]}
 
 
 @router.get("/v1/documents", response_model=DocumentList, responses=ERRORS)
