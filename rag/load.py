@@ -91,7 +91,7 @@ class OcrOptions:
     """How PDF pages without a text layer are read with Tesseract (ingest.ocr_* settings)."""
 
     enabled: bool = True
-    max_pages: int = 10  # per document; further pages without text are only reported
+    max_pages: int = 4  # per document; further pages without text are only reported
     dpi: int = 300
     languages: tuple[str, ...] = ("fra", "deu", "eng", "ltz")  # Tesseract language data, all installed
 

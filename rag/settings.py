@@ -82,7 +82,7 @@ class IngestSettings(Section):
         "and their limits; off: such pages are only reported (ingest report, upload response, stderr)",
     )
     ocr_max_pages: int = Field(
-        10, ge=0, le=10_000, description="pages OCR'd per document (1-5 s each on one core at 300 dpi: keep "
+        4, ge=0, le=10_000, description="pages OCR'd per document (6-11 s each on a busy 2-core machine at 300 dpi: keep "
         "pages x seconds under parse_timeout_s); the rest are reported as pages without text",
     )
     ocr_dpi: int = Field(300, ge=72, le=600, description="resolution scanned pages are rendered at for Tesseract")
