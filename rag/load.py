@@ -14,6 +14,7 @@ import codecs
 import contextlib
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -1060,6 +1061,8 @@ def _decode_html(data: bytes, name: str) -> str:
     return _decode_text(data, name)
 
 
+HTML_MAX_HIDING_RULES = 2000  # style rules that hide, matched per page: each costs a pass over the tree (~2 ms per
+# 1,000 elements), and a style-sheet flood must not eat the parse time limit; real sheets have tens to hundreds
 _CSS_HIDING = {  # declarations that make an element and its content invisible
     "display": {"none"},
     "visibility": {"hidden", "collapse"},
@@ -1083,12 +1086,13 @@ def _drop_hidden(root) -> None:
     hidden = [e for e in root.iter() if isinstance(e.tag, str) and (
         e.get("hidden") is not None or (e.get("aria-hidden") or "").strip().lower() == "true"
         or _css_hides(e.get("style") or ""))]  # fmt: skip
-    for style in root.iter("style"):
-        for selector in _hiding_selectors(tinycss2.parse_stylesheet(style.text or "", True, True)):
-            try:
-                hidden += CSSSelector(selector, translator="html")(root)
-            except (SelectorError, ExpressionError):  # pseudo-classes (:hover) and invalid selectors hide nothing
-                continue
+    selectors = (selector for style in root.iter("style")
+                 for selector in _hiding_selectors(tinycss2.parse_stylesheet(style.text or "", True, True)))
+    for selector in itertools.islice(selectors, HTML_MAX_HIDING_RULES):
+        try:
+            hidden += CSSSelector(selector, translator="html")(root)
+        except (SelectorError, ExpressionError):  # pseudo-classes (:hover) and invalid selectors hide nothing
+            continue
     for element in hidden:
         if element is not root and element.getparent() is not None:
             element.drop_tree()
