@@ -7,51 +7,41 @@ from pathlib import Path
 
 import pytest
 
-from rag.pipeline import Pipeline
-
 pytestmark = pytest.mark.integration  # the real embedder
 
 CASE = Path(__file__).resolve().parents[1].parent / "shared" / "cases" / "12-duplicate-files"
 
 
-@pytest.fixture
-def pipeline(make_settings, embedder):
-    pipeline = Pipeline(make_settings())
-    pipeline.__dict__["embedder"] = embedder
-    yield pipeline
-    pipeline.close()
-
-
-def test_case_12_copies_are_reported_and_searched_once(pipeline):
+def test_case_12_copies_are_reported_and_searched_once(fresh_pipeline):
     if not CASE.exists():
         pytest.skip(f"case not available: {CASE}")
-    report = pipeline.ingest([CASE], progress=False)
+    report = fresh_pipeline.ingest([CASE], progress=False)
     assert len(report.added) == 2 and not report.failed
     assert len(report.duplicates) == 2
     first = {original for _, original in report.duplicates}
     assert len(first) == 1 and first <= set(report.added)
-    hits = pipeline.search("how many days of leave", k=4)
+    hits = fresh_pipeline.search("how many days of leave", k=4)
     hashes = [hit.chunk.content_hash for hit in hits]
     assert len(hashes) == len(set(hashes)) and len({hit.chunk.doc_id for hit in hits}) <= 2
 
 
-def test_later_copy_and_other_labels(pipeline, tmp_path):
+def test_later_copy_and_other_labels(fresh_pipeline, tmp_path):
     text = "# Canteen\n\nThe canteen serves lunch from 11:30 to 14:00 on working days.\n"
     (tmp_path / "canteen.md").write_text(text)
-    first = pipeline.ingest([tmp_path / "canteen.md"], labels=["public"], progress=False)
+    first = fresh_pipeline.ingest([tmp_path / "canteen.md"], labels=["public"], progress=False)
     shutil.copy(tmp_path / "canteen.md", tmp_path / "canteen-copy.md")
-    again = pipeline.ingest([tmp_path / "canteen-copy.md"], labels=["public"], progress=False)
+    again = fresh_pipeline.ingest([tmp_path / "canteen-copy.md"], labels=["public"], progress=False)
     assert again.duplicates == [(str((tmp_path / "canteen-copy.md").resolve()), first.added[0])] and not again.added
-    other = pipeline.ingest([tmp_path / "canteen-copy.md"], labels=["hr"], progress=False)  # another audience: its own document
+    other = fresh_pipeline.ingest([tmp_path / "canteen-copy.md"], labels=["hr"], progress=False)  # another audience: its own document
     assert len(other.added) == 1 and not other.duplicates
-    assert pipeline.ingest([tmp_path / "canteen.md"], labels=["public"], progress=False).unchanged == first.added  # not a copy
+    assert fresh_pipeline.ingest([tmp_path / "canteen.md"], labels=["public"], progress=False).unchanged == first.added  # not a copy
 
 
-def test_identical_passages_of_different_files_appear_once(pipeline, tmp_path):
+def test_identical_passages_of_different_files_appear_once(fresh_pipeline, tmp_path):
     clause = "## Confidentiality\n\nStaff keep all client information confidential, also after leaving.\n"
     (tmp_path / "a.md").write_text("# Handbook\n\n## Leave\n\nLeave is 28 days.\n\n" + clause)
     (tmp_path / "b.md").write_text("# Handbook\n\n## Remote work\n\nRemote work is two days per week.\n\n" + clause)
-    pipeline.ingest([tmp_path], progress=False)
-    hits = pipeline.search("client information confidential", k=5, mode="bm25")
+    fresh_pipeline.ingest([tmp_path], progress=False)
+    hits = fresh_pipeline.search("client information confidential", k=5, mode="bm25")
     texts = [hit.chunk.text for hit in hits]
     assert sum("client information confidential" in text for text in texts) == 1
