@@ -86,8 +86,16 @@ def ingest(
     else:
         for source, reason in report.failed:
             typer.echo(f"failed: {reason}", err=True)
+        for source, pages in report.pages_ocr:
+            typer.echo(f"note: {source}: page(s) {', '.join(map(str, pages))} read by OCR (no text layer)", err=True)
+        for source, pages in report.pages_without_text:
+            typer.echo(f"warning: {source}: no text on page(s) {', '.join(map(str, pages))} (scanned?), not searchable",
+                       err=True)
+        for source, original in report.duplicates:
+            typer.echo(f"duplicate: {source} has the same bytes as {original}; not indexed again", err=True)
         typer.echo(
             f"{len(report.added)} added, {len(report.updated)} updated, {len(report.unchanged)} unchanged, "
+            f"{len(report.duplicates)} duplicates, "
             f"{len(report.failed)} failed; {report.chunks} chunks ({report.chunks_embedded} embedded) "
             f"in {report.seconds:.1f}s"
         )

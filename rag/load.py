@@ -15,7 +15,9 @@ import contextlib
 import hashlib
 import importlib
 import io
+import itertools
 import json
+import math
 import os
 import re
 import threading
@@ -52,6 +54,8 @@ class Document:
     sha256: str  # of the file's bytes
     blocks: list[Block] = field(default_factory=list)
     pages: int | None = None
+    pages_without_text: list[int] = field(default_factory=list)  # 1-based PDF pages left without text (scanned)
+    pages_ocr: list[int] = field(default_factory=list)  # 1-based PDF pages read by OCR (no text layer)
 
     @property
     def doc_id(self) -> str:
@@ -85,32 +89,43 @@ DOCX_RATIO_FLOOR = 10 * 1024 * 1024  # ... and below this size a high ratio is h
 # ---------------------------------------------------------------------------------------------------- public API
 
 
-def load_document(path: Path) -> Document:
+@dataclass(frozen=True)
+class OcrOptions:
+    """How PDF pages without a text layer are read with Tesseract (ingest.ocr_* settings)."""
+
+    enabled: bool = True
+    max_pages: int = 4  # per document; further pages without text are only reported
+    dpi: int = 300
+    languages: tuple[str, ...] = ("fra", "deu", "eng", "ltz")  # Tesseract language data, all installed
+
+
+def load_document(path: Path, *, ocr: OcrOptions | None = None) -> Document:
     """Read one file and extract it like an upload of the same bytes."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise LoadError(f"{path}: cannot read file ({exc.strerror or exc})") from None
-    return load_bytes(data, str(path))
+    return load_bytes(data, str(path), ocr=ocr)
 
 
-def load_bytes(data: bytes, name: str) -> Document:
-    """Extract an uploaded file's text and structure; `name` is only used for messages, titles and tie-breaks."""
+def load_bytes(data: bytes, name: str, *, ocr: OcrOptions | None = None) -> Document:
+    """Extract an uploaded file's text and structure; `name` is only used for messages, titles and tie-breaks.
+    `ocr` (default: OCR on, `OcrOptions()`) says how PDF pages without a text layer are read."""
     if not data.strip():
         raise LoadError(f"{name}: empty file")
     fmt = detect_format(data, name)
     if fmt is None:
         raise UnsupportedFormatError(f"{name}: unsupported file type ({_describe_unsupported(data)})")
     try:
-        parsed = _PARSERS[fmt](data, name)
+        parsed = _load_pdf(data, name, ocr or OcrOptions()) if fmt == "pdf" else _PARSERS[fmt](data, name)
     except (LoadError, MemoryError):  # out of memory is the process's limit, not a property of the file
         raise
     except Exception as exc:  # a parser choking on hostile input must still give one clean LoadError
         raise LoadError(f"{name}: cannot read {fmt} file ({_one_line(exc)})") from exc
     text = parsed.builder.text
     if not text:
-        hint = " - scanned pages without a text layer? OCR is not supported" if fmt == "pdf" else ""
+        hint = " - scanned pages without a text layer, and OCR found no text or is off (ingest.ocr)" if fmt == "pdf" else ""
         raise LoadError(f"{name}: no extractable text{hint}")
     return Document(
         source=name,
@@ -121,6 +136,8 @@ def load_bytes(data: bytes, name: str) -> Document:
         sha256=hashlib.sha256(data).hexdigest(),
         blocks=parsed.builder.blocks,
         pages=parsed.pages,
+        pages_without_text=parsed.pages_without_text,
+        pages_ocr=parsed.pages_ocr,
     )
 
 
@@ -144,7 +161,7 @@ def iter_input_files(paths: list[Path]) -> Iterator[Path]:
 
 def detect_format(data: bytes, name: str) -> str | None:
     """The format of `data` judged from its content; the name's extension only breaks ties between text formats."""
-    if b"%PDF-" in data[:1024]:  # the spec tolerates junk before the header
+    if _is_pdf(data):
         return "pdf"
     if data.startswith(b"PK\x03\x04"):
         return _zip_format(data, name)
@@ -195,6 +212,8 @@ class _Parsed:
     builder: _TextBuilder
     title: str = ""
     pages: int | None = None
+    pages_without_text: list[int] = field(default_factory=list)
+    pages_ocr: list[int] = field(default_factory=list)
 
 
 class _Outline:
@@ -293,6 +312,23 @@ _ODF_MIMETYPES = {b"application/vnd.oasis.opendocument.text": "odt", b"applicati
 _ZIP_FORMATS = frozenset({*_OOXML_PARTS.values(), *_ODF_MIMETYPES.values()})
 
 
+_PDF_HEADER = re.compile(rb"(?:\A|[^\x20-\x7e\t])%PDF-\d\.\d[ \t]*[\r\n]")  # after a line break or binary junk
+_PDF_OBJECT = re.compile(rb"\d+\s+\d+\s+obj\b")
+
+
+def _is_pdf(data: bytes) -> bool:
+    """A PDF starts with its header line, then objects; readers tolerate junk before it (within 1024 bytes). A text
+    that quotes the marker ("%PDF-1.7 is the header", or on a line of its own in a how-to) stays text: the header
+    counts on a line of its own, and only before an indirect object or at the very start of binary bytes."""
+    header = _PDF_HEADER.search(data, 0, 1024 + 16)
+    if header is None:
+        return False
+    if _PDF_OBJECT.search(data, header.end(), header.end() + 65536):
+        return True
+    at_start = not data[: header.start()].strip(b"\xef\xbb\xbf \t\r\n\x00")
+    return at_start and _decode_prefix(data[header.end() :]) is None  # a truncated PDF: binary after the header
+
+
 def _zip_format(data: bytes, name: str) -> str | None:
     """An Office file by its main part, an OpenDocument one by its `mimetype` entry; a broken ZIP keeps the claim of
     its extension (.docx, .pptx, .xlsx, .odt, .ods, .odp) so that it fails as a corrupt file of that kind."""
@@ -316,27 +352,37 @@ def _decode_prefix(data: bytes, size: int = 65536) -> str | None:
 
 
 def _decode(data: bytes, final: bool = True) -> str | None:
-    """UTF-8 (with or without BOM), UTF-16 with BOM, else cp1252/latin-1 for legacy Western files."""
-    for bom, codec in (
-        (codecs.BOM_UTF8, "utf-8-sig"),
-        (codecs.BOM_UTF16_LE, "utf-16"),
-        (codecs.BOM_UTF16_BE, "utf-16"),
-    ):
+    """UTF-8 (with or without BOM), UTF-16 with BOM; bytes that are not UTF-8 are read as Windows-1252, run by run
+    (a legacy Western file, or one legacy line pasted into a UTF-8 file); None for NUL bytes outside UTF-8/16."""
+    for bom in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
         if data.startswith(bom):
             try:
-                return codecs.getincrementaldecoder(codec)().decode(data, final=final)
+                return codecs.getincrementaldecoder("utf-16")().decode(data, final=final)
             except UnicodeDecodeError:
                 return None
     try:
-        return codecs.getincrementaldecoder("utf-8")().decode(data, final=final)
+        return codecs.getincrementaldecoder("utf-8-sig")().decode(data, final=final)
     except UnicodeDecodeError:
-        pass
-    if b"\x00" in data:
-        return None
-    try:
-        return data.decode("cp1252")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
+        if b"\x00" in data:
+            return None
+    return codecs.getincrementaldecoder("utf-8-sig")(errors=_LEGACY_BYTES).decode(data, final=final)
+
+
+_LEGACY_BYTES = "rag-cp1252"
+
+
+def _legacy_bytes(error: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: bytes that are not valid UTF-8 are read as Windows-1252 (its five unassigned bytes as
+    latin-1), so one legacy line in a UTF-8 file is repaired while the valid rest stays UTF-8."""
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    stray = error.object[error.start : error.end]
+    return "".join(bytes([byte]).decode("cp1252", errors="strict") if byte not in _CP1252_UNASSIGNED else chr(byte)
+                   for byte in stray), error.end  # fmt: skip
+
+
+_CP1252_UNASSIGNED = frozenset({0x81, 0x8D, 0x8F, 0x90, 0x9D})
+codecs.register_error(_LEGACY_BYTES, _legacy_bytes)
 
 
 _CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
@@ -439,10 +485,14 @@ _WORDS = re.compile(r"\w+(?:-\w+)*")
 _DETACHED_WORDS = frozenset({"und", "oder", "bzw", "sowie", "bis", "et", "ou", "and", "or", "to"})  # "Lohn- und"
 
 
-def _load_pdf(data: bytes, name: str) -> _Parsed:
+def _load_pdf(data: bytes, name: str, ocr: OcrOptions) -> _Parsed:
     with _pdfium_lock:
         pages, metadata_title = _pdf_page_texts(data, name)
-    page_lines = [_pdf_lines(text) for text in pages]
+        page_lines = [_pdf_lines(text) for text in pages]
+        blank = [number for number, lines in enumerate(page_lines, start=1) if not lines]
+        read = _ocr_pages(data, blank[: ocr.max_pages], ocr, _ocr_languages(page_lines, ocr)) if ocr.enabled else {}
+    for number, text in read.items():
+        pages[number - 1], page_lines[number - 1] = text, _pdf_lines(text)
     running = _running_lines(page_lines)
     vocabulary = {word for text in pages for word in _WORDS.findall(text.lower())}
     builder = _TextBuilder()
@@ -454,7 +504,46 @@ def _load_pdf(data: bytes, name: str) -> _Parsed:
             article = _current_article(text, article)
             builder.add(text, article, number)
     title = _pdf_title(metadata_title) or _first_line_title(builder)
-    return _Parsed(builder, title, pages=len(pages))
+    still_blank = [number for number, lines in enumerate(page_lines, start=1) if not lines]
+    ocr_read = sorted(number for number in read if page_lines[number - 1])
+    return _Parsed(builder, title, pages=len(pages), pages_without_text=still_blank, pages_ocr=ocr_read)
+
+
+_TESSERACT_LANGUAGES = {"fr": "fra", "de": "deu", "en": "eng", "lb": "ltz"}
+
+
+def _ocr_languages(page_lines: list[list[str]], ocr: OcrOptions) -> str:
+    """Tesseract's language list: the language of the pages that have text when it is one OCR knows (a scanned
+    annex of a French act is French), else all configured ones."""
+    text = "\n".join(line for lines in page_lines for line in lines)
+    known = _TESSERACT_LANGUAGES.get(detect_language(_prose(text))) if len(text) >= 200 else None
+    return known if known in ocr.languages else "+".join(ocr.languages)
+
+
+def _ocr_pages(data: bytes, numbers: list[int], ocr: OcrOptions, languages: str) -> dict[int, str]:
+    """Text of the given 1-based pages read by Tesseract (pytesseract runs the `tesseract` program of the system's
+    tesseract-ocr package) from PDFium renders at `ocr.dpi`; {} when there are none. Runs in the parser process,
+    so the parse time and memory limits cover it; a missing Tesseract is a LoadError naming the package."""
+    if not numbers:
+        return {}
+    import pypdfium2 as pdfium
+    import pytesseract
+
+    pdf = pdfium.PdfDocument(data)
+    try:
+        read = {}
+        for number in numbers:
+            page = pdf[number - 1]
+            image = page.render(scale=ocr.dpi / 72, grayscale=True).to_pil()
+            page.close()
+            try:
+                read[number] = pytesseract.image_to_string(image, lang=languages, config="--psm 3")
+            except pytesseract.TesseractNotFoundError:
+                raise LoadError("OCR needs Tesseract: install tesseract-ocr with its fra, deu, eng and ltz data "
+                                "(docs/deployment.md), or set ingest.ocr to false") from None
+        return read
+    finally:
+        pdf.close()
 
 
 def _pdf_page_texts(data: bytes, name: str) -> tuple[list[str], str]:
@@ -474,17 +563,202 @@ def _pdf_page_texts(data: bytes, name: str) -> tuple[list[str], str]:
 
 
 def _pdf_page_text(pdf, index: int, name: str) -> str:
+    """The page's text in the order a person reads it: form field values flattened into the page, lines top to
+    bottom in the text's own direction, segments left to right, and columns one after the other.
+
+    PDFium (pypdfium2) gives the characters and their boxes; `_pdf_segments` groups them, `_reading_order` orders."""
     import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
 
     try:
         page = pdf[index]
+        if pdfium_c.FPDFPage_Flatten(page.raw, pdfium_c.FLAT_NORMALDISPLAY) == pdfium_c.FLATTEN_SUCCESS:
+            page.close()  # the flattened widgets (filled form fields) only reach the text layer of a reloaded page
+            page = pdf[index]
         textpage = page.get_textpage()
     except pdfium.PdfiumError:
         raise LoadError(f"{name}: corrupt PDF (page {index + 1} cannot be read)") from None
-    text = textpage.get_text_range()
-    textpage.close()
-    page.close()
-    return text
+    try:
+        segments = _pdf_segments(textpage, _text_direction(textpage))
+        return "\n".join(_reading_order(segments)).replace("\ufffe\n", "\ufffe")  # as PDFium's range API joins
+    finally:
+        textpage.close()
+        page.close()
+
+
+def _pdf_segments(textpage, turn: int) -> list[_Segment]:
+    """Runs of characters on one line without a wide gap, in PDFium's order, one pass over the characters (PDFium's
+    own "rects" need a bounded-text call each, quadratic on dense pages). Spaces and line breaks PDFium generates
+    have no box: spaces stay in the run, line breaks end it."""
+    import ctypes
+
+    import pypdfium2.raw as pdfium_c
+
+    segments: list[_Segment] = []
+    chars: list[str] = []
+    box = [0.0, 0.0, 0.0, 0.0]  # left, top, right, bottom of the current run, in the text's frame
+    edges = [ctypes.c_double() for _ in range(4)]
+    for index in range(textpage.count_chars()):
+        char = chr(pdfium_c.FPDFText_GetUnicode(textpage.raw, index))
+        if char in "\r\n" or (char.isspace() and not chars):
+            if char in "\r\n" and chars:
+                segments.append(_Segment(*box, "".join(chars)))
+                chars = []
+            continue
+        if char.isspace() or not pdfium_c.FPDFText_GetCharBox(textpage.raw, index, *map(ctypes.byref, edges)):
+            chars.append(char)
+            continue
+        left, right, bottom, top = (edge.value for edge in edges)
+        left, top, right, bottom = _reading_box((left, bottom, right, top), turn)
+        height = max(bottom - top, box[3] - box[1])
+        same_run = chars and box[1] <= (top + bottom) / 2 <= box[3] and box[0] - height < left < box[2] + height
+        if chars and not same_run:
+            segments.append(_Segment(*box, "".join(chars)))
+            chars = []
+        if chars:
+            box = [min(box[0], left), min(box[1], top), max(box[2], right), max(box[3], bottom)]
+        else:
+            box = [left, top, right, bottom]
+        chars.append("\ufffe" if char in "\x02\ufffe" else char)
+    if chars:
+        segments.append(_Segment(*box, "".join(chars)))
+    return [segment for segment in segments if segment.text.strip()]
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """A run of text on one line, in the text's frame (points, x along the line, y downwards)."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+    text: str
+
+
+def _text_direction(textpage) -> int:
+    """The page's dominant writing direction in quarter turns counter-clockwise (0-3), from PDFium's character
+    angles: a page's /Rotate only says how to show it; a reader turns the page to follow the text."""
+    import pypdfium2.raw as pdfium_c
+
+    count = textpage.count_chars()
+    turns = Counter(  # PDFium measures the angle clockwise
+        -round(pdfium_c.FPDFText_GetCharAngle(textpage.raw, i) / (math.pi / 2)) % 4
+        for i in range(0, count, max(1, count // 200))  # a sample of up to ~200 characters
+    )
+    return turns.most_common(1)[0][0] if turns else 0
+
+
+def _reading_box(box: tuple[float, float, float, float], turn: int) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) in the text's own frame (x along the lines, y down the page) from PDFium's
+    (left, bottom, right, top) in user space (points, y up), for text turned `turn` quarter turns anticlockwise."""
+    left, bottom, right, top = box
+    if turn == 1:
+        return bottom, left, top, right
+    if turn == 2:
+        return -right, bottom, -left, top
+    if turn == 3:
+        return -top, -right, -bottom, -left
+    return left, -top, right, -bottom
+
+
+PDF_GUTTER_EM = 1.5  # a vertical strip free of text this many line heights wide, down several lines, splits columns
+PDF_MIN_COLUMN_LINES = 3
+PDF_MIN_COLUMN_SHARE = 0.3  # each column's typical line fills this share of the section's width (a form's labels do not)
+
+
+def _reading_order(segments: list[_Segment]) -> list[str]:
+    """Lines of text in reading order: segments grouped into lines by their vertical overlap, and runs of lines that
+    share an empty vertical strip (a gutter) read column by column, left column first. Linear in the segments but
+    for sorting (a dense page of 6,000 lines must not take minutes)."""
+    if not segments:
+        return []
+    heights = sorted(s.bottom - s.top for s in segments)
+    gutter = PDF_GUTTER_EM * heights[len(heights) // 2]
+    out: list[str] = []
+    for section in _column_sections(_text_lines(segments), gutter):
+        out += _read_section(section, gutter)
+    return out
+
+
+def _text_lines(segments: list[_Segment]) -> list[list[_Segment]]:
+    lines: list[list[_Segment]] = []
+    top = bottom = 0.0
+    for segment in sorted(segments, key=lambda s: (s.top, s.left)):
+        middle = (segment.top + segment.bottom) / 2
+        if lines and top <= middle <= bottom:
+            lines[-1].append(segment)
+            bottom = max(bottom, segment.bottom)
+        else:
+            lines.append([segment])
+            top, bottom = segment.top, segment.bottom
+    return [sorted(line, key=lambda s: s.left) for line in lines]
+
+
+def _line_text(line: list[_Segment]) -> str:
+    """A line's segments left to right; PDFium ends words with their space, so one is added only across a gap of
+    over a quarter of the taller segment's height (a superscript "1|er" stays joined)."""
+    parts = [line[0].text]
+    for previous, segment in zip(line, line[1:]):
+        gap = segment.left - previous.right
+        height = max(segment.bottom - segment.top, previous.bottom - previous.top)
+        if gap > 0.25 * height and not parts[-1][-1:].isspace() and parts[-1][-1:] not in ("\ufffe", "-"):
+            parts.append(" ")
+        parts.append(segment.text)
+    return " ".join("".join(parts).split())
+
+
+def _covered(covered: list[tuple[float, float]], line: list[_Segment]) -> list[tuple[float, float]]:
+    """The union of horizontal extents (sorted, disjoint intervals), with a line's segments added."""
+    merged: list[tuple[float, float]] = []
+    for left, right in sorted([*covered, *((s.left, s.right) for s in line)]):
+        if merged and left <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], right))
+        else:
+            merged.append((left, right))
+    return merged
+
+
+def _widest_gap(covered: list[tuple[float, float]], width: float) -> tuple[float, float] | None:
+    """The widest empty strip between covered intervals, if at least `width` points wide."""
+    gaps = [(a[1], b[0]) for a, b in zip(covered, covered[1:]) if b[0] - a[1] >= width]
+    return max(gaps, key=lambda gap: gap[1] - gap[0]) if gaps else None
+
+
+def _column_sections(lines: list[list[_Segment]], gutter: float) -> Iterator[list[list[_Segment]]]:
+    """Consecutive lines grouped while they keep a common gutter; lines crossing it (a title) stand alone."""
+    section: list[list[_Segment]] = []
+    covered: list[tuple[float, float]] = []
+    for line in lines:
+        grown = _covered(covered, line)
+        if section and _widest_gap(grown, gutter) is None and (len(section) < 2 or _widest_gap(covered, gutter)):
+            yield from [section] if len(section) >= PDF_MIN_COLUMN_LINES else ([single] for single in section)
+            section, grown = [], _covered([], line)
+        section.append(line)
+        covered = grown
+    yield from [section] if len(section) >= PDF_MIN_COLUMN_LINES else ([single] for single in section)
+
+
+def _median_width(lines: list[list[_Segment]]) -> float:
+    widths = sorted(line[-1].right - line[0].left for line in lines if line)
+    return widths[len(widths) // 2] if widths else 0.0
+
+
+def _read_section(section: list[list[_Segment]], gutter_width: float) -> list[str]:
+    covered: list[tuple[float, float]] = []
+    for line in section:
+        covered = _covered(covered, line)
+    gutter = _widest_gap(covered, gutter_width) if len(section) >= PDF_MIN_COLUMN_LINES else None
+    if gutter is None:
+        return [text for line in section if (text := _line_text(line))]
+    left = [[s for s in line if s.right <= gutter[0]] for line in section]
+    right = [[s for s in line if s.left >= gutter[1]] for line in section]
+    width = covered[-1][1] - covered[0][0]
+    if min(_median_width(left), _median_width(right)) < PDF_MIN_COLUMN_SHARE * width:  # labels and values, a table
+        return [text for line in section if (text := _line_text(line))]
+    return _read_section([line for line in left if line], gutter_width) + _read_section(
+        [line for line in right if line], gutter_width
+    )
 
 
 def _pdf_lines(page_text: str) -> list[str]:
@@ -609,29 +883,110 @@ def _pdf_title(title: str) -> str:
 
 
 def _load_docx(data: bytes, name: str) -> _Parsed:
+    """The text as Word shows it with tracked changes accepted: paragraphs and tables of the body in order, also
+    inside content controls, insertions, hyperlinks and fields (their shown result, not the field code); deleted
+    and moved-away text and hidden runs left out; then headers, footers, footnotes and endnotes, each text once.
+
+    python-docx opens the package and resolves styles; the body is walked on its XML, because python-docx's own
+    paragraph and table views skip content controls and tracked insertions."""
     import docx
-    from docx.table import Table
 
     _check_zip_bomb(data, name)
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as exc:  # python-docx raises KeyError, ValueError, lxml errors... on bad packages
         raise LoadError(f"{name}: corrupt or invalid Word document ({_one_line(exc)})") from None
+    styles = {style.style_id: style for style in document.styles}
     builder, outline = _TextBuilder(), _Outline()
     first_heading = ""
-    for item in document.iter_inner_content():
-        if isinstance(item, Table):
-            for row in _docx_rows(item):
+    for kind, element in _docx_blocks(document.element.body):
+        if kind == "table":
+            for row in _docx_rows(element):
                 builder.add(row, outline.path)
             continue
-        level = _docx_heading_level(item.style)
+        text = _docx_paragraph_text(element)
+        level = _docx_heading_level(styles.get(element.style)) if element.style else None
         if level is None:
-            builder.add(item.text, outline.path)
+            builder.add(text, outline.path)
         else:
-            builder.add(item.text, outline.enter(level, item.text))
-            first_heading = first_heading or _one_line(item.text)
+            builder.add(text, outline.enter(level, text))
+            first_heading = first_heading or _one_line(text)
+    seen: set[str] = set()
+    for part in sorted(document.part.package.iter_parts(), key=lambda part: str(part.partname)):
+        if _DOCX_MARGIN_PART.match(str(part.partname)):
+            for text in _docx_part_texts(_parse_xml(part.blob, name)):
+                if text not in seen:
+                    seen.add(text)
+                    builder.add(text, outline.path)
     title = _one_line(document.core_properties.title or "") or first_heading or _first_line_title(builder)
     return _Parsed(builder, title)
+
+
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_DOCX_MARGIN_PART = re.compile(r"^/word/(header\d*|footer\d*|footnotes|endnotes)\.xml$")
+_DOCX_DROPPED = frozenset(  # deleted or moved-away text, field codes, properties, and the fallback copy of a drawing
+    {f"{_W}del", f"{_W}moveFrom", f"{_W}delText", f"{_W}instrText", f"{_W}sdtPr", f"{_W}rPr", f"{_W}pPr",
+     f"{_W}fldData", "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"}
+)  # fmt: skip
+_DOCX_CONTAINERS = frozenset(  # wrappers whose children are read as if they stood in their place
+    {f"{_W}sdt", f"{_W}sdtContent", f"{_W}ins", f"{_W}moveTo", f"{_W}customXml", f"{_W}smartTag"}
+)
+_DOCX_CHARACTERS = {f"{_W}tab": "\t", f"{_W}br": "\n", f"{_W}cr": "\n", f"{_W}noBreakHyphen": "-"}
+
+
+def _docx_blocks(container) -> Iterator[tuple[str, etree._Element]]:
+    """("paragraph" | "table", element) in reading order under a body, cell or wrapper element."""
+    for element in _docx_children(container, (f"{_W}p", f"{_W}tbl")):
+        yield ("paragraph" if element.tag == f"{_W}p" else "table"), element
+
+
+def _docx_children(container, tags: tuple[str, ...]) -> Iterator[etree._Element]:
+    """The children with one of `tags`, also those wrapped in content controls, insertions and custom XML."""
+    for child in container:
+        if child.tag in tags:
+            yield child
+        elif child.tag in _DOCX_CONTAINERS:
+            yield from _docx_children(child, tags)
+
+
+def _docx_paragraph_text(paragraph) -> str:
+    """A paragraph's shown text: runs (also in insertions, hyperlinks, fields, content controls, text boxes)."""
+    parts: list[str] = []
+
+    def visit(element) -> None:
+        for child in element:
+            tag = child.tag
+            if tag in _DOCX_DROPPED or not isinstance(tag, str):
+                continue
+            if tag == f"{_W}t":
+                parts.append(child.text or "")
+            elif tag in _DOCX_CHARACTERS:
+                parts.append(_DOCX_CHARACTERS[tag])
+            elif tag == f"{_W}r" and _docx_hidden(child):
+                continue
+            else:
+                if tag == f"{_W}p":  # a text box's paragraph inside this one
+                    parts.append("\n")
+                visit(child)
+
+    visit(paragraph)
+    return "".join(parts)
+
+
+def _docx_hidden(run) -> bool:
+    """A run formatted as hidden text (w:vanish), which Word does not show."""
+    vanish = run.find(f"{_W}rPr/{_W}vanish")
+    return vanish is not None and vanish.get(f"{_W}val", "true") not in ("0", "false", "off")
+
+
+def _docx_part_texts(root) -> Iterator[str]:
+    """Paragraph and table texts of a header, footer, footnotes or endnotes part (separator notes skipped)."""
+    notes = root.findall(f"{_W}footnote") + root.findall(f"{_W}endnote")
+    for container in notes or [root]:
+        if container.get(f"{_W}type") in ("separator", "continuationSeparator", "continuationNotice"):
+            continue
+        for kind, element in _docx_blocks(container):
+            yield from (_docx_rows(element) if kind == "table" else [_docx_paragraph_text(element)])
 
 
 def _check_zip_bomb(data: bytes, name: str, *, kind: str = "Word document") -> None:
@@ -669,11 +1024,14 @@ def _docx_heading_level(style) -> int | None:
 
 
 def _docx_rows(table) -> Iterator[str]:
-    """One line per row, cells joined by " | "; merged cells (repeated by python-docx) appear once."""
-    for row in table.rows:
-        cells = []
-        for cell in row.cells:
-            text = " ".join(cell.text.split())
+    """One line per row, cells joined by " | "; a cell's paragraphs and nested tables joined by spaces, and a cell
+    equal to its left neighbour (a horizontally merged one, as some writers repeat it) appears once."""
+    for row in _docx_children(table, (f"{_W}tr",)):
+        cells: list[str] = []
+        for cell in _docx_children(row, (f"{_W}tc",)):
+            blocks = (" ".join(_docx_rows(e)) if kind == "table" else _docx_paragraph_text(e)
+                      for kind, e in _docx_blocks(cell))  # fmt: skip
+            text = " ".join(" ".join(blocks).split())
             if text and (not cells or cells[-1] != text):
                 cells.append(text)
         yield " | ".join(cells)
@@ -698,6 +1056,7 @@ def _load_html(data: bytes, name: str) -> _Parsed:
     text = _XML_DECLARATION.sub("", _decode_html(data, name))  # lxml refuses str input that declares an encoding
     parser = lxml.html.HTMLParser(no_network=True, remove_comments=True, remove_pis=True)
     root = lxml.html.document_fromstring(text, parser=parser)
+    _drop_hidden(root)
     walker = _HtmlWalker()
     walker.walk(root)
     walker.flush()
@@ -722,6 +1081,68 @@ def _decode_html(data: bytes, name: str) -> str:
     return _decode_text(data, name)
 
 
+HTML_MAX_HIDING_RULES = 2000  # style rules that hide, matched per page: each costs a pass over the tree (~2 ms per
+# 1,000 elements), and a style-sheet flood must not eat the parse time limit; real sheets have tens to hundreds
+_CSS_HIDING = {  # declarations that make an element and its content invisible
+    "display": {"none"},
+    "visibility": {"hidden", "collapse"},
+    "content-visibility": {"hidden"},
+    "opacity": {"0", "0.0", "0%"},
+    "font-size": {"0", "0px", "0pt", "0em", "0rem", "0%"},
+}
+
+
+def _drop_hidden(root) -> None:
+    """Remove what a browser does not show, keeping the text that follows it: elements with the `hidden` attribute
+    or `aria-hidden="true"`, and those hidden by an inline `style` or a rule of a `<style>` sheet (display: none,
+    visibility: hidden, opacity: 0, font-size: 0).
+
+    Style sheets are parsed with tinycss2 and their selectors matched with cssselect (lxml's CSS engine): both
+    well-kept libraries, where a hand-written CSS parser would miss comments, escapes and nested @media blocks."""
+    import tinycss2
+    from cssselect import SelectorError
+    from lxml.cssselect import CSSSelector, ExpressionError
+
+    hidden = [e for e in root.iter() if isinstance(e.tag, str) and (
+        e.get("hidden") is not None or (e.get("aria-hidden") or "").strip().lower() == "true"
+        or _css_hides(e.get("style") or ""))]  # fmt: skip
+    selectors = (selector for style in root.iter("style")
+                 for selector in _hiding_selectors(tinycss2.parse_stylesheet(style.text or "", True, True)))
+    for selector in itertools.islice(selectors, HTML_MAX_HIDING_RULES):
+        try:
+            hidden += CSSSelector(selector, translator="html")(root)
+        except (SelectorError, ExpressionError):  # pseudo-classes (:hover) and invalid selectors hide nothing
+            continue
+    for element in hidden:
+        if element is not root and element.getparent() is not None:
+            element.drop_tree()
+
+
+def _hiding_selectors(rules) -> Iterator[str]:
+    """Selectors of the style rules that hide, also inside @media and @supports blocks (except print-only media)."""
+    import tinycss2
+
+    for rule in rules:
+        if rule.type == "qualified-rule" and _css_hides(rule.content):
+            yield tinycss2.serialize(rule.prelude).strip()
+        elif rule.type == "at-rule" and rule.content and rule.lower_at_keyword in ("media", "supports"):
+            media = tinycss2.serialize(rule.prelude).lower()
+            if "print" not in media or "screen" in media:
+                yield from _hiding_selectors(tinycss2.parse_rule_list(rule.content, True, True))
+
+
+def _css_hides(declarations: str | list) -> bool:
+    """Whether a CSS declaration list (a `style` attribute, or the tinycss2 tokens of a rule's block) hides."""
+    import tinycss2
+
+    for declaration in tinycss2.parse_blocks_contents(declarations, skip_comments=True, skip_whitespace=True):
+        if declaration.type == "declaration":
+            value = tinycss2.serialize(declaration.value).strip().lower()
+            if value in _CSS_HIDING.get(declaration.lower_name, ()):
+                return True
+    return False
+
+
 class _HtmlWalker:
     """Flattens the element tree into blocks: inline text accumulates until a block-level boundary."""
 
@@ -733,7 +1154,7 @@ class _HtmlWalker:
 
     def walk(self, element, preformatted: bool = False) -> None:
         tag = element.tag if isinstance(element.tag, str) else ""
-        if tag and tag not in _HTML_SKIP and element.get("hidden") is None:
+        if tag and tag not in _HTML_SKIP:
             if tag in _HTML_HEADINGS:
                 self._heading(element, int(tag[1]))
             elif tag == "tr":
@@ -850,7 +1271,9 @@ def _html_fragment_text(markup: str) -> str:
     import lxml.html
 
     try:
-        return _html_inline_text(lxml.html.fragment_fromstring(markup, create_parent="div"))
+        fragment = lxml.html.fragment_fromstring(markup, create_parent="div")
+        _drop_hidden(fragment)
+        return _html_inline_text(fragment)
     except etree.ParserError:
         return ""
 
@@ -1081,8 +1504,7 @@ def _elsewhere(module: str, function: str) -> Callable[[bytes, str], _Parsed]:
     return parse
 
 
-_PARSERS: dict[str, Callable[[bytes, str], _Parsed]] = {
-    "pdf": _load_pdf,
+_PARSERS: dict[str, Callable[[bytes, str], _Parsed]] = {  # and "pdf": _load_pdf, which also takes OcrOptions
     "docx": _load_docx,
     "html": _load_html,
     "markdown": _load_markdown,

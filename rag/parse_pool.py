@@ -50,6 +50,8 @@ class ParsePool:
 
     def __init__(self, settings: IngestSettings):
         self.settings = settings
+        self.ocr = load.OcrOptions(enabled=settings.ocr, max_pages=settings.ocr_max_pages, dpi=settings.ocr_dpi,
+                                   languages=tuple(settings.ocr_languages))
         self.workers = settings.parse_workers or min(2, os.cpu_count() or 1)
         self._pool = pebble.ProcessPool(
             max_workers=self.workers, initializer=_start_worker, initargs=(settings.parse_memory_mb, os.getpid()),
@@ -77,7 +79,7 @@ class ParsePool:
         try:
             for path in paths:
                 name, refused = _source_name(path)
-                window.append((name, refused or self._schedule(_load_file, str(path))))
+                window.append((name, refused or self._schedule(_load_file, str(path), self.ocr)))
                 if len(window) > depth:
                     yield self._outcome(*window.popleft())
             while window:
@@ -89,7 +91,7 @@ class ParsePool:
 
     def parse_uploads(self, named: Sequence[tuple[str, bytes]]) -> list[Outcome]:
         """Document or LoadError per (name, bytes), in order, the files parsed side by side."""
-        futures = [(name, self._schedule(load.load_bytes, data, name)) for name, data in named]
+        futures = [(name, self._schedule(_load_upload, data, name, self.ocr)) for name, data in named]
         return [self._outcome(name, future)[1] for name, future in futures]
 
     def _schedule(self, function, *args) -> pebble.ProcessFuture:
@@ -166,6 +168,11 @@ def _address_space() -> int:
     return int(kilobytes) * 1024
 
 
-def _load_file(path: str) -> Document:
+def _load_file(path: str, ocr: load.OcrOptions) -> Document:
     """Worker task: one file from disk (read in the worker, so large files never travel through a pipe)."""
-    return load.load_document(Path(path))
+    return load.load_document(Path(path), ocr=ocr)
+
+
+def _load_upload(data: bytes, name: str, ocr: load.OcrOptions) -> Document:
+    """Worker task: one uploaded file."""
+    return load.load_bytes(data, name, ocr=ocr)

@@ -36,6 +36,9 @@ class IngestReport:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (file, doc_id of the same bytes, not indexed)
+    pages_without_text: list[tuple[str, list[int]]] = field(default_factory=list)  # (file, 1-based PDF pages)
+    pages_ocr: list[tuple[str, list[int]]] = field(default_factory=list)  # (file, PDF pages read by OCR)
     chunks: int = 0
     chunks_embedded: int = 0
     pages: int = 0
@@ -133,6 +136,7 @@ class Pipeline:
         report = IngestReport()
         started = time.perf_counter()
         pending: list[_Pending] = []
+        first_copy: dict[str, str] = {}  # sha256 -> doc_id of the first file with these bytes in this run
         store = self.store
         files_bar = tqdm(total=total, unit="file", desc="parse", disable=not progress, dynamic_ncols=True)
         chunk_bar = tqdm(unit="chunk", desc="embed", disable=not progress, dynamic_ncols=True)
@@ -143,6 +147,10 @@ class Pipeline:
                     report.failed.append((source, str(document)))
                     tqdm.write(f"skipped: {document}") if progress else None
                     continue
+                if document.pages_without_text:  # scanned pages: what a search cannot find must be said
+                    report.pages_without_text.append((source, document.pages_without_text))
+                if document.pages_ocr:
+                    report.pages_ocr.append((source, document.pages_ocr))
                 try:
                     previous = store.document_sha(document.doc_id, document.source)
                 except DocumentConflictError as exc:
@@ -153,6 +161,12 @@ class Pipeline:
                 if previous == (document.sha256, labels):
                     report.unchanged.append(document.doc_id)
                     continue
+                original = None if previous else first_copy.get(document.sha256) or store.same_bytes(
+                    document.sha256, labels)
+                if original is not None:  # a byte-identical copy under the same labels: indexing it adds nothing
+                    report.duplicates.append((source, original))
+                    continue
+                first_copy.setdefault(document.sha256, document.doc_id)
                 chunks = self.chunker.split(document)
                 chunk_bar.total = (chunk_bar.total or 0) + len(chunks)  # grows as files are parsed: rate and ETA
                 pending.append(_Pending(document, labels, chunks, previous is not None))

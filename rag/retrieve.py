@@ -65,7 +65,7 @@ class Retriever:
             ranked = lexical
         else:
             ranked = fuse(dense, lexical, self.dense_weight(lang))
-        return self._hits(ranked[:k], dense, lexical)
+        return self._hits(ranked, dense, lexical, k)
 
     def rankings(
         self, query: str, lang: str, depth: int, mode: Mode = "hybrid", search_filter: SearchFilter | None = None
@@ -86,14 +86,21 @@ class Retriever:
         weights = self.settings.dense_weight
         return weights.get(lang, weights["default"])
 
-    def _hits(self, ranked, dense, lexical) -> list[Hit]:
+    def _hits(self, ranked, dense, lexical, k: int) -> list[Hit]:
+        """The best `k` passages with their scores; a passage identical to a better one (same heading and text, its
+        `content_hash`: a copy of a file, a repeated clause) is dropped, so one passage never fills several places.
+        The candidates beyond `k` (retrieval.candidates deep) fill the places of the dropped ones."""
         records = self.store.chunks([cid for cid, _ in ranked])
         dense_at = {cid: (rank, s) for rank, (cid, s) in enumerate(dense, 1)}
         lexical_at = {cid: (rank, s) for rank, (cid, s) in enumerate(lexical, 1)}
-        hits = []
+        hits: list[Hit] = []
+        seen: set[str] = set()
         for cid, score in ranked:
-            if cid not in records:  # deleted between the search and the fetch
+            if len(hits) == k:
+                break
+            if cid not in records or records[cid].content_hash in seen:  # deleted meanwhile, or a repeat
                 continue
+            seen.add(records[cid].content_hash)
             d_rank, d_score = dense_at.get(cid, (None, None))
             b_rank, b_score = lexical_at.get(cid, (None, None))
             hits.append(Hit(records[cid], float(score), d_score, b_score, d_rank, b_rank))

@@ -77,6 +77,19 @@ class IngestSettings(Section):
         1024, ge=64, le=1_048_576, description="MB of address space a parser process may add to what it maps at start "
         "(RLIMIT_AS); a file that needs more fails alone",
     )
+    ocr: bool = Field(
+        True, description="read PDF pages without a text layer (scans) with Tesseract, inside the parser processes "
+        "and their limits; off: such pages are only reported (ingest report, upload response, stderr)",
+    )
+    ocr_max_pages: int = Field(
+        4, ge=0, le=10_000, description="pages OCR'd per document (6-11 s each on a busy 2-core machine at 300 dpi: keep "
+        "pages x seconds under parse_timeout_s); the rest are reported as pages without text",
+    )
+    ocr_dpi: int = Field(300, ge=72, le=600, description="resolution scanned pages are rendered at for Tesseract")
+    ocr_languages: list[Literal["fra", "deu", "eng", "ltz"]] = Field(
+        ["fra", "deu", "eng", "ltz"], min_length=1, description="Tesseract language data (Debian tesseract-ocr-*) "
+        "tried when the document's other pages do not tell its language; otherwise that language alone is used",
+    )
 
 
 class DenseIndexSettings(Section):

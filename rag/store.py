@@ -304,6 +304,15 @@ class IndexStore:
         return row[0], tuple(json.loads(row[1]))
 
     @_serialised
+    def same_bytes(self, sha256: str, labels: tuple[str, ...]) -> str | None:
+        """The id of the first-ingested stored document with these file bytes (sha256) and labels, or None."""
+        row = self.db.execute(
+            "SELECT doc_id FROM documents WHERE sha256 = ? AND labels = ? ORDER BY ingested_at, doc_id LIMIT 1",
+            (sha256, json.dumps(list(labels))),
+        ).fetchone()
+        return row[0] if row else None
+
+    @_serialised
     def document_text(self, doc_id: str) -> tuple[str, list[dict]]:
         row = self.db.execute("SELECT text, blocks FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
         if row is None:

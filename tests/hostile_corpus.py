@@ -251,6 +251,45 @@ def nested_objects_pdf() -> bytes:
     return pdf_bytes(objects)
 
 
+# ------------------------------------------------------------------------------------- reading what is shown
+
+
+def css_flood() -> bytes:
+    """5,000 hiding style rules over 5,000 elements: each rule is a pass over the tree (rag/load.py caps them)."""
+    rules = "".join(f".c{i} .d{i} > p:not(.x) ~ span {{ display: none }}\n" for i in range(5000))
+    body = "".join(f'<div class="c{i}"><p>Visible paragraph {i} of the page.</p><span>s</span></div>' for i in range(5000))
+    return f"<html><head><style>{rules}</style></head><body>{body}</body></html>".encode()
+
+
+def mixed_bytes() -> bytes:
+    """UTF-8 prose with stray Windows-1252 bytes between every sentence and one unassigned byte (0x81) at the end."""
+    return b" \xe4\x96 \xc3 ".join([PROSE.encode()] * 200) + b"\x81"
+
+
+def pdf_marker_text() -> bytes:
+    """Prose that quotes the PDF header on a line of its own, with PDF-looking words: text, not a corrupt PDF."""
+    return b"How to check an archive file\n\nThe first line reads:\n%PDF-1.7\nthen trailer and startxref.\n"
+
+
+def dense_pdf() -> bytes:
+    """One page of 6,000 one-point lines in two columns drawn alternately: the reading order must stay linear."""
+    lines = " ".join(f"1 0 0 1 {20 + (i % 2) * 300} {790 - (i // 2) * 0.25:.2f} Tm (Word word {i}) Tj"
+                     for i in range(6000))  # fmt: skip
+    objects = {1: b"<< /Type /Catalog /Pages 2 0 R >>", 2: b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>", 3: _FONT,
+               4: _page(2, 5), 5: _stream(f"BT /F1 1 Tf {lines} ET".encode())}  # fmt: skip
+    return pdf_bytes(objects)
+
+
+def blank_scan_pdf() -> bytes:
+    """A page with only a white image, as a blank scan: OCR finds nothing, the file has no text."""
+    pixel = b"\xff" * 64
+    objects = {1: b"<< /Type /Catalog /Pages 2 0 R >>", 2: b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>",
+               4: _page(2, 5, b"<< /XObject << /Im1 6 0 R >> >>"), 5: _stream(b"q 612 0 0 792 0 0 cm /Im1 Do Q"),
+               6: b"<< /Type /XObject /Subtype /Image /Width 8 /Height 8 /ColorSpace /DeviceGray /BitsPerComponent 8 "
+                  b"/Length %d >>\nstream\n%s\nendstream" % (len(pixel), pixel)}  # fmt: skip
+    return pdf_bytes(objects)
+
+
 # ------------------------------------------------------------------------------------------------ structure
 
 
@@ -306,6 +345,11 @@ FILES: dict[str, tuple[Callable[[], bytes], str]] = {
     "huge-field.csv": (huge_field_csv, "malformed CSV"),
     "million-pages.pdf": (million_page_pdf, LIMITED),
     "nested-objects.pdf": (nested_objects_pdf, ADDED),
+    "css-flood.html": (css_flood, ADDED),
+    "mixed-bytes.txt": (mixed_bytes, ADDED),
+    "pdf-marker-text.md": (pdf_marker_text, ADDED),
+    "dense-columns.pdf": (dense_pdf, ADDED),
+    "blank-scan.pdf": (blank_scan_pdf, "no extractable text"),
     "heading-chain.md": (markdown_heading_chain, ADDED),
     "heading-chain.html": (html_heading_chain, ADDED),
     "heading-chain.xml": (akn_heading_chain, ADDED),

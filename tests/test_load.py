@@ -327,7 +327,9 @@ def test_missing_paths(tmp_path):
     [
         (HTML_PAGE.encode(), "page.txt", "html"),
         (make_pdf(PDF_PAGES), "download.bin", "pdf"),
-        (b"junk before the header %PDF-1.7\n", "x", "pdf"),
+        (b"junk before the header\n%PDF-1.7\n1 0 obj << >> endobj", "x", "pdf"),
+        (b"A valid file starts with %PDF-1.7 and a binary comment.", "rules.txt", "text"),
+        (b"Check that it begins with\n%PDF-1.7\nbefore uploading.", "check.md", "markdown"),
         (b"# Title\n\nSome *text*.", "notes", "markdown"),
         (b"# Title\n\nSome *text*.", "notes.txt", "text"),  # both are text: the extension breaks the tie
         (b"Plain words.\n\nMore words.", "notes.md", "markdown"),

@@ -279,6 +279,7 @@ def _multipart(disposition: str | bytes, data: bytes, boundary: str = "rag-test-
 def test_upload_named_only_by_rfc5987_filename_keeps_its_real_name(service):
     data = (CASES / "15-lone-surrogate" / "remote-work-summary.md").read_bytes() if CASES.is_dir() else (
         b"# Remote work at APSN\n\nRemote work is limited to 3 days per week.")
+    data += b"\n\nUploaded under a name given only in RFC 5987 form.\n"  # not a copy of a stored file (a duplicate)
     name = "Télétravail – résumé 日本.md"
     dispositions = [  # (Content-Disposition of the part, the name the document must get)
         (f"form-data; name=\"files\"; filename*=UTF-8''{quote(name)}", name),
@@ -332,3 +333,17 @@ def test_cli_file_name_that_is_not_utf8_is_one_failed_line_and_the_rest_is_inges
     report = json.loads(result.stdout)
     assert len(report["added"]) == 1 and [reason for _, reason in report["failed"]] == [
         f"{folder}/r\\xe9sum\\xe9.txt: the file name is not valid UTF-8; rename the file"]
+
+
+@pytest.mark.integration
+def test_upload_reports_byte_identical_files_as_duplicates(service):
+    data = b"# Bicycle parking\n\nBicycles are parked in the courtyard, never in the corridors.\n"
+    with service.client("public-admin") as admin:
+        first = admin.post("/v1/documents", files=[("files", ("bikes.md", data)), ("files", ("bikes copy.md", data))])
+        assert first.status_code == 201, first.text
+        body = first.json()
+        assert len(body["added"]) == 1 and [d["doc_id"] for d in body["documents"]] == body["added"]
+        assert body["duplicates"] == [{"file": "bikes copy.md", "duplicate_of": body["added"][0]}]
+        again = admin.post("/v1/documents", files={"files": ("bikes-archive.md", data)}).json()
+        assert again["added"] == [] and again["duplicates"][0]["duplicate_of"] == body["added"][0]
+        assert admin.delete(f"/v1/documents/{body['added'][0]}").status_code == 200

@@ -50,11 +50,18 @@ async def upload(
             await in_thread(s.pipeline.originals.put, data)
         report = await in_thread(s.pipeline.ingest_documents, documents, sorted(label_set), atomic=True)
         await in_thread(s.pipeline.prune_originals)
-    stored = [await in_thread(s.pipeline.document, d.doc_id, caller.search_filter()) for d in documents]
+    copies = dict(report.duplicates)
+    stored = [await in_thread(s.pipeline.document, d.doc_id, caller.search_filter())
+              for d in documents if d.source not in copies]
     await s.record(request, 201, labels=sorted(label_set), added=report.added, updated=report.updated,
                    unchanged=report.unchanged, files=[{"doc_id": d.doc_id, "sha256": d.sha256} for d in documents])
     return {"added": report.added, "updated": report.updated, "unchanged": report.unchanged,
-            "chunks": report.chunks, "documents": [d.to_dict() for d in stored]}
+            "chunks": report.chunks, "documents": [d.to_dict() for d in stored],
+            "duplicates": [{"file": name, "duplicate_of": copies[d.source]}
+                           for (name, _), d in zip(named, documents) if d.source in copies],
+            "pages_without_text": [{"file": name, "pages": d.pages_without_text}
+                                   for (name, _), d in zip(named, documents) if d.pages_without_text],
+            "pages_ocr": [{"file": name, "pages": d.pages_ocr} for (name, _), d in zip(named, documents) if d.pages_ocr]}
 
 
 @router.get("/v1/documents", response_model=DocumentList, responses=ERRORS)

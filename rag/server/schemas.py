@@ -180,12 +180,29 @@ class DocumentList(BaseModel):
     documents: list[DocumentPublic] = Field(description="the documents the caller may see, by id")
 
 
+class Duplicate(BaseModel):
+    file: str = Field(description="the uploaded file's name")
+    duplicate_of: str = Field(description="id of the stored document with the same bytes")
+
+
+class PagesWithoutText(BaseModel):
+    file: str = Field(description="the uploaded file's name")
+    pages: list[int] = Field(description="1-based page numbers")  # also the shape of `pages_ocr`
+
+
 class UploadResponse(BaseModel):
     added: list[str] = Field(description="ids of new documents")
     updated: list[str] = Field(description="ids of documents replaced by a changed file or new labels")
     unchanged: list[str] = Field(description="ids of documents uploaded again without change")
     chunks: int = Field(description="passages written")
-    documents: list[DocumentPublic] = Field(description="the uploaded documents as stored")
+    duplicates: list[Duplicate] = Field(
+        description="files byte-identical to a stored document with the same labels (or to an earlier file of this "
+        "upload): not indexed again; search results show the passages of the first copy")
+    pages_without_text: list[PagesWithoutText] = Field(
+        description="PDF pages without a text layer (scanned images), by file: their content is not searchable")
+    pages_ocr: list[PagesWithoutText] = Field(
+        description="PDF pages without a text layer that were read by OCR (ingest.ocr), by file")
+    documents: list[DocumentPublic] = Field(description="the uploaded documents as stored (duplicates left out)")
 
 
 class DeleteResponse(BaseModel):
