@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from rag.chunk import Chunker
 from rag.errors import LoadError
-from rag.load import Block, Document, load_bytes
+from rag.load import Block, Document, OcrOptions, load_bytes
 
 from .hostile_corpus import AKN, HEADING, PROSE
 from .test_load import make_pdf
@@ -72,11 +72,16 @@ def time_limit(seconds: float = SECONDS_PER_INPUT) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+# Tesseract reads a page image for seconds: a fuzzed PDF without text would spend the budget in OCR, which is not our
+# parser (tests/test_load_cases.py covers the OCR path with real scans).
+NO_OCR = OcrOptions(enabled=False)
+
+
 def check(data: bytes, name: str) -> None:
     """The property every loader keeps: a Document that slices back into its text, or one LoadError line, soon."""
     try:
         with time_limit():
-            document = load_bytes(data, name)
+            document = load_bytes(data, name, ocr=NO_OCR)
     except LoadError as exc:
         message = str(exc)
         assert message.startswith(f"{name}: ") and "\n" not in message, message
