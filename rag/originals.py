@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 from pathlib import Path
 
+from .private_files import open_private
 from .store import DocumentRecord
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -30,9 +32,8 @@ class Originals:
         target = self.directory / sha
         if target.exists():
             return sha
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.directory / f".{sha}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        tmp = self.directory / f".{sha}.{os.getpid()}-{secrets.token_hex(4)}.tmp"  # a name no other writer uses
+        fd = open_private(tmp, os.O_WRONLY | os.O_TRUNC)  # 0600, in a 0700 folder (missing parents included)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
