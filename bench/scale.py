@@ -39,7 +39,8 @@ from rag.dense import choose_type, one_thread
 from rag.pipeline import Pipeline
 from rag.retrieve import Retriever
 from rag.settings import DenseIndexSettings, Settings
-from rag.store import IndexStore, NewChunk, SearchFilter
+from rag.store import NewChunk, SearchFilter
+from rag.store.embedded import IndexStore
 
 LEGILUX = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "corpus" / "legilux" / "works"
 DEPTH = 50  # the default retrieval.candidates
@@ -206,7 +207,7 @@ def sweep_runs(store: IndexStore, vectors: np.ndarray, kind: str, values: list[i
 
         def run(text: str, vector: np.ndarray) -> list[int]:
             store.current().dense.settings = settings
-            return [c for c, _ in store.dense_search(vector, DEPTH, None)][:K]
+            return [c for c, _ in store.search(vector=vector, tokens=[], depth=DEPTH)[0]][:K]
         return run
 
     runs = _timed({f"{field}={value}": search(value) for value in values}, [""] * len(vectors), vectors)

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from rag.settings import DenseIndexSettings
-from rag.store import IndexStore, NewChunk, new_manifest
+from rag.store import NewChunk, new_manifest
+from rag.store.embedded import IndexStore
 
 DIM = 384
 PER_DOC = 100
@@ -61,7 +62,7 @@ def measure(store: IndexStore, seconds_before: float = 1.0) -> dict:
         i = 0
         while not done.is_set():
             started = time.perf_counter()
-            store.dense_search(queries[i % len(queries)], 10, None)
+            store.search(vector=queries[i % len(queries)], tokens=[], depth=10)
             latencies.append((started, time.perf_counter() - started))
             i += 1
 

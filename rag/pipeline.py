@@ -27,7 +27,8 @@ from .provenance import verify_embedder, verify_llm
 from .parse_pool import ParsePool
 from .retrieve import Hit, Mode, Retriever
 from .settings import Settings
-from .store import ChunkRecord, DocumentRecord, IndexStore, NewChunk, SearchFilter, new_manifest
+from .records import ChunkRecord, DocumentRecord, NewChunk, SearchFilter
+from .store import Store, new_manifest, open_store
 
 
 @dataclass
@@ -86,8 +87,8 @@ class Pipeline:
         return new_manifest(embedder=self.embedder.info.manifest(), chunking=self.settings.chunking.model_dump())
 
     @cached_property
-    def store(self) -> IndexStore:
-        return IndexStore.open(self.settings.index_dir, self.manifest(), dense=self.settings.retrieval.dense_index)
+    def store(self) -> Store:
+        return open_store(self.settings, self.manifest())
 
     @cached_property
     def retriever(self) -> Retriever:
@@ -263,9 +264,7 @@ class Pipeline:
     def reindex(self, progress: bool = True) -> IngestReport:
         """Re-chunk and re-embed every stored document with the current settings, in one atomic swap; documents
         whose id was derived by an older index format get the current one (rag/load.py `document_id`)."""
-        store = IndexStore.open(
-            self.settings.index_dir, self.manifest(), check=False, dense=self.settings.retrieval.dense_index
-        )
+        store = open_store(self.settings, self.manifest(), check=False)
         self.__dict__["store"] = store
         report = IngestReport()
         started = time.perf_counter()
@@ -308,7 +307,8 @@ def _document_row(document: Document, labels: Sequence[str]) -> dict:
         "doc_id": document.doc_id, "source": document.source, "title": document.title, "format": document.format,
         "lang": document.lang, "sha256": document.sha256, "labels": list(labels), "pages": document.pages,
         "chars": len(document.text), "text": document.text,
-        "blocks": _blocks_json(document.blocks),
+        "blocks": _blocks_json(document.blocks), "pages_ocr": list(document.pages_ocr),
+        "pages_without_text": list(document.pages_without_text),
     }
 
 
@@ -316,11 +316,12 @@ def _blocks_json(blocks: list[Block]) -> str:
     return json.dumps([[b.start, b.end, list(b.heading_path), b.page] for b in blocks])
 
 
-def _stored_document(store: IndexStore, record: DocumentRecord) -> Document:
+def _stored_document(store: Store, record: DocumentRecord) -> Document:
     text, blocks = store.document_text(record.doc_id)
     return Document(
         source=record.source, title=record.title, text=text, format=record.format, lang=record.lang,
         sha256=record.sha256, blocks=[Block(s, e, tuple(h), p) for s, e, h, p in blocks], pages=record.pages,
+        pages_ocr=list(record.pages_ocr), pages_without_text=list(record.pages_without_text),
     )
 
 

@@ -15,14 +15,17 @@ from typing import Literal
 from .embed import Embedder
 from .language import detect_language
 from .lexical import tokenize
+from .records import ChunkRecord, SearchFilter
 from .settings import RetrievalSettings
-from .store import ChunkRecord, IndexStore, SearchFilter
+from .store import Store
 
 Mode = Literal["hybrid", "dense", "bm25"]
 
 
 @dataclass(frozen=True)
 class Hit:
+    """One retrieved passage with its fused score and each retriever's score and 1-based rank (None: absent)."""
+
     chunk: ChunkRecord
     score: float  # fused score (hybrid) or the retriever's own score
     dense_score: float | None = None
@@ -31,6 +34,7 @@ class Hit:
     bm25_rank: int | None = None
 
     def to_dict(self) -> dict:
+        """JSON-ready fields (the `rag search --json` and `POST /search` hit shape); scores rounded to 6 places."""
         c = self.chunk
         return {
             "chunk_id": c.id, "doc_id": c.doc_id, "title": c.title, "source": c.source, "page": c.page,
@@ -46,7 +50,9 @@ def _round(value: float | None) -> float | None:
 
 
 class Retriever:
-    def __init__(self, store: IndexStore, embedder: Embedder, settings: RetrievalSettings):
+    """Dense, lexical or hybrid search over a `Store`, with the query embedded by `embedder`."""
+
+    def __init__(self, store: Store, embedder: Embedder, settings: RetrievalSettings):
         self.store = store
         self.embedder = embedder
         self.settings = settings
@@ -55,6 +61,7 @@ class Retriever:
         self, query: str, k: int | None = None, mode: Mode | None = None, search_filter: SearchFilter | None = None,
         lang: str | None = None,
     ) -> list[Hit]:
+        """The best `k` distinct passages for `query` (defaults: retrieval.k, retrieval.mode, detected language)."""
         k = k or self.settings.k
         mode = mode or self.settings.mode
         lang = lang or detect_language(query)
@@ -72,17 +79,15 @@ class Retriever:
     ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
         """Each retriever's (chunk id, score) list, best first, filtered inside the search.
 
-        The mask and both searches use one generation's `Snapshot`, so a commit meanwhile cannot swap the rows
-        between the mask being built and being applied (which would filter the wrong passages).
+        Both come from one committed generation (`Store.search`), so a commit meanwhile cannot mix the rows of one
+        generation with the structures or filter of another.
         """
         vector = self.embedder.encode([query])[0] if mode in ("hybrid", "dense") else None
-        snapshot = self.store.current()
-        mask = snapshot.allowed_rows(search_filter)
-        dense = snapshot.dense_search(vector, depth, mask) if vector is not None else []
-        lexical = snapshot.lexical_search(tokenize(query, lang), depth, mask) if mode in ("hybrid", "bm25") else []
-        return dense, lexical
+        tokens = tokenize(query, lang) if mode in ("hybrid", "bm25") else []
+        return self.store.search(vector=vector, tokens=tokens, depth=depth, search_filter=search_filter)
 
     def dense_weight(self, lang: str) -> float:
+        """The dense share of the fused score for questions in `lang` (retrieval.dense_weight), in [0, 1]."""
         weights = self.settings.dense_weight
         return weights.get(lang, weights["default"])
 

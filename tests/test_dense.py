@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from rag.settings import DenseIndexSettings
-from rag.store import IndexStore, NewChunk, SearchFilter, new_manifest
+from rag.store import NewChunk, SearchFilter, new_manifest
+from rag.store.embedded import IndexStore
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +60,7 @@ def _brute_force(store: IndexStore, query: np.ndarray, k: int, mask: np.ndarray 
 
 
 def _dense_ids(store: IndexStore, query: np.ndarray, k: int, search_filter: SearchFilter | None = None) -> list[int]:
-    return [cid for cid, _ in store.dense_search(query, k, store.allowed_rows(search_filter))]
+    return [cid for cid, _ in store.search(vector=query, tokens=[], depth=k, search_filter=search_filter)[0]]
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
@@ -72,7 +73,7 @@ def test_forced_ann_equals_brute_force_with_and_without_filters(store_dir, kind)
     for query in _unit(10, seed=1):
         assert _dense_ids(store, query, 10) == _brute_force(store, query, 10, None)
         for search_filter in (public, one_doc):
-            mask = store.allowed_rows(search_filter)
+            mask = store.current().allowed_rows(search_filter)
             assert _dense_ids(store, query, 10, search_filter) == _brute_force(store, query, 10, mask)
     store.close()
 
@@ -84,11 +85,11 @@ def test_hidden_documents_never_returned(store_dir, kind, exact_filter_rows):
     public = SearchFilter(labels=frozenset({"public"}))
     hidden = {f"doc-{i}" for i in range(0, 40, 4)}
     secret = {c.id for c in store.chunks(list(range(1, 401))).values() if c.doc_id in hidden}
-    mask = store.allowed_rows(public)
     for query in _unit(20, seed=2):
         found = _dense_ids(store, query, 50, public)
         assert len(found) == 50 and not secret & set(found), "k permitted passages, none of them hidden"
-        assert not secret & {cid for cid, _ in store.lexical_search(["note"], 50, mask)}
+        assert not secret & {cid for cid, _ in store.search(vector=None, tokens=["note"], depth=50,
+                                                            search_filter=public)[1]}
     store.close()
 
 

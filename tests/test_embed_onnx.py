@@ -187,7 +187,8 @@ def test_exported_graph_is_reused_not_exported_again(onnx_embedders):
 def test_torch_index_refuses_onnx_int8(embedder, onnx_embedders, tmp_path):
     from rag.errors import IndexMismatchError
     from rag.settings import ChunkSettings
-    from rag.store import IndexStore, new_manifest
+    from rag.store import new_manifest
+    from rag.store.embedded import IndexStore
 
     chunking = ChunkSettings().model_dump()
     IndexStore.open(tmp_path, new_manifest(embedder.info.manifest(), chunking)).close()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from rag.settings import DenseIndexSettings
-from rag.store import IndexStore
+from rag.store.embedded import IndexStore
 
 from .test_dense import DIM, MANIFEST, _unit, store_dir  # noqa: F401 (store_dir is a fixture)
 
@@ -31,8 +31,8 @@ def _open(directory) -> IndexStore:
 
 def _results(store: IndexStore) -> tuple[list[int], list[int]]:
     query = _unit(1, seed=5)[0]
-    return ([c for c, _ in store.dense_search(query, 10, None)],
-            [c for c, _ in store.lexical_search(["note", "n7"], 10, None)])
+    dense, lexical = store.search(vector=query, tokens=["note", "n7"], depth=10)
+    return [c for c, _ in dense], [c for c, _ in lexical]
 
 
 def _damage(kind: str, dense: Path, lexical: Path) -> None:
@@ -121,8 +121,8 @@ def test_searches_keep_the_previous_generation_while_the_next_one_loads(store_di
     fcntl.flock(publisher, fcntl.LOCK_EX)
     answered: list = []
     try:
-        search = threading.Thread(target=lambda: answered.append((reader.current(), reader.lexical_search(
-            ["n7"], 10, None))))
+        search = threading.Thread(target=lambda: answered.append((reader.current(), reader.search(
+            vector=None, tokens=["n7"], depth=10)[1])))
         search.start()
         search.join(60)
         assert answered, "a search waited for the next generation to load"
@@ -136,8 +136,8 @@ def test_searches_keep_the_previous_generation_while_the_next_one_loads(store_di
     while reader.current().generation == previous.generation and time.monotonic() < deadline:
         time.sleep(0.05)
     assert reader.current().generation == previous.generation + 1
-    assert reader.lexical_search(["n7"], 10, None) == []
-    assert len(reader.dense_search(query, 400, None)) == 390
+    assert reader.search(vector=None, tokens=["n7"], depth=10) == ([], [])
+    assert len(reader.search(vector=query, tokens=[], depth=400)[0]) == 390
     reader.close()
 
 

@@ -61,7 +61,7 @@ def test_fifty_concurrent_mixed_requests(service):
 
 
 def test_upload_while_another_process_writes_is_409_and_stores_nothing(service):
-    from rag.store import IndexStore
+    from rag.store.embedded import IndexStore
 
     other = IndexStore.open(service.settings.index_dir, service.pipeline.store.manifest)  # like `rag ingest`
     before = service.pipeline.stats()["documents"]

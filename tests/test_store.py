@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from rag.datasets import read_squad, text_document
-from rag.errors import DocumentConflictError, IndexLockedError, IndexMismatchError, NotFoundError
+from rag.errors import DocumentConflictError, IndexLockedError, IndexMismatchError, NotFoundError, RagError
 from rag.load import document_id
-from rag.store import FORMAT, IndexStore, SearchFilter
+from rag.store import FORMAT, SearchFilter
+from rag.store.embedded import IndexStore
 
 from .conftest import ROOT, shared
 
@@ -96,7 +97,7 @@ def test_dense_search_equals_brute_force(fresh_pipeline, embedder):
     for question in dataset.questions[:10]:
         query = embedder.encode([question.text])[0]
         expected = ids[np.argsort(-(matrix @ query), kind="stable")[:10]]
-        got = [cid for cid, _ in store.dense_search(query, 10, None)]
+        got = [cid for cid, _ in store.search(vector=query, tokens=[], depth=10)[0]]
         assert list(expected) == got
 
 
@@ -281,3 +282,52 @@ def test_reindex_migrates_the_ids_of_a_format_1_index(fresh_pipeline, embedder, 
     assert _consistent(upgraded.store)["documents"] == 3
     assert upgraded.ingest_documents(_docs()).unchanged == [d.doc_id for d in _docs()]
     upgraded.close()
+
+
+def test_pages_read_by_ocr_are_stored_and_listed(tmp_path):
+    """The document dict's pages_ocr / pages_without_text come back on the record and in its JSON form; a dict
+    without them stores empty lists."""
+    from .test_dense import MANIFEST, _chunks, _document, _unit
+
+    store = IndexStore.open(tmp_path, MANIFEST)
+    scanned = {**_document(1), "pages_ocr": [2, 3], "pages_without_text": [4]}
+    with store.writer() as writer:
+        writer.commit([(scanned, _chunks(1, _unit(2, seed=1))), (_document(2), _chunks(2, _unit(1, seed=2)))])
+    first, second = store.documents()
+    assert (first.pages_ocr, first.pages_without_text) == ((2, 3), (4,))
+    assert first.to_dict()["pages_ocr"] == [2, 3] and first.to_dict()["pages_without_text"] == [4]
+    assert (second.pages_ocr, second.pages_without_text) == ((), ())
+    store.close()
+
+
+def test_an_index_made_before_the_page_columns_opens_and_gains_them(tmp_path):
+    """An index whose documents table lacks pages_ocr / pages_without_text (made by the previous release) opens
+    without a reindex, keeps its documents and searches, and stores the new fields from then on."""
+    from .test_dense import MANIFEST, _chunks, _document, _unit
+
+    store = IndexStore.open(tmp_path, MANIFEST)
+    with store.writer() as writer:
+        writer.commit([(_document(1), _chunks(1, _unit(3, seed=1)))])
+    store.close()
+    with sqlite3.connect(tmp_path / "meta.sqlite") as db:  # back to the previous schema
+        db.execute("ALTER TABLE documents DROP COLUMN pages_ocr")
+        db.execute("ALTER TABLE documents DROP COLUMN pages_without_text")
+    store = IndexStore.open(tmp_path, MANIFEST)
+    [old] = store.documents()
+    assert old.doc_id == "doc-1" and old.pages_ocr == () and old.chunks == 3
+    assert len(store.search(vector=_unit(1, seed=1)[0], tokens=["note"], depth=5)[1]) == 3
+    with store.writer() as writer:
+        writer.commit([({**_document(2), "pages_ocr": [1]}, _chunks(2, _unit(1, seed=2)))])
+    assert store.document("doc-2").pages_ocr == (1,)
+    store.close()
+
+
+def test_a_closed_store_refuses_use(tmp_path):
+    from .test_dense import MANIFEST
+
+    store = IndexStore.open(tmp_path, MANIFEST)
+    store.close()
+    with pytest.raises(RagError, match="closed"):
+        store.search(vector=None, tokens=["note"], depth=5)
+    with pytest.raises(RagError, match="closed"):
+        store.writer()

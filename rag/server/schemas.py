@@ -174,6 +174,9 @@ class DocumentPublic(BaseModel):
     chars: int = Field(description="length of the extracted text")
     ingested_at: float = Field(description="Unix time of the last change")
     chunks: int = Field(description="passages in the index")
+    pages_ocr: list[int] = Field(default_factory=list, description="1-based PDF pages whose text was read by OCR")
+    pages_without_text: list[int] = Field(
+        default_factory=list, description="1-based PDF pages still without text (scanned, OCR off or capped)")
 
 
 class DocumentList(BaseModel):
