@@ -1,6 +1,6 @@
 """The dense search structure: exact flat inner product for small indexes, an approximate one (IVF or HNSW) above.
 
-SQLite holds the vectors (rag/store.py); this structure is derived from them for one generation and never edited in
+SQLite holds the vectors (rag/store/); this structure is derived from them for one generation and never edited in
 place. `retrieval.dense_index.type` chooses it: `auto` keeps exact search up to `auto_threshold` vectors and switches
 to `auto_type` above. The figures behind both defaults (docs/benchmarks.md, "Scale"; 2 cores at load 3-8): a flat
 scan grows linearly, 17-28 ms per question at 100k vectors, 36-69 ms at 200k, 111-230 ms at 1M, so exact search stops
@@ -126,7 +126,7 @@ class DenseIndex:
         return int(self.index.ntotal)
 
     def save(self, path: Path) -> None:
-        """Write to `path` and fsync it; the caller names it and publishes it (rag/store.py: a temporary name of its
+        """Write to `path` and fsync it; the caller names it and publishes it (rag/store/: a temporary name of its
         own, then a rename under the structures lock). Raises OSError (FAISS's RuntimeError is turned into one)."""
         try:
             faiss.write_index(self.index, str(path))

@@ -95,7 +95,7 @@ class LexicalIndex:
 
     def save(self, directory: Path) -> None:
         """Write into the new folder `directory` and fsync its files; the caller names it and publishes it
-        (rag/store.py: a temporary name of its own, then a rename under the structures lock). Raises OSError,
+        (rag/store/: a temporary name of its own, then a rename under the structures lock). Raises OSError,
         FileExistsError when the folder exists."""
         directory.mkdir(parents=True)
         if self.bm25 is not None:

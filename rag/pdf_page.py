@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import InputError, LoadError
-from .load import _pdfium_lock
+from .load.pdf import PDFIUM_LOCK
 
 _WORD = re.compile(r"\w+")
 _ANCHOR_WORDS = 6
@@ -33,7 +33,7 @@ def render_page(data: bytes, *, page: int, scale: float, marks: Sequence[Mark] =
     import pypdfium2 as pdfium
     from PIL import Image, ImageDraw
 
-    with _pdfium_lock:  # PDFium is not thread-safe
+    with PDFIUM_LOCK:  # PDFium is not thread-safe
         try:
             pdf = pdfium.PdfDocument(data)
         except pdfium.PdfiumError as exc:

@@ -263,7 +263,7 @@ class Pipeline:
 
     def reindex(self, progress: bool = True) -> IngestReport:
         """Re-chunk and re-embed every stored document with the current settings, in one atomic swap; documents
-        whose id was derived by an older index format get the current one (rag/load.py `document_id`)."""
+        whose id was derived by an older index format get the current one (rag/load/document.py `document_id`)."""
         store = open_store(self.settings, self.manifest(), check=False)
         self.__dict__["store"] = store
         report = IngestReport()

@@ -255,7 +255,7 @@ def nested_objects_pdf() -> bytes:
 
 
 def css_flood() -> bytes:
-    """5,000 hiding style rules over 5,000 elements: each rule is a pass over the tree (rag/load.py caps them)."""
+    """5,000 hiding style rules over 5,000 elements: each rule is a pass over the tree (rag/load/html.py caps them)."""
     rules = "".join(f".c{i} .d{i} > p:not(.x) ~ span {{ display: none }}\n" for i in range(5000))
     body = "".join(f'<div class="c{i}"><p>Visible paragraph {i} of the page.</p><span>s</span></div>' for i in range(5000))
     return f"<html><head><style>{rules}</style></head><body>{body}</body></html>".encode()

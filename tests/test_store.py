@@ -227,7 +227,7 @@ def test_document_ids_carry_128_bits_of_hash():
 
 def test_a_put_never_replaces_a_document_of_another_source(fresh_pipeline, monkeypatch):
     """Ids cannot collide by chance any more; a collision is forced here by replacing the id function."""
-    from rag import load
+    from rag.load import document as load
 
     original = _docs()
     fresh_pipeline.ingest_documents(original)

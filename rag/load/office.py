@@ -1,7 +1,7 @@
 """Office files of a shared drive: PowerPoint (PPTX), Excel (XLSX), CSV and OpenDocument (ODT, ODS, ODP).
 
-Each loader returns the `_Parsed` text and blocks that `rag.load.load_bytes` turns into a `Document`; they are
-registered in `rag.load._PARSERS` and so run in the parser workers under their time and memory limits
+Each loader returns the `Parsed` text and blocks that `rag.load.load_bytes` turns into a `Document`; they are
+registered in rag/load/loader.py and so run in the parser workers under their time and memory limits
 (rag/parse_pool.py) like every other format. Libraries: python-pptx and openpyxl (the maintained readers of the
 OOXML formats; openpyxl parses through defusedxml, which odfpy requires), odfpy (the OpenDocument package reader
 that LibreOffice's own Python tooling documents) and the standard library's `csv`.
@@ -14,7 +14,7 @@ What a question can match:
 - CSV: one block per non-empty row, cells joined by " | ".
 - ODT: headings (their outline level builds the heading path), paragraphs, list items and table rows in document
   order; tracked deletions and comments are not text.
-The ZIP containers pass the DOCX zip-bomb guard first (`rag.load._check_zip_bomb`).
+The ZIP containers pass the DOCX zip-bomb guard first (`rag.load.docx.check_zip_bomb`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ import io
 import re
 from collections.abc import Iterable, Iterator
 
-from .errors import LoadError
-from .load import _check_zip_bomb, _decode_text, _one_line, _Outline, _Parsed, _TextBuilder
+from ..errors import LoadError
+from .document import Outline, Parsed, TextBuilder, one_line
+from .docx import check_zip_bomb
+from .text import decode_text
 
 # OpenDocument compresses runs of equal cells and rows into one element with a repeat count (an empty row is often
 # repeated a million times to the end of the sheet); non-empty runs are expanded up to this many times, so a crafted
@@ -39,20 +41,20 @@ _LINE = re.compile(r"[^\n]*\n|[^\n]+")
 # ------------------------------------------------------------------------------------------------------- PPTX
 
 
-def load_pptx(data: bytes, name: str) -> _Parsed:
+def load_pptx(data: bytes, name: str) -> Parsed:
     """Slides in order: text frames (groups opened), tables as rows, then the speaker notes; page = slide number."""
     from pptx import Presentation
 
-    _check_zip_bomb(data, name, kind="PowerPoint presentation")
+    check_zip_bomb(data, name, kind="PowerPoint presentation")
     try:
         presentation = Presentation(io.BytesIO(data))
-    except Exception as exc:  # python-pptx raises KeyError, ValueError, lxml errors... on bad packages
-        raise LoadError(f"{name}: corrupt or invalid PowerPoint presentation ({_one_line(exc)})") from None
-    builder = _TextBuilder()
+    except Exception as exc:  # noqa: BLE001 - python-pptx raises KeyError, ValueError, lxml errors... on bad packages
+        raise LoadError(f"{name}: corrupt or invalid PowerPoint presentation ({one_line(exc)})") from None
+    builder = TextBuilder()
     first_title = ""
     for number, slide in enumerate(presentation.slides, start=1):
         title_shape = slide.shapes.title
-        title = _one_line(title_shape.text_frame.text) if title_shape is not None else ""
+        title = one_line(title_shape.text_frame.text) if title_shape is not None else ""
         first_title = first_title or title
         path = (title,) if title else ()
         for text in _pptx_texts(slide.shapes):
@@ -60,8 +62,8 @@ def load_pptx(data: bytes, name: str) -> _Parsed:
         notes = slide.notes_slide.notes_text_frame if slide.has_notes_slide else None
         if notes is not None:
             builder.add(notes.text, (*path, "Notes"), number)
-    title = _one_line(presentation.core_properties.title or "") or first_title
-    return _Parsed(builder, title, pages=len(presentation.slides))
+    title = one_line(presentation.core_properties.title or "") or first_title
+    return Parsed(builder, title, pages=len(presentation.slides))
 
 
 def _pptx_texts(shapes) -> Iterator[str]:
@@ -81,44 +83,44 @@ def _pptx_texts(shapes) -> Iterator[str]:
 # ------------------------------------------------------------------------------------------------ XLSX and CSV
 
 
-def load_xlsx(data: bytes, name: str) -> _Parsed:
+def load_xlsx(data: bytes, name: str) -> Parsed:
     """Every worksheet: its name as a heading, then one block per non-empty row."""
     import openpyxl
 
-    _check_zip_bomb(data, name, kind="Excel workbook")
+    check_zip_bomb(data, name, kind="Excel workbook")
     try:
         workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except Exception as exc:  # openpyxl raises KeyError, InvalidFileException, XML errors... on bad packages
-        raise LoadError(f"{name}: corrupt or invalid Excel workbook ({_one_line(exc)})") from None
-    builder = _TextBuilder()
+    except Exception as exc:  # noqa: BLE001 - openpyxl raises KeyError, InvalidFileException, XML errors... on bad packages
+        raise LoadError(f"{name}: corrupt or invalid Excel workbook ({one_line(exc)})") from None
+    builder = TextBuilder()
     try:
         for sheet in workbook.worksheets:
             _add_sheet(builder, sheet.title, (row_text(row) for row in sheet.iter_rows(values_only=True)))
-        title = _one_line(workbook.properties.title or "")
+        title = one_line(workbook.properties.title or "")
     finally:
         workbook.close()
-    return _Parsed(builder, title)
+    return Parsed(builder, title)
 
 
-def load_csv(data: bytes, name: str) -> _Parsed:
+def load_csv(data: bytes, name: str) -> Parsed:
     """One block per non-empty row; the delimiter is the one of `CSV_DELIMITERS` most frequent in the first line.
 
     The standard library's `csv.Sniffer` is not used: its regular expressions take quadratic time on a long
     quoted first line. A field over `csv.field_size_limit()` (128 KiB) fails the file with csv's own message."""
-    text = _decode_text(data, name)
+    text = decode_text(data, name)
     start = 1 if text.startswith("\ufeff") else 0
     end = text.find("\n", start)
     first_line = text[start : end if end >= 0 else len(text)]
     delimiter = max(CSV_DELIMITERS, key=first_line.count)
-    builder = _TextBuilder()
+    builder = TextBuilder()
     # lines cut lazily from the decoded text: io.StringIO would hold a second, four-byte-per-character copy
     lines = (match.group() for match in _LINE.finditer(text, start))
     try:
         for row in csv.reader(lines, delimiter=delimiter):
             builder.add(row_text(row))
     except csv.Error as exc:
-        raise LoadError(f"{name}: malformed CSV ({_one_line(exc)})") from None
-    return _Parsed(builder)
+        raise LoadError(f"{name}: malformed CSV ({one_line(exc)})") from None
+    return Parsed(builder)
 
 
 def row_text(values: Iterable[object]) -> str:
@@ -138,9 +140,9 @@ def _cell_text(value: object) -> str:
     return " ".join(str(value).split())
 
 
-def _add_sheet(builder: _TextBuilder, title: str, rows: Iterable[str]) -> None:
+def _add_sheet(builder: TextBuilder, title: str, rows: Iterable[str]) -> None:
     """A sheet's name (a heading, added once it has a non-empty row) and its rows under it."""
-    path = (_one_line(title),)
+    path = (one_line(title),)
     headed = False
     for row in rows:
         if row and not headed:
@@ -163,52 +165,52 @@ _ODF_KINDS = {"odt": "OpenDocument text", "ods": "OpenDocument spreadsheet", "od
 _ODF_BODIES = {"odt": "text", "ods": "spreadsheet", "odp": "presentation"}  # odfpy's attribute for office:<body>
 
 
-def load_odt(data: bytes, name: str) -> _Parsed:
+def load_odt(data: bytes, name: str) -> Parsed:
     """Headings (outline levels), paragraphs, lists and tables of the text body in order."""
     document, body = _odf_document(data, name, "odt")
     walker = _OdfWalker()
     walker.walk(body)
-    return _Parsed(walker.builder, _odf_title(document) or walker.first_heading)
+    return Parsed(walker.builder, _odf_title(document) or walker.first_heading)
 
 
-def load_ods(data: bytes, name: str) -> _Parsed:
+def load_ods(data: bytes, name: str) -> Parsed:
     """Every sheet: its name as a heading, then one block per non-empty row (repeated rows and cells expanded up to
     `ODF_MAX_REPEAT`)."""
     document, body = _odf_document(data, name, "ods")
-    builder = _TextBuilder()
+    builder = TextBuilder()
     for table in _odf_children(body, _TABLE, "table"):
         _add_sheet(builder, table.getAttrNS(_TABLE, "name") or "", _odf_rows(table))
-    return _Parsed(builder, _odf_title(document))
+    return Parsed(builder, _odf_title(document))
 
 
-def load_odp(data: bytes, name: str) -> _Parsed:
+def load_odp(data: bytes, name: str) -> Parsed:
     """Slides in order like PPTX: the text of their frames, tables, then the notes; page = slide number."""
     document, body = _odf_document(data, name, "odp")
     walker = _OdfWalker()
     first_title = ""
     pages = list(_odf_children(body, _DRAW, "page"))
     for number, page in enumerate(pages, start=1):
-        title = next((_one_line(_odf_text(frame)) for frame in _odf_children(page, _DRAW, "frame")
+        title = next((one_line(_odf_text(frame)) for frame in _odf_children(page, _DRAW, "frame")
                       if frame.getAttrNS(_PRESENTATION, "class") == "title"), "")  # fmt: skip
         first_title = first_title or title
-        walker.outline = _Outline()
+        walker.outline = Outline()
         walker.outline.enter(1, title)
         walker.walk(page, page=number)
         for notes in _odf_children(page, _PRESENTATION, "notes"):
             walker.outline.enter(2, "Notes")
             walker.walk(notes, page=number)
-    return _Parsed(walker.builder, _odf_title(document) or first_title, pages=len(pages))
+    return Parsed(walker.builder, _odf_title(document) or first_title, pages=len(pages))
 
 
 def _odf_document(data: bytes, name: str, fmt: str) -> tuple:
     """(odfpy's OpenDocument, its office:text/spreadsheet/presentation element); LoadError if either is missing."""
     from odf.opendocument import load
 
-    _check_zip_bomb(data, name, kind=_ODF_KINDS[fmt])
+    check_zip_bomb(data, name, kind=_ODF_KINDS[fmt])
     try:
         document = load(io.BytesIO(data))
-    except Exception as exc:  # odfpy raises KeyError, SAX errors, zipfile errors... on bad packages
-        raise LoadError(f"{name}: corrupt or invalid {_ODF_KINDS[fmt]} ({_one_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - odfpy raises KeyError, SAX errors, zipfile errors... on bad packages
+        raise LoadError(f"{name}: corrupt or invalid {_ODF_KINDS[fmt]} ({one_line(exc)})") from None
     body = getattr(document, _ODF_BODIES[fmt], None)
     if body is None:
         raise LoadError(f"{name}: corrupt or invalid {_ODF_KINDS[fmt]} (no office:{_ODF_BODIES[fmt]} in content.xml)")
@@ -219,7 +221,7 @@ def _odf_title(document) -> str:
     from odf import dc
 
     titles = document.meta.getElementsByType(dc.Title)
-    return _one_line(_odf_text(titles[0])) if titles else ""
+    return one_line(_odf_text(titles[0])) if titles else ""
 
 
 def _odf_children(element, namespace: str, local: str) -> Iterator:
@@ -263,8 +265,8 @@ class _OdfWalker:
     """Flattens an ODF body into blocks: headings enter the outline, paragraphs and table rows are blocks."""
 
     def __init__(self) -> None:
-        self.builder = _TextBuilder()
-        self.outline = _Outline()
+        self.builder = TextBuilder()
+        self.outline = Outline()
         self.first_heading = ""
 
     def walk(self, element, page: int | None = None) -> None:
@@ -276,7 +278,7 @@ class _OdfWalker:
                 text = _odf_text(child)
                 level = _odf_level(child)
                 self.builder.add(text, self.outline.enter(level, text), page)
-                self.first_heading = self.first_heading or _one_line(text)
+                self.first_heading = self.first_heading or one_line(text)
             elif qname == (_TEXT, "p"):
                 self.builder.add(_odf_text(child), self.outline.path, page)
             elif qname == (_TABLE, "table"):
