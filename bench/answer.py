@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rag.datasets import read_squad
+from rag.eval.datasets import read_squad
 from rag.pipeline import Pipeline
 from rag.settings import Settings
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rag.datasets import read_clapnq
-from rag.metrics import abstention_metrics, token_recall
+from rag.eval.datasets import read_clapnq
+from rag.eval.metrics import abstention_metrics, token_recall
 from rag.pipeline import Pipeline
 from rag.settings import AnswerSettings, Settings
 

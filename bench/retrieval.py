@@ -20,11 +20,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rag.datasets import read_squad
+from rag.eval.datasets import read_squad
 from rag.eval.index import open_index
 from rag.eval.question import Ranker
 from rag.eval.run import subset
-from rag.metrics import retrieval_metrics
+from rag.eval.metrics import retrieval_metrics
 from rag.settings import Settings
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qa"

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from rag.datasets import read_beir, read_clapnq, read_dataset, read_jsonl
+from rag.eval.datasets import read_beir, read_clapnq, read_dataset, read_jsonl
 from rag.errors import InputError
 from rag.eval.run import gate_failures, parse_gate, resume, subset
 from rag.eval.summary import Table, compare_runs, summarise
@@ -79,7 +79,7 @@ def test_gates():
 
 def test_scratch_index_key_follows_the_embedder_graph():
     """A re-quantised ONNX graph (same model files, same backend name) must not reopen the index its old graph built."""
-    from rag.datasets import Dataset
+    from rag.eval.datasets import Dataset
     from rag.eval.index import cache_key
     from rag.settings import Settings
 

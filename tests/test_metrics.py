@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from rag.metrics import (abstention_metrics, alce_citations, best_over_answers, exact_match, hit_at_k, lexical_support,
+from rag.eval.metrics import (abstention_metrics, alce_citations, best_over_answers, exact_match, hit_at_k, lexical_support,
                          mrr_at_k, ndcg_at_k, recall_at_k, retrieval_metrics, token_f1, token_recall)
 
 RANKED = ["a", "b", "c", "d"]

@@ -16,7 +16,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from rag.datasets import read_squad, text_document
+from rag.eval.datasets import read_squad, text_document
 from rag.errors import DocumentConflictError, IndexLockedError, IndexMismatchError, NotFoundError, RagError
 from rag.load import document_id
 from rag.store import FORMAT, SearchFilter
@@ -142,7 +142,7 @@ def test_save_then_load_gives_identical_results(fresh_pipeline, make_settings, e
 _WORKER = textwrap.dedent(
     """
     import sys
-    from rag.datasets import read_squad
+    from rag.eval.datasets import read_squad
     from rag.pipeline import Pipeline
     from rag.settings import Settings
 

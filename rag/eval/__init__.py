@@ -5,8 +5,8 @@
     summary.py   records -> aggregate metrics; paired bootstrap comparison of two runs
     report.py    results.json, report.md and the PNG plots
     run.py       the runner: progress, resume, provenance, quality gates
-
-Metric arithmetic lives in `rag.metrics` (pure functions); this package only feeds it.
+    datasets.py  readers of the evaluation sets (SQuAD, BEIR, ClapNQ, JSONL) into documents and questions
+    metrics.py   metric arithmetic: pure functions over plain data, fed by the modules above
 """
 
 from .run import EvalRequest, run_eval

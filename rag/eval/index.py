@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..datasets import Dataset
+from .datasets import Dataset
 from ..pipeline import Pipeline
 from ..settings import Settings
 

@@ -13,9 +13,9 @@ from dataclasses import asdict
 
 from ..answer import Answer
 from ..cite import Sentence, support
-from ..datasets import Dataset, Question
+from .datasets import Dataset, Question
 from ..language import detect_language
-from ..metrics import (alce_citations, best_over_answers, dedupe, exact_match, lexical_support, ranking_metrics,
+from .metrics import (alce_citations, best_over_answers, dedupe, exact_match, lexical_support, ranking_metrics,
                        token_f1, token_recall)
 from ..pipeline import Pipeline
 from ..retrieve import fuse

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..metrics import recall_at_k
+from .metrics import recall_at_k
 from .question import DEPTH, RETRIEVERS
 
 RANKING_METRICS = ("hit@1", "hit@5", "hit@10", "recall@5", "recall@10", "mrr@10", "ndcg@10")

@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .. import __version__
-from ..datasets import Dataset, Question, read_dataset
+from .datasets import Dataset, Question, read_dataset
 from ..errors import InputError
 from ..pipeline import Pipeline
 from ..settings import Settings

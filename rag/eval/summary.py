@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..metrics import abstention_metrics
+from .metrics import abstention_metrics
 
 RESAMPLES = 1000
 SEED = 0

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError
-from .language import detect_language
-from .load import Block, Document, iter_input_files
+from ..errors import InputError
+from ..language import detect_language
+from ..load import Block, Document, iter_input_files
 
 FORMATS = ("squad", "beir", "clapnq", "jsonl")
 
