@@ -31,7 +31,7 @@ class _State:
 
 
 # Commands that load the embedder, and those that also load the language model: their model files are checked
-# against the configured sha256 pins before any work starts (rag/provenance.py).
+# against the configured sha256 pins before any work starts (rag/verify.py).
 _USES_EMBEDDER = frozenset({"ingest", "search", "ask", "chat", "docs", "delete", "stats", "reindex", "serve"})
 _USES_LLM = frozenset({"ask", "chat", "serve"})
 
@@ -40,7 +40,7 @@ _USES_LLM = frozenset({"ask", "chat", "serve"})
 def _main(ctx: typer.Context, config: ConfigOption = None) -> None:
     _State.config = config
     if ctx.invoked_subcommand in _USES_EMBEDDER:
-        from .provenance import verify_models
+        from .verify import verify_models
 
         verify_models(_settings(), llm=ctx.invoked_subcommand in _USES_LLM)
 

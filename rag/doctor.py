@@ -84,7 +84,8 @@ def check_guard() -> Check:
 
 def check_embedder(settings: Settings) -> Check:
     from .embed import resolve_model_dir
-    from .provenance import hash_model_dir, verify_embedder
+    from .provenance import hash_model_dir
+    from .verify import verify_embedder
 
     try:
         folder, fingerprint, files = verify_embedder(settings)
@@ -99,7 +100,8 @@ def check_embedder(settings: Settings) -> Check:
 def check_llm(settings: Settings) -> Check:
     if settings.llm.backend != "llama_cpp":
         return _check_endpoints(settings)
-    from .provenance import file_sha256, verify_llm
+    from .provenance import file_sha256
+    from .verify import verify_llm
 
     try:
         path, sha256 = verify_llm(settings)

@@ -23,7 +23,7 @@ from .lexical import tokenize
 from . import load
 from .load import Block, Document
 from .originals import Originals
-from .provenance import verify_embedder, verify_llm
+from .verify import verify_embedder, verify_llm
 from .parse_pool import ParsePool
 from .retrieve import Hit, Mode, Retriever
 from .settings import Settings

@@ -4,13 +4,9 @@
     embedder.sha256        fingerprint of the whole folder (the value the index manifest records)
     llm.sha256             sha256 of the GGUF (`llm.backend: llama_cpp`; a server's weights are its operator's)
 
-`verify_models(settings)` runs before any command that loads a model does its work (rag/cli.py) and in the server's
-app factory (rag/server/app.py), so a swapped, truncated or missing file stops start-up with the file's name and what
-to do. `Pipeline` checks (and, with `sovereignty.require_pins`, requires) the pins again before it builds a model, and
-the loaders themselves hash the files before handing them to sentence-transformers or llama.cpp (`Embedder.model`,
-`LlamaCppLLM`), for callers that use them directly. With `sovereignty.require_pins` (the default) an unpinned model
-is refused too; `rag doctor --json` prints the values to pin. The returned hashes are
-what audit records and evaluation reports carry. Hashes are memoised per process on each file's identity and change
+This module hashes and compares; rag/verify.py finds the configured models and checks them before use. The loaders
+themselves hash the files here before handing them to sentence-transformers or llama.cpp (`Embedder.model`,
+`LlamaCppLLM`), for callers that use them directly. Hashes are memoised per process on each file's identity and change
 times, so the CLI's start-up check and the loader that follows read the files once.
 """
 
@@ -18,30 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .embed import resolve_model_dir
 from .errors import ConfigError
-from .settings import BUNDLED, EmbedderSettings, Settings
-
-
-@dataclass(frozen=True)
-class ModelHashes:
-    embedder_path: str
-    embedder_fingerprint: str
-    embedder_files: dict[str, str]
-    llm_backend: str
-    llm_model: str
-    llm_path: str | None  # None when the weights live behind an HTTP server, or were not checked
-    llm_sha256: str | None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from .settings import EmbedderSettings
 
 
 def file_sha256(path: Path) -> str:
+    """The file's sha256 as 64 hex digits, memoised on its identity and change times."""
     return _file_sha256(Path(path).resolve(), _state(path))
 
 
@@ -118,39 +99,3 @@ def _check_files(folder: Path, pins: dict[str, str], actual: dict[str, str]) -> 
             f"embedder file {folder / name} is not pinned in embedder.file_sha256; remove it, or pin it if it "
             "belongs to the model"
         )
-
-
-def verify_embedder(settings: Settings) -> tuple[Path, str, dict[str, str]]:
-    folder = resolve_model_dir(settings.embedder)
-    if settings.sovereignty.require_pins and settings.embedder.file_sha256 is None:
-        raise ConfigError(
-            f"the embedder files in {folder} are not pinned: set embedder.file_sha256 (`rag doctor --json` prints "
-            "the current values) or, to trust whatever is there, sovereignty.require_pins: false"
-        )
-    return (folder, *check_embedder(settings.embedder, folder))
-
-
-def verify_llm(settings: Settings) -> tuple[Path | None, str | None]:
-    """The GGUF and its checked sha256; (None, None) for an HTTP backend."""
-    from .generate import resolve_model
-
-    llm = settings.llm
-    if llm.backend != "llama_cpp":
-        return None, None
-    if settings.sovereignty.require_pins and llm.sha256 is None and llm.model_path != BUNDLED:
-        path = Path(llm.model_path)
-        found = f"its sha256 is {file_sha256(path)}" if path.is_file() else "and the file does not exist"
-        raise ConfigError(
-            f"llm.model_path {path} is not pinned: set llm.sha256 ({found}) or, to trust whatever file is there, "
-            "sovereignty.require_pins: false"
-        )
-    return resolve_model(llm, settings.data_dir)
-
-
-def verify_models(settings: Settings, llm: bool = True) -> ModelHashes:
-    """Check the model files the settings name against their pins (the GGUF only with `llm`: a command that does not
-    generate need not hash, or assemble, it); raise ConfigError naming the first bad file."""
-    folder, fingerprint, files = verify_embedder(settings)
-    path, sha256 = verify_llm(settings) if llm else (None, None)
-    return ModelHashes(str(folder), fingerprint, files, settings.llm.backend, settings.llm.model_name,
-                       str(path) if path else None, sha256)

@@ -12,7 +12,8 @@ import yaml
 from rag import provenance
 from rag.embed import bundled_embedder_path
 from rag.errors import ConfigError
-from rag.provenance import check_embedder, file_sha256, hash_model_dir, verify_embedder, verify_llm
+from rag.provenance import check_embedder, file_sha256, hash_model_dir
+from rag.verify import verify_embedder, verify_llm
 from rag.settings import EmbedderSettings, Settings
 
 from .conftest import ROOT

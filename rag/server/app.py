@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from .. import __version__
 from ..errors import ConfigError
-from ..provenance import verify_models
+from ..verify import verify_models
 from ..settings import ServerSettings, Settings, load_settings
 from . import answers, docs_page, documents, errors, openai_compat, search, sources, web
 from .deps import services
