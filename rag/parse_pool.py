@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import CancelledError, TimeoutError
 from pathlib import Path
+from typing import Protocol, Self
 
 import pebble
 
@@ -42,14 +43,23 @@ from .settings import IngestSettings
 Outcome = Document | LoadError
 
 
+class FileParser(Protocol):
+    """Reads one file into a Document (`rag.load.load_document`); picklable, i.e. a module-level function."""
+
+    def __call__(self, path: Path, *, ocr: load.OcrOptions) -> Document: ...
+
+
 class ParsePool:
     """Worker processes that turn files into `Document`s; use as a context manager or call `close()`.
 
     Workers start on the first file and live until `close()`; a killed or crashed worker is replaced on demand.
+    `parse_file(path, ocr)` reads one file in a worker (default `rag.load.load_document`); whatever it raises
+    reaches the caller as that file's `LoadError`, so no failure in a worker can leave the caller waiting.
     """
 
-    def __init__(self, settings: IngestSettings):
+    def __init__(self, settings: IngestSettings, *, parse_file: FileParser = load.load_document) -> None:
         self.settings = settings
+        self.parse_file = parse_file
         self.ocr = load.OcrOptions(enabled=settings.ocr, max_pages=settings.ocr_max_pages, dpi=settings.ocr_dpi,
                                    languages=tuple(settings.ocr_languages))
         self.workers = settings.parse_workers or min(2, os.cpu_count() or 1)
@@ -58,7 +68,7 @@ class ParsePool:
             context=multiprocessing.get_context("spawn"),
         )
 
-    def __enter__(self) -> ParsePool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -79,7 +89,7 @@ class ParsePool:
         try:
             for path in paths:
                 name, refused = _source_name(path)
-                window.append((name, refused or self._schedule(_load_file, str(path), self.ocr)))
+                window.append((name, refused or self._schedule(_load_file, self.parse_file, str(path), self.ocr)))
                 if len(window) > depth:
                     yield self._outcome(*window.popleft())
             while window:
@@ -102,26 +112,34 @@ class ParsePool:
                            "under `if __name__ == \"__main__\":` (multiprocessing's spawn)") from exc
 
     def _outcome(self, name: str, future: pebble.ProcessFuture | LoadError) -> tuple[str, Outcome]:
-        """The worker's Document, or every way it can fail as one LoadError line."""
+        """The worker's Document, or every way it can fail as one LoadError line.
+
+        The worker's exception is read with `future.exception()`, never re-raised here: a parser's SystemExit or
+        KeyboardInterrupt is that file's failure, not the caller's; the caller's own Ctrl-C while it waits still
+        propagates."""
         if isinstance(future, LoadError):  # refused before parsing
             return name, future
-        settings = self.settings
         try:
-            return name, future.result()
-        except LoadError as exc:
-            return name, exc
-        except TimeoutError:
-            reason = f"parsing took longer than {settings.parse_timeout_s:g} s (ingest.parse_timeout_s) and was stopped"
-        except MemoryError:
-            reason = f"parsing needs more than {settings.parse_memory_mb} MB (ingest.parse_memory_mb) and was stopped"
-        except pebble.ProcessExpired as exc:
-            reason = (f"the parser crashed (worker exit code {exc.exitcode}), possibly over the "
-                      f"{settings.parse_memory_mb} MB memory limit (ingest.parse_memory_mb)")
+            failure = future.exception()
         except CancelledError:
-            reason = "parsing was cancelled (the parser pool is shutting down)"
-        except Exception as exc:  # noqa: BLE001 - e.g. a result too large to send back: still one file's failure
-            reason = "the parser failed (" + " ".join(f"{type(exc).__name__}: {exc}".split())[:200] + ")"
-        return name, LoadError(f"{name}: {reason}")
+            return name, LoadError(f"{name}: parsing was cancelled (the parser pool is shutting down)")
+        if failure is None:
+            return name, future.result()
+        if isinstance(failure, LoadError):
+            return name, failure
+        return name, LoadError(f"{name}: {self._reason(failure)}")
+
+    def _reason(self, failure: BaseException) -> str:
+        settings = self.settings
+        if isinstance(failure, TimeoutError):
+            return f"parsing took longer than {settings.parse_timeout_s:g} s (ingest.parse_timeout_s) and was stopped"
+        if isinstance(failure, MemoryError):
+            return f"parsing needs more than {settings.parse_memory_mb} MB (ingest.parse_memory_mb) and was stopped"
+        if isinstance(failure, pebble.ProcessExpired):
+            return (f"the parser crashed (worker exit code {failure.exitcode}), possibly over the "
+                    f"{settings.parse_memory_mb} MB memory limit (ingest.parse_memory_mb)")
+        # anything else (a parser bug, a result too large to send back, a SystemExit): still one file's failure
+        return "the parser failed (" + " ".join(f"{type(failure).__name__}: {failure}".split())[:200] + ")"
 
 
 def _source_name(path: Path) -> tuple[str, LoadError | None]:
@@ -168,9 +186,9 @@ def _address_space() -> int:
     return int(kilobytes) * 1024
 
 
-def _load_file(path: str, ocr: load.OcrOptions) -> Document:
+def _load_file(parse_file: FileParser, path: str, ocr: load.OcrOptions) -> Document:
     """Worker task: one file from disk (read in the worker, so large files never travel through a pipe)."""
-    return load.load_document(Path(path), ocr=ocr)
+    return parse_file(Path(path), ocr=ocr)
 
 
 def _load_upload(data: bytes, name: str, ocr: load.OcrOptions) -> Document:

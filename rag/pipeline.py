@@ -1,34 +1,57 @@
 """The one object every front door (CLI, chat, HTTP API, evaluation) talks to.
 
-Models load lazily on first use and once per `Pipeline`; the index is opened on first use. Nothing happens at import.
+Built by injection: `Pipeline(settings, embedder=..., llm=..., store=...)` takes any part ready-made (a test's shared
+embedder, a scripted model, another store backend); the parts not given are built from the settings on first use,
+once, under a lock (models load lazily, the index opens on first use). The pipeline closes what it built; what the
+caller passed in stays the caller's to close. After `close()` every use raises `PipelineClosedError`.
+Nothing happens at import.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
 from pathlib import Path
+from typing import Protocol, TypeVar
 
+import numpy as np
 from tqdm import tqdm
 
+from . import load
 from .answer import Answer, Answerer, Event
 from .chunk import Chunk, Chunker
 from .embed import Embedder
-from .errors import DocumentConflictError, IndexMismatchError, LoadError, NotFoundError, RagError
+from .errors import DocumentConflictError, LoadError, NotFoundError, RagError
 from .generate import LLM, create_llm
 from .lexical import tokenize
-from . import load
 from .load import Block, Document
 from .originals import Originals
-from .verify import verify_embedder, verify_llm
 from .parse_pool import ParsePool
+from .records import ChunkRecord, DocumentRecord, NewChunk, SearchFilter
 from .retrieve import Hit, Mode, Retriever
 from .settings import Settings
-from .records import ChunkRecord, DocumentRecord, NewChunk, SearchFilter
-from .store import Store, new_manifest, open_store
+from .store import Store, StoreWriter, new_manifest, open_store
+from .verify import verify_embedder, verify_llm
+
+_Part = TypeVar("_Part")
+OnCommit = Callable[[int, list[str]], None]  # (new generation, ids of the documents it committed)
+
+
+class PipelineClosedError(RagError):
+    """The pipeline was closed; build a new one."""
+
+
+class _Bar(Protocol):
+    """What the ingest needs of a progress bar (tqdm's interface)."""
+
+    total: float | None
+
+    def update(self, n: float = 1) -> bool | None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -58,17 +81,65 @@ class _Pending:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings):
+    """Ingest, search, ask and maintain one index with one embedder and one language model.
+
+    Parameters
+    ----------
+    settings : Settings
+        Every choice not made by a part passed in.
+    embedder, llm, store : optional, keyword-only
+        Ready-made parts; each one not given is built from `settings` on first use (the embedder and the GGUF are
+        checked against their sha256 pins first, rag/verify.py). Parts passed in are not closed by `close()`.
+    """
+
+    def __init__(
+        self, settings: Settings, *, embedder: Embedder | None = None, llm: LLM | None = None,
+        store: Store | None = None,
+    ) -> None:
         self.settings = settings
+        self._embedder = embedder
+        self._llm = llm
+        self._store = store
+        self._owned: set[str] = set()  # parts this pipeline built, hence closes
+        self._chunker: Chunker | None = None
+        self._retriever: Retriever | None = None
+        self._answerer: Answerer | None = None
+        self._originals: Originals | None = None
+        self._building = threading.RLock()  # one thread builds a part; building one may build another
+        self._closed = False
 
     # ------------------------------------------------------------------ components
-    @cached_property
+    def _part(self, current: _Part | None, build: Callable[[], _Part]) -> _Part:
+        """`current` when built, else `build()` under the lock (the caller stores the result)."""
+        if self._closed:
+            raise PipelineClosedError("this pipeline is closed; build a new one")
+        if current is not None:
+            return current
+        with self._building:
+            return build()
+
+    @property
     def embedder(self) -> Embedder:
+        """The embedder; built on first use after its files are checked against their pins."""
+        self._embedder = self._part(self._embedder, lambda: self._embedder or self._build_embedder())
+        return self._embedder
+
+    def _build_embedder(self) -> Embedder:
         verify_embedder(self.settings)  # pins required (sovereignty.require_pins) and checked before any load
         return Embedder(self.settings.embedder, self.settings.data_dir)
 
-    @cached_property
+    @property
+    def loaded_embedder(self) -> Embedder | None:
+        """The embedder if it is built or was given, None otherwise (loads nothing)."""
+        return self._embedder
+
+    @property
     def chunker(self) -> Chunker:
+        """The chunker, sized to the embedder's window; RagError when chunking.max_tokens exceeds it."""
+        self._chunker = self._part(self._chunker, lambda: self._chunker or self._build_chunker())
+        return self._chunker
+
+    def _build_chunker(self) -> Chunker:
         window = self.embedder.info.max_tokens
         budget = self.settings.chunking.max_tokens
         if budget > window:
@@ -78,54 +149,80 @@ class Pipeline:
         return Chunker(self.embedder.count_tokens, budget, self.settings.chunking.overlap_tokens)
 
     def for_index(self, index_dir: Path) -> Pipeline:
-        """The same settings and loaded embedder over another index (the evaluation's scratch indexes)."""
-        other = Pipeline(self.settings.model_copy(update={"index_dir": index_dir}))
-        other.embedder = self.embedder
-        return other
+        """The same settings and embedder over another index (the evaluation's scratch indexes)."""
+        return Pipeline(self.settings.model_copy(update={"index_dir": index_dir}), embedder=self.embedder)
 
     def manifest(self) -> dict:
+        """The manifest this pipeline's embedder and chunking settings give an index (rag/store/manifest.py)."""
         return new_manifest(embedder=self.embedder.info.manifest(), chunking=self.settings.chunking.model_dump())
 
-    @cached_property
+    @property
     def store(self) -> Store:
-        return open_store(self.settings, self.manifest())
+        """The index; opened on first use, IndexMismatchError when it was built with another embedder or chunker."""
+        self._store = self._part(self._store, lambda: self._store or self._open_store(check=True))
+        return self._store
 
-    @cached_property
+    def _open_store(self, *, check: bool) -> Store:
+        store = open_store(self.settings, self.manifest(), check=check)
+        self._owned.add("store")
+        return store
+
+    @property
     def retriever(self) -> Retriever:
-        return Retriever(self.store, self.embedder, self.settings.retrieval)
+        """Search over the store with the embedder (rag/retrieve.py)."""
+        self._retriever = self._part(
+            self._retriever, lambda: self._retriever or Retriever(self.store, self.embedder, self.settings.retrieval))
+        return self._retriever
 
-    @cached_property
+    @property
     def originals(self) -> Originals:
         """The uploaded files' bytes, kept beside the index (rag/originals.py)."""
-        return Originals(self.settings.index_dir / "originals")
+        self._originals = self._part(
+            self._originals, lambda: self._originals or Originals(self.settings.index_dir / "originals"))
+        return self._originals
 
-    @cached_property
+    @property
     def llm(self) -> LLM:
-        verify_llm(self.settings)  # likewise; the hashes are memoised, so the loader's own check reads nothing again
-        return create_llm(self.settings)
+        """The language model; built on first use after the GGUF is checked against its pin."""
+        self._llm = self._part(self._llm, lambda: self._llm or self._build_llm())
+        return self._llm
 
-    @cached_property
+    def _build_llm(self) -> LLM:
+        verify_llm(self.settings)  # likewise; the hashes are memoised, so the loader's own check reads nothing again
+        llm = create_llm(self.settings)
+        self._owned.add("llm")
+        return llm
+
+    @property
     def answerer(self) -> Answerer:
-        return Answerer(self.search, lambda: self.llm, self.embedder.encode, self.settings)
+        """Question -> verified answer (rag/answer.py); the model is asked for only when a generation needs it."""
+        self._answerer = self._part(self._answerer, lambda: self._answerer or Answerer(
+            self.search, lambda: self.llm, self.embedder.encode, self.settings))
+        return self._answerer
 
     # ------------------------------------------------------------------ ingestion
     def ingest(
-        self, paths: Sequence[str | Path], labels: Sequence[str] | None = None, progress: bool = True,
-        on_commit=None,
+        self, paths: Sequence[str | Path], *, labels: Sequence[str] | None = None, progress: bool = True,
+        on_commit: OnCommit | None = None,
     ) -> IngestReport:
         """Add or update every readable file under `paths`; unreadable ones are reported, not fatal.
 
         Files are parsed in worker processes (rag/parse_pool.py) while the embedder works; a file that fails, hangs
-        past `ingest.parse_timeout_s` or needs more than `ingest.parse_memory_mb` is one entry of `failed`."""
+        past `ingest.parse_timeout_s` or needs more than `ingest.parse_memory_mb` is one entry of `failed`.
+        `on_commit(generation, doc_ids)` runs after each commit. Whatever ends the ingest (an exception, Ctrl-C),
+        the parser processes, the writer lock and the progress bars are released before it propagates."""
         labels = tuple(sorted(labels or self.settings.default_labels))
         files = [p.resolve() for p in load.iter_input_files([Path(p) for p in paths])]
         with ParsePool(self.settings.ingest) as pool:
             parsed = pool.parse_files(files, ahead=self.settings.ingest.parse_ahead)
-            return self._ingest_documents(parsed, len(files), labels, progress, on_commit, atomic=False)
+            try:
+                return self._ingest_documents(parsed, len(files), labels, progress, on_commit, atomic=False)
+            finally:
+                parsed.close()  # cancels what it queued, before the pool stops
 
     def ingest_documents(
-        self, documents: Sequence[Document], labels: Sequence[str] | None = None, progress: bool = False,
-        on_commit=None, atomic: bool = False,
+        self, documents: Sequence[Document], *, labels: Sequence[str] | None = None, progress: bool = False,
+        on_commit: OnCommit | None = None, atomic: bool = False,
     ) -> IngestReport:
         """Already-parsed documents (uploads, evaluation corpora). `atomic` commits them all in one transaction,
         whatever `ingest.commit_every_chunks` says: an upload is stored entirely or not at all."""
@@ -133,20 +230,24 @@ class Pipeline:
         return self._ingest_documents(((d.source, d) for d in documents), len(documents), labels, progress,
                                       on_commit, atomic)
 
-    def _ingest_documents(self, parsed, total, labels, progress, on_commit, atomic: bool) -> IngestReport:
+    def _ingest_documents(
+        self, parsed: Iterable[tuple[str, Document | LoadError]], total: int, labels: tuple[str, ...],
+        progress: bool, on_commit: OnCommit | None, atomic: bool,
+    ) -> IngestReport:
         report = IngestReport()
         started = time.perf_counter()
-        pending: list[_Pending] = []
-        first_copy: dict[str, str] = {}  # sha256 -> doc_id of the first file with these bytes in this run
         store = self.store
-        files_bar = tqdm(total=total, unit="file", desc="parse", disable=not progress, dynamic_ncols=True)
-        chunk_bar = tqdm(unit="chunk", desc="embed", disable=not progress, dynamic_ncols=True)
-        with store.writer() as writer:
+        with tqdm(total=total, unit="file", desc="parse", disable=not progress, dynamic_ncols=True) as files_bar, \
+                tqdm(unit="chunk", desc="embed", disable=not progress, dynamic_ncols=True) as chunk_bar, \
+                store.writer() as writer:
+            pending: list[_Pending] = []
+            first_copy: dict[str, str] = {}  # sha256 -> doc_id of the first file with these bytes in this run
             for source, document in parsed:
                 files_bar.update(1)
                 if isinstance(document, LoadError):
                     report.failed.append((source, str(document)))
-                    tqdm.write(f"skipped: {document}") if progress else None
+                    if progress:
+                        tqdm.write(f"skipped: {document}")
                     continue
                 if document.pages_without_text:  # scanned pages: what a search cannot find must be said
                     report.pages_without_text.append((source, document.pages_without_text))
@@ -176,12 +277,11 @@ class Pipeline:
                     pending = []
             if pending:
                 self._commit(writer, pending, report, chunk_bar, on_commit)
-        files_bar.close()
-        chunk_bar.close()
         report.seconds = time.perf_counter() - started
         return report
 
-    def _commit(self, writer, pending: list[_Pending], report: IngestReport, chunk_bar, on_commit) -> None:
+    def _commit(self, writer: StoreWriter, pending: list[_Pending], report: IngestReport, chunk_bar: _Bar,
+                on_commit: OnCommit | None) -> None:
         puts = []
         for item in pending:
             new_chunks = self._embed_chunks(item.document.doc_id, item.chunks, report, chunk_bar)
@@ -194,23 +294,26 @@ class Pipeline:
         if on_commit is not None:
             on_commit(generation, [item.document.doc_id for item in pending])
 
-    def _embed_chunks(self, doc_id: str, chunks: list[Chunk], report: IngestReport, chunk_bar) -> list[NewChunk]:
+    def _embed_chunks(self, doc_id: str, chunks: list[Chunk], report: IngestReport, chunk_bar: _Bar
+                      ) -> list[NewChunk]:
         cached = self.store.cached_vectors(doc_id)
         missing = [c for c in chunks if c.content_hash not in cached]
         if missing:
             vectors = self.embedder.encode([c.embed_text for c in missing], progress=chunk_bar, background=True)
-            cached.update({c.content_hash: v for c, v in zip(missing, vectors)})
+            cached.update({c.content_hash: v for c, v in zip(missing, vectors, strict=True)})
             report.chunks_embedded += len(missing)
         return [_new_chunk(c, cached[c.content_hash]) for c in chunks]
 
     # ------------------------------------------------------------------ reading
     def search(
-        self, query: str, k: int | None = None, mode: Mode | None = None, search_filter: SearchFilter | None = None,
+        self, query: str, *, k: int | None = None, mode: Mode | None = None, search_filter: SearchFilter | None = None,
     ) -> list[Hit]:
+        """The best `k` distinct passages for `query` (defaults: retrieval.k, retrieval.mode), filtered inside the
+        search (rag/retrieve.py)."""
         return self.retriever.search(query, k=k, mode=mode, search_filter=search_filter)
 
     def ask(
-        self, question: str, k: int | None = None, mode: str | None = None,
+        self, question: str, *, k: int | None = None, mode: str | None = None,
         search_filter: SearchFilter | None = None, history: Sequence[str] = (),
     ) -> Answer:
         """A verified answer or an abstention; `history` holds the previous questions of a conversation. Ingestion in
@@ -219,7 +322,7 @@ class Pipeline:
             return self.answerer.ask(question, k=k, mode=mode, search_filter=search_filter, history=history)
 
     def stream(
-        self, question: str, k: int | None = None, mode: str | None = None,
+        self, question: str, *, k: int | None = None, mode: str | None = None,
         search_filter: SearchFilter | None = None, history: Sequence[str] = (),
     ) -> Iterator[Event]:
         """`Token`s as they are generated, then the authoritative `Answer` (see rag/answer.py); ingestion in this
@@ -228,9 +331,11 @@ class Pipeline:
             yield from self.answerer.stream(question, k=k, mode=mode, search_filter=search_filter, history=history)
 
     def documents(self, search_filter: SearchFilter | None = None) -> list[DocumentRecord]:
+        """The stored documents the filter admits, by id."""
         return self.store.documents(search_filter)
 
     def document(self, doc_id: str, search_filter: SearchFilter | None = None) -> DocumentRecord:
+        """One stored document; NotFoundError when absent or hidden by the filter."""
         return self.store.document(doc_id, search_filter)
 
     def passage(
@@ -240,11 +345,12 @@ class Pipeline:
         hides is reported exactly like one that does not exist, naming only the passage id."""
         chunk = self.store.chunks([chunk_id]).get(chunk_id)
         records = [d for d in self.store.documents(search_filter) if chunk and d.doc_id == chunk.doc_id]
-        if not records:
+        if chunk is None or not records:
             raise NotFoundError(f"no passage with id {chunk_id}")
         return chunk, records[0], self.store.document_text(chunk.doc_id)[0]
 
     def stats(self) -> dict:
+        """The index's figures (`Store.stats`)."""
         return self.store.stats()
 
     # ------------------------------------------------------------------ maintenance
@@ -261,48 +367,54 @@ class Pipeline:
         """Forget the kept files of contents no document has any more (after a delete or a replacing upload)."""
         self.originals.prune(keep={d.sha256 for d in self.store.documents()})
 
-    def reindex(self, progress: bool = True) -> IngestReport:
+    def reindex(self, *, progress: bool = True) -> IngestReport:
         """Re-chunk and re-embed every stored document with the current settings, in one atomic swap; documents
-        whose id was derived by an older index format get the current one (rag/load/document.py `document_id`)."""
-        store = open_store(self.settings, self.manifest(), check=False)
-        self.__dict__["store"] = store
+        whose id was derived by an older index format get the current one (rag/load/document.py `document_id`).
+
+        Opens the index without the manifest check (it is what changes) unless a store is open or was given."""
+        if self._store is None:
+            self._store = self._part(self._store, lambda: self._store or self._open_store(check=False))
+        store = self.store
         report = IngestReport()
         started = time.perf_counter()
         docs = store.documents()
-        with store.writer() as writer:
+        with tqdm(total=sum(d.chunks for d in docs), unit="chunk", desc="reindex", disable=not progress) as bar, \
+                store.writer() as writer:
             puts, renamed = [], []
-            bar = tqdm(total=sum(d.chunks for d in docs), unit="chunk", desc="reindex", disable=not progress)
             for record in docs:
                 document = _stored_document(store, record)
                 chunks = self.chunker.split(document)
                 vectors = self.embedder.encode([c.embed_text for c in chunks], progress=bar, background=True)
-                puts.append((_document_row(document, record.labels), [_new_chunk(c, v) for c, v in zip(chunks, vectors)]))
+                puts.append((_document_row(document, record.labels),
+                             [_new_chunk(c, v) for c, v in zip(chunks, vectors, strict=True)]))
                 if document.doc_id != record.doc_id:
                     renamed.append(record.doc_id)
                 report.updated.append(document.doc_id)
                 report.chunks += len(chunks)
                 report.chunks_embedded += len(chunks)
-            bar.close()
             writer.commit(puts, deletes=renamed, manifest=self.manifest())
         report.seconds = time.perf_counter() - started
         return report
 
     def check_index(self) -> None:
-        """Open the index now, so a mismatch is reported before any work starts."""
-        try:
-            self.store.refresh()
-        except IndexMismatchError:
-            self.__dict__.pop("store", None)
-            raise
+        """Open the index now, so a mismatch (IndexMismatchError) is reported before any work starts."""
+        self.store.refresh()
 
     def close(self) -> None:
-        if "store" in self.__dict__:
-            self.store.close()
-        if "llm" in self.__dict__:
-            self.llm.close()
+        """Close the store and the language model if this pipeline built them; later use raises
+        PipelineClosedError. Closing twice is harmless."""
+        with self._building:
+            if self._closed:
+                return
+            self._closed = True
+            parts = [(name, part) for name, part in (("store", self._store), ("llm", self._llm))
+                     if part is not None and name in self._owned]
+        for _, part in parts:
+            part.close()
 
 
 def _document_row(document: Document, labels: Sequence[str]) -> dict:
+    """The document dict a `StoreWriter.commit` takes."""
     return {
         "doc_id": document.doc_id, "source": document.source, "title": document.title, "format": document.format,
         "lang": document.lang, "sha256": document.sha256, "labels": list(labels), "pages": document.pages,
@@ -325,7 +437,7 @@ def _stored_document(store: Store, record: DocumentRecord) -> Document:
     )
 
 
-def _new_chunk(chunk: Chunk, vector) -> NewChunk:
+def _new_chunk(chunk: Chunk, vector: np.ndarray) -> NewChunk:
     return NewChunk(
         ordinal=chunk.ordinal, start=chunk.start, end=chunk.end, page=chunk.page, heading_path=chunk.heading_path,
         lang=chunk.lang, content_hash=chunk.content_hash, text=chunk.text,

@@ -67,8 +67,7 @@ def example_pipeline(make_settings, embedder):
     """A pipeline over the sample corpus in examples/, sharing the session's embedder."""
     from rag.pipeline import Pipeline
 
-    pipeline = Pipeline(make_settings())
-    pipeline.__dict__["embedder"] = embedder
+    pipeline = Pipeline(make_settings(), embedder=embedder)
     report = pipeline.ingest([EXAMPLES], progress=False)
     assert not report.failed, report.failed
     yield pipeline
@@ -87,9 +86,13 @@ def llm(example_pipeline):
 
 @pytest.fixture(scope="session")
 def answer_pipeline(example_pipeline, llm):
-    """The sample-corpus pipeline with the session's language model: what `rag ask` runs."""
-    example_pipeline.__dict__["llm"] = llm
-    return example_pipeline
+    """The sample-corpus pipeline's parts with the session's language model: what `rag ask` runs."""
+    from rag.pipeline import Pipeline
+
+    pipeline = Pipeline(example_pipeline.settings, embedder=example_pipeline.embedder, llm=llm,
+                        store=example_pipeline.store)
+    yield pipeline
+    pipeline.close()  # closes nothing it was given: the store is example_pipeline's, the model the llm fixture's
 
 
 @pytest.fixture
@@ -97,8 +100,7 @@ def fresh_pipeline(make_settings, embedder):
     """An empty index of its own, for tests that write."""
     from rag.pipeline import Pipeline
 
-    pipeline = Pipeline(make_settings())
-    pipeline.__dict__["embedder"] = embedder
+    pipeline = Pipeline(make_settings(), embedder=embedder)
     yield pipeline
     pipeline.close()
 

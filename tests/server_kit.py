@@ -130,8 +130,7 @@ def serving(make_settings, embedder, home: Path, *, max_tokens: int, queue_size:
         audit={"path": home / "audit.jsonl"},
         ingest={"parse_timeout_s": 15, "parse_memory_mb": 512},  # hostile uploads hit the limits fast
     )
-    pipeline = Pipeline(settings)
-    pipeline.__dict__["embedder"] = embedder
+    pipeline = Pipeline(settings, embedder=embedder)
     try:
         running, stop = start(settings, pipeline, build_index(pipeline))
         try:

@@ -91,8 +91,7 @@ def test_index_keys_and_audit_files_are_created_private(make_settings, embedder,
     from rag.pipeline import Pipeline
 
     settings = make_settings(index_dir=tmp_path / "srv" / "index")
-    pipeline = Pipeline(settings)
-    pipeline.__dict__["embedder"] = embedder
+    pipeline = Pipeline(settings, embedder=embedder)
     with _permissive_umask():
         pipeline.ingest_documents([load_bytes(b"# Leave\n\nStaff have 26 days of leave.", "leave.md")])
         wal = [settings.index_dir / f"meta.sqlite{suffix}" for suffix in ("", "-wal", "-shm")]

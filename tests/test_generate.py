@@ -98,8 +98,7 @@ def test_pipeline_answers_through_the_openai_backend(server, example_pipeline):
 
     settings = example_pipeline.settings.model_copy(
         update={"llm": LLMSettings(backend="openai", endpoints=[server], model_name="gemma")})
-    pipeline = Pipeline(settings)
-    pipeline.__dict__["embedder"] = example_pipeline.embedder
+    pipeline = Pipeline(settings, embedder=example_pipeline.embedder)
     try:
         answer = pipeline.ask("What is the minimum password length?")
     finally:

@@ -32,8 +32,7 @@ def batch(tmp_path_factory, make_settings, embedder):
     folder = tmp_path_factory.mktemp("batch")
     paths = write_corpus(folder / "hostile")
     shutil.copytree(EXAMPLES, folder / "good")
-    pipeline = Pipeline(make_settings(ingest=LIMITS))
-    pipeline.__dict__["embedder"] = embedder
+    pipeline = Pipeline(make_settings(ingest=LIMITS), embedder=embedder)
     report = pipeline.ingest([folder], progress=False)
     yield pipeline, report, paths
     pipeline.close()

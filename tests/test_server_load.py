@@ -50,8 +50,8 @@ def test_fifty_concurrent_mixed_requests(service):
         for doc_id in uploaded:
             assert admin.delete(f"/v1/documents/{doc_id}").status_code == 200
 
-    reopened = Pipeline(service.settings)  # the index as a new process finds it on disk
-    reopened.__dict__["embedder"] = service.pipeline.embedder
+    # the index as a new process finds it on disk
+    reopened = Pipeline(service.settings, embedder=service.pipeline.embedder)
     try:
         stats = reopened.stats()
     finally:

@@ -117,11 +117,9 @@ def test_other_embedder_is_refused_until_reindex(fresh_pipeline, make_settings, 
     fresh_pipeline.ingest_documents(_docs())
     fresh_pipeline.close()
     settings = make_settings(index_dir=fresh_pipeline.settings.index_dir, chunking={"max_tokens": 120})
-    changed = Pipeline(settings)
-    changed.__dict__["embedder"] = embedder
+    changed = Pipeline(settings, embedder=embedder)
     with pytest.raises(IndexMismatchError, match="rag reindex"):
         changed.search("remote work")
-    changed.__dict__.pop("store", None)
     report = changed.reindex(progress=False)
     assert len(report.updated) == 3
     assert changed.search("remote work", k=1)[0].chunk.title == "Telework"
@@ -133,8 +131,7 @@ def test_save_then_load_gives_identical_results(fresh_pipeline, make_settings, e
 
     fresh_pipeline.ingest_documents(_docs())
     before = [h.to_dict() for h in fresh_pipeline.search("congé jours par an", k=3)]
-    reopened = Pipeline(make_settings(index_dir=fresh_pipeline.settings.index_dir))
-    reopened.__dict__["embedder"] = embedder
+    reopened = Pipeline(make_settings(index_dir=fresh_pipeline.settings.index_dir), embedder=embedder)
     assert [h.to_dict() for h in reopened.search("congé jours par an", k=3)] == before
     reopened.close()
 
@@ -179,8 +176,7 @@ def test_sigkill_during_ingestion_leaves_last_committed_state(tmp_path, kill_aft
     worker.wait(timeout=60)
     assert worker.returncode == -signal.SIGKILL, "the worker finished before it could be killed"
 
-    reopened = Pipeline(make_settings(index_dir=index_dir))
-    reopened.__dict__["embedder"] = embedder
+    reopened = Pipeline(make_settings(index_dir=index_dir), embedder=embedder)
     figures = _consistent(reopened.store)
     generation = figures["generation"]
     last_seen = max(committed)
@@ -270,11 +266,9 @@ def test_reindex_migrates_the_ids_of_a_format_1_index(fresh_pipeline, embedder, 
     old.commit()
     old.close()
 
-    upgraded = Pipeline(make_settings(index_dir=index_dir))
-    upgraded.__dict__["embedder"] = embedder
+    upgraded = Pipeline(make_settings(index_dir=index_dir), embedder=embedder)
     with pytest.raises(IndexMismatchError, match="rag reindex"):
         upgraded.search("remote work")
-    upgraded.__dict__.pop("store", None)
     report = upgraded.reindex(progress=False)
     assert sorted(report.updated) == sorted(d.doc_id for d in _docs())
     assert {d.doc_id for d in upgraded.documents()} == {d.doc_id for d in _docs()}

@@ -53,8 +53,7 @@ def web(make_settings, embedder, tmp_path_factory):
                 "proxy_auth": PROXY},
         audit={"path": home / "audit.jsonl"},
     )
-    pipeline = Pipeline(settings)
-    pipeline.__dict__["embedder"] = embedder
+    pipeline = Pipeline(settings, embedder=embedder)
     running, stop = start(settings, pipeline, build_index(pipeline))
     yield running
     stop()

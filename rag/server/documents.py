@@ -48,7 +48,7 @@ async def upload(
     async with s.writes:
         for _, data in named:  # before the commit: a crash leaves an unreferenced file, never a missing one
             await in_thread(s.pipeline.originals.put, data)
-        report = await in_thread(s.pipeline.ingest_documents, documents, sorted(label_set), atomic=True)
+        report = await in_thread(s.pipeline.ingest_documents, documents, labels=sorted(label_set), atomic=True)
         await in_thread(s.pipeline.prune_originals)
     copies = dict(report.duplicates)
     stored = [await in_thread(s.pipeline.document, d.doc_id, caller.search_filter())

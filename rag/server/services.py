@@ -119,9 +119,10 @@ class Services:
 
     def embedder_identity(self) -> dict | None:
         """Which vectors answered: the model pinned in config (provenance), once the lifespan has loaded it."""
-        if "embedder" not in self.pipeline.__dict__:
+        embedder = self.pipeline.loaded_embedder
+        if embedder is None:
             return None
-        info = self.pipeline.embedder.info
+        info = embedder.info
         return {"name": info.name, "sha256": info.fingerprint}
 
     def question_fields(self, name: str, text: str) -> dict:
