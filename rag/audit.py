@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
@@ -90,20 +90,30 @@ class AuditLog:
             if result.ok:
                 return None
             if result.torn is None:
-                raise RagError(f"audit log {self.path}: line {result.bad_line}: {result.reason}. `rag audit repair` "
-                               "only seals a torn last record; keep this log as evidence and restore the last "
-                               "verified backup")
+                raise RagError(
+                    f"audit log {self.path}: line {result.bad_line}: {result.reason}. `rag audit repair` "
+                    "only seals a torn last record; keep this log as evidence and restore the last "
+                    "verified backup"
+                )
             torn = result.torn
             handle.seek(torn.offset)
             data = handle.read()
             side = _keep_aside(self.path, data)
             os.ftruncate(handle.fileno(), torn.offset)
             os.fsync(handle.fileno())
-            return self._append_locked(handle, {
-                "type": "repair", "event": "torn_tail_sealed", "torn_line": torn.line, "torn_offset": torn.offset,
-                "torn_bytes": len(data), "torn_sha256": hashlib.sha256(data).hexdigest(), "side_file": side.name,
-                "torn_in_head": torn.in_head,
-            })
+            return self._append_locked(
+                handle,
+                {
+                    "type": "repair",
+                    "event": "torn_tail_sealed",
+                    "torn_line": torn.line,
+                    "torn_offset": torn.offset,
+                    "torn_bytes": len(data),
+                    "torn_sha256": hashlib.sha256(data).hexdigest(),
+                    "side_file": side.name,
+                    "torn_in_head": torn.in_head,
+                },
+            )
 
     @contextmanager
     def _open(self, lock: int) -> Iterator[BinaryIO]:
@@ -116,13 +126,17 @@ class AuditLog:
     def _append_locked(self, handle: BinaryIO, fields: dict) -> dict:
         end = handle.seek(0, os.SEEK_END)
         last = _last_record(handle, self.path)
-        record = {**fields, "time": _now(), "seq": last["seq"] + 1 if last else 1,
-                  "prev_hash": last["hash"] if last else GENESIS}
+        record = {
+            **fields,
+            "time": _now(),
+            "seq": last["seq"] + 1 if last else 1,
+            "prev_hash": last["hash"] if last else GENESIS,
+        }
         record["hash"] = record_hash(record)
         data = canonical(record) + b"\n"
         try:
             while data:
-                data = data[handle.write(data):]
+                data = data[handle.write(data) :]
             os.fsync(handle.fileno())
         except OSError as exc:
             os.ftruncate(handle.fileno(), end)  # a partial record must not seal the log
@@ -140,7 +154,7 @@ class AuditLog:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _last_record(handle: BinaryIO, path: Path) -> dict | None:
@@ -221,16 +235,22 @@ def verify(path: Path) -> Verification:
     bad_line, reason = _check_head(None if head_names_torn else head, count, hash_at_head)
     if not reason and torn:
         torn = replace(torn, in_head=head_names_torn)
-        return Verification(count, last_hash, torn.line, (
-            f"the last record is torn: the {torn.size} bytes from byte {torn.offset} are not a complete record (an "
-            "append was interrupted, e.g. by a power loss); `rag audit repair` moves them aside and seals the chain"
-        ), torn)
+        return Verification(
+            count,
+            last_hash,
+            torn.line,
+            (
+                f"the last record is torn: the {torn.size} bytes from byte {torn.offset} are not a complete record (an "
+                "append was interrupted, e.g. by a power loss); `rag audit repair` moves them aside and seals the chain"
+            ),
+            torn,
+        )
     return Verification(count, last_hash, bad_line, reason)
 
 
 def _keep_aside(path: Path, data: bytes) -> Path:
     """Write `data` to a new `<log>.torn-<UTC time>` beside the log, durably, before the log is cut."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     side = path.with_name(f"{path.name}.torn-{stamp}")
     with os.fdopen(open_private(side, os.O_WRONLY | os.O_EXCL), "wb") as handle:
         handle.write(data)
@@ -259,8 +279,10 @@ def _check(line: bytes, previous: dict | None) -> tuple[dict | None, str]:
         return None, "its content does not match its hash: the record was edited"
     expected_seq = previous["seq"] + 1 if previous else 1
     if record.get("prev_hash") != (previous["hash"] if previous else GENESIS) or record.get("seq") != expected_seq:
-        return None, (f"record {record.get('seq')} does not link to the record before it (record {expected_seq} was "
-                      "expected): records were removed, inserted or reordered")
+        return None, (
+            f"record {record.get('seq')} does not link to the record before it (record {expected_seq} was "
+            "expected): records were removed, inserted or reordered"
+        )
     return record, ""
 
 
@@ -271,8 +293,10 @@ def _check_head(head: dict | None, count: int, hash_at_head: str | None) -> tupl
     if not isinstance(head.get("seq"), int):
         return None, "the head file is damaged"
     if head["seq"] > count:
-        return count + 1, (f"the log ends at record {count} but {head['seq']} were written (head file): records were "
-                           "removed from the end")
+        return count + 1, (
+            f"the log ends at record {count} but {head['seq']} were written (head file): records were "
+            "removed from the end"
+        )
     if hash_at_head != head.get("hash"):
         return head["seq"], f"record {head['seq']} differs from the hash kept in the head file: the log was rewritten"
     return None, ""

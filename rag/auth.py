@@ -145,8 +145,9 @@ class KeyStore:
             yield records
             tmp = self.path.with_name(self.path.name + ".tmp")
             with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_TRUNC), "w") as handle:
-                json.dump({"format": "sovereign-rag-keys/1", "keys": [asdict(r) for r in records.values()]},
-                          handle, indent=2)
+                json.dump(
+                    {"format": "sovereign-rag-keys/1", "keys": [asdict(r) for r in records.values()]}, handle, indent=2
+                )
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
@@ -157,7 +158,9 @@ def _read(path: Path) -> dict[str, KeyRecord]:
         rows = json.loads(path.read_text())["keys"]
         return {row["key_id"]: KeyRecord(**{**row, "labels": tuple(row["labels"])}) for row in rows}
     except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"key file {path} is damaged ({exc}); restore it from a backup or recreate the keys") from None
+        raise ConfigError(
+            f"key file {path} is damaged ({exc}); restore it from a backup or recreate the keys"
+        ) from None
 
 
 def _new_key_id(records: dict[str, KeyRecord]) -> str:

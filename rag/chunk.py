@@ -180,8 +180,10 @@ class Chunker:
             halves = _halve(chunk.text)
             for offset_start, offset_end in halves:
                 part = replace(
-                    chunk, text=chunk.text[offset_start:offset_end],
-                    start=chunk.start + offset_start, end=chunk.start + offset_end,
+                    chunk,
+                    text=chunk.text[offset_start:offset_end],
+                    start=chunk.start + offset_start,
+                    end=chunk.start + offset_end,
                 )
                 fixed.extend(self._enforce_budget(doc, [part]))
         return [replace(c, ordinal=i) for i, c in enumerate(fixed)]

@@ -21,8 +21,18 @@ from .settings import Settings, config_file_in_use, load_settings, usable_cores
 
 MIN_FREE_BYTES = 1 << 30  # below this, an ingest or a reindex can fail half-way
 FAST_CPU_FEATURES = ("AVX2", "AVX512", "NEON")  # llama.cpp without any of these generates several times slower
-VERSIONED = ("torch", "sentence-transformers", "transformers", "llama-cpp-python", "faiss-cpu", "bm25s", "fastapi",
-             "uvicorn", "numpy", "pydantic")
+VERSIONED = (
+    "torch",
+    "sentence-transformers",
+    "transformers",
+    "llama-cpp-python",
+    "faiss-cpu",
+    "bm25s",
+    "fastapi",
+    "uvicorn",
+    "numpy",
+    "pydantic",
+)
 
 
 @dataclass(frozen=True)
@@ -42,8 +52,11 @@ def run_checks(config_file: Path | None = None) -> list[Check]:
         settings = load_settings(config_file)
     except ConfigError as exc:
         return [Check("config", False, str(exc)), check_offline_switches(), check_guard()]
-    checks = [Check("config", True, f"{config_file_in_use() or 'built-in defaults'}: valid"), check_offline_switches(),
-              check_guard()]
+    checks = [
+        Check("config", True, f"{config_file_in_use() or 'built-in defaults'}: valid"),
+        check_offline_switches(),
+        check_guard(),
+    ]
     for check in (check_embedder, check_llm, check_index, check_exposure, check_disk, check_cpu, check_versions):
         checks.append(_safely(check, settings))
     return checks
@@ -63,23 +76,43 @@ def check_offline_switches() -> Check:
     status = sovereign.status()
     wrong = {k: v for k, v in status.switches.items() if v != sovereign.OFFLINE_ENV[k]}
     if wrong:
-        return Check("offline_switches", False, f"not set as required: {wrong}; run through `rag`, which sets them",
-                     {"switches": status.switches})
+        return Check(
+            "offline_switches",
+            False,
+            f"not set as required: {wrong}; run through `rag`, which sets them",
+            {"switches": status.switches},
+        )
     if status.early_imports:
-        return Check("offline_switches", False, f"{', '.join(status.early_imports)} imported before the switches "
-                     "were set, so they may not apply", {"switches": status.switches})
-    return Check("offline_switches", True, f"{len(status.switches)} set before any model library was imported",
-                 {"switches": status.switches})
+        return Check(
+            "offline_switches",
+            False,
+            f"{', '.join(status.early_imports)} imported before the switches were set, so they may not apply",
+            {"switches": status.switches},
+        )
+    return Check(
+        "offline_switches",
+        True,
+        f"{len(status.switches)} set before any model library was imported",
+        {"switches": status.switches},
+    )
 
 
 def check_guard() -> Check:
     status = sovereign.status()
     allowed = ", ".join(status.allowed) or "nothing"
     if not sovereign.probe():
-        return Check("egress_guard", False, "not active: a connection to TEST-NET-1 was not refused; run through "
-                     "`rag`, which installs it")
-    return Check("egress_guard", True, f"active: a probe connection to {sovereign.PROBE_ADDRESS[0]} was refused "
-                 f"before leaving; reachable besides loopback: {allowed}", {"allowed": list(status.allowed)})
+        return Check(
+            "egress_guard",
+            False,
+            "not active: a connection to TEST-NET-1 was not refused; run through `rag`, which installs it",
+        )
+    return Check(
+        "egress_guard",
+        True,
+        f"active: a probe connection to {sovereign.PROBE_ADDRESS[0]} was refused "
+        f"before leaving; reachable besides loopback: {allowed}",
+        {"allowed": list(status.allowed)},
+    )
 
 
 def check_embedder(settings: Settings) -> Check:
@@ -92,8 +125,12 @@ def check_embedder(settings: Settings) -> Check:
         folder = resolve_model_dir(settings.embedder)
         fingerprint, files = hash_model_dir(folder)
         return Check("embedder", False, str(exc), {"path": str(folder), "sha256": fingerprint, "file_sha256": files})
-    return Check("embedder", True, f"{folder}: {len(files)} files match their pins (fingerprint {fingerprint[:12]})",
-                 {"path": str(folder), "sha256": fingerprint, "file_sha256": files})
+    return Check(
+        "embedder",
+        True,
+        f"{folder}: {len(files)} files match their pins (fingerprint {fingerprint[:12]})",
+        {"path": str(folder), "sha256": fingerprint, "file_sha256": files},
+    )
 
 
 def check_llm(settings: Settings) -> Check:
@@ -121,8 +158,12 @@ def _check_endpoints(settings: Settings) -> Check:
             down.append(f"{url} ({type(exc).__name__})")
     if down or not settings.llm.endpoints:
         return Check("llm", False, f"endpoints not answering /v1/models: {', '.join(down) or 'none configured'}")
-    return Check("llm", True, f"{len(settings.llm.endpoints)} endpoint(s) answer /v1/models (weights not hashed here: "
-                 "pin them on the servers)")
+    return Check(
+        "llm",
+        True,
+        f"{len(settings.llm.endpoints)} endpoint(s) answer /v1/models (weights not hashed here: "
+        "pin them on the servers)",
+    )
 
 
 def check_index(settings: Settings) -> Check:
@@ -137,8 +178,10 @@ def check_index(settings: Settings) -> Check:
         pipeline.close()
     counts = {key: figures[key] for key in ("documents", "chunks", "vectors", "bm25_rows")}
     consistent = counts["chunks"] == counts["vectors"] == counts["bm25_rows"]
-    detail = (f"{counts['documents']} documents; chunks {counts['chunks']}, vectors {counts['vectors']}, BM25 rows "
-              f"{counts['bm25_rows']}" + ("" if consistent else ": they must agree, run `rag reindex`"))
+    detail = (
+        f"{counts['documents']} documents; chunks {counts['chunks']}, vectors {counts['vectors']}, BM25 rows "
+        f"{counts['bm25_rows']}" + ("" if consistent else ": they must agree, run `rag reindex`")
+    )
     return Check("index", consistent, detail, {**counts, "generation": figures["generation"]})
 
 
@@ -188,8 +231,12 @@ def check_cpu(settings: Settings) -> Check:
     detail += f"; server threads: {threads} generation + {embedding} embedding on {cores} usable cores"
     if not fits:
         detail += " (oversubscribed: generation stalls while an upload is embedded; lower llm.n_threads)"
-    return Check("cpu", bool(fast) and fits, detail, {"features": features, "threads": threads,
-                                                       "ingest_threads": embedding, "usable_cores": cores})
+    return Check(
+        "cpu",
+        bool(fast) and fits,
+        detail,
+        {"features": features, "threads": threads, "ingest_threads": embedding, "usable_cores": cores},
+    )
 
 
 def check_versions(settings: Settings) -> Check:

@@ -98,7 +98,11 @@ class EndpointPool:
 
     def _none_left(self, failures: Mapping[str, str]) -> str:
         now = time.monotonic()
-        states = [failures.get(e.url) or f"{e.url} failed earlier, next probe in {e.down_until - now:.1f} s"
-                  for e in self.endpoints]
-        return (f"no language-model endpoint could take the request: {'; '.join(states)}; check llm.endpoints and "
-                "that the servers are running")
+        states = [
+            failures.get(e.url) or f"{e.url} failed earlier, next probe in {e.down_until - now:.1f} s"
+            for e in self.endpoints
+        ]
+        return (
+            f"no language-model endpoint could take the request: {'; '.join(states)}; check llm.endpoints and "
+            "that the servers are running"
+        )

@@ -1,21 +1,21 @@
 """Exceptions raised by the pipeline; the front doors translate them, nothing else does.
 
-    RagError                      base: every message names the value, the limit and the fix
-    ├── ConfigError               settings invalid or inconsistent (bad YAML, unknown field, missing model file)
-    ├── LoadError                 one input file cannot be read (corrupt, encrypted, empty, unsupported)
-    │   └── UnsupportedFormatError  its content is none of the formats we read
-    ├── IndexError_               the on-disk index cannot be used
-    │   ├── IndexLockedError      another writer holds the index lock
-    │   └── IndexMismatchError    the index was built by another embedder/chunker (or format): run `rag reindex`
-    ├── NotFoundError             a document id that the caller may see does not exist
-    ├── InputError                a request is malformed (empty question, too long, bad filter)
-    │   └── DocumentConflictError a document's id belongs to a stored document from another source
-    ├── AccessDeniedError         the principal lacks a right (admin action, a label it does not hold)
-    │   └── AuthenticationError   no API key, or one that is unknown or revoked
-    ├── BusyError                 the generation queue is full; retry later
-    ├── GenerationError           the language model backend failed
-    ├── AuditUnavailableError     the audit trail cannot be written (torn last record, disk full): audited requests wait
-    └── EgressBlockedError        an outbound connection the sovereignty guard refused (also a ConnectionRefusedError)
+RagError                      base: every message names the value, the limit and the fix
+├── ConfigError               settings invalid or inconsistent (bad YAML, unknown field, missing model file)
+├── LoadError                 one input file cannot be read (corrupt, encrypted, empty, unsupported)
+│   └── UnsupportedFormatError  its content is none of the formats we read
+├── IndexError_               the on-disk index cannot be used
+│   ├── IndexLockedError      another writer holds the index lock
+│   └── IndexMismatchError    the index was built by another embedder/chunker (or format): run `rag reindex`
+├── NotFoundError             a document id that the caller may see does not exist
+├── InputError                a request is malformed (empty question, too long, bad filter)
+│   └── DocumentConflictError a document's id belongs to a stored document from another source
+├── AccessDeniedError         the principal lacks a right (admin action, a label it does not hold)
+│   └── AuthenticationError   no API key, or one that is unknown or revoked
+├── BusyError                 the generation queue is full; retry later
+├── GenerationError           the language model backend failed
+├── AuditUnavailableError     the audit trail cannot be written (torn last record, disk full): audited requests wait
+└── EgressBlockedError        an outbound connection the sovereignty guard refused (also a ConnectionRefusedError)
 """
 
 

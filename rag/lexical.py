@@ -11,7 +11,7 @@ import re
 from array import array
 from collections import defaultdict
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import bm25s
@@ -25,23 +25,36 @@ _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 _GROUP = 64  # scores per group in top_k
 
 _SNOWBALL = {
-    "en": "english", "fr": "french", "de": "german", "lb": "german", "nl": "dutch", "it": "italian",
-    "es": "spanish", "pt": "portuguese", "sv": "swedish", "da": "danish", "no": "norwegian", "ru": "russian",
+    "en": "english",
+    "fr": "french",
+    "de": "german",
+    "lb": "german",
+    "nl": "dutch",
+    "it": "italian",
+    "es": "spanish",
+    "pt": "portuguese",
+    "sv": "swedish",
+    "da": "danish",
+    "no": "norwegian",
+    "ru": "russian",
 }
 _STOPWORDS = {
-    "en": bm25_stopwords.STOPWORDS_EN, "fr": bm25_stopwords.STOPWORDS_FRENCH,
-    "de": bm25_stopwords.STOPWORDS_GERMAN, "nl": bm25_stopwords.STOPWORDS_DUTCH,
-    "it": bm25_stopwords.STOPWORDS_ITALIAN, "es": bm25_stopwords.STOPWORDS_SPANISH,
+    "en": bm25_stopwords.STOPWORDS_EN,
+    "fr": bm25_stopwords.STOPWORDS_FRENCH,
+    "de": bm25_stopwords.STOPWORDS_GERMAN,
+    "nl": bm25_stopwords.STOPWORDS_DUTCH,
+    "it": bm25_stopwords.STOPWORDS_ITALIAN,
+    "es": bm25_stopwords.STOPWORDS_SPANISH,
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _stemmer(lang: str):
     algorithm = _SNOWBALL.get(lang)
     return Stemmer.Stemmer(algorithm) if algorithm else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _stopwords(lang: str) -> frozenset[str]:
     return frozenset(_STOPWORDS.get(lang, ()))
 
@@ -78,8 +91,13 @@ class LexicalIndex:
         vocab = dict(vocab)
         vocab.setdefault("", len(vocab))  # bm25s scores token-less chunks through an empty token
         bm25 = bm25s.BM25()
-        bm25.scores = _bm25_matrix(np.frombuffer(token_ids, dtype=np.int32), np.frombuffer(lengths, dtype=np.int64),
-                                   len(vocab), bm25.k1, bm25.b)
+        bm25.scores = _bm25_matrix(
+            np.frombuffer(token_ids, dtype=np.int32),
+            np.frombuffer(lengths, dtype=np.int64),
+            len(vocab),
+            bm25.k1,
+            bm25.b,
+        )
         bm25.vocab_dict, bm25.unique_token_ids_set, bm25.nonoccurrence_array = vocab, set(vocab.values()), None
         return cls(bm25, vocab, len(lengths))
 
@@ -150,5 +168,9 @@ def _bm25_matrix(token_ids: np.ndarray, lengths: np.ndarray, vocab_size: int, k1
     np.cumsum(df, out=indptr[1:])
     # Rows as intp, not bm25s's int32: numpy's add.at, which sums a query's postings, casts int32 indices on every
     # call; at a million chunks that made scoring ~1.5x slower (docs/benchmarks.md) for 4 more bytes per posting.
-    return {"data": (idf[token] * tfc).astype(np.float32), "indices": doc.astype(np.intp), "indptr": indptr,
-            "num_docs": rows}
+    return {
+        "data": (idf[token] * tfc).astype(np.float32),
+        "indices": doc.astype(np.intp),
+        "indptr": indptr,
+        "num_docs": rows,
+    }

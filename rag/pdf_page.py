@@ -53,8 +53,9 @@ def render_page(data: bytes, *, page: int, scale: float, marks: Sequence[Mark] =
     draw = ImageDraw.Draw(overlay)
     for mark, rects in boxes:
         for left, bottom, right, top in rects:
-            draw.rectangle([left * scale, (height - top) * scale, right * scale, (height - bottom) * scale],
-                           fill=mark.colour)
+            draw.rectangle(
+                [left * scale, (height - top) * scale, right * scale, (height - bottom) * scale], fill=mark.colour
+            )
     out = io.BytesIO()
     Image.alpha_composite(image, overlay).convert("RGB").save(out, format="PNG")
     return out.getvalue()
@@ -72,11 +73,12 @@ def locate(page_text: str, text: str) -> tuple[int, int] | None:
     if not words:
         return None
     n = min(_ANCHOR_WORDS, len(words))
-    head = next((m for i in range(len(words) - n + 1) if (m := _find(page_text, words[i:i + n], 0))), None)
+    head = next((m for i in range(len(words) - n + 1) if (m := _find(page_text, words[i : i + n], 0))), None)
     if head is None:
         return None
-    tail = next((m for i in range(len(words), n - 1, -1) if (m := _find(page_text, words[i - n:i], head.start()))),
-                None)
+    tail = next(
+        (m for i in range(len(words), n - 1, -1) if (m := _find(page_text, words[i - n : i], head.start()))), None
+    )
     return head.start(), max(head.end(), tail.end() if tail else head.end())
 
 

@@ -24,20 +24,26 @@ INSTRUCTIONS = (
 # (passages, question, answer): one per main language of the corpus, in the format the grammar enforces.
 EXAMPLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (
-        ("Travel policy > Meals\nMeal expenses are reimbursed up to 25 euros per day on presentation of a receipt.",
-         "Travel policy > Trains\nEmployees travel by train for trips under 500 km."),
+        (
+            "Travel policy > Meals\nMeal expenses are reimbursed up to 25 euros per day on presentation of a receipt.",
+            "Travel policy > Trains\nEmployees travel by train for trips under 500 km.",
+        ),
         "How much is reimbursed for meals?",
         "Meals are reimbursed up to 25 euros per day with a receipt [1].",
     ),
     (
-        ("Rapport annuel 2023 > Personnel\nLa société comptait 245 salariés fin 2023, contre 230 en 2022.",
-         "Rapport annuel 2023 > Sites\nUn second bureau a ouvert à Esch-sur-Alzette en mars 2023."),
+        (
+            "Rapport annuel 2023 > Personnel\nLa société comptait 245 salariés fin 2023, contre 230 en 2022.",
+            "Rapport annuel 2023 > Sites\nUn second bureau a ouvert à Esch-sur-Alzette en mars 2023.",
+        ),
         "Où se trouve le second bureau ?",
         "Le second bureau se trouve à Esch-sur-Alzette [2]. Il a ouvert en mars 2023 [2].",
     ),
     (
-        ("Hausordnung > Ruhezeiten\nDie Nachtruhe gilt von 22 Uhr bis 6 Uhr.",
-         "Hausordnung > Müll\nDer Restmüll wird jeden Dienstag abgeholt."),
+        (
+            "Hausordnung > Ruhezeiten\nDie Nachtruhe gilt von 22 Uhr bis 6 Uhr.",
+            "Hausordnung > Müll\nDer Restmüll wird jeden Dienstag abgeholt.",
+        ),
         "Wann wird der Restmüll abgeholt?",
         "Der Restmüll wird jeden Dienstag abgeholt [2].",
     ),
@@ -92,10 +98,12 @@ def citation_grammar(n_passages: int, max_sentences: int = 4) -> str:
     """
     numbers = " | ".join(f'"{n}"' for n in range(1, max(n_passages, 1) + 1))
     more = f' (" " sentence){{0,{max_sentences - 1}}}' if max_sentences > 1 else ""
-    return "\n".join((
-        f"root ::= sentence{more}",
-        'sentence ::= body cite cite? cite? "."',
-        r'body ::= [^\[\]\n.<]+',
-        'cite ::= "[" num "]"',
-        f"num ::= {numbers}",
-    ))
+    return "\n".join(
+        (
+            f"root ::= sentence{more}",
+            'sentence ::= body cite cite? cite? "."',
+            r"body ::= [^\[\]\n.<]+",
+            'cite ::= "[" num "]"',
+            f"num ::= {numbers}",
+        )
+    )

@@ -108,14 +108,26 @@ def sse(event: str | None, payload) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ /v1/ask
-@router.post("/v1/ask", response_model=AskResponse, responses={
-    **ERRORS, 200: {"description": "the answer; with `stream: true` a text/event-stream of `token`, `citations`, "
-                    "`sources` and a final `answer` event (or an `error` event)",
-                    "content": {"text/event-stream": {}}}})
+@router.post(
+    "/v1/ask",
+    response_model=AskResponse,
+    responses={
+        **ERRORS,
+        200: {
+            "description": "the answer; with `stream: true` a text/event-stream of `token`, `citations`, "
+            "`sources` and a final `answer` event (or an `error` event)",
+            "content": {"text/event-stream": {}},
+        },
+    },
+)
 async def ask(body: AskRequest, request: Request, caller: Principal = Depends(principal)) -> Response:
     """Answer from the documents the caller may see, each sentence verified against the passages it cites."""
-    audit = {**services(request).question_fields("question", body.question), "k": body.k, "mode": body.mode,
-             "history_turns": len(body.history)}
+    audit = {
+        **services(request).question_fields("question", body.question),
+        "k": body.k,
+        "mode": body.mode,
+        "history_turns": len(body.history),
+    }
     stream = await open_answer(request, caller, body.question, body.history, audit, k=body.k, mode=body.mode)
     if not body.stream:
         return as_response(await final(stream), Answer.to_dict)

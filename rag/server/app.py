@@ -43,21 +43,32 @@ def create_app(settings: Settings, pipeline=None) -> FastAPI:
 
     check_exposure(settings.server)
     verify_models(settings)
-    app = FastAPI(title="Sovereign RAG", version=__version__, description=DESCRIPTION, lifespan=_lifespan,
-                  docs_url=None, redoc_url=None)  # /docs is served from vendored files: docs_page.py
-    app.state.services = s = Services.build(settings, pipeline or Pipeline(settings.for_serving()),
-                                            owns_pipeline=pipeline is None)
+    app = FastAPI(
+        title="Sovereign RAG",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )  # /docs is served from vendored files: docs_page.py
+    app.state.services = s = Services.build(
+        settings, pipeline or Pipeline(settings.for_serving()), owns_pipeline=pipeline is None
+    )
     errors.install(app)
     docs_page.install(app)
     for module in (answers, search, documents, sources, openai_compat):
         app.include_router(module.router)
     app.add_api_route("/healthz", _healthz, methods=["GET"], response_model=Status, tags=["service"])
-    app.add_api_route("/readyz", _readyz, methods=["GET"], response_model=Status, tags=["service"],
-                      responses={503: {"model": Status}})
+    app.add_api_route(
+        "/readyz", _readyz, methods=["GET"], response_model=Status, tags=["service"], responses={503: {"model": Status}}
+    )
     app.add_api_route("/metrics", _metrics, methods=["GET"], tags=["service"], response_class=Response)
-    app.add_middleware(BodyLimit, json_bytes=settings.server.max_request_kb * 1024,
-                       upload_bytes=settings.server.max_upload_mb * 1024 * 1024,
-                       upload_paths=frozenset({"/v1/documents"}))
+    app.add_middleware(
+        BodyLimit,
+        json_bytes=settings.server.max_request_kb * 1024,
+        upload_bytes=settings.server.max_upload_mb * 1024 * 1024,
+        upload_paths=frozenset({"/v1/documents"}),
+    )
     app.add_middleware(RequestMetrics, metrics=s.metrics)  # outer to BodyLimit, so it also counts 413s
     app.add_middleware(web.SecurityHeaders)  # added last: outermost, so every response carries the headers
     web.install(app)

@@ -27,8 +27,9 @@ async def principal(request: Request, credentials: HTTPAuthorizationCredentials 
     holding the default labels, and anyone else still needs a valid key (else 401)."""
     request.state.started = time.perf_counter()
     s = services(request)
-    caller = proxy_principal(settings=s.settings.server.proxy_auth, peer=request.client and request.client.host,
-                             headers=request.headers)
+    caller = proxy_principal(
+        settings=s.settings.server.proxy_auth, peer=request.client and request.client.host, headers=request.headers
+    )
     if caller is None and (s.settings.server.require_keys or not on_loopback(request.scope)):
         caller = s.keys.authenticate(credentials.credentials if credentials else None)
     elif caller is None:
@@ -56,14 +57,19 @@ def _is_loopback_ip(host) -> bool:
 async def admin(caller: Principal = Depends(principal)) -> Principal:
     """Changing the index (upload, delete) needs an admin key; reading needs any key."""
     if not caller.admin:
-        raise AccessDeniedError(f"principal {caller.id!r} may read but not change the index: uploads and deletes "
-                                "need an admin key (`rag keys create --admin`)")
+        raise AccessDeniedError(
+            f"principal {caller.id!r} may read but not change the index: uploads and deletes "
+            "need an admin key (`rag keys create --admin`)"
+        )
     return caller
 
 
 async def ready(request: Request) -> None:
     s = services(request)
     if s.state != "ready":
-        detail = ("the server is still loading its models and index; retry shortly" if s.state == "loading"
-                  else f"the server cannot serve: {s.failure}")
+        detail = (
+            "the server is still loading its models and index; retry shortly"
+            if s.state == "loading"
+            else f"the server cannot serve: {s.failure}"
+        )
         raise HTTPException(503, detail, headers={"Retry-After": str(READY_RETRY_S)})

@@ -33,10 +33,15 @@ DocId = Path(description="a document id from GET /v1/documents", max_length=200)
 @router.post("/v1/documents", status_code=201, response_model=UploadResponse, responses=ERRORS)
 async def upload(
     request: Request,
-    files: list[UploadFile] = File(description="one or more files (PDF, DOCX, HTML, Markdown, text, Akoma Ntoso, "
-                                   "Formex); the format is read from the content, not the name"),
-    labels: list[Text] | None = Form(None, description="access labels (repeat the field or separate with commas); "
-                                    "default: the server's default_labels. You may only use labels you hold"),
+    files: list[UploadFile] = File(
+        description="one or more files (PDF, DOCX, HTML, Markdown, text, Akoma Ntoso, "
+        "Formex); the format is read from the content, not the name"
+    ),
+    labels: list[Text] | None = Form(
+        None,
+        description="access labels (repeat the field or separate with commas); "
+        "default: the server's default_labels. You may only use labels you hold",
+    ),
     caller: Principal = Depends(admin),
 ) -> dict:
     """Add or replace documents; nothing is stored unless every file is readable."""
@@ -51,17 +56,38 @@ async def upload(
         report = await in_thread(s.pipeline.ingest_documents, documents, sorted(label_set), atomic=True)
         await in_thread(s.pipeline.prune_originals)
     copies = dict(report.duplicates)
-    stored = [await in_thread(s.pipeline.document, d.doc_id, caller.search_filter())
-              for d in documents if d.source not in copies]
-    await s.record(request, 201, labels=sorted(label_set), added=report.added, updated=report.updated,
-                   unchanged=report.unchanged, files=[{"doc_id": d.doc_id, "sha256": d.sha256} for d in documents])
-    return {"added": report.added, "updated": report.updated, "unchanged": report.unchanged,
-            "chunks": report.chunks, "documents": [d.to_dict() for d in stored],
-            "duplicates": [{"file": name, "duplicate_of": copies[d.source]}
-                           for (name, _), d in zip(named, documents) if d.source in copies],
-            "pages_without_text": [{"file": name, "pages": d.pages_without_text}
-                                   for (name, _), d in zip(named, documents) if d.pages_without_text],
-            "pages_ocr": [{"file": name, "pages": d.pages_ocr} for (name, _), d in zip(named, documents) if d.pages_ocr]}
+    stored = [
+        await in_thread(s.pipeline.document, d.doc_id, caller.search_filter())
+        for d in documents
+        if d.source not in copies
+    ]
+    await s.record(
+        request,
+        201,
+        labels=sorted(label_set),
+        added=report.added,
+        updated=report.updated,
+        unchanged=report.unchanged,
+        files=[{"doc_id": d.doc_id, "sha256": d.sha256} for d in documents],
+    )
+    return {
+        "added": report.added,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+        "chunks": report.chunks,
+        "documents": [d.to_dict() for d in stored],
+        "duplicates": [
+            {"file": name, "duplicate_of": copies[d.source]}
+            for (name, _), d in zip(named, documents)
+            if d.source in copies
+        ],
+        "pages_without_text": [
+            {"file": name, "pages": d.pages_without_text}
+            for (name, _), d in zip(named, documents)
+            if d.pages_without_text
+        ],
+        "pages_ocr": [{"file": name, "pages": d.pages_ocr} for (name, _), d in zip(named, documents) if d.pages_ocr],
+    }
 
 
 @router.get("/v1/documents", response_model=DocumentList, responses=ERRORS)
@@ -95,8 +121,10 @@ def _upload_labels(labels: list[str] | None, caller: Principal, default: list[st
     label_set = checked_labels(requested or default)
     if not label_set <= caller.labels:
         missing = ", ".join(sorted(label_set - caller.labels))
-        raise AccessDeniedError(f"principal {caller.id!r} does not hold the label(s) {missing}; upload with labels "
-                                "it holds (field `labels`)")
+        raise AccessDeniedError(
+            f"principal {caller.id!r} does not hold the label(s) {missing}; upload with labels "
+            "it holds (field `labels`)"
+        )
     return label_set
 
 
@@ -107,8 +135,10 @@ def _bare_name(filename: str | None) -> str:
     if not name:
         raise InputError("every file part needs a file name (the `filename` of its Content-Disposition)")
     if "/" in name or "\\" in name or name in (".", "..") or len(name) > 255 or not name.isprintable():
-        raise InputError(f"file name {name[:100]!r} is not a bare file name: send the name without folders, "
-                         "control characters or `..`, at most 255 characters")
+        raise InputError(
+            f"file name {name[:100]!r} is not a bare file name: send the name without folders, "
+            "control characters or `..`, at most 255 characters"
+        )
     return name
 
 
@@ -116,8 +146,10 @@ def _check_unique(names) -> None:
     seen: set[str] = set()
     for name in names:
         if name in seen:
-            raise InputError(f"file name {name!r} appears twice in one upload; each file becomes the document of "
-                             "its name, so send distinct names")
+            raise InputError(
+                f"file name {name!r} appears twice in one upload; each file becomes the document of "
+                "its name, so send distinct names"
+            )
         seen.add(name)
 
 
@@ -129,5 +161,7 @@ def _parse_all(parsers: ParsePool, named: list[tuple[str, bytes]], namespace: st
     for outcome in outcomes:
         if isinstance(outcome, LoadError):
             raise outcome
-    return [dataclasses.replace(document, source=f"upload://{namespace}/{name}")
-            for (name, _), document in zip(named, outcomes)]
+    return [
+        dataclasses.replace(document, source=f"upload://{namespace}/{name}")
+        for (name, _), document in zip(named, outcomes)
+    ]

@@ -33,8 +33,10 @@ def with_plain_filename(disposition: bytes, charset: str) -> bytes:
     kind, *params = header.get_params(header="content-disposition")
     latest = {key.lower(): value for key, value in params}  # decoded RFC 2231 values come last: `filename*` wins
     try:
-        return b"; ".join([kind[0].encode("latin-1")] + [key.encode("latin-1") + b"=" + _quoted(_raw(value, charset))
-                                                          for key, value in latest.items()])
+        return b"; ".join(
+            [kind[0].encode("latin-1")]
+            + [key.encode("latin-1") + b"=" + _quoted(_raw(value, charset)) for key, value in latest.items()]
+        )
     except UnicodeEncodeError:
         raise MultiPartException(f"a part's file name cannot be written in the form's charset {charset}") from None
 
@@ -57,14 +59,19 @@ class _ExtendedNameParser(MultiPartParser):
 
 
 class _UploadRequest(Request):
-    async def _get_form(self, *, max_files: int | float = 1000, max_fields: int | float = 1000,
-                        max_part_size: int = 1024 * 1024) -> FormData:
+    async def _get_form(
+        self, *, max_files: int | float = 1000, max_fields: int | float = 1000, max_part_size: int = 1024 * 1024
+    ) -> FormData:
         content_type, _ = parse_options_header(self.headers.get("content-type"))
         if self._form is None and content_type == b"multipart/form-data":
             try:
                 async with aclosing(self.stream()) as stream:
                     self._form = await _ExtendedNameParser(
-                        self.headers, stream, max_files=max_files, max_fields=max_fields, max_part_size=max_part_size,
+                        self.headers,
+                        stream,
+                        max_files=max_files,
+                        max_fields=max_fields,
+                        max_part_size=max_part_size,
                     ).parse()
             except MultiPartException as exc:
                 raise HTTPException(400, exc.message) from None

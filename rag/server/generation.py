@@ -47,8 +47,10 @@ class GenerationQueue:
         """
         if self._depth >= self.capacity:
             self.metrics.rejected.inc()
-            raise BusyError(f"{self._depth} answers are queued or running, the limit is {self.capacity} "
-                            "(server.queue_size + 1); retry after the Retry-After delay")
+            raise BusyError(
+                f"{self._depth} answers are queued or running, the limit is {self.capacity} "
+                "(server.queue_size + 1); retry after the Retry-After delay"
+            )
         self._depth += 1
         self.metrics.queue_depth.inc()
         try:

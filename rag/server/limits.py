@@ -74,10 +74,20 @@ def _content_length(scope: Scope) -> int | None:
 
 async def _refuse(send: Send, size: int | None, limit: int) -> None:
     size_text = f"has {size} bytes" if size is not None else "is larger than that"
-    message = (f"the request body {size_text}: the limit is {limit} bytes (server.max_request_kb for JSON, "
-               "server.max_upload_mb for uploads); send less")
+    message = (
+        f"the request body {size_text}: the limit is {limit} bytes (server.max_request_kb for JSON, "
+        "server.max_upload_mb for uploads); send less"
+    )
     body = json.dumps({"error": {"message": message, "type": "request_too_large", "code": 413}}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -33,7 +33,8 @@ class ContentPart(Request):
     """One part of a message's content: only text parts are read."""
 
     type: Literal["text", "refusal", "image_url", "input_audio", "file"] = Field(
-        description="`text` parts make up the message; the other kinds are accepted and ignored")
+        description="`text` parts make up the message; the other kinds are accepted and ignored"
+    )
     text: Text | None = Field(None, description="the text of a `text` part")
     refusal: Text | None = not_applicable()
     image_url: JsonObject | None = not_applicable()
@@ -45,7 +46,8 @@ class ContentPart(Request):
 class ChatMessage(Request):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"] = Field(
         description="system/developer messages are ignored (the grounding prompt is fixed); user messages are the "
-        "questions, the last one being answered; assistant, tool and function messages are ignored")
+        "questions, the last one being answered; assistant, tool and function messages are ignored"
+    )
     content: Text | list[ContentPart] | None = Field(None, description="the text, or a list of content parts")
     name: Text | None = not_applicable()
     refusal: Text | None = not_applicable()
@@ -70,8 +72,9 @@ class StreamOptions(Request):
 class ChatCompletionRequest(Request):
     model: Text = Field(description="an id from GET /v1/models")
     messages: list[ChatMessage] = Field(min_length=1, max_length=200, description="the conversation so far")
-    stream: bool | None = Field(False, description="send `chat.completion.chunk` Server-Sent Events, ending with "
-                                "[DONE]")
+    stream: bool | None = Field(
+        False, description="send `chat.completion.chunk` Server-Sent Events, ending with [DONE]"
+    )
     stream_options: StreamOptions | None = Field(None, description="streaming options")
     n: int | None = Field(None, ge=1, le=1, description="only 1 choice is produced")
     max_tokens: int | None = ignored()
@@ -91,17 +94,21 @@ class ChatCompletionRequest(Request):
     tools: list[JsonObject] | None = ignored("accepted and ignored: the answer is always a message (tool_choice auto)")
     functions: list[JsonObject] | None = ignored("deprecated form of `tools`; accepted and ignored")
     tool_choice: Text | JsonObject | None = Field(
-        None, description="`none` and `auto` are accepted (the answer is a message); a forced tool call is refused")
+        None, description="`none` and `auto` are accepted (the answer is a message); a forced tool call is refused"
+    )
     function_call: Text | JsonObject | None = Field(
-        None, description="deprecated form of `tool_choice`: `none` and `auto` accepted, a forced call refused")
+        None, description="deprecated form of `tool_choice`: `none` and `auto` accepted, a forced call refused"
+    )
     logprobs: bool | None = Field(None, description="must be false or absent: log probabilities are not returned")
     top_logprobs: int | None = Field(None, description="must be 0 or absent: log probabilities are not returned")
     response_format: JsonObject | None = Field(
-        None, description="only `{\"type\": \"text\"}`: the answer is text with citations, never JSON")
-    modalities: list[Text] | None = Field(None, description="only `[\"text\"]`: no audio output")
+        None, description='only `{"type": "text"}`: the answer is text with citations, never JSON'
+    )
+    modalities: list[Text] | None = Field(None, description='only `["text"]`: no audio output')
     audio: JsonObject | None = Field(None, description="must be absent or null: no audio output")
     web_search_options: JsonObject | None = Field(
-        None, description="must be absent or null: answers come from the indexed documents only, never the web")
+        None, description="must be absent or null: answers come from the indexed documents only, never the web"
+    )
     moderation: JsonObject | None = Field(None, description="must be absent or null: no moderation model runs here")
     user: Text | None = ignored("ignored; the audit log records the API key's principal")
     safety_identifier: Text | None = ignored("ignored; the audit log records the API key's principal")
@@ -114,19 +121,30 @@ class ChatCompletionRequest(Request):
     @model_validator(mode="after")
     def _answerable(self) -> ChatCompletionRequest:
         """Refuse what asks for a reply other than one text message with citations."""
-        refused = [reason for asked, reason in (
-            (self.logprobs, "logprobs: log probabilities are not returned; leave it false"),
-            (self.top_logprobs, "top_logprobs: log probabilities are not returned; leave it 0"),
-            (_forces_call(self.tool_choice), "tool_choice: the answer is always a message; use `auto` or `none`"),
-            (_forces_call(self.function_call), "function_call: the answer is always a message; use `auto` or `none`"),
-            ((self.response_format or {}).get("type", "text") != "text",
-             "response_format: the answer is text with citations; only `{\"type\": \"text\"}` is supported"),
-            (set(self.modalities or ["text"]) != {"text"}, "modalities: only `[\"text\"]` is supported"),
-            (self.audio is not None, "audio: no audio output; leave it out"),
-            (self.web_search_options is not None,
-             "web_search_options: answers come from the indexed documents, never the web"),
-            (self.moderation is not None, "moderation: no moderation model runs here; leave it out"),
-        ) if asked]
+        refused = [
+            reason
+            for asked, reason in (
+                (self.logprobs, "logprobs: log probabilities are not returned; leave it false"),
+                (self.top_logprobs, "top_logprobs: log probabilities are not returned; leave it 0"),
+                (_forces_call(self.tool_choice), "tool_choice: the answer is always a message; use `auto` or `none`"),
+                (
+                    _forces_call(self.function_call),
+                    "function_call: the answer is always a message; use `auto` or `none`",
+                ),
+                (
+                    (self.response_format or {}).get("type", "text") != "text",
+                    'response_format: the answer is text with citations; only `{"type": "text"}` is supported',
+                ),
+                (set(self.modalities or ["text"]) != {"text"}, 'modalities: only `["text"]` is supported'),
+                (self.audio is not None, "audio: no audio output; leave it out"),
+                (
+                    self.web_search_options is not None,
+                    "web_search_options: answers come from the indexed documents, never the web",
+                ),
+                (self.moderation is not None, "moderation: no moderation model runs here; leave it out"),
+            )
+            if asked
+        ]
         if refused:
             raise ValueError("unsupported: " + "; ".join(refused))
         return self
@@ -161,7 +179,8 @@ class ChatCompletionResponse(BaseModel):
     choices: list[Choice] = Field(description="exactly one")
     usage: Usage = Field(description="token counts")
     citations: list[SentencePublic] = Field(
-        description="extension: the answer's sentences with the `n` of the sources each cites and their support")
+        description="extension: the answer's sentences with the `n` of the sources each cites and their support"
+    )
     sources: list[SourcePublic] = Field(description="extension: the passages the answer cites, numbered as in [n]")
     abstained: bool = Field(description="extension: the documents do not contain the answer")
 

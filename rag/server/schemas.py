@@ -28,8 +28,10 @@ def text_problem(value: str) -> str | None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        return (f"a lone UTF-16 surrogate (U+{ord(value[exc.start]):04X}) at character {exc.start}, which is not "
-                "text (a client cut a character such as an emoji in half): send whole characters")
+        return (
+            f"a lone UTF-16 surrogate (U+{ord(value[exc.start]):04X}) at character {exc.start}, which is not "
+            "text (a client cut a character such as an emoji in half): send whole characters"
+        )
     position = value.find("\0")
     if position >= 0:
         return f"a NUL character (U+0000) at character {position}: remove it"
@@ -65,9 +67,14 @@ Text = Annotated[str, BeforeValidator(_checked_text)]
 JsonObject = Annotated[dict[str, Any], BeforeValidator(_checked_tree)]
 """A JSON object the service accepts but does not interpret; its strings are checked like `Text`."""
 
-Question = Annotated[Text, Field(
-    min_length=1, pattern=r"\S", description="the question, in any language; at most answer.max_question_chars "
-    "characters")]
+Question = Annotated[
+    Text,
+    Field(
+        min_length=1,
+        pattern=r"\S",
+        description="the question, in any language; at most answer.max_question_chars characters",
+    ),
+]
 Passages = Annotated[int | None, Field(ge=1, le=100, description="passages to retrieve (default retrieval.k)")]
 
 
@@ -76,15 +83,21 @@ class AskRequest(Request):
     question: Question
     k: Passages = None
     mode: Literal["generate", "quote"] | None = Field(
-        None, description="`generate` an answer with the language model or `quote` the best sentences verbatim "
-        "(default answer.mode)")
+        None,
+        description="`generate` an answer with the language model or `quote` the best sentences verbatim "
+        "(default answer.mode)",
+    )
     history: list[Text] = Field(
-        default_factory=list, max_length=50,
+        default_factory=list,
+        max_length=50,
         description="previous questions of the conversation, oldest first; a follow-up is retrieved together with "
-        "the last one")
+        "the last one",
+    )
     stream: bool = Field(
-        False, description="answer as Server-Sent Events: `token` events while the model writes, then `citations`, "
-        "`sources` and a final `answer` event holding this same response object")
+        False,
+        description="answer as Server-Sent Events: `token` events while the model writes, then `citations`, "
+        "`sources` and a final `answer` event holding this same response object",
+    )
 
 
 class SentencePublic(BaseModel):
@@ -111,11 +124,14 @@ class AskResponse(BaseModel):
     lang: str = Field(description="language of the answer (ISO 639-1)")
     mode: str = Field(description="generate or quote")
     abstained: bool = Field(description="the documents do not support an answer; `sources` are the closest passages")
-    evidence: float = Field(description="0..1: the best passage's share of the question's content words; below "
-                            "answer.min_retrieval_score the service abstains without generating")
+    evidence: float = Field(
+        description="0..1: the best passage's share of the question's content words; below "
+        "answer.min_retrieval_score the service abstains without generating"
+    )
     sentences: list[SentencePublic] = Field(description="the answer's sentences with their citations and support")
-    removed: list[SentencePublic] = Field(description="generated sentences dropped because their sources do not "
-                                          "support them")
+    removed: list[SentencePublic] = Field(
+        description="generated sentences dropped because their sources do not support them"
+    )
     sources: list[SourcePublic] = Field(description="the passages the answer was written from, numbered as cited")
     timings: TimingsPublic = Field(description="where the time went")
     model: str | None = Field(description="language model id; null when none was needed (quote, abstention)")
@@ -127,7 +143,8 @@ class SearchRequest(Request):
     query: Text = Field(description="what to look for", min_length=1, pattern=r"\S")
     k: Passages = None
     mode: Literal["hybrid", "dense", "bm25"] | None = Field(
-        None, description="retriever: hybrid fusion, dense embeddings only or BM25 only (default retrieval.mode)")
+        None, description="retriever: hybrid fusion, dense embeddings only or BM25 only (default retrieval.mode)"
+    )
 
 
 class HitPublic(BaseModel):
@@ -164,9 +181,13 @@ class SearchResponse(BaseModel):
 # ------------------------------------------------------------------------------------------------ documents
 class DocumentPublic(BaseModel):
     doc_id: str = Field(description="stable id; re-uploading the same file name replaces the document")
-    source: str = Field(description="file path (command-line ingestion) or upload://<principal>/<labels joined by +>/<file name>")
+    source: str = Field(
+        description="file path (command-line ingestion) or upload://<principal>/<labels joined by +>/<file name>"
+    )
     title: str = Field(description="title from the document's metadata or its file name")
-    format: str = Field(description="pdf, docx, html, markdown, text, akoma-ntoso, formex, pptx, xlsx, csv, odt, ods, odp or eml")
+    format: str = Field(
+        description="pdf, docx, html, markdown, text, akoma-ntoso, formex, pptx, xlsx, csv, odt, ods, odp or eml"
+    )
     lang: str = Field(description="detected language")
     sha256: str = Field(description="of the file's bytes")
     labels: list[str] = Field(description="access labels: a caller sees the document iff it holds all of them")
@@ -197,11 +218,14 @@ class UploadResponse(BaseModel):
     chunks: int = Field(description="passages written")
     duplicates: list[Duplicate] = Field(
         description="files byte-identical to a stored document with the same labels (or to an earlier file of this "
-        "upload): not indexed again; search results show the passages of the first copy")
+        "upload): not indexed again; search results show the passages of the first copy"
+    )
     pages_without_text: list[PagesWithoutText] = Field(
-        description="PDF pages without a text layer (scanned images), by file: their content is not searchable")
+        description="PDF pages without a text layer (scanned images), by file: their content is not searchable"
+    )
     pages_ocr: list[PagesWithoutText] = Field(
-        description="PDF pages without a text layer that were read by OCR (ingest.ocr), by file")
+        description="PDF pages without a text layer that were read by OCR (ingest.ocr), by file"
+    )
     documents: list[DocumentPublic] = Field(description="the uploaded documents as stored (duplicates left out)")
 
 

@@ -31,9 +31,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("rag.server")
 
 # (method, route template) of the requests that leave an audit record, whatever their outcome
-AUDITED = frozenset({("POST", "/v1/ask"), ("POST", "/v1/search"), ("POST", "/v1/chat/completions"),
-                     ("POST", "/v1/documents"), ("DELETE", "/v1/documents/{doc_id}"), ("POST", "/v1/passages"),
-                     ("GET", "/v1/documents/{doc_id}/pages/{page}"), ("GET", "/v1/documents/{doc_id}/original")})
+AUDITED = frozenset(
+    {
+        ("POST", "/v1/ask"),
+        ("POST", "/v1/search"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/documents"),
+        ("DELETE", "/v1/documents/{doc_id}"),
+        ("POST", "/v1/passages"),
+        ("GET", "/v1/documents/{doc_id}/pages/{page}"),
+        ("GET", "/v1/documents/{doc_id}/original"),
+    }
+)
 
 
 @dataclass
@@ -55,8 +64,16 @@ class Services:
     @classmethod
     def build(cls, settings: Settings, pipeline: Pipeline, *, owns_pipeline: bool) -> Services:
         metrics = Metrics()
-        return cls(settings, pipeline, owns_pipeline, KeyStore(keys_path(settings)), AuditLog(audit_path(settings)),
-                   metrics, GenerationQueue(settings.server.queue_size, metrics), ParsePool(settings.ingest))
+        return cls(
+            settings,
+            pipeline,
+            owns_pipeline,
+            KeyStore(keys_path(settings)),
+            AuditLog(audit_path(settings)),
+            metrics,
+            GenerationQueue(settings.server.queue_size, metrics),
+            ParsePool(settings.ingest),
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def warm_up(self) -> None:
@@ -71,9 +88,14 @@ class Services:
             self.state, self.failure = "failed", f"{type(exc).__name__}; the server log has the details"
             return
         self.state = "ready"
-        log.info("ready: index %s, model %s; threads: %s generation, %s embedding, %s usable cores",
-                 self.settings.index_dir, self.model.model, self.pipeline.settings.llm_threads(),
-                 self.pipeline.settings.embedder.threads or "all", usable_cores())
+        log.info(
+            "ready: index %s, model %s; threads: %s generation, %s embedding, %s usable cores",
+            self.settings.index_dir,
+            self.model.model,
+            self.pipeline.settings.llm_threads(),
+            self.pipeline.settings.embedder.threads or "all",
+            usable_cores(),
+        )
         try:
             self.audit.check()
         except AuditUnavailableError as exc:
@@ -92,11 +114,15 @@ class Services:
         principal: Principal | None = getattr(request.state, "principal", None)
         route = request.scope.get("route")
         envelope = {
-            "principal": principal.id if principal else None, "key_id": principal.key_id if principal else None,
-            "endpoint": getattr(route, "path", request.url.path), "method": request.method, "status": status,
+            "principal": principal.id if principal else None,
+            "key_id": principal.key_id if principal else None,
+            "endpoint": getattr(route, "path", request.url.path),
+            "method": request.method,
+            "status": status,
             "embedder": self.embedder_identity(),
-            "latency_ms": round((time.perf_counter() - getattr(request.state, "started", time.perf_counter()))
-                                * 1000, 2),
+            "latency_ms": round(
+                (time.perf_counter() - getattr(request.state, "started", time.perf_counter())) * 1000, 2
+            ),
         }
         with anyio.CancelScope(shield=True):  # a disconnect must not cancel the record of what was done
             await anyio.to_thread.run_sync(self.audit.append, {**envelope, **fields})
