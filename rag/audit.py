@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,6 +39,7 @@ NOT_JSON = "not a JSON record (damaged or truncated line)"
 
 
 def audit_path(settings: Settings) -> Path:
+    """The audit log: `audit.path`, or `audit.jsonl` in the data directory."""
     return settings.audit.path or settings.data_dir / "audit.jsonl"
 
 
@@ -48,14 +49,21 @@ def canonical(record: dict) -> bytes:
 
 
 def record_hash(record: dict) -> str:
+    """sha256 (hex) of the record's canonical JSON without its `hash` field."""
     return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
 
 
 def sha256_text(text: str) -> str:
+    """sha256 (hex) of `text` in UTF-8: how answers, and questions unless `audit.store_questions`, are recorded."""
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 class AuditLog:
+    """The log at `path` and its head file beside it (`<path>.head`); both are created on the first append.
+
+    One instance per process is enough and is thread-safe; processes share the log through `flock`.
+    """
+
     def __init__(self, path: Path):
         self.path = Path(path)
         self.head_path = self.path.with_name(self.path.name + ".head")
@@ -124,6 +132,7 @@ class AuditLog:
             yield handle
 
     def _append_locked(self, handle: BinaryIO, fields: dict) -> dict:
+        """`append` with the log already open and locked exclusively."""
         end = handle.seek(0, os.SEEK_END)
         last = _last_record(handle, self.path)
         record = {
@@ -154,6 +163,7 @@ class AuditLog:
 
 
 def _now() -> str:
+    """The current UTC time as ISO 8601 with milliseconds and a `Z`: `2025-01-01T12:00:00.000Z`."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -194,6 +204,8 @@ class TornTail:
 
 @dataclass(frozen=True)
 class Verification:
+    """What `verify` found: how many records passed, the last good hash, and the first fault if any."""
+
     records: int
     head: str | None  # hash of the last record, to be anchored elsewhere
     bad_line: int | None = None  # 1-based line of the first bad record, None when the log is intact
@@ -202,6 +214,7 @@ class Verification:
 
     @property
     def ok(self) -> bool:
+        """The log is intact: every record, link and the head check out, and no torn tail."""
         return not self.reason
 
 
@@ -223,8 +236,8 @@ def verify(path: Path) -> Verification:
         if last and (not terminated or reason == NOT_JSON):
             torn = TornTail(number, offset, size - offset)
             break
-        if reason:
-            return Verification(number - 1, previous and previous["hash"], number, reason)
+        if record is None:  # `_check` gives a reason exactly when it gives no record
+            return Verification(number - 1, previous["hash"] if previous else None, number, reason)
         if head and record["seq"] == head.get("seq"):
             hash_at_head = record["hash"]
         previous = record
@@ -265,12 +278,14 @@ def _keep_aside(path: Path, data: bytes) -> Path:
 
 
 def _require(path: Path) -> Path:
+    """`path`, if the log exists; raises RagError naming the setting otherwise."""
     if not path.is_file():
         raise RagError(f"audit log {path} does not exist; check audit.path (`rag config show`)")
     return path
 
 
 def _check(line: bytes, previous: dict | None) -> tuple[dict | None, str]:
+    """(the record, "") when `line` is a record whose hash, seq and prev_hash follow `previous`; else (None, why)."""
     try:
         record = json.loads(line)
     except ValueError:
@@ -313,6 +328,7 @@ def _lines(path: Path) -> Iterator[tuple[int, int, bytes, bool]]:
 
 
 def _read_head(path: Path) -> dict | None:
+    """The head file's `{"seq", "hash"}`, None when there is none, {} when it is not JSON (reported as damaged)."""
     head = path.with_name(path.name + ".head")
     try:
         return json.loads(head.read_text())

@@ -11,7 +11,7 @@ import re
 from array import array
 from collections import defaultdict
 from collections.abc import Iterable
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 
 import bm25s
@@ -49,18 +49,24 @@ _STOPWORDS = {
 
 
 @cache
-def _stemmer(lang: str):
+def _stemmer(lang: str) -> Stemmer.Stemmer | None:
+    """PyStemmer's Snowball stemmer for `lang` (ISO 639-1), or None for a language Snowball lacks."""
     algorithm = _SNOWBALL.get(lang)
     return Stemmer.Stemmer(algorithm) if algorithm else None
 
 
 @cache
 def _stopwords(lang: str) -> frozenset[str]:
+    """bm25s's stop word list for `lang`, empty for the languages it has none for."""
     return frozenset(_STOPWORDS.get(lang, ()))
 
 
 def tokenize(text: str, lang: str) -> list[str]:
-    """Lower-cased word tokens without the language's stop words, stemmed with its Snowball stemmer."""
+    """Lower-cased word tokens without the language's stop words, stemmed with its Snowball stemmer.
+
+    A token is a run of letters and digits (`_` separates); `lang` is ISO 639-1 ("lb" is stemmed as German, "und" and
+    other languages without a stemmer are only lower-cased). Stemmers: Snowball (snowballstem.org) via PyStemmer.
+    """
     stop = _stopwords(lang)
     words = [w for w in _TOKEN.findall(text.lower()) if w not in stop]
     stemmer = _stemmer(lang)
@@ -68,7 +74,17 @@ def tokenize(text: str, lang: str) -> list[str]:
 
 
 class LexicalIndex:
-    """A BM25 matrix whose rows are aligned with an array of chunk ids."""
+    """A BM25 matrix whose rows are aligned with an array of chunk ids.
+
+    Parameters
+    ----------
+    bm25 : bm25s.BM25 or None
+        The scorer holding the matrix (None for an index without rows).
+    vocab : dict[str, int]
+        Token to column id.
+    size : int
+        Number of rows.
+    """
 
     def __init__(self, bm25: bm25s.BM25 | None, vocab: dict[str, int], size: int):
         self.bm25 = bm25
@@ -79,16 +95,16 @@ class LexicalIndex:
     def build(cls, stored_tokens: Iterable[str]) -> LexicalIndex:
         """From each row's stored tokens (space-separated). Tokens become ids as they stream in (a million rows'
         token strings would take gigabytes at once); `_bm25_matrix` then scores them in a few vectorised passes."""
-        vocab: defaultdict[str, int] = defaultdict()
-        vocab.default_factory = vocab.__len__  # an unseen token gets the next id, without leaving C
+        growing: defaultdict[str, int] = defaultdict()
+        growing.default_factory = growing.__len__  # an unseen token gets the next id, without leaving C
         token_ids, lengths = array("i"), array("q")
         for tokens in stored_tokens:
-            ids = list(map(vocab.__getitem__, tokens.split()))
+            ids = list(map(growing.__getitem__, tokens.split()))
             token_ids.extend(ids)
             lengths.append(len(ids))
         if not lengths:
             return cls(None, {}, 0)
-        vocab = dict(vocab)
+        vocab = dict(growing)
         vocab.setdefault("", len(vocab))  # bm25s scores token-less chunks through an empty token
         bm25 = bm25s.BM25()
         bm25.scores = _bm25_matrix(
@@ -102,7 +118,11 @@ class LexicalIndex:
         return cls(bm25, vocab, len(lengths))
 
     def scores(self, query_tokens: list[str], mask: np.ndarray | None = None) -> np.ndarray:
-        """BM25 score of every row (0 for rows outside `mask` and rows sharing no term with the query)."""
+        """BM25 score of every row, `(size,) float32`: 0 for rows outside `mask` and rows sharing no query term.
+
+        `query_tokens` come from `tokenize`; `mask`, `(size,)` bool, admits rows by position. Scores are Lucene's BM25
+        with bm25s's defaults (k1 1.5, b 0.75), unbounded and not comparable across indexes.
+        """
         if self.bm25 is None:
             return np.zeros(0, dtype=np.float32)
         ids = [self.vocab[t] for t in dict.fromkeys(query_tokens) if t in self.vocab and t]
@@ -124,6 +144,7 @@ class LexicalIndex:
 
     @classmethod
     def load(cls, directory: Path) -> LexicalIndex:
+        """The index `save` wrote into `directory`. Raises OSError for missing files, ValueError for damaged JSON."""
         meta = json.loads((directory / "lexical.json").read_text())
         bm25 = bm25s.BM25.load(str(directory), mmap=False) if meta["size"] else None
         if bm25 is not None:
@@ -132,7 +153,7 @@ class LexicalIndex:
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Rows of the k highest scores, best first, ties by row.
+    """Rows of the k highest scores, best first, ties by row: `(min(k, n),) intp` for `scores` of shape `(n,)`.
 
     Partitioning a million scores took as long as computing them (~20 ms on the loaded 2-core machine). Instead: cut
     the rows into groups of 64 (row i joins group i mod n/64, so the maxima are one vectorised pass), take the k-th

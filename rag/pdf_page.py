@@ -12,9 +12,13 @@ import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import InputError, LoadError
 from .load import _pdfium_lock
+
+if TYPE_CHECKING:
+    from pypdfium2 import PdfTextPage
 
 _WORD = re.compile(r"\w+")
 _ANCHOR_WORDS = 6
@@ -29,7 +33,11 @@ class Mark:
 
 
 def render_page(data: bytes, *, page: int, scale: float, marks: Sequence[Mark] = ()) -> bytes:
-    """PNG of 1-based `page` of the PDF `data`, each mark's text region filled with its colour."""
+    """PNG of 1-based `page` of the PDF `data`, each mark's text region filled with its colour.
+
+    `scale` is pixels per PDF point (1 point = 1/72 inch; 2.0 renders a 595 x 842 pt A4 page as 1190 x 1684 px).
+    Marks whose text is not found on the page are left out. Raises LoadError when `data` is no readable PDF,
+    InputError when the page does not exist."""
     import pypdfium2 as pdfium
     from PIL import Image, ImageDraw
 
@@ -61,7 +69,8 @@ def render_page(data: bytes, *, page: int, scale: float, marks: Sequence[Mark] =
     return out.getvalue()
 
 
-def _rects(textpage, span: tuple[int, int]) -> list[tuple[float, float, float, float]]:
+def _rects(textpage: PdfTextPage, span: tuple[int, int]) -> list[tuple[float, float, float, float]]:
+    """PDFium's rectangles (left, bottom, right, top in PDF points, origin bottom left) of a character span."""
     start, end = span
     return [textpage.get_rect(i) for i in range(textpage.count_rects(start, end - start))]
 
@@ -82,5 +91,6 @@ def locate(page_text: str, text: str) -> tuple[int, int] | None:
     return head.start(), max(head.end(), tail.end() if tail else head.end())
 
 
-def _find(page_text: str, words: Sequence[str], start: int) -> re.Match | None:
+def _find(page_text: str, words: Sequence[str], start: int) -> re.Match[str] | None:
+    """The first match at or after `start` of `words` in order, separated by anything but word characters."""
     return re.compile(r"\W*".join(map(re.escape, words))).search(page_text, start)

@@ -65,11 +65,13 @@ def format_passages(passages: Sequence[tuple[str, str]]) -> str:
 
 
 def _block(passages: Sequence[tuple[str, str]], question: str) -> str:
+    """The part after the prefix: the numbered (label, text) passages, the question and the `Answer:` cue."""
     return f"Passages:\n{format_passages(passages)}\n\nQuestion: {question}\nAnswer:"
 
 
 def _example_block(passages: tuple[str, ...], question: str, answer: str) -> str:
-    pairs = [tuple(p.split("\n", 1)) for p in passages]
+    """A worked example: passages written `label\ntext`, the question and the answer the model should give."""
+    pairs = [(label, text) for label, _, text in (p.partition("\n") for p in passages)]
     return f"{_block(pairs, question)} {answer}"
 
 
@@ -81,7 +83,10 @@ def build_prompt(
 ) -> Prompt:
     """The full prompt for the model; in chat mode one user message rendered by the model's own template.
 
-    `excerpts` replace the passages' texts (lean prompts, rag/focus.py); the labels stay those of the passages."""
+    `prompt_format` is "completion" (the prefix with worked examples, then the passages: a string) or "chat" (one
+    user message with the instructions, no examples: a list of messages). `excerpts` replace the passages' texts
+    (lean prompts, rag/focus.py), one per hit; the labels stay those of the passages. Raises ValueError when
+    `excerpts` and `hits` differ in length."""
     texts = excerpts if excerpts is not None else [h.chunk.text for h in hits]
     passages = [(passage_label(h.chunk), text) for h, text in zip(hits, texts, strict=True)]
     if prompt_format == "chat":
@@ -91,6 +96,8 @@ def build_prompt(
 
 def citation_grammar(n_passages: int, max_sentences: int = 4) -> str:
     """GBNF: one to `max_sentences` sentences, each closed by citations of existing passages, then the end.
+
+    GBNF is llama.cpp's grammar format (llama.cpp `grammars/README.md`); sampling is constrained to it.
 
     A sentence body cannot contain brackets, `<` (special tokens) or a full stop other than a decimal point, so every
     sentence carries its own one to three citations, numbers can only name passages that exist, and the model cannot

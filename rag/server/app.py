@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import anyio
 from fastapi import FastAPI, Request, Response
@@ -26,6 +28,9 @@ from .metrics import RequestMetrics
 from .schemas import Status
 from .services import Services
 
+if TYPE_CHECKING:
+    from ..pipeline import Pipeline
+
 DESCRIPTION = """Grounded answers with verified citations over your own documents.
 
 Every endpoint but /healthz, /readyz and /metrics needs `Authorization: Bearer <API key>` (`rag keys create`).
@@ -33,7 +38,7 @@ A caller only ever sees passages of documents whose labels it all holds: the fil
 Errors are `{"error": {"message", "type", "code"}}`."""
 
 
-def create_app(settings: Settings, pipeline=None) -> FastAPI:
+def create_app(settings: Settings, pipeline: Pipeline | None = None) -> FastAPI:
     """The app; `pipeline` lets a caller share already-loaded models (tests, benchmarks), else one is built with the
     server's thread budget (`Settings.for_serving`: embedding on server.ingest_threads, generation on the rest).
 
@@ -81,7 +86,8 @@ def create_app_from_environment() -> FastAPI:
 
 
 def check_exposure(server: ServerSettings) -> None:
-    """Anonymous access is a development convenience and must never reach a network."""
+    """Anonymous access is a development convenience and must never reach a network: raises ConfigError when keys are
+    off and `server.host` is not loopback."""
     if not server.require_keys and not is_loopback(server.host):
         raise ConfigError(
             f"server.require_keys is false but server.host is {server.host!r}: anonymous access is only allowed on a "
@@ -91,6 +97,7 @@ def check_exposure(server: ServerSettings) -> None:
 
 
 def is_loopback(host: str) -> bool:
+    """Whether the configured `host` is a loopback address (127.0.0.0/8, ::1) or `localhost`."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -98,7 +105,8 @@ def is_loopback(host: str) -> bool:
 
 
 @asynccontextmanager
-async def _lifespan(app: FastAPI):
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load the models and open the index in a thread while the app already answers; release them at shutdown."""
     s: Services = app.state.services
     loading = asyncio.create_task(anyio.to_thread.run_sync(s.warm_up))
     try:

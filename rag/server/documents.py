@@ -4,15 +4,17 @@ An upload is all or nothing: every file is parsed first, and only if all of them
 committed to the index in one transaction. Parsing happens in the parser processes (rag/parse_pool.py) under the
 `ingest.parse_timeout_s` and `ingest.parse_memory_mb` limits, so a hostile file is a 4xx and never stalls the server.
 Uploaded documents are stored as `upload://<principal>/<labels>/<file name>` (the document's labels sorted, joined
-by `+`), so a re-upload of a name with the same labels by the same principal replaces its document. Every document of such a source is visible to
-whoever may upload to it (an uploader holds every label it gives), so an upload can never overwrite, or by its answer
-detect, a document the caller cannot see: one of another principal, or of labels this key does not hold.
+by `+`), so a re-upload of a name with the same labels by the same principal replaces its document. Every document
+of such a source is visible to whoever may upload to it (an uploader holds every label it gives), so an upload can
+never overwrite, or by its answer detect, a document the caller cannot see: one of another principal, or of labels
+this key does not hold.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import unicodedata
+from collections.abc import Iterable
 
 from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
 
@@ -34,8 +36,8 @@ DocId = Path(description="a document id from GET /v1/documents", max_length=200)
 async def upload(
     request: Request,
     files: list[UploadFile] = File(
-        description="one or more files (PDF, DOCX, HTML, Markdown, text, Akoma Ntoso, "
-        "Formex); the format is read from the content, not the name"
+        description="one or more files (PDF, Word, PowerPoint, Excel, CSV, LibreOffice, e-mail, HTML, Markdown, "
+        "text, Akoma Ntoso, Formex); the format is read from the content, not the name"
     ),
     labels: list[Text] | None = Form(
         None,
@@ -78,15 +80,17 @@ async def upload(
         "documents": [d.to_dict() for d in stored],
         "duplicates": [
             {"file": name, "duplicate_of": copies[d.source]}
-            for (name, _), d in zip(named, documents)
+            for (name, _), d in zip(named, documents, strict=True)
             if d.source in copies
         ],
         "pages_without_text": [
             {"file": name, "pages": d.pages_without_text}
-            for (name, _), d in zip(named, documents)
+            for (name, _), d in zip(named, documents, strict=True)
             if d.pages_without_text
         ],
-        "pages_ocr": [{"file": name, "pages": d.pages_ocr} for (name, _), d in zip(named, documents) if d.pages_ocr],
+        "pages_ocr": [
+            {"file": name, "pages": d.pages_ocr} for (name, _), d in zip(named, documents, strict=True) if d.pages_ocr
+        ],
     }
 
 
@@ -142,7 +146,8 @@ def _bare_name(filename: str | None) -> str:
     return name
 
 
-def _check_unique(names) -> None:
+def _check_unique(names: Iterable[str]) -> None:
+    """Raise InputError when a file name occurs twice in one upload."""
     seen: set[str] = set()
     for name in names:
         if name in seen:
@@ -157,11 +162,12 @@ def _parse_all(parsers: ParsePool, named: list[tuple[str, bytes]], namespace: st
     """All files, parsed side by side in the parser processes, or the LoadError of the first unreadable one (422,
     415 for an unsupported type; also when a file exceeds the parse time or memory limit); `namespace` is
     `<principal>/<labels>`."""
-    outcomes = parsers.parse_uploads(named)
-    for outcome in outcomes:
+    documents: list[Document] = []
+    for outcome in parsers.parse_uploads(named):
         if isinstance(outcome, LoadError):
             raise outcome
+        documents.append(outcome)
     return [
         dataclasses.replace(document, source=f"upload://{namespace}/{name}")
-        for (name, _), document in zip(named, outcomes)
+        for (name, _), document in zip(named, documents, strict=True)
     ]

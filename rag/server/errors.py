@@ -95,12 +95,16 @@ def _headers(request: Request, exc: Exception) -> dict[str, str] | None:
 
 
 async def _rag_error(request: Request, exc: Exception) -> JSONResponse:
+    """Any exception a route raised, as its status and error body (audited when the route is)."""
     status, kind, message = translate(exc)
     await request.app.state.services.audit_failure(request, status, kind)
     return JSONResponse(error_body(status, kind, message), status_code=status, headers=_headers(request, exc))
 
 
-async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own HTTP errors (404 route, 405, 503 not ready...) in the same error shape."""
+    if not isinstance(exc, HTTPException):  # registered for HTTPException only; typed as Starlette calls handlers
+        return await _rag_error(request, exc)
     kind = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 503: "not_ready"}.get(
         exc.status_code, "http_error"
     )
@@ -114,10 +118,12 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return JSONResponse(error_body(exc.status_code, kind, message), status_code=exc.status_code, headers=exc.headers)
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     """One readable line: `body.question: String should have at least 1 character; body.colour: Extra inputs...`.
 
     Malformed JSON is 400 (the body is not JSON at all), a well-formed body with wrong fields 422."""
+    if not isinstance(exc, RequestValidationError):  # registered for it only; typed as Starlette calls handlers
+        return await _rag_error(request, exc)
     problems = exc.errors()
     if any(p["type"] == "json_invalid" for p in problems):
         status, kind = 400, "invalid_json"
@@ -132,6 +138,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 def install(app: FastAPI) -> None:
+    """Register the handlers that turn every exception into an error body with its status (see `translate`)."""
     app.add_exception_handler(RagError, _rag_error)
     app.add_exception_handler(Exception, _rag_error)
     app.add_exception_handler(HTTPException, _http_error)

@@ -10,9 +10,11 @@ tests/test_server_input.py uploads such parts through a real server, so a Starle
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from contextlib import aclosing
 from email.message import Message
 from email.utils import collapse_rfc2231_value
+from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
@@ -30,7 +32,9 @@ def with_plain_filename(disposition: bytes, charset: str) -> bytes:
         return disposition
     header = Message()
     header["content-disposition"] = disposition.decode("latin-1")  # how python-multipart reads header bytes too
-    kind, *params = header.get_params(header="content-disposition")
+    if not (found := header.get_params(header="content-disposition")):
+        return disposition
+    kind, *params = found
     latest = {key.lower(): value for key, value in params}  # decoded RFC 2231 values come last: `filename*` wins
     try:
         return b"; ".join(
@@ -47,10 +51,13 @@ def _raw(value: str | tuple[str, str, str], charset: str) -> bytes:
 
 
 def _quoted(value: bytes) -> bytes:
+    """`value` as an HTTP quoted-string (RFC 9110 §5.6.4): in double quotes, `"` and `\\` escaped."""
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
 class _ExtendedNameParser(MultiPartParser):
+    """Starlette's parser, with each part's `filename*` turned into `filename` before Starlette reads it."""
+
     def on_headers_finished(self) -> None:
         part = self._current_part
         if part.content_disposition:
@@ -59,6 +66,8 @@ class _ExtendedNameParser(MultiPartParser):
 
 
 class _UploadRequest(Request):
+    """A request whose multipart form is parsed by `_ExtendedNameParser`."""
+
     async def _get_form(
         self, *, max_files: int | float = 1000, max_fields: int | float = 1000, max_part_size: int = 1024 * 1024
     ) -> FormData:
@@ -81,7 +90,8 @@ class _UploadRequest(Request):
 class UploadRoute(APIRoute):
     """A route whose multipart body is parsed with RFC 5987 `filename*` support (route_class of an APIRouter)."""
 
-    def get_route_handler(self):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """FastAPI's handler, called with the request wrapped as an `_UploadRequest`."""
         handler = super().get_route_handler()
 
         async def with_extended_names(request: Request) -> Response:

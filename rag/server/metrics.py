@@ -15,6 +15,8 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 
 class Metrics:
+    """The app's counters, gauges and histograms (seconds) in their own registry."""
+
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
         self.requests = Counter(
@@ -51,6 +53,7 @@ class Metrics:
         )
 
     def render(self) -> bytes:
+        """The registry in Prometheus text exposition format 0.0.4."""
         return generate_latest(self.registry)
 
 
@@ -62,6 +65,7 @@ class RequestMetrics:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; count it by route template, method and status, and time it."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

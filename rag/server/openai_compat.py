@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
@@ -104,7 +105,10 @@ class _Reply:
             **_extensions(answer),
         }
 
-    async def chunks(self, stream: AsyncIterator[Event | StreamError], include_usage: bool) -> AsyncIterator[str]:
+    async def chunks(
+        self, stream: AsyncGenerator[Event | StreamError, None], include_usage: bool
+    ) -> AsyncGenerator[str, None]:
+        """The `chat.completion.chunk` SSE frames of a streamed completion, ending with `[DONE]`."""
         streamed: list[str] = []
         yield self._chunk({"role": "assistant", "content": ""})
         async with aclosing(stream):
@@ -123,7 +127,8 @@ class _Reply:
                         yield sse(None, {**self._envelope(), "choices": [], "usage": _usage(event)})
         yield sse(None, "[DONE]")
 
-    def _chunk(self, delta: dict, finish_reason: str | None = None, **extra) -> str:
+    def _chunk(self, delta: dict, finish_reason: str | None = None, **extra: Any) -> str:
+        """One chunk frame holding `delta`; `extra` adds top-level fields (the extensions, in the last one)."""
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
         return sse(None, {**self._envelope(), "choices": [choice], **extra})
 

@@ -17,6 +17,8 @@ from pydantic_core import PydanticCustomError
 
 
 class Request(BaseModel):
+    """Base of request bodies: unknown fields are a 422 naming them, and JSON types are taken as stated."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
@@ -80,6 +82,8 @@ Passages = Annotated[int | None, Field(ge=1, le=100, description="passages to re
 
 # ------------------------------------------------------------------------------------------------ ask
 class AskRequest(Request):
+    """Body of `POST /v1/ask`: a question, optionally the conversation so far, answered whole or streamed."""
+
     question: Question
     k: Passages = None
     mode: Literal["generate", "quote"] | None = Field(
@@ -101,6 +105,8 @@ class AskRequest(Request):
 
 
 class SentencePublic(BaseModel):
+    """One sentence of an answer with the sources it cites and how well they support it."""
+
     text: str = Field(description="the sentence without its citation markers")
     citations: list[int] = Field(description="the `n` of each source the sentence cites")
     support: float = Field(description="0..1: how much of the sentence the cited passages contain")
@@ -109,6 +115,8 @@ class SentencePublic(BaseModel):
 
 
 class TimingsPublic(BaseModel):
+    """Where the time of one answer went, in milliseconds unless the name says otherwise."""
+
     retrieval_ms: float = Field(description="search time")
     prompt_tokens: int | None = Field(description="prompt length in model tokens (null for HTTP model backends)")
     ttft_ms: float | None = Field(description="from the request to the first generated token")
@@ -119,6 +127,8 @@ class TimingsPublic(BaseModel):
 
 
 class AskResponse(BaseModel):
+    """An answer (or an abstention) with its verified sentences, the numbered sources and the timings."""
+
     question: str = Field(description="the question as answered (trimmed)")
     answer: str = Field(description="the verified answer with `[n]` markers, or the abstention sentence")
     lang: str = Field(description="language of the answer (ISO 639-1)")
@@ -140,6 +150,8 @@ class AskResponse(BaseModel):
 
 # ------------------------------------------------------------------------------------------------ search
 class SearchRequest(Request):
+    """Body of `POST /v1/search`: a query, the number of passages and the retriever."""
+
     query: Text = Field(description="what to look for", min_length=1, pattern=r"\S")
     k: Passages = None
     mode: Literal["hybrid", "dense", "bm25"] | None = Field(
@@ -148,6 +160,8 @@ class SearchRequest(Request):
 
 
 class HitPublic(BaseModel):
+    """One retrieved passage with its place in the document and its scores."""
+
     chunk_id: int = Field(description="id of the passage in the index")
     doc_id: str = Field(description="id of the document")
     title: str = Field(description="document title")
@@ -167,11 +181,15 @@ class HitPublic(BaseModel):
 
 
 class SourcePublic(HitPublic):
+    """A passage an answer was written from, with the number its `[n]` markers use."""
+
     n: int = Field(description="the number used in `[n]` markers")
     cited: bool = Field(description="at least one kept sentence cites this passage")
 
 
 class SearchResponse(BaseModel):
+    """The passages of `POST /v1/search`, best first."""
+
     query: str = Field(description="the query")
     mode: str = Field(description="retriever used")
     k: int = Field(description="passages asked for")
@@ -180,6 +198,8 @@ class SearchResponse(BaseModel):
 
 # ------------------------------------------------------------------------------------------------ documents
 class DocumentPublic(BaseModel):
+    """A stored document as the caller may see it (its text is not included)."""
+
     doc_id: str = Field(description="stable id; re-uploading the same file name replaces the document")
     source: str = Field(
         description="file path (command-line ingestion) or upload://<principal>/<labels joined by +>/<file name>"
@@ -198,20 +218,28 @@ class DocumentPublic(BaseModel):
 
 
 class DocumentList(BaseModel):
+    """Body of `GET /v1/documents`."""
+
     documents: list[DocumentPublic] = Field(description="the documents the caller may see, by id")
 
 
 class Duplicate(BaseModel):
+    """An uploaded file that was not indexed because a stored document has the same bytes and labels."""
+
     file: str = Field(description="the uploaded file's name")
     duplicate_of: str = Field(description="id of the stored document with the same bytes")
 
 
 class PagesWithoutText(BaseModel):
+    """The PDF pages of one uploaded file that have no text layer."""
+
     file: str = Field(description="the uploaded file's name")
     pages: list[int] = Field(description="1-based page numbers")  # also the shape of `pages_ocr`
 
 
 class UploadResponse(BaseModel):
+    """What `POST /v1/documents` did with each uploaded file."""
+
     added: list[str] = Field(description="ids of new documents")
     updated: list[str] = Field(description="ids of documents replaced by a changed file or new labels")
     unchanged: list[str] = Field(description="ids of documents uploaded again without change")
@@ -230,11 +258,15 @@ class UploadResponse(BaseModel):
 
 
 class DeleteResponse(BaseModel):
+    """Body of `DELETE /v1/documents/{doc_id}`."""
+
     deleted: str = Field(description="id of the removed document")
 
 
 # ------------------------------------------------------------------------------------------------ service
 class ErrorDetail(BaseModel):
+    """The `error` member of an error body."""
+
     message: str = Field(description="what went wrong and how to fix it")
     type: str = Field(description="machine-readable kind, e.g. invalid_request, not_found, queue_full")
     code: int = Field(description="the HTTP status")
@@ -247,5 +279,7 @@ class ErrorResponse(BaseModel):
 
 
 class Status(BaseModel):
+    """Body of `GET /healthz` and `GET /readyz`."""
+
     status: str = Field(description="ok (healthz), ready or loading or failed (readyz)")
     detail: str | None = Field(None, description="why the server is not ready")

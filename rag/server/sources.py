@@ -33,11 +33,15 @@ SENTENCE_COLOUR = (255, 120, 0, 110)
 
 
 class Span(BaseModel):
+    """A range of characters of a document's extracted text, `[start, end)`."""
+
     start: int = Field(description="offset in the document's extracted text")
     end: int = Field(description="offset just after the span")
 
 
 class PassageRequest(RequestBody):
+    """Body of `POST /v1/passages`."""
+
     chunk_id: int = Field(ge=1, le=2**62, description="the passage's id (`chunk_id` of a source or search hit)")
     sentence: str | None = Field(
         None,
@@ -48,6 +52,8 @@ class PassageRequest(RequestBody):
 
 
 class PassageContext(BaseModel):
+    """A passage in its surrounding text, as the web page shows a cited source."""
+
     chunk_id: int = Field(description="the passage's id (`chunk_id` of a source)")
     document: DocumentPublic = Field(description="the document the passage belongs to")
     page: int | None = Field(description="1-based page (PDFs), else null")

@@ -45,6 +45,8 @@ router = APIRouter()
 
 
 class WhoAmIResponse(BaseModel):
+    """Body of `GET /v1/me`."""
+
     principal: str = Field(description="the caller's id: the key's principal, or the person named by the proxy")
     labels: list[str] = Field(description="access labels the caller holds: it sees documents carrying only these")
     admin: bool = Field(description="may upload and delete documents")
@@ -63,6 +65,7 @@ class SecurityHeaders:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, adding the missing security headers to its response."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
