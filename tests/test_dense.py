@@ -10,8 +10,6 @@ import pytest
 from rag.settings import DenseIndexSettings
 from rag.store import IndexStore, NewChunk, SearchFilter, new_manifest
 
-pytestmark = pytest.mark.integration
-
 DIM = 16
 MANIFEST = new_manifest({"name": "hand-written", "dim": DIM}, {"max_tokens": 200})
 
