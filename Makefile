@@ -1,11 +1,12 @@
-# Entry points named in README.md. `make demo` sets everything up and runs the main job; `make test` runs the tests.
+# Entry points named in README.md. `make demo` sets everything up and runs the main job; `make check` lints and
+# type-checks; `make test` runs the tests.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO_INDEX := index
 QUESTION ?= How many days per week may staff work remotely?
 
-.PHONY: install demo test test-fast bench clean-index
+.PHONY: install demo check test test-fast bench clean-index
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,12 @@ demo: install
 	$(BIN)/rag ingest examples/corpus
 	$(BIN)/rag search "$(QUESTION)" -k 3
 	$(BIN)/rag ask "$(QUESTION)"
+
+# The gate: lint, formatting and types of the package (settings in pyproject.toml). Run before the tests.
+check: install
+	$(BIN)/ruff check rag
+	$(BIN)/ruff format --check rag
+	$(BIN)/mypy rag
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -16,24 +16,18 @@ import json
 import logging
 import os
 import platform
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 
-from rag.errors import GenerationError
 from rag.generate import OpenAICompatibleLLM, resolve_model
 from rag.prompt import build_prompt
 from rag.settings import LLMSettings
+from tests.llama_server import LlamaServer, Outcome, one_request
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = [
@@ -42,85 +36,6 @@ QUESTIONS = [
     "What is the hotel ceiling for a night abroad?",
     "Who must approve a security exception?",
 ]
-# llama_cpp.server with the product's model settings (extra buffer types off, see rag.generate.extra_buffers)
-SERVER = """
-import runpy, sys
-from rag.generate import extra_buffers
-sys.argv = ["llama_cpp.server", *sys.argv[1:]]
-with extra_buffers(False):
-    runpy.run_module("llama_cpp.server", run_name="__main__")
-"""
-
-
-@dataclass
-class LlamaServer:
-    """One `python -m llama_cpp.server` subprocess on a free loopback port (tests use it too)."""
-
-    process: subprocess.Popen
-    url: str
-    log: Path
-
-    @classmethod
-    def start(cls, model: Path, log: Path, *, n_threads: int = 1, n_ctx: int = 1024) -> LlamaServer:
-        port = free_port()
-        with log.open("w") as sink:
-            process = subprocess.Popen(
-                [sys.executable, "-c", SERVER, "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
-                 "--n_ctx", str(n_ctx), "--n_threads", str(n_threads), "--n_threads_batch", str(n_threads),  # as in-process
-                 "--model_alias", "gemma", "--verbose", "False",
-                 "--interrupt_requests", "False"],  # by default a new request cuts the stream in progress short
-                stdout=sink, stderr=subprocess.STDOUT,
-            )
-        return cls(process, f"http://127.0.0.1:{port}/v1", log)
-
-    def wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {self.process.returncode}: "
-                                   f"{self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        raise RuntimeError(f"llama_cpp.server did not answer at {self.url} within {timeout} s")
-
-    def kill(self) -> None:
-        """SIGKILL: no graceful shutdown, as when a host dies."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Outcome:
-    seconds: float
-    pieces: int  # streamed pieces: one token each from llama.cpp's server
-    error: str | None = None
-
-
-def one_request(llm: OpenAICompatibleLLM, prompt: str, max_tokens: int) -> Outcome:
-    """Stream one answer; an error records how many pieces had already arrived (0 means it had not started)."""
-    started, pieces = time.perf_counter(), 0
-    try:
-        for _ in llm.stream_tokens(prompt, max_tokens=max_tokens, stop=[]):
-            pieces += 1
-    except GenerationError as exc:
-        return Outcome(time.perf_counter() - started, pieces, str(exc))
-    return Outcome(time.perf_counter() - started, pieces)
-
-
 def run_load(llm: OpenAICompatibleLLM, prompts: list[str], clients: int, max_tokens: int,
              on_done=lambda outcomes: None) -> tuple[list[Outcome], float]:
     outcomes: list[Outcome] = []

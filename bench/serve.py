@@ -29,7 +29,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+from tests.llama_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "examples" / "corpus"
@@ -130,12 +131,6 @@ def configure(scratch: Path, port: int, args: argparse.Namespace) -> None:
     for name, value in (("RAG_LLM__N_THREADS", args.llm_threads), ("RAG_SERVER__INGEST_THREADS", args.ingest_threads)):
         if value is not None:
             os.environ[name] = str(value)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(port: int, log: Path) -> subprocess.Popen:

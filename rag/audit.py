@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,6 +39,7 @@ NOT_JSON = "not a JSON record (damaged or truncated line)"
 
 
 def audit_path(settings: Settings) -> Path:
+    """The audit log: `audit.path`, or `audit.jsonl` in the data directory."""
     return settings.audit.path or settings.data_dir / "audit.jsonl"
 
 
@@ -48,14 +49,21 @@ def canonical(record: dict) -> bytes:
 
 
 def record_hash(record: dict) -> str:
+    """sha256 (hex) of the record's canonical JSON without its `hash` field."""
     return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
 
 
 def sha256_text(text: str) -> str:
+    """sha256 (hex) of `text` in UTF-8: how answers, and questions unless `audit.store_questions`, are recorded."""
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 class AuditLog:
+    """The log at `path` and its head file beside it (`<path>.head`); both are created on the first append.
+
+    One instance per process is enough and is thread-safe; processes share the log through `flock`.
+    """
+
     def __init__(self, path: Path):
         self.path = Path(path)
         self.head_path = self.path.with_name(self.path.name + ".head")
@@ -90,20 +98,30 @@ class AuditLog:
             if result.ok:
                 return None
             if result.torn is None:
-                raise RagError(f"audit log {self.path}: line {result.bad_line}: {result.reason}. `rag audit repair` "
-                               "only seals a torn last record; keep this log as evidence and restore the last "
-                               "verified backup")
+                raise RagError(
+                    f"audit log {self.path}: line {result.bad_line}: {result.reason}. `rag audit repair` "
+                    "only seals a torn last record; keep this log as evidence and restore the last "
+                    "verified backup"
+                )
             torn = result.torn
             handle.seek(torn.offset)
             data = handle.read()
             side = _keep_aside(self.path, data)
             os.ftruncate(handle.fileno(), torn.offset)
             os.fsync(handle.fileno())
-            return self._append_locked(handle, {
-                "type": "repair", "event": "torn_tail_sealed", "torn_line": torn.line, "torn_offset": torn.offset,
-                "torn_bytes": len(data), "torn_sha256": hashlib.sha256(data).hexdigest(), "side_file": side.name,
-                "torn_in_head": torn.in_head,
-            })
+            return self._append_locked(
+                handle,
+                {
+                    "type": "repair",
+                    "event": "torn_tail_sealed",
+                    "torn_line": torn.line,
+                    "torn_offset": torn.offset,
+                    "torn_bytes": len(data),
+                    "torn_sha256": hashlib.sha256(data).hexdigest(),
+                    "side_file": side.name,
+                    "torn_in_head": torn.in_head,
+                },
+            )
 
     @contextmanager
     def _open(self, lock: int) -> Iterator[BinaryIO]:
@@ -114,15 +132,20 @@ class AuditLog:
             yield handle
 
     def _append_locked(self, handle: BinaryIO, fields: dict) -> dict:
+        """`append` with the log already open and locked exclusively."""
         end = handle.seek(0, os.SEEK_END)
         last = _last_record(handle, self.path)
-        record = {**fields, "time": _now(), "seq": last["seq"] + 1 if last else 1,
-                  "prev_hash": last["hash"] if last else GENESIS}
+        record = {
+            **fields,
+            "time": _now(),
+            "seq": last["seq"] + 1 if last else 1,
+            "prev_hash": last["hash"] if last else GENESIS,
+        }
         record["hash"] = record_hash(record)
         data = canonical(record) + b"\n"
         try:
             while data:
-                data = data[handle.write(data):]
+                data = data[handle.write(data) :]
             os.fsync(handle.fileno())
         except OSError as exc:
             os.ftruncate(handle.fileno(), end)  # a partial record must not seal the log
@@ -140,7 +163,8 @@ class AuditLog:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current UTC time as ISO 8601 with milliseconds and a `Z`: `2025-01-01T12:00:00.000Z`."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _last_record(handle: BinaryIO, path: Path) -> dict | None:
@@ -180,6 +204,8 @@ class TornTail:
 
 @dataclass(frozen=True)
 class Verification:
+    """What `verify` found: how many records passed, the last good hash, and the first fault if any."""
+
     records: int
     head: str | None  # hash of the last record, to be anchored elsewhere
     bad_line: int | None = None  # 1-based line of the first bad record, None when the log is intact
@@ -188,6 +214,7 @@ class Verification:
 
     @property
     def ok(self) -> bool:
+        """The log is intact: every record, link and the head check out, and no torn tail."""
         return not self.reason
 
 
@@ -209,8 +236,8 @@ def verify(path: Path) -> Verification:
         if last and (not terminated or reason == NOT_JSON):
             torn = TornTail(number, offset, size - offset)
             break
-        if reason:
-            return Verification(number - 1, previous and previous["hash"], number, reason)
+        if record is None:  # `_check` gives a reason exactly when it gives no record
+            return Verification(number - 1, previous["hash"] if previous else None, number, reason)
         if head and record["seq"] == head.get("seq"):
             hash_at_head = record["hash"]
         previous = record
@@ -221,16 +248,22 @@ def verify(path: Path) -> Verification:
     bad_line, reason = _check_head(None if head_names_torn else head, count, hash_at_head)
     if not reason and torn:
         torn = replace(torn, in_head=head_names_torn)
-        return Verification(count, last_hash, torn.line, (
-            f"the last record is torn: the {torn.size} bytes from byte {torn.offset} are not a complete record (an "
-            "append was interrupted, e.g. by a power loss); `rag audit repair` moves them aside and seals the chain"
-        ), torn)
+        return Verification(
+            count,
+            last_hash,
+            torn.line,
+            (
+                f"the last record is torn: the {torn.size} bytes from byte {torn.offset} are not a complete record (an "
+                "append was interrupted, e.g. by a power loss); `rag audit repair` moves them aside and seals the chain"
+            ),
+            torn,
+        )
     return Verification(count, last_hash, bad_line, reason)
 
 
 def _keep_aside(path: Path, data: bytes) -> Path:
     """Write `data` to a new `<log>.torn-<UTC time>` beside the log, durably, before the log is cut."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     side = path.with_name(f"{path.name}.torn-{stamp}")
     with os.fdopen(open_private(side, os.O_WRONLY | os.O_EXCL), "wb") as handle:
         handle.write(data)
@@ -245,12 +278,14 @@ def _keep_aside(path: Path, data: bytes) -> Path:
 
 
 def _require(path: Path) -> Path:
+    """`path`, if the log exists; raises RagError naming the setting otherwise."""
     if not path.is_file():
         raise RagError(f"audit log {path} does not exist; check audit.path (`rag config show`)")
     return path
 
 
 def _check(line: bytes, previous: dict | None) -> tuple[dict | None, str]:
+    """(the record, "") when `line` is a record whose hash, seq and prev_hash follow `previous`; else (None, why)."""
     try:
         record = json.loads(line)
     except ValueError:
@@ -259,8 +294,10 @@ def _check(line: bytes, previous: dict | None) -> tuple[dict | None, str]:
         return None, "its content does not match its hash: the record was edited"
     expected_seq = previous["seq"] + 1 if previous else 1
     if record.get("prev_hash") != (previous["hash"] if previous else GENESIS) or record.get("seq") != expected_seq:
-        return None, (f"record {record.get('seq')} does not link to the record before it (record {expected_seq} was "
-                      "expected): records were removed, inserted or reordered")
+        return None, (
+            f"record {record.get('seq')} does not link to the record before it (record {expected_seq} was "
+            "expected): records were removed, inserted or reordered"
+        )
     return record, ""
 
 
@@ -271,8 +308,10 @@ def _check_head(head: dict | None, count: int, hash_at_head: str | None) -> tupl
     if not isinstance(head.get("seq"), int):
         return None, "the head file is damaged"
     if head["seq"] > count:
-        return count + 1, (f"the log ends at record {count} but {head['seq']} were written (head file): records were "
-                           "removed from the end")
+        return count + 1, (
+            f"the log ends at record {count} but {head['seq']} were written (head file): records were "
+            "removed from the end"
+        )
     if hash_at_head != head.get("hash"):
         return head["seq"], f"record {head['seq']} differs from the hash kept in the head file: the log was rewritten"
     return None, ""
@@ -289,6 +328,7 @@ def _lines(path: Path) -> Iterator[tuple[int, int, bytes, bool]]:
 
 
 def _read_head(path: Path) -> dict | None:
+    """The head file's `{"seq", "hash"}`, None when there is none, {} when it is not JSON (reported as damaged)."""
     head = path.with_name(path.name + ".head")
     try:
         return json.loads(head.read_text())

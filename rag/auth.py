@@ -18,7 +18,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +34,9 @@ _KEY = re.compile(r"rag_([0-9a-f]{8})_[A-Za-z0-9_-]{43}")
 
 @dataclass(frozen=True)
 class Principal:
+    """Who a request acts for: `id`, the access `labels` it holds, whether it may change the index (`admin`), and the
+    id of the API key it authenticated with (`key_id`, None when keys are switched off)."""
+
     id: str
     labels: frozenset[str]
     admin: bool = False
@@ -46,6 +49,9 @@ class Principal:
 
 @dataclass(frozen=True)
 class KeyRecord:
+    """One line of the key file: the key's public id, sha256 of the whole key (hex), its principal, labels and admin
+    right, and when it was created and revoked (Unix seconds; `revoked` None while it is valid)."""
+
     key_id: str
     sha256: str
     principal: str
@@ -55,6 +61,7 @@ class KeyRecord:
     revoked: float | None = None
 
     def principal_of(self) -> Principal:
+        """The principal a request authenticated with this key acts for."""
         return Principal(self.principal, frozenset(self.labels), self.admin, self.key_id)
 
     def public(self) -> dict:
@@ -63,7 +70,8 @@ class KeyRecord:
 
 
 def checked_name(value: str, what: str) -> str:
-    """Principal ids and labels end up in filters, file paths and logs: keep them to a plain alphabet."""
+    """`value` unchanged if it is a valid principal id or label: 1-64 of `A-Za-z0-9._:@-`, starting with a letter or
+    digit (they end up in filters, file paths and logs). Raises InputError naming `what` otherwise."""
     if not _NAME.fullmatch(value):
         raise InputError(
             f"{what} {value[:80]!r} is not allowed: use 1-64 letters, digits and . _ : @ - (starting with a letter "
@@ -73,6 +81,7 @@ def checked_name(value: str, what: str) -> str:
 
 
 def checked_labels(labels: Iterable[str]) -> frozenset[str]:
+    """The labels as a set, each checked by `checked_name`; raises InputError if one is invalid or there are none."""
     checked = frozenset(checked_name(label, "label") for label in labels)
     if not checked:
         raise InputError("at least one access label is needed, e.g. public")
@@ -80,6 +89,7 @@ def checked_labels(labels: Iterable[str]) -> frozenset[str]:
 
 
 def keys_path(settings: Settings) -> Path:
+    """The key file: `server.keys_file`, or `keys.json` in the data directory."""
     return settings.server.keys_file or settings.data_dir / "keys.json"
 
 
@@ -93,12 +103,17 @@ class KeyStore:
 
     # ------------------------------------------------------------------ reading
     def records(self) -> list[KeyRecord]:
+        """Every key, revoked ones included, oldest first. Raises ConfigError if the key file is damaged."""
         self._reload()
         return sorted(self._records.values(), key=lambda r: r.created)
 
     def authenticate(self, key: str | None) -> Principal:
-        """The principal of a valid, unrevoked key; anything else is one and the same AuthenticationError."""
-        match = _KEY.fullmatch(key or "")
+        """The principal of a valid, unrevoked key; anything else is one and the same AuthenticationError.
+
+        The hashes are compared in constant time (`hmac.compare_digest`). Raises ConfigError if the file is damaged.
+        """
+        key = key or ""
+        match = _KEY.fullmatch(key)
         self._reload()
         record = self._records.get(match.group(1)) if match else None
         if record is None or record.revoked or not hmac.compare_digest(record.sha256, _hash(key)):
@@ -118,7 +133,9 @@ class KeyStore:
 
     # ------------------------------------------------------------------ writing (the `rag keys` commands)
     def create(self, principal: str, labels: Iterable[str], admin: bool = False) -> tuple[str, KeyRecord]:
-        """A new key and its record; the key itself is returned once and stored nowhere."""
+        """A new key and its record; the key itself is returned once and stored nowhere.
+
+        Raises InputError for an invalid principal id or labels, ConfigError if the key file is damaged."""
         checked_name(principal, "principal id")
         label_set = checked_labels(labels)
         with self._editing() as records:
@@ -129,6 +146,9 @@ class KeyStore:
         return key, record
 
     def revoke(self, key_id: str) -> KeyRecord:
+        """Mark the key revoked (kept in the file, for the audit log's key ids); returns its new record.
+
+        Raises NotFoundError for an unknown id. Takes effect in running servers at their next request."""
         with self._editing() as records:
             if key_id not in records:
                 raise NotFoundError(f"no API key with id {key_id!r}; `rag keys list` shows the ids")
@@ -136,7 +156,7 @@ class KeyStore:
         return record
 
     @contextmanager
-    def _editing(self):
+    def _editing(self) -> Iterator[dict[str, KeyRecord]]:
         """Read-modify-write under an exclusive lock, replaced atomically, readable by the owner only (file 0600, a
         folder it creates 0700)."""
         with os.fdopen(open_private(self.path.with_name(self.path.name + ".lock"), os.O_WRONLY), "w") as lock:
@@ -145,19 +165,23 @@ class KeyStore:
             yield records
             tmp = self.path.with_name(self.path.name + ".tmp")
             with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_TRUNC), "w") as handle:
-                json.dump({"format": "sovereign-rag-keys/1", "keys": [asdict(r) for r in records.values()]},
-                          handle, indent=2)
+                json.dump(
+                    {"format": "sovereign-rag-keys/1", "keys": [asdict(r) for r in records.values()]}, handle, indent=2
+                )
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
 
 
 def _read(path: Path) -> dict[str, KeyRecord]:
+    """The records of the key file by key id; raises ConfigError when it cannot be parsed."""
     try:
         rows = json.loads(path.read_text())["keys"]
         return {row["key_id"]: KeyRecord(**{**row, "labels": tuple(row["labels"])}) for row in rows}
     except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"key file {path} is damaged ({exc}); restore it from a backup or recreate the keys") from None
+        raise ConfigError(
+            f"key file {path} is damaged ({exc}); restore it from a backup or recreate the keys"
+        ) from None
 
 
 def _new_key_id(records: dict[str, KeyRecord]) -> str:

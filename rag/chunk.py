@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from .load import Block, Document
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
+_Splitter = Callable[[str, int, int], list[tuple[int, int]]]
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+(?=[\"'«(\[]?[A-ZÀ-ÖØ-Þ0-9])|\n+")
 _WORD = re.compile(r"\S+")
@@ -28,6 +29,10 @@ _MIN_LABEL_CHARS = 24  # labels are cut down to this before levels are dropped
 
 @dataclass(frozen=True)
 class Chunk:
+    """A passage of a document: `text` is `document.text[start:end]` (character offsets), `ordinal` its 0-based
+    position among the document's chunks, `page` the 1-based page it starts on (None for formats without pages),
+    `heading_path` the (possibly shortened) headings above it, outermost first."""
+
     doc_id: str
     ordinal: int
     text: str  # == document.text[start:end]
@@ -40,10 +45,12 @@ class Chunk:
 
     @property
     def embed_text(self) -> str:
+        """The text the embedder and BM25 see: the heading line, then the passage (see `embed_text`)."""
         return embed_text(self.heading_path, self.text)
 
     @property
     def content_hash(self) -> str:
+        """sha256 (hex) of `embed_text` in UTF-8: identical passages share a stored vector."""
         return hashlib.sha256(self.embed_text.encode()).hexdigest()
 
 
@@ -61,6 +68,20 @@ class _Piece:
 
 
 class Chunker:
+    """Splits documents into chunks of at most `max_tokens` tokens, heading line included.
+
+    Parameters
+    ----------
+    count_tokens : TokenCounter
+        The embedder's token count of each text in a batch (special tokens excluded).
+    max_tokens : int
+        Budget of one chunk's `embed_text`, in the embedder's tokens.
+    overlap_tokens : int
+        Up to this many tokens of whole pieces at the end of a chunk start the next one.
+
+    Raises ValueError when `overlap_tokens >= max_tokens`.
+    """
+
     def __init__(self, count_tokens: TokenCounter, max_tokens: int, overlap_tokens: int):
         if overlap_tokens >= max_tokens:
             raise ValueError(f"overlap_tokens ({overlap_tokens}) must be smaller than max_tokens ({max_tokens})")
@@ -105,6 +126,7 @@ class Chunker:
         return short[bisect.bisect_left(range(len(short) + 1), True, key=lambda first: fits(short[first:])) :]
 
     def _heading_tokens(self, heading_path: tuple[str, ...]) -> int:
+        """Tokens of the heading line and its line break (0 without headings)."""
         if not heading_path:
             return 0
         return self.count_tokens([" > ".join(heading_path)])[0] + 1
@@ -114,18 +136,20 @@ class Chunker:
         spans = [(b.start, b.end) for b in blocks]
         counts = self.count_tokens([text[s:e] for s, e in spans])
         pieces: list[_Piece] = []
-        for (start, end), tokens in zip(spans, counts):
+        for (start, end), tokens in zip(spans, counts, strict=True):
             if tokens <= budget:
                 pieces.append(_Piece(start, end, tokens))
             else:
                 pieces.extend(self._split_span(text, start, end, budget, sentence_spans))
         return pieces
 
-    def _split_span(self, text, start, end, budget, splitter) -> list[_Piece]:
+    def _split_span(self, text: str, start: int, end: int, budget: int, splitter: _Splitter) -> list[_Piece]:
+        """`text[start:end]` cut by `splitter`, each part recut more finely (sentences, words, characters) until it
+        fits `budget` tokens."""
         spans = splitter(text, start, end)
         counts = self.count_tokens([text[s:e] for s, e in spans])
         pieces: list[_Piece] = []
-        for (s, e), tokens in zip(spans, counts):
+        for (s, e), tokens in zip(spans, counts, strict=True):
             if tokens <= budget:
                 pieces.append(_Piece(s, e, tokens))
             elif splitter is sentence_spans:
@@ -134,7 +158,8 @@ class Chunker:
                 pieces.extend(self._split_characters(text, s, e, budget))
         return _merge_words(pieces, budget) if splitter is _word_spans else pieces
 
-    def _split_characters(self, text, start, end, budget) -> list[_Piece]:
+    def _split_characters(self, text: str, start: int, end: int, budget: int) -> list[_Piece]:
+        """Fixed windows of `2 * budget` characters, for a "word" longer than the budget."""
         step = max(1, budget * 2)  # a token covers at least one character; two keeps windows under budget
         pieces = []
         for s in range(start, end, step):
@@ -159,13 +184,18 @@ class Chunker:
         return windows
 
     def _overlap_start(self, pieces: list[_Piece], first: int, stop: int) -> int:
+        """Index of the first piece of the next chunk: the last pieces before `stop` that fit `overlap_tokens`,
+        never `first` itself (each chunk advances)."""
         back, used = stop, 0
         while back - 1 > first and used + pieces[back - 1].tokens <= self.overlap_tokens:
             used += pieces[back - 1].tokens
             back -= 1
         return back
 
-    def _chunk(self, doc, ordinal, start, end, heading_path, blocks) -> Chunk:
+    def _chunk(
+        self, doc: Document, ordinal: int, start: int, end: int, heading_path: tuple[str, ...], blocks: list[Block]
+    ) -> Chunk:
+        """The chunk of `doc.text[start:end]`, on the page of the block it starts in."""
         page = next((b.page for b in blocks if b.start <= start < b.end or start < b.start), None)
         return Chunk(doc.doc_id, ordinal, doc.text[start:end], start, end, page, heading_path, doc.lang, doc.title)
 
@@ -173,15 +203,17 @@ class Chunker:
         """Token counts of joined pieces can exceed their sum by a few; shrink the rare chunk that does."""
         counts = self.count_tokens([c.embed_text for c in chunks])
         fixed: list[Chunk] = []
-        for chunk, tokens in zip(chunks, counts):
+        for chunk, tokens in zip(chunks, counts, strict=True):
             if tokens <= self.max_tokens or len(chunk.text) < 2:  # a single character cannot be halved further
                 fixed.append(chunk)
                 continue
             halves = _halve(chunk.text)
             for offset_start, offset_end in halves:
                 part = replace(
-                    chunk, text=chunk.text[offset_start:offset_end],
-                    start=chunk.start + offset_start, end=chunk.start + offset_end,
+                    chunk,
+                    text=chunk.text[offset_start:offset_end],
+                    start=chunk.start + offset_start,
+                    end=chunk.start + offset_end,
                 )
                 fixed.extend(self._enforce_budget(doc, [part]))
         return [replace(c, ordinal=i) for i, c in enumerate(fixed)]
@@ -202,6 +234,10 @@ def _sections(doc: Document) -> list[tuple[tuple[str, ...], list[Block]]]:
 
 
 def sentence_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """(start, end) character offsets of the sentences of `text[start:end]`, without the whitespace between them.
+
+    A sentence ends at `.`, `!`, `?`, `;` or `:` followed by whitespace and an upper-case letter, a digit or an
+    opening quote or bracket, and at every line break."""
     spans, cursor = [], start
     for match in _SENTENCE_END.finditer(text, start, end):
         if match.start() > cursor:
@@ -213,6 +249,7 @@ def sentence_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
 
 
 def _word_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """(start, end) offsets of the whitespace-separated words of `text[start:end]`."""
     return [(m.start(), m.end()) for m in _WORD.finditer(text, start, end)]
 
 
@@ -234,6 +271,7 @@ def _cut_labels(path: tuple[str, ...], cap: int) -> tuple[str, ...]:
 
 
 def _halve(text: str) -> list[tuple[int, int]]:
+    """Two (start, end) spans cutting `text` at the last space before its middle (at the middle if there is none)."""
     middle = len(text) // 2
     cut = text.rfind(" ", 0, middle)
     cut = middle if cut <= 0 else cut

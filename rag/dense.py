@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -38,6 +40,8 @@ _MAX_EF_SEARCH = 4096  # widening for a filter stops here (efSearch 4096 took ~5
 
 
 def choose_type(settings: DenseIndexSettings, count: int) -> str:
+    """ "flat", "hnsw" or "ivf" for `count` vectors: the configured type, or under `auto` flat up to
+    `auto_threshold` vectors and `auto_type` above (an empty index is always flat)."""
     if count == 0:
         return "flat"
     if settings.type != "auto":
@@ -65,7 +69,7 @@ def describe(settings: DenseIndexSettings, count: int) -> str:
 
 
 @contextlib.contextmanager
-def one_thread():
+def one_thread() -> Iterator[None]:
     """FAISS parallelises a single query over OpenMP threads whose barriers stall whenever another process holds a
     core: on the shared 2-core machine a 20k-vector flat search took 64 ms with two threads and 2-18 ms with one
     (docs/benchmarks.md). OpenMP's thread count is per calling thread, so builds elsewhere keep every core."""
@@ -78,13 +82,23 @@ def one_thread():
 
 
 class DenseIndex:
-    """A FAISS structure over unit vectors whose labels are chunk ids."""
+    """A FAISS structure over unit vectors whose labels are chunk ids.
+
+    Parameters
+    ----------
+    index : faiss.IndexIDMap2
+        The structure (`IndexFlatIP`, `IndexHNSWFlat` or `IndexIVFFlat`, inner product) wrapped with its id map.
+    settings : DenseIndexSettings
+        The search-time parameters (efSearch, nprobe, `exact_filter_rows`).
+    name : str
+        What `describe(settings, count)` called it when it was built, e.g. "ivf-632"; its prefix is the type.
+    """
 
     def __init__(self, index: faiss.IndexIDMap2, settings: DenseIndexSettings, name: str):
         self.index = index
         self.settings = settings
         self.name = name
-        self.inner = faiss.downcast_index(index.index)
+        self.inner: Any = faiss.downcast_index(index.index)  # the concrete class: HNSW's, IVF's or the flat one
         self.type = name.split("-")[0]
         self.ids = faiss.vector_to_array(index.id_map)  # chunk id of each row, in row order
         self._rows_readable = self.type != "ivf"  # IVF reads rows back once it has made its direct map
@@ -106,6 +120,7 @@ class DenseIndex:
 
     @classmethod
     def load(cls, path: Path, settings: DenseIndexSettings, name: str) -> DenseIndex:
+        """The structure `save` wrote to `path`; FAISS raises RuntimeError for a missing or damaged file."""
         return cls(faiss.read_index(str(path)), settings, name)
 
     @property
@@ -114,15 +129,18 @@ class DenseIndex:
         return 0 if self.inner.is_trained else min(64 * self.inner.nlist, 1 << 18)
 
     def train(self, sample: np.ndarray) -> None:
+        """Train IVF's coarse quantiser (k-means, 10 iterations) on `sample`, `(m, dim) float32`, m <= training_rows."""
         self.inner.cp.niter = 10  # k-means iterations, FAISS's default is 25: training dominates the build
         self.inner.train(sample)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Append `vectors`, `(n, dim) float32` unit rows, labelled with the chunk `ids`, `(n,) int64` ascending."""
         self.index.add_with_ids(vectors, ids)
         self.ids = np.concatenate([self.ids, ids])
 
     @property
     def size(self) -> int:
+        """Number of vectors in the structure."""
         return int(self.index.ntotal)
 
     def save(self, path: Path) -> None:
@@ -135,6 +153,7 @@ class DenseIndex:
         fsync(path)
 
     def describe(self) -> dict:
+        """Its type, file name, vector count and search-time parameters, for `rag stats` and `rag doctor`."""
         figures = {"type": self.type, "structure": self.name, "vectors": self.size}
         if self.type == "hnsw":
             figures["ef_search"] = self.settings.hnsw_ef_search
@@ -145,7 +164,12 @@ class DenseIndex:
 
     # ---------------------------------------------------------------- searching
     def search(self, vector: np.ndarray, k: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
-        """(chunk id, cosine) best first; `mask` (bool per row) admits rows, None admits all."""
+        """The `k` best admitted rows as (chunk id, cosine similarity in [-1, 1]) pairs, best first.
+
+        `vector` is the query, `(dim,)` float32 and unit length; `mask`, `(size,)` bool, admits rows by position (row
+        i is the i-th chunk of the generation in id order), None admits all. Fewer than `k` pairs when fewer rows are
+        admitted; approximate structures may also miss some of the true top k (see the module docstring).
+        """
         allowed = self.size if mask is None else int(np.count_nonzero(mask))
         if allowed == 0:
             return []
@@ -153,11 +177,13 @@ class DenseIndex:
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         if mask is not None and self.type != "flat" and allowed <= self.settings.exact_filter_rows:
             return self._exact(query[0], k, np.flatnonzero(mask))
-        bitmap = None if mask is None else np.packbits(mask, bitorder="little")  # kept alive during the search
-        selector = None if bitmap is None else faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+        bitmap = selector = None
+        if mask is not None:
+            bitmap = np.packbits(mask, bitorder="little")  # kept alive during the search: FAISS holds a raw pointer
+            selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
         with one_thread():
             scores, rows = self.inner.search(query, k, params=self._parameters(allowed, selector))
-        return [(int(self.ids[r]), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
+        return [(int(self.ids[r]), float(s)) for r, s in zip(rows[0], scores[0], strict=True) if r >= 0]
 
     def _exact(self, query: np.ndarray, k: int, rows: np.ndarray) -> list[tuple[int, float]]:
         """Brute force over a few admitted rows, read back from the structure (HNSW's flat storage, IVF's lists)."""
@@ -170,7 +196,8 @@ class DenseIndex:
         best = np.argsort(-scores, kind="stable")[:k]
         return [(int(self.ids[rows[i]]), float(scores[i])) for i in best]
 
-    def _parameters(self, allowed: int, selector) -> faiss.SearchParameters | None:
+    def _parameters(self, allowed: int, selector: faiss.IDSelector | None) -> faiss.SearchParameters | None:
+        """The search-time parameters of this type, with `selector` restricting the search to admitted rows."""
         if self.type == "hnsw":
             widen = self.size / allowed  # about as many admitted candidates as an unfiltered search compares
             ef = min(_MAX_EF_SEARCH, max(self.settings.hnsw_ef_search, int(self.settings.hnsw_ef_search * widen)))

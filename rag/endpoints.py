@@ -30,6 +30,8 @@ class EndpointFailed(Exception):
 
 @dataclass
 class Endpoint:
+    """One OpenAI-compatible server and its state in the pool."""
+
     url: str  # base URL without the /v1 suffix
     outstanding: int = 0  # requests in flight, guarded by the pool's lock
     down_until: float = 0.0  # time.monotonic() before which the endpoint gets no requests
@@ -37,7 +39,11 @@ class Endpoint:
 
 
 class EndpointPool:
-    """Shared by every request thread of the process: the in-flight counts are only right if all of them use it."""
+    """Shared by every request thread of the process: the in-flight counts are only right if all of them use it.
+
+    `urls` are base URLs with or without `/v1`; `cooldown_s` is how long a failed endpoint is left alone and
+    `probe_timeout_s` how long its health probe may take (seconds); `headers` go with every probe (e.g. the API key).
+    """
 
     def __init__(self, urls: list[str], *, cooldown_s: float, probe_timeout_s: float, headers: Mapping[str, str]):
         self.endpoints = [Endpoint(url.rstrip("/").removesuffix("/v1")) for url in urls]
@@ -49,7 +55,9 @@ class EndpointPool:
 
     @contextmanager
     def acquire(self, failures: Mapping[str, str] | None = None) -> Iterator[Endpoint]:
-        """The least busy healthy endpoint not in `failures` (url -> why it failed this request), counted in flight."""
+        """The least busy healthy endpoint not in `failures` (url -> why it failed this request), counted in flight.
+
+        Raises GenerationError, naming each endpoint's state, when none is left."""
         endpoint = self._choose(failures or {})
         try:
             yield endpoint
@@ -58,12 +66,14 @@ class EndpointPool:
                 endpoint.outstanding -= 1
 
     def mark_down(self, endpoint: Endpoint, reason: str) -> None:
+        """Give `endpoint` no request for `cooldown_s` seconds, then probe it before the next one; logs `reason`."""
         log.warning("language-model endpoint %s left alone for %s s: %s", endpoint.url, self.cooldown_s, reason)
         with self._lock:
             endpoint.down_until = time.monotonic() + self.cooldown_s
             endpoint.suspect = True
 
     def _choose(self, failures: Mapping[str, str]) -> Endpoint:
+        """The endpoint to use, probing suspect ones first; raises GenerationError when none is left."""
         while (endpoint := self._take(failures)) is not None:
             if not endpoint.suspect or self._probe(endpoint):
                 return endpoint
@@ -85,6 +95,7 @@ class EndpointPool:
             return endpoint
 
     def _probe(self, endpoint: Endpoint) -> bool:
+        """Whether `GET /v1/models` succeeds within `probe_timeout_s`; a success clears the suspicion."""
         import httpx
 
         try:
@@ -97,8 +108,13 @@ class EndpointPool:
         return ok
 
     def _none_left(self, failures: Mapping[str, str]) -> str:
+        """The error message when no endpoint can take a request: why each one cannot."""
         now = time.monotonic()
-        states = [failures.get(e.url) or f"{e.url} failed earlier, next probe in {e.down_until - now:.1f} s"
-                  for e in self.endpoints]
-        return (f"no language-model endpoint could take the request: {'; '.join(states)}; check llm.endpoints and "
-                "that the servers are running")
+        states = [
+            failures.get(e.url) or f"{e.url} failed earlier, next probe in {e.down_until - now:.1f} s"
+            for e in self.endpoints
+        ]
+        return (
+            f"no language-model endpoint could take the request: {'; '.join(states)}; check llm.endpoints and "
+            "that the servers are running"
+        )

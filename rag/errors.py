@@ -1,21 +1,24 @@
 """Exceptions raised by the pipeline; the front doors translate them, nothing else does.
 
-    RagError                      base: every message names the value, the limit and the fix
-    ├── ConfigError               settings invalid or inconsistent (bad YAML, unknown field, missing model file)
-    ├── LoadError                 one input file cannot be read (corrupt, encrypted, empty, unsupported)
-    │   └── UnsupportedFormatError  its content is none of the formats we read
-    ├── IndexError_               the on-disk index cannot be used
-    │   ├── IndexLockedError      another writer holds the index lock
-    │   └── IndexMismatchError    the index was built by another embedder/chunker (or format): run `rag reindex`
-    ├── NotFoundError             a document id that the caller may see does not exist
-    ├── InputError                a request is malformed (empty question, too long, bad filter)
-    │   └── DocumentConflictError a document's id belongs to a stored document from another source
-    ├── AccessDeniedError         the principal lacks a right (admin action, a label it does not hold)
-    │   └── AuthenticationError   no API key, or one that is unknown or revoked
-    ├── BusyError                 the generation queue is full; retry later
-    ├── GenerationError           the language model backend failed
-    ├── AuditUnavailableError     the audit trail cannot be written (torn last record, disk full): audited requests wait
-    └── EgressBlockedError        an outbound connection the sovereignty guard refused (also a ConnectionRefusedError)
+RagError                      base: every message names the value, the limit and the fix
+├── ConfigError               settings invalid or inconsistent (bad YAML, unknown field, missing model file)
+├── LoadError                 one input file cannot be read (corrupt, encrypted, empty, unsupported)
+│   └── UnsupportedFormatError  its content is none of the formats we read
+├── IndexError_               the on-disk index cannot be used
+│   ├── IndexLockedError      another writer holds the index lock
+│   └── IndexMismatchError    the index was built by another embedder/chunker (or format): run `rag reindex`
+├── NotFoundError             a document id that the caller may see does not exist
+├── InputError                a request is malformed (empty question, too long, bad filter)
+│   └── DocumentConflictError a document's id belongs to a stored document from another source
+├── AccessDeniedError         the principal lacks a right (admin action, a label it does not hold)
+│   └── AuthenticationError   no API key, or one that is unknown or revoked
+├── BusyError                 the generation queue is full; retry later
+├── GenerationError           the language model backend failed
+├── AuditUnavailableError     the audit trail cannot be written (torn last record, disk full): audited requests wait
+└── EgressBlockedError        an outbound connection the sovereignty guard refused (also a ConnectionRefusedError)
+
+The front doors translate by class, never by message text: `rag.server.errors` to an HTTP status, `rag.cli` to an
+exit code and one line on stderr.
 """
 
 
@@ -24,35 +27,36 @@ class RagError(Exception):
 
 
 class ConfigError(RagError):
-    pass
+    """Settings are invalid or inconsistent: bad YAML, an unknown field, a model file missing or off its pin."""
 
 
 class LoadError(RagError):
-    pass
+    """One input file cannot be read (corrupt, encrypted, empty); the ingest reports it and goes on with the others."""
 
 
 class UnsupportedFormatError(LoadError):
-    pass
+    """The file's content is none of the formats the loaders read (detected from the bytes, not the name)."""
 
 
 class IndexError_(RagError):
-    pass
+    """The on-disk index cannot be used (missing, damaged, locked or built differently); named with `_` to keep
+    the builtin `IndexError` visible."""
 
 
 class IndexLockedError(IndexError_):
-    pass
+    """Another writer holds the index lock; retry when its ingest, delete or reindex has finished."""
 
 
 class IndexMismatchError(IndexError_):
-    pass
+    """The index was built by another embedder, chunker or format version; the fix is `rag reindex`."""
 
 
 class NotFoundError(RagError):
-    pass
+    """A document, page image or model does not exist; a document the caller may not see is reported alike."""
 
 
 class InputError(RagError):
-    pass
+    """A request is malformed: an empty or too long question, a bad filter, an out-of-range parameter."""
 
 
 class DocumentConflictError(InputError):
@@ -60,19 +64,19 @@ class DocumentConflictError(InputError):
 
 
 class AccessDeniedError(RagError):
-    pass
+    """The principal lacks a right: an admin action, or a label it does not hold."""
 
 
 class AuthenticationError(AccessDeniedError):
-    pass
+    """No API key, or one that is unknown or revoked."""
 
 
 class BusyError(RagError):
-    pass
+    """The generation queue is full; the caller retries later (the server sends `Retry-After`)."""
 
 
 class GenerationError(RagError):
-    pass
+    """The language model backend failed (llama.cpp in process, or an OpenAI-compatible server)."""
 
 
 class AuditUnavailableError(RagError):

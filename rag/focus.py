@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from .chunk import sentence_spans
 from .lexical import tokenize
@@ -27,6 +28,8 @@ RELEVANCE_FLOOR = 0.4
 
 @dataclass(frozen=True)
 class RankedSentence:
+    """One sentence of a retrieved passage, scored for the question (0..1, see `rank_sentences`)."""
+
     passage: int  # index of the passage in the hits
     position: int  # index of the sentence in `passage_sentences` of that passage
     text: str
@@ -50,7 +53,8 @@ def rank_sentences(question: str, hits: Sequence[Hit], encode: Callable) -> list
     """Every sentence of the passages, best first (ties: passage rank, then order in the passage).
 
     Score = mean of lexical coverage (share of the question's content words in the sentence) and cosine similarity of
-    the embeddings: coverage finds the exact terms, the embedding finds paraphrases.
+    the embeddings: coverage finds the exact terms, the embedding finds paraphrases. `encode` maps n texts to unit
+    vectors, `(n, dim) float32` (the embedder's `encode`).
     """
     candidates = [(i, p, text) for i, hit in enumerate(hits) for p, text in enumerate(passage_sentences(hit.chunk))]
     if not candidates:
@@ -59,7 +63,7 @@ def rank_sentences(question: str, hits: Sequence[Hit], encode: Callable) -> list
     similarity = vectors[1:] @ vectors[0]
     ranked = [
         RankedSentence(i, p, text, 0.5 * coverage(question, text, hits[i].chunk.lang) + 0.5 * float(cos))
-        for (i, p, text), cos in zip(candidates, similarity)
+        for (i, p, text), cos in zip(candidates, similarity, strict=True)
     ]
     return sorted(ranked, key=lambda s: (-s.score, s.passage, s.position))
 
@@ -70,7 +74,8 @@ def focus(
     """The passages worth showing and, for each, the excerpt to show: best sentences first until `budget` tokens.
 
     A sentence too long for what is left of the budget is skipped for shorter ones; the best sentence is always kept;
-    sentences below `RELEVANCE_FLOOR` of the best score are never kept.
+    sentences below `RELEVANCE_FLOOR` of the best score are never kept. `budget` and `count_tokens` are in the
+    language model's tokens. Returns the kept hits in their original order and one excerpt per kept hit.
     """
     ranked = rank_sentences(question, hits, encode)
     floor = RELEVANCE_FLOOR * ranked[0].score if ranked else 0.0
@@ -93,6 +98,6 @@ def focus(
 def excerpt(sentences: Sequence[RankedSentence]) -> str:
     """Sentences in passage order; a gap between two that were not neighbours is marked with an ellipsis."""
     parts = [sentences[0].text]
-    for previous, sentence in zip(sentences, sentences[1:]):
+    for previous, sentence in pairwise(sentences):
         parts.append((" " if sentence.position == previous.position + 1 else GAP) + sentence.text)
     return "".join(parts)

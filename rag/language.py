@@ -10,6 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from py3langid.langid import LanguageIdentifier
 
 DEFAULT_LANGUAGES: tuple[str, ...] = ("fr", "de", "en", "lb", "nl", "it", "es", "pt")
 UNDETERMINED = "und"
@@ -22,7 +26,13 @@ _LETTER = re.compile(r"[^\W\d_]")
 
 
 def detect_language(text: str, languages: Iterable[str] | None = None) -> str:
-    """ISO 639-1 code of `text`'s main language, or "und" when the text is too short or ambiguous."""
+    """ISO 639-1 code of `text`'s main language, or "und" when the text is too short or ambiguous.
+
+    `languages` are the ISO 639-1 candidates (default `DEFAULT_LANGUAGES`); texts longer than `SAMPLE_CHARS` are
+    judged on four evenly spaced slices. "und" (ISO 639-2's "undetermined") is returned for fewer than `MIN_LETTERS`
+    letters or a normalised probability below `MIN_CONFIDENCE`. Classifier: Lui & Baldwin's langid.py, "langid.py:
+    An Off-the-shelf Language Identification Tool" (ACL 2012), as packaged by py3langid.
+    """
     sample = _sample(text)
     if len(_LETTER.findall(sample[:2000])) < MIN_LETTERS:
         return UNDETERMINED
@@ -44,7 +54,7 @@ def _sample(text: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def _identifier(languages: frozenset[str]):
+def _identifier(languages: frozenset[str]) -> LanguageIdentifier:
     """Load the model on first use (≈0.7 s), not at import: most commands never need it."""
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 

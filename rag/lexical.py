@@ -11,7 +11,7 @@ import re
 from array import array
 from collections import defaultdict
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import bm25s
@@ -25,29 +25,48 @@ _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 _GROUP = 64  # scores per group in top_k
 
 _SNOWBALL = {
-    "en": "english", "fr": "french", "de": "german", "lb": "german", "nl": "dutch", "it": "italian",
-    "es": "spanish", "pt": "portuguese", "sv": "swedish", "da": "danish", "no": "norwegian", "ru": "russian",
+    "en": "english",
+    "fr": "french",
+    "de": "german",
+    "lb": "german",
+    "nl": "dutch",
+    "it": "italian",
+    "es": "spanish",
+    "pt": "portuguese",
+    "sv": "swedish",
+    "da": "danish",
+    "no": "norwegian",
+    "ru": "russian",
 }
 _STOPWORDS = {
-    "en": bm25_stopwords.STOPWORDS_EN, "fr": bm25_stopwords.STOPWORDS_FRENCH,
-    "de": bm25_stopwords.STOPWORDS_GERMAN, "nl": bm25_stopwords.STOPWORDS_DUTCH,
-    "it": bm25_stopwords.STOPWORDS_ITALIAN, "es": bm25_stopwords.STOPWORDS_SPANISH,
+    "en": bm25_stopwords.STOPWORDS_EN,
+    "fr": bm25_stopwords.STOPWORDS_FRENCH,
+    "de": bm25_stopwords.STOPWORDS_GERMAN,
+    "nl": bm25_stopwords.STOPWORDS_DUTCH,
+    "it": bm25_stopwords.STOPWORDS_ITALIAN,
+    "es": bm25_stopwords.STOPWORDS_SPANISH,
 }
 
 
-@lru_cache(maxsize=None)
-def _stemmer(lang: str):
+@cache
+def _stemmer(lang: str) -> Stemmer.Stemmer | None:
+    """PyStemmer's Snowball stemmer for `lang` (ISO 639-1), or None for a language Snowball lacks."""
     algorithm = _SNOWBALL.get(lang)
     return Stemmer.Stemmer(algorithm) if algorithm else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _stopwords(lang: str) -> frozenset[str]:
+    """bm25s's stop word list for `lang`, empty for the languages it has none for."""
     return frozenset(_STOPWORDS.get(lang, ()))
 
 
 def tokenize(text: str, lang: str) -> list[str]:
-    """Lower-cased word tokens without the language's stop words, stemmed with its Snowball stemmer."""
+    """Lower-cased word tokens without the language's stop words, stemmed with its Snowball stemmer.
+
+    A token is a run of letters and digits (`_` separates); `lang` is ISO 639-1 ("lb" is stemmed as German, "und" and
+    other languages without a stemmer are only lower-cased). Stemmers: Snowball (snowballstem.org) via PyStemmer.
+    """
     stop = _stopwords(lang)
     words = [w for w in _TOKEN.findall(text.lower()) if w not in stop]
     stemmer = _stemmer(lang)
@@ -55,7 +74,17 @@ def tokenize(text: str, lang: str) -> list[str]:
 
 
 class LexicalIndex:
-    """A BM25 matrix whose rows are aligned with an array of chunk ids."""
+    """A BM25 matrix whose rows are aligned with an array of chunk ids.
+
+    Parameters
+    ----------
+    bm25 : bm25s.BM25 or None
+        The scorer holding the matrix (None for an index without rows).
+    vocab : dict[str, int]
+        Token to column id.
+    size : int
+        Number of rows.
+    """
 
     def __init__(self, bm25: bm25s.BM25 | None, vocab: dict[str, int], size: int):
         self.bm25 = bm25
@@ -66,25 +95,34 @@ class LexicalIndex:
     def build(cls, stored_tokens: Iterable[str]) -> LexicalIndex:
         """From each row's stored tokens (space-separated). Tokens become ids as they stream in (a million rows'
         token strings would take gigabytes at once); `_bm25_matrix` then scores them in a few vectorised passes."""
-        vocab: defaultdict[str, int] = defaultdict()
-        vocab.default_factory = vocab.__len__  # an unseen token gets the next id, without leaving C
+        growing: defaultdict[str, int] = defaultdict()
+        growing.default_factory = growing.__len__  # an unseen token gets the next id, without leaving C
         token_ids, lengths = array("i"), array("q")
         for tokens in stored_tokens:
-            ids = list(map(vocab.__getitem__, tokens.split()))
+            ids = list(map(growing.__getitem__, tokens.split()))
             token_ids.extend(ids)
             lengths.append(len(ids))
         if not lengths:
             return cls(None, {}, 0)
-        vocab = dict(vocab)
+        vocab = dict(growing)
         vocab.setdefault("", len(vocab))  # bm25s scores token-less chunks through an empty token
         bm25 = bm25s.BM25()
-        bm25.scores = _bm25_matrix(np.frombuffer(token_ids, dtype=np.int32), np.frombuffer(lengths, dtype=np.int64),
-                                   len(vocab), bm25.k1, bm25.b)
+        bm25.scores = _bm25_matrix(
+            np.frombuffer(token_ids, dtype=np.int32),
+            np.frombuffer(lengths, dtype=np.int64),
+            len(vocab),
+            bm25.k1,
+            bm25.b,
+        )
         bm25.vocab_dict, bm25.unique_token_ids_set, bm25.nonoccurrence_array = vocab, set(vocab.values()), None
         return cls(bm25, vocab, len(lengths))
 
     def scores(self, query_tokens: list[str], mask: np.ndarray | None = None) -> np.ndarray:
-        """BM25 score of every row (0 for rows outside `mask` and rows sharing no term with the query)."""
+        """BM25 score of every row, `(size,) float32`: 0 for rows outside `mask` and rows sharing no query term.
+
+        `query_tokens` come from `tokenize`; `mask`, `(size,)` bool, admits rows by position. Scores are Lucene's BM25
+        with bm25s's defaults (k1 1.5, b 0.75), unbounded and not comparable across indexes.
+        """
         if self.bm25 is None:
             return np.zeros(0, dtype=np.float32)
         ids = [self.vocab[t] for t in dict.fromkeys(query_tokens) if t in self.vocab and t]
@@ -106,6 +144,7 @@ class LexicalIndex:
 
     @classmethod
     def load(cls, directory: Path) -> LexicalIndex:
+        """The index `save` wrote into `directory`. Raises OSError for missing files, ValueError for damaged JSON."""
         meta = json.loads((directory / "lexical.json").read_text())
         bm25 = bm25s.BM25.load(str(directory), mmap=False) if meta["size"] else None
         if bm25 is not None:
@@ -114,7 +153,7 @@ class LexicalIndex:
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Rows of the k highest scores, best first, ties by row.
+    """Rows of the k highest scores, best first, ties by row: `(min(k, n),) intp` for `scores` of shape `(n,)`.
 
     Partitioning a million scores took as long as computing them (~20 ms on the loaded 2-core machine). Instead: cut
     the rows into groups of 64 (row i joins group i mod n/64, so the maxima are one vectorised pass), take the k-th
@@ -150,5 +189,9 @@ def _bm25_matrix(token_ids: np.ndarray, lengths: np.ndarray, vocab_size: int, k1
     np.cumsum(df, out=indptr[1:])
     # Rows as intp, not bm25s's int32: numpy's add.at, which sums a query's postings, casts int32 indices on every
     # call; at a million chunks that made scoring ~1.5x slower (docs/benchmarks.md) for 4 more bytes per posting.
-    return {"data": (idf[token] * tfc).astype(np.float32), "indices": doc.astype(np.intp), "indptr": indptr,
-            "num_docs": rows}
+    return {
+        "data": (idf[token] * tfc).astype(np.float32),
+        "indices": doc.astype(np.intp),
+        "indptr": indptr,
+        "num_docs": rows,
+    }

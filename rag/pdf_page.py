@@ -12,9 +12,13 @@ import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import InputError, LoadError
 from .load.pdf import PDFIUM_LOCK
+
+if TYPE_CHECKING:
+    from pypdfium2 import PdfTextPage
 
 _WORD = re.compile(r"\w+")
 _ANCHOR_WORDS = 6
@@ -29,7 +33,11 @@ class Mark:
 
 
 def render_page(data: bytes, *, page: int, scale: float, marks: Sequence[Mark] = ()) -> bytes:
-    """PNG of 1-based `page` of the PDF `data`, each mark's text region filled with its colour."""
+    """PNG of 1-based `page` of the PDF `data`, each mark's text region filled with its colour.
+
+    `scale` is pixels per PDF point (1 point = 1/72 inch; 2.0 renders a 595 x 842 pt A4 page as 1190 x 1684 px).
+    Marks whose text is not found on the page are left out. Raises LoadError when `data` is no readable PDF,
+    InputError when the page does not exist."""
     import pypdfium2 as pdfium
     from PIL import Image, ImageDraw
 
@@ -53,14 +61,16 @@ def render_page(data: bytes, *, page: int, scale: float, marks: Sequence[Mark] =
     draw = ImageDraw.Draw(overlay)
     for mark, rects in boxes:
         for left, bottom, right, top in rects:
-            draw.rectangle([left * scale, (height - top) * scale, right * scale, (height - bottom) * scale],
-                           fill=mark.colour)
+            draw.rectangle(
+                [left * scale, (height - top) * scale, right * scale, (height - bottom) * scale], fill=mark.colour
+            )
     out = io.BytesIO()
     Image.alpha_composite(image, overlay).convert("RGB").save(out, format="PNG")
     return out.getvalue()
 
 
-def _rects(textpage, span: tuple[int, int]) -> list[tuple[float, float, float, float]]:
+def _rects(textpage: PdfTextPage, span: tuple[int, int]) -> list[tuple[float, float, float, float]]:
+    """PDFium's rectangles (left, bottom, right, top in PDF points, origin bottom left) of a character span."""
     start, end = span
     return [textpage.get_rect(i) for i in range(textpage.count_rects(start, end - start))]
 
@@ -72,13 +82,15 @@ def locate(page_text: str, text: str) -> tuple[int, int] | None:
     if not words:
         return None
     n = min(_ANCHOR_WORDS, len(words))
-    head = next((m for i in range(len(words) - n + 1) if (m := _find(page_text, words[i:i + n], 0))), None)
+    head = next((m for i in range(len(words) - n + 1) if (m := _find(page_text, words[i : i + n], 0))), None)
     if head is None:
         return None
-    tail = next((m for i in range(len(words), n - 1, -1) if (m := _find(page_text, words[i - n:i], head.start()))),
-                None)
+    tail = next(
+        (m for i in range(len(words), n - 1, -1) if (m := _find(page_text, words[i - n : i], head.start()))), None
+    )
     return head.start(), max(head.end(), tail.end() if tail else head.end())
 
 
-def _find(page_text: str, words: Sequence[str], start: int) -> re.Match | None:
+def _find(page_text: str, words: Sequence[str], start: int) -> re.Match[str] | None:
+    """The first match at or after `start` of `words` in order, separated by anything but word characters."""
     return re.compile(r"\W*".join(map(re.escape, words))).search(page_text, start)

@@ -27,7 +27,8 @@ def proxy_principal(*, settings: ProxyAuthSettings, peer: str | None, headers: M
     if not is_trusted(peer, settings.trusted_proxies):
         raise AccessDeniedError(
             f"identity headers ({', '.join(names)}) are accepted only from the configured proxies "
-            "(server.proxy_auth.trusted_proxies); sign in with an API key instead")
+            "(server.proxy_auth.trusted_proxies); sign in with an API key instead"
+        )
     user = checked_name(headers.get(settings.user_header, "").strip(), "proxy user id")
     groups = {g.strip() for g in headers.get(settings.groups_header, "").split(settings.groups_separator) if g.strip()}
     labels = frozenset(label for group in groups for label in settings.group_labels.get(group, ()))

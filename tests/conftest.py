@@ -1,7 +1,8 @@
 """Shared fixtures: real models loaded once per session, indexes built in temporary folders.
 
-`integration` tests use the real embedder, FAISS, llama.cpp and servers; they are the point of this suite, the unit
-tests beside them only pin down logic that is awkward to reach through the real components.
+`integration` tests load the real embedder or llama.cpp, or start servers and `rag` processes that do; they are the
+point of this suite. The fast tier beside them runs real FAISS, SQLite, parsers and files with hand-written vectors
+and model outputs, and pins down logic that is awkward to reach through the models.
 """
 
 from __future__ import annotations

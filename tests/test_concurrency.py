@@ -10,7 +10,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import pytest
 from rag.load import document_id
 
 from .conftest import ROOT
+from .llama_server import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -58,12 +58,6 @@ class _Rag:
     def start(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "rag", *args], env=self.env, cwd=ROOT, stdout=self.log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _workers(server: subprocess.Popen) -> list[int]:
@@ -125,7 +119,7 @@ def test_two_workers_and_an_ingest_share_one_index_through_sigkills(tmp_path, ma
     rag = _Rag(tmp_path, make_settings().data_dir)
     key = rag.run("keys", "create", "--principal", "loader", "--label", "public", "--admin").strip()
     folder = tmp_path / "incoming"
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     server = rag.start("serve", "--workers", "2", "--port", str(port))
     uploader = _Uploader(base_url, key)

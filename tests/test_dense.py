@@ -11,8 +11,6 @@ from rag.settings import DenseIndexSettings
 from rag.store import NewChunk, SearchFilter, new_manifest
 from rag.store.embedded import IndexStore
 
-pytestmark = pytest.mark.integration
-
 DIM = 16
 MANIFEST = new_manifest({"name": "hand-written", "dim": DIM}, {"max_tokens": 200})
 

@@ -14,12 +14,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bench.llm_servers import LlamaServer, free_port, one_request
 from rag.endpoints import EndpointPool
 from rag.errors import GenerationError
 from rag.generate import OpenAICompatibleLLM, resolve_model
 from rag.prompt import build_prompt
 from rag.settings import LLMSettings
+
+from .llama_server import LlamaServer, free_port, one_request
 
 PIECES = ["Hel", "lo"]
 STREAMS = {"ok": PIECES, "break": PIECES[:1], "break_before_text": [""]}  # texts of the events sent

@@ -41,6 +41,25 @@ def test_anonymous_access_depends_on_the_connection_not_the_configuration(server
     assert on_loopback({"server": server, "client": client}) is allowed
 
 
+def test_anonymous_access_is_refused_beyond_loopback(make_settings, tmp_path):
+    """Refused by the app factory before any model file is read, and by `rag serve` with exit code 2; loopback hosts
+    are an explicit local choice."""
+    from rag.server.app import check_exposure, create_app
+    from rag.settings import ServerSettings
+
+    with pytest.raises(ConfigError, match="loopback"):
+        create_app(make_settings(server={"require_keys": False, "host": "0.0.0.0"}))
+    for host in ("127.0.0.1", "::1", "localhost"):
+        check_exposure(ServerSettings(require_keys=False, host=host))
+    with pytest.raises(ConfigError, match="loopback"):
+        check_exposure(ServerSettings(require_keys=False, host="192.0.2.2"))
+    config = tmp_path / "open.yaml"
+    config.write_text("server:\n  host: 0.0.0.0\n  require_keys: false\nsovereignty:\n  require_pins: false\n")
+    refused = subprocess.run([sys.executable, "-m", "rag", "--config", str(config), "serve"], capture_output=True,
+                             text=True, cwd=ROOT, timeout=120)
+    assert refused.returncode == 2 and "loopback" in refused.stderr
+
+
 @pytest.mark.integration
 def test_a_keyless_server_bound_beyond_loopback_serves_loopback_clients_only(make_settings, answer_pipeline,
                                                                               tmp_path):

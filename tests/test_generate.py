@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from bench.llm_servers import LlamaServer, free_port
 from rag.errors import ConfigError, GenerationError
 from rag.generate import LlamaCppLLM, OpenAICompatibleLLM, create_llm
 from rag.prompt import PREFIX, build_prompt
 from rag.settings import LLMSettings, Settings
 
 from .conftest import make_hit
+from .llama_server import LlamaServer, free_port
 
 HITS = [make_hit(1, "Passwords must be at least 14 characters long.", title="IT security directive")]
 

@@ -20,8 +20,6 @@ from rag.store.embedded import IndexStore
 
 from .test_dense import DIM, MANIFEST, _unit, store_dir  # noqa: F401 (store_dir is a fixture)
 
-pytestmark = pytest.mark.integration
-
 FLAT = DenseIndexSettings(type="flat")
 
 

@@ -1,9 +1,11 @@
 """Pure logic behind the web page, beside the end-to-end tests in tests/test_web.py: who a proxy's headers name,
-where a cited text lies on a PDF page, which kept original belongs to a document."""
+where a cited text lies on a PDF page, which kept original belongs to a document; and the page's static files."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 
 import pytest
 
@@ -11,6 +13,7 @@ from rag.errors import AccessDeniedError, InputError
 from rag.originals import Originals
 from rag.pdf_page import locate
 from rag.proxy_auth import is_trusted, proxy_principal
+from rag.server.web import STATIC
 from rag.settings import ProxyAuthSettings
 from rag.store import DocumentRecord
 
@@ -94,3 +97,24 @@ def test_security_headers_keep_a_policy_the_route_sets_itself():
     assert plain.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
     assert custom.headers.get_list("content-security-policy") == [own]
     assert custom.headers["x-frame-options"] == "DENY" and custom.headers["x-content-type-options"] == "nosniff"
+
+
+def test_page_files_name_no_other_host_and_hold_no_inline_code():
+    # The page's own files; the vendored Swagger UI of /docs (its licence texts name their authors' sites) has its
+    # own check in tests/test_exposure.py.
+    files = [p for p in STATIC.rglob("*") if p.is_file() and "swagger-ui" not in p.parts]
+    assert {p.name for p in files} >= {"index.html", "app.js", "app.css", "en.json", "fr.json", "de.json"}
+    for path in files:
+        text = path.read_text()
+        urls = [u for u in re.findall(r"(?:https?:)?//[\w.-]+\.\w+", text) if u != "http://www.w3.org"]
+        assert urls == [], (path.name, urls)  # the one exception is the SVG namespace name, never fetched
+    html = (STATIC / "index.html").read_text()
+    assert re.findall(r"<script(?![^>]*\bsrc=)|<style|\sstyle=|\son\w+=", html) == []  # the CSP would block them
+
+
+def test_locales_have_the_same_keys():
+    keys = {lang: set(json.loads((STATIC / "locales" / f"{lang}.json").read_text())) for lang in ("en", "fr", "de")}
+    assert keys["en"] == keys["fr"] == keys["de"]
+    used = set(re.findall(r'data-i18n(?:-aria)?="([\w.]+)"', (STATIC / "index.html").read_text()))
+    used |= {m for p in STATIC.glob("*.js") for m in re.findall(r'\bt\("([\w.]+)"', p.read_text())}
+    assert used <= keys["en"], used - keys["en"]

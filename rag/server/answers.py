@@ -8,9 +8,10 @@ inside a 200 stream. Errors after that become an `error` event.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 from fastapi import APIRouter, Depends, Request, Response
@@ -25,8 +26,13 @@ from .services import answer_fields
 
 router = APIRouter(tags=["answers"], dependencies=[Depends(ready)])
 
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503)
+}
+"""The error statuses the answer, search and document routes may return, for the OpenAPI document."""
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -38,13 +44,18 @@ class StreamError:
     message: str
 
     def body(self) -> dict:
+        """The error object, as in an HTTP error response."""
         return error_body(self.status, self.kind, self.message)
 
 
 async def open_answer(
-    request: Request, caller: Principal, question: str, history: Sequence[str], audit: dict, **options
-) -> AsyncIterator[Event | StreamError]:
-    """Queue the question and wait for its first event; the result is the whole audited event stream."""
+    request: Request, caller: Principal, question: str, history: Sequence[str], audit: dict, **options: Any
+) -> AsyncGenerator[Event | StreamError, None]:
+    """Queue the question and wait for its first event; the result is the whole audited event stream.
+
+    `options` go to `Pipeline.stream` (k, mode); `audit` holds the request's own audit fields. Raises BusyError when
+    the generation queue is full, and whatever the pipeline raises before its first event (e.g. InputError), so that
+    those errors are plain HTTP errors."""
     s = services(request)
     events = s.generation.events(
         lambda: s.pipeline.stream(question, search_filter=caller.search_filter(), history=history, **options),
@@ -54,7 +65,9 @@ async def open_answer(
     return _audited(first, events, request, audit)
 
 
-async def _audited(first, events, request: Request, audit: dict) -> AsyncIterator[Event | StreamError]:
+async def _audited(
+    first: Event | None, events: AsyncGenerator[Event, None], request: Request, audit: dict
+) -> AsyncGenerator[Event | StreamError, None]:
     """The events, with the audit record written before the final answer goes out, and errors turned into a last
     `StreamError`. A stream that ends otherwise (client gone) is recorded as status 499."""
     s = services(request)
@@ -77,7 +90,8 @@ async def _audited(first, events, request: Request, audit: dict) -> AsyncIterato
             await s.record(request, 499, **audit, error="client_closed")
 
 
-async def _chain(first, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+async def _chain(first: Event | None, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    """`first`, then the rest of `events` (nothing when `first` is None)."""
     if first is None:
         return
     yield first
@@ -85,16 +99,19 @@ async def _chain(first, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
         yield event
 
 
-async def final(stream: AsyncIterator[Event | StreamError]) -> Answer | StreamError | None:
-    """The last event of a stream consumed whole (non-streaming responses)."""
-    last = None
+async def final(stream: AsyncGenerator[Event | StreamError, None]) -> Answer | StreamError | None:
+    """The last event of a stream consumed whole (non-streaming responses); None when the stream stopped before its
+    answer (the client left)."""
+    last: Event | StreamError | None = None
     async with aclosing(stream):
         async for event in stream:
             last = event
-    return last
+    return None if isinstance(last, Token) else last
 
 
-def as_response(result: Answer | StreamError | None, render) -> Response:
+def as_response(result: Answer | StreamError | None, render: Callable[[Answer], dict]) -> Response:
+    """The HTTP response of a non-streamed answer: `render(answer)` as JSON, the error with its status, or 499 (the
+    client closed the request: nginx's code, nobody reads it)."""
     if result is None:
         return Response(status_code=499)  # nobody is listening any more
     if isinstance(result, StreamError):
@@ -102,27 +119,41 @@ def as_response(result: Answer | StreamError | None, render) -> Response:
     return JSONResponse(render(result))
 
 
-def sse(event: str | None, payload) -> str:
+def sse(event: str | None, payload: str | dict) -> str:
+    """One Server-Sent Event (WHATWG HTML, "Server-sent events"): `payload` as JSON unless it is already a string."""
     data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
     return (f"event: {event}\n" if event else "") + f"data: {data}\n\n"
 
 
 # ------------------------------------------------------------------------------------------------ /v1/ask
-@router.post("/v1/ask", response_model=AskResponse, responses={
-    **ERRORS, 200: {"description": "the answer; with `stream: true` a text/event-stream of `token`, `citations`, "
-                    "`sources` and a final `answer` event (or an `error` event)",
-                    "content": {"text/event-stream": {}}}})
+@router.post(
+    "/v1/ask",
+    response_model=AskResponse,
+    responses={
+        **ERRORS,
+        200: {
+            "description": "the answer; with `stream: true` a text/event-stream of `token`, `citations`, "
+            "`sources` and a final `answer` event (or an `error` event)",
+            "content": {"text/event-stream": {}},
+        },
+    },
+)
 async def ask(body: AskRequest, request: Request, caller: Principal = Depends(principal)) -> Response:
     """Answer from the documents the caller may see, each sentence verified against the passages it cites."""
-    audit = {**services(request).question_fields("question", body.question), "k": body.k, "mode": body.mode,
-             "history_turns": len(body.history)}
+    audit = {
+        **services(request).question_fields("question", body.question),
+        "k": body.k,
+        "mode": body.mode,
+        "history_turns": len(body.history),
+    }
     stream = await open_answer(request, caller, body.question, body.history, audit, k=body.k, mode=body.mode)
     if not body.stream:
         return as_response(await final(stream), Answer.to_dict)
     return StreamingResponse(_ask_events(stream), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _ask_events(stream: AsyncIterator[Event | StreamError]) -> AsyncIterator[str]:
+async def _ask_events(stream: AsyncGenerator[Event | StreamError, None]) -> AsyncIterator[str]:
+    """The SSE frames of `/v1/ask` with `stream: true`."""
     async with aclosing(stream):
         async for event in stream:
             if isinstance(event, Token):
@@ -136,6 +167,6 @@ async def _ask_events(stream: AsyncIterator[Event | StreamError]) -> AsyncIterat
                 yield sse("answer", answer)
 
 
-async def in_thread(function, *args, **kwargs):
+async def in_thread(function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
     """Blocking pipeline work (SQLite, FAISS, parsing, embedding) off the event loop."""
     return await anyio.to_thread.run_sync(lambda: function(*args, **kwargs))

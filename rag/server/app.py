@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import anyio
 from fastapi import FastAPI, Request, Response
@@ -26,6 +28,9 @@ from .metrics import RequestMetrics
 from .schemas import Status
 from .services import Services
 
+if TYPE_CHECKING:
+    from ..pipeline import Pipeline
+
 DESCRIPTION = """Grounded answers with verified citations over your own documents.
 
 Every endpoint but /healthz, /readyz and /metrics needs `Authorization: Bearer <API key>` (`rag keys create`).
@@ -33,7 +38,7 @@ A caller only ever sees passages of documents whose labels it all holds: the fil
 Errors are `{"error": {"message", "type", "code"}}`."""
 
 
-def create_app(settings: Settings, pipeline=None) -> FastAPI:
+def create_app(settings: Settings, pipeline: Pipeline | None = None) -> FastAPI:
     """The app; `pipeline` lets a caller share already-loaded models (tests, benchmarks), else one is built with the
     server's thread budget (`Settings.for_serving`: embedding on server.ingest_threads, generation on the rest).
 
@@ -43,21 +48,32 @@ def create_app(settings: Settings, pipeline=None) -> FastAPI:
 
     check_exposure(settings.server)
     verify_models(settings)
-    app = FastAPI(title="Sovereign RAG", version=__version__, description=DESCRIPTION, lifespan=_lifespan,
-                  docs_url=None, redoc_url=None)  # /docs is served from vendored files: docs_page.py
-    app.state.services = s = Services.build(settings, pipeline or Pipeline(settings.for_serving()),
-                                            owns_pipeline=pipeline is None)
+    app = FastAPI(
+        title="Sovereign RAG",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )  # /docs is served from vendored files: docs_page.py
+    app.state.services = s = Services.build(
+        settings, pipeline or Pipeline(settings.for_serving()), owns_pipeline=pipeline is None
+    )
     errors.install(app)
     docs_page.install(app)
     for module in (answers, search, documents, sources, openai_compat):
         app.include_router(module.router)
     app.add_api_route("/healthz", _healthz, methods=["GET"], response_model=Status, tags=["service"])
-    app.add_api_route("/readyz", _readyz, methods=["GET"], response_model=Status, tags=["service"],
-                      responses={503: {"model": Status}})
+    app.add_api_route(
+        "/readyz", _readyz, methods=["GET"], response_model=Status, tags=["service"], responses={503: {"model": Status}}
+    )
     app.add_api_route("/metrics", _metrics, methods=["GET"], tags=["service"], response_class=Response)
-    app.add_middleware(BodyLimit, json_bytes=settings.server.max_request_kb * 1024,
-                       upload_bytes=settings.server.max_upload_mb * 1024 * 1024,
-                       upload_paths=frozenset({"/v1/documents"}))
+    app.add_middleware(
+        BodyLimit,
+        json_bytes=settings.server.max_request_kb * 1024,
+        upload_bytes=settings.server.max_upload_mb * 1024 * 1024,
+        upload_paths=frozenset({"/v1/documents"}),
+    )
     app.add_middleware(RequestMetrics, metrics=s.metrics)  # outer to BodyLimit, so it also counts 413s
     app.add_middleware(web.SecurityHeaders)  # added last: outermost, so every response carries the headers
     web.install(app)
@@ -70,7 +86,8 @@ def create_app_from_environment() -> FastAPI:
 
 
 def check_exposure(server: ServerSettings) -> None:
-    """Anonymous access is a development convenience and must never reach a network."""
+    """Anonymous access is a development convenience and must never reach a network: raises ConfigError when keys are
+    off and `server.host` is not loopback."""
     if not server.require_keys and not is_loopback(server.host):
         raise ConfigError(
             f"server.require_keys is false but server.host is {server.host!r}: anonymous access is only allowed on a "
@@ -80,6 +97,7 @@ def check_exposure(server: ServerSettings) -> None:
 
 
 def is_loopback(host: str) -> bool:
+    """Whether the configured `host` is a loopback address (127.0.0.0/8, ::1) or `localhost`."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -87,7 +105,8 @@ def is_loopback(host: str) -> bool:
 
 
 @asynccontextmanager
-async def _lifespan(app: FastAPI):
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load the models and open the index in a thread while the app already answers; release them at shutdown."""
     s: Services = app.state.services
     loading = asyncio.create_task(anyio.to_thread.run_sync(s.warm_up))
     try:

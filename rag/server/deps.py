@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -18,6 +20,7 @@ READY_RETRY_S = 5
 
 
 def services(request: Request) -> Services:
+    """The app's `Services` (built by `create_app`)."""
     return request.app.state.services
 
 
@@ -27,8 +30,9 @@ async def principal(request: Request, credentials: HTTPAuthorizationCredentials 
     holding the default labels, and anyone else still needs a valid key (else 401)."""
     request.state.started = time.perf_counter()
     s = services(request)
-    caller = proxy_principal(settings=s.settings.server.proxy_auth, peer=request.client and request.client.host,
-                             headers=request.headers)
+    caller = proxy_principal(
+        settings=s.settings.server.proxy_auth, peer=request.client and request.client.host, headers=request.headers
+    )
     if caller is None and (s.settings.server.require_keys or not on_loopback(request.scope)):
         caller = s.keys.authenticate(credentials.credentials if credentials else None)
     elif caller is None:
@@ -38,14 +42,15 @@ async def principal(request: Request, credentials: HTTPAuthorizationCredentials 
     return caller
 
 
-def on_loopback(scope: dict) -> bool:
+def on_loopback(scope: Mapping[str, Any]) -> bool:
     """Whether the connection arrived on a loopback address and comes from one: the socket that accepted it, not the
     configured server.host, decides (a server started as `uvicorn --host 0.0.0.0` may have been configured for
     127.0.0.1). IPv4-mapped IPv6 addresses count as their IPv4 address; a Unix socket does not count."""
     return all(end and _is_loopback_ip(end[0]) for end in (scope.get("server"), scope.get("client")))
 
 
-def _is_loopback_ip(host) -> bool:
+def _is_loopback_ip(host: str) -> bool:
+    """Whether `host` is a loopback IP address (an IPv4-mapped IPv6 address as its IPv4 one); names are not."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -56,14 +61,20 @@ def _is_loopback_ip(host) -> bool:
 async def admin(caller: Principal = Depends(principal)) -> Principal:
     """Changing the index (upload, delete) needs an admin key; reading needs any key."""
     if not caller.admin:
-        raise AccessDeniedError(f"principal {caller.id!r} may read but not change the index: uploads and deletes "
-                                "need an admin key (`rag keys create --admin`)")
+        raise AccessDeniedError(
+            f"principal {caller.id!r} may read but not change the index: uploads and deletes "
+            "need an admin key (`rag keys create --admin`)"
+        )
     return caller
 
 
 async def ready(request: Request) -> None:
+    """Let the request through once the models and index are loaded; else HTTP 503 with Retry-After (seconds)."""
     s = services(request)
     if s.state != "ready":
-        detail = ("the server is still loading its models and index; retry shortly" if s.state == "loading"
-                  else f"the server cannot serve: {s.failure}")
+        detail = (
+            "the server is still loading its models and index; retry shortly"
+            if s.state == "loading"
+            else f"the server cannot serve: {s.failure}"
+        )
         raise HTTPException(503, detail, headers={"Retry-After": str(READY_RETRY_S)})

@@ -19,8 +19,10 @@ from fastapi.staticfiles import StaticFiles
 ASSETS = Path(__file__).parent / "static" / "swagger-ui"
 ASSETS_URL = "/docs/assets"
 # Swagger UI starts from an inline script and sets inline styles; everything it fetches must come from here.
-CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-                           "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'"
+)
 
 
 def install(app: FastAPI) -> None:
@@ -31,9 +33,12 @@ def install(app: FastAPI) -> None:
 
 async def _docs() -> HTMLResponse:
     page = get_swagger_ui_html(
-        openapi_url="/openapi.json", title="Sovereign RAG - API reference",
-        swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js", swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
-        swagger_favicon_url=f"{ASSETS_URL}/favicon-32x32.png", swagger_ui_parameters={"validatorUrl": None},
+        openapi_url="/openapi.json",
+        title="Sovereign RAG - API reference",
+        swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
+        swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
+        swagger_favicon_url=f"{ASSETS_URL}/favicon-32x32.png",
+        swagger_ui_parameters={"validatorUrl": None},
     )
     page.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     return page

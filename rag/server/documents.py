@@ -4,15 +4,17 @@ An upload is all or nothing: every file is parsed first, and only if all of them
 committed to the index in one transaction. Parsing happens in the parser processes (rag/parse_pool.py) under the
 `ingest.parse_timeout_s` and `ingest.parse_memory_mb` limits, so a hostile file is a 4xx and never stalls the server.
 Uploaded documents are stored as `upload://<principal>/<labels>/<file name>` (the document's labels sorted, joined
-by `+`), so a re-upload of a name with the same labels by the same principal replaces its document. Every document of such a source is visible to
-whoever may upload to it (an uploader holds every label it gives), so an upload can never overwrite, or by its answer
-detect, a document the caller cannot see: one of another principal, or of labels this key does not hold.
+by `+`), so a re-upload of a name with the same labels by the same principal replaces its document. Every document
+of such a source is visible to whoever may upload to it (an uploader holds every label it gives), so an upload can
+never overwrite, or by its answer detect, a document the caller cannot see: one of another principal, or of labels
+this key does not hold.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import unicodedata
+from collections.abc import Iterable
 
 from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
 
@@ -33,10 +35,15 @@ DocId = Path(description="a document id from GET /v1/documents", max_length=200)
 @router.post("/v1/documents", status_code=201, response_model=UploadResponse, responses=ERRORS)
 async def upload(
     request: Request,
-    files: list[UploadFile] = File(description="one or more files (PDF, DOCX, HTML, Markdown, text, Akoma Ntoso, "
-                                   "Formex); the format is read from the content, not the name"),
-    labels: list[Text] | None = Form(None, description="access labels (repeat the field or separate with commas); "
-                                    "default: the server's default_labels. You may only use labels you hold"),
+    files: list[UploadFile] = File(
+        description="one or more files (PDF, Word, PowerPoint, Excel, CSV, LibreOffice, e-mail, HTML, Markdown, "
+        "text, Akoma Ntoso, Formex); the format is read from the content, not the name"
+    ),
+    labels: list[Text] | None = Form(
+        None,
+        description="access labels (repeat the field or separate with commas); "
+        "default: the server's default_labels. You may only use labels you hold",
+    ),
     caller: Principal = Depends(admin),
 ) -> dict:
     """Add or replace documents; nothing is stored unless every file is readable."""
@@ -51,17 +58,40 @@ async def upload(
         report = await in_thread(s.pipeline.ingest_documents, documents, labels=sorted(label_set), atomic=True)
         await in_thread(s.pipeline.prune_originals)
     copies = dict(report.duplicates)
-    stored = [await in_thread(s.pipeline.document, d.doc_id, caller.search_filter())
-              for d in documents if d.source not in copies]
-    await s.record(request, 201, labels=sorted(label_set), added=report.added, updated=report.updated,
-                   unchanged=report.unchanged, files=[{"doc_id": d.doc_id, "sha256": d.sha256} for d in documents])
-    return {"added": report.added, "updated": report.updated, "unchanged": report.unchanged,
-            "chunks": report.chunks, "documents": [d.to_dict() for d in stored],
-            "duplicates": [{"file": name, "duplicate_of": copies[d.source]}
-                           for (name, _), d in zip(named, documents) if d.source in copies],
-            "pages_without_text": [{"file": name, "pages": d.pages_without_text}
-                                   for (name, _), d in zip(named, documents) if d.pages_without_text],
-            "pages_ocr": [{"file": name, "pages": d.pages_ocr} for (name, _), d in zip(named, documents) if d.pages_ocr]}
+    stored = [
+        await in_thread(s.pipeline.document, d.doc_id, caller.search_filter())
+        for d in documents
+        if d.source not in copies
+    ]
+    await s.record(
+        request,
+        201,
+        labels=sorted(label_set),
+        added=report.added,
+        updated=report.updated,
+        unchanged=report.unchanged,
+        files=[{"doc_id": d.doc_id, "sha256": d.sha256} for d in documents],
+    )
+    return {
+        "added": report.added,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+        "chunks": report.chunks,
+        "documents": [d.to_dict() for d in stored],
+        "duplicates": [
+            {"file": name, "duplicate_of": copies[d.source]}
+            for (name, _), d in zip(named, documents, strict=True)
+            if d.source in copies
+        ],
+        "pages_without_text": [
+            {"file": name, "pages": d.pages_without_text}
+            for (name, _), d in zip(named, documents, strict=True)
+            if d.pages_without_text
+        ],
+        "pages_ocr": [
+            {"file": name, "pages": d.pages_ocr} for (name, _), d in zip(named, documents, strict=True) if d.pages_ocr
+        ],
+    }
 
 
 @router.get("/v1/documents", response_model=DocumentList, responses=ERRORS)
@@ -95,8 +125,10 @@ def _upload_labels(labels: list[str] | None, caller: Principal, default: list[st
     label_set = checked_labels(requested or default)
     if not label_set <= caller.labels:
         missing = ", ".join(sorted(label_set - caller.labels))
-        raise AccessDeniedError(f"principal {caller.id!r} does not hold the label(s) {missing}; upload with labels "
-                                "it holds (field `labels`)")
+        raise AccessDeniedError(
+            f"principal {caller.id!r} does not hold the label(s) {missing}; upload with labels "
+            "it holds (field `labels`)"
+        )
     return label_set
 
 
@@ -107,17 +139,22 @@ def _bare_name(filename: str | None) -> str:
     if not name:
         raise InputError("every file part needs a file name (the `filename` of its Content-Disposition)")
     if "/" in name or "\\" in name or name in (".", "..") or len(name) > 255 or not name.isprintable():
-        raise InputError(f"file name {name[:100]!r} is not a bare file name: send the name without folders, "
-                         "control characters or `..`, at most 255 characters")
+        raise InputError(
+            f"file name {name[:100]!r} is not a bare file name: send the name without folders, "
+            "control characters or `..`, at most 255 characters"
+        )
     return name
 
 
-def _check_unique(names) -> None:
+def _check_unique(names: Iterable[str]) -> None:
+    """Raise InputError when a file name occurs twice in one upload."""
     seen: set[str] = set()
     for name in names:
         if name in seen:
-            raise InputError(f"file name {name!r} appears twice in one upload; each file becomes the document of "
-                             "its name, so send distinct names")
+            raise InputError(
+                f"file name {name!r} appears twice in one upload; each file becomes the document of "
+                "its name, so send distinct names"
+            )
         seen.add(name)
 
 
@@ -125,9 +162,12 @@ def _parse_all(parsers: ParsePool, named: list[tuple[str, bytes]], namespace: st
     """All files, parsed side by side in the parser processes, or the LoadError of the first unreadable one (422,
     415 for an unsupported type; also when a file exceeds the parse time or memory limit); `namespace` is
     `<principal>/<labels>`."""
-    outcomes = parsers.parse_uploads(named)
-    for outcome in outcomes:
+    documents: list[Document] = []
+    for outcome in parsers.parse_uploads(named):
         if isinstance(outcome, LoadError):
             raise outcome
-    return [dataclasses.replace(document, source=f"upload://{namespace}/{name}")
-            for (name, _), document in zip(named, outcomes)]
+        documents.append(outcome)
+    return [
+        dataclasses.replace(document, source=f"upload://{namespace}/{name}")
+        for (name, _), document in zip(named, documents, strict=True)
+    ]

@@ -15,8 +15,18 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ..errors import (
-    AccessDeniedError, AuditUnavailableError, AuthenticationError, BusyError, GenerationError, IndexError_,
-    IndexLockedError, InputError, LoadError, NotFoundError, RagError, UnsupportedFormatError,
+    AccessDeniedError,
+    AuditUnavailableError,
+    AuthenticationError,
+    BusyError,
+    GenerationError,
+    IndexError_,
+    IndexLockedError,
+    InputError,
+    LoadError,
+    NotFoundError,
+    RagError,
+    UnsupportedFormatError,
 )
 
 log = logging.getLogger("rag.server")
@@ -30,14 +40,27 @@ _TRANSLATIONS: tuple[tuple[type[Exception], int, str, str | None], ...] = (
     (UnsupportedFormatError, 415, "unsupported_media_type", None),
     (LoadError, 422, "unreadable_file", None),
     (InputError, 400, "invalid_request", None),
-    (UnicodeError, 400, "invalid_request",
-     "the request holds text that is not valid UTF-8 or Unicode (e.g. half of an emoji); send whole characters"),
+    (
+        UnicodeError,
+        400,
+        "invalid_request",
+        "the request holds text that is not valid UTF-8 or Unicode (e.g. half of an emoji); send whole characters",
+    ),
     (BusyError, 429, "queue_full", None),
-    (IndexLockedError, 409, "index_locked",
-     "the index is being written by another process (e.g. `rag ingest`); retry when it has finished"),
+    (
+        IndexLockedError,
+        409,
+        "index_locked",
+        "the index is being written by another process (e.g. `rag ingest`); retry when it has finished",
+    ),
     (IndexError_, 503, "index_unavailable", "the index cannot be used" + _OPERATOR),
-    (AuditUnavailableError, 503, "audit_unavailable", "requests that must be audited are refused until the audit "
-     "trail can be written again (the operator runs `rag audit repair`)" + _OPERATOR),
+    (
+        AuditUnavailableError,
+        503,
+        "audit_unavailable",
+        "requests that must be audited are refused until the audit "
+        "trail can be written again (the operator runs `rag audit repair`)" + _OPERATOR,
+    ),
     (GenerationError, 502, "model_error", "the language model failed" + _OPERATOR),
     (RagError, 500, "server_error", "the server cannot handle this request" + _OPERATOR),
     (Exception, 500, "server_error", "internal error" + _OPERATOR),
@@ -72,32 +95,41 @@ def _headers(request: Request, exc: Exception) -> dict[str, str] | None:
 
 
 async def _rag_error(request: Request, exc: Exception) -> JSONResponse:
+    """Any exception a route raised, as its status and error body (audited when the route is)."""
     status, kind, message = translate(exc)
     await request.app.state.services.audit_failure(request, status, kind)
     return JSONResponse(error_body(status, kind, message), status_code=status, headers=_headers(request, exc))
 
 
-async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own HTTP errors (404 route, 405, 503 not ready...) in the same error shape."""
+    if not isinstance(exc, HTTPException):  # registered for HTTPException only; typed as Starlette calls handlers
+        return await _rag_error(request, exc)
     kind = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 503: "not_ready"}.get(
-        exc.status_code, "http_error")
+        exc.status_code, "http_error"
+    )
     message = str(exc.detail)
     if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body", for a body not in UTF-8
         bad = exc.__cause__
-        message = (f"the request body is not valid {bad.encoding} (byte 0x{bad.object[bad.start]:02X} at offset "
-                   f"{bad.start}): send JSON in UTF-8")
-    return JSONResponse(error_body(exc.status_code, kind, message), status_code=exc.status_code,
-                        headers=exc.headers)
+        message = (
+            f"the request body is not valid {bad.encoding} (byte 0x{bad.object[bad.start]:02X} at offset "
+            f"{bad.start}): send JSON in UTF-8"
+        )
+    return JSONResponse(error_body(exc.status_code, kind, message), status_code=exc.status_code, headers=exc.headers)
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     """One readable line: `body.question: String should have at least 1 character; body.colour: Extra inputs...`.
 
     Malformed JSON is 400 (the body is not JSON at all), a well-formed body with wrong fields 422."""
+    if not isinstance(exc, RequestValidationError):  # registered for it only; typed as Starlette calls handlers
+        return await _rag_error(request, exc)
     problems = exc.errors()
     if any(p["type"] == "json_invalid" for p in problems):
         status, kind = 400, "invalid_json"
-        message = "the request body is not valid JSON: " + "; ".join(p.get("ctx", {}).get("error", p["msg"])
-                                                                      for p in problems)
+        message = "the request body is not valid JSON: " + "; ".join(
+            p.get("ctx", {}).get("error", p["msg"]) for p in problems
+        )
     else:
         status, kind = 422, "invalid_request"
         message = "; ".join(f"{'.'.join(str(part) for part in p['loc'])}: {p['msg']}" for p in problems)
@@ -106,6 +138,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 def install(app: FastAPI) -> None:
+    """Register the handlers that turn every exception into an error body with its status (see `translate`)."""
     app.add_exception_handler(RagError, _rag_error)
     app.add_exception_handler(Exception, _rag_error)
     app.add_exception_handler(HTTPException, _http_error)

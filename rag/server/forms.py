@@ -10,9 +10,11 @@ tests/test_server_input.py uploads such parts through a real server, so a Starle
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from contextlib import aclosing
 from email.message import Message
 from email.utils import collapse_rfc2231_value
+from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
@@ -30,11 +32,15 @@ def with_plain_filename(disposition: bytes, charset: str) -> bytes:
         return disposition
     header = Message()
     header["content-disposition"] = disposition.decode("latin-1")  # how python-multipart reads header bytes too
-    kind, *params = header.get_params(header="content-disposition")
+    if not (found := header.get_params(header="content-disposition")):
+        return disposition
+    kind, *params = found
     latest = {key.lower(): value for key, value in params}  # decoded RFC 2231 values come last: `filename*` wins
     try:
-        return b"; ".join([kind[0].encode("latin-1")] + [key.encode("latin-1") + b"=" + _quoted(_raw(value, charset))
-                                                          for key, value in latest.items()])
+        return b"; ".join(
+            [kind[0].encode("latin-1")]
+            + [key.encode("latin-1") + b"=" + _quoted(_raw(value, charset)) for key, value in latest.items()]
+        )
     except UnicodeEncodeError:
         raise MultiPartException(f"a part's file name cannot be written in the form's charset {charset}") from None
 
@@ -45,10 +51,13 @@ def _raw(value: str | tuple[str, str, str], charset: str) -> bytes:
 
 
 def _quoted(value: bytes) -> bytes:
+    """`value` as an HTTP quoted-string (RFC 9110 §5.6.4): in double quotes, `"` and `\\` escaped."""
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
 class _ExtendedNameParser(MultiPartParser):
+    """Starlette's parser, with each part's `filename*` turned into `filename` before Starlette reads it."""
+
     def on_headers_finished(self) -> None:
         part = self._current_part
         if part.content_disposition:
@@ -57,14 +66,21 @@ class _ExtendedNameParser(MultiPartParser):
 
 
 class _UploadRequest(Request):
-    async def _get_form(self, *, max_files: int | float = 1000, max_fields: int | float = 1000,
-                        max_part_size: int = 1024 * 1024) -> FormData:
+    """A request whose multipart form is parsed by `_ExtendedNameParser`."""
+
+    async def _get_form(
+        self, *, max_files: int | float = 1000, max_fields: int | float = 1000, max_part_size: int = 1024 * 1024
+    ) -> FormData:
         content_type, _ = parse_options_header(self.headers.get("content-type"))
         if self._form is None and content_type == b"multipart/form-data":
             try:
                 async with aclosing(self.stream()) as stream:
                     self._form = await _ExtendedNameParser(
-                        self.headers, stream, max_files=max_files, max_fields=max_fields, max_part_size=max_part_size,
+                        self.headers,
+                        stream,
+                        max_files=max_files,
+                        max_fields=max_fields,
+                        max_part_size=max_part_size,
                     ).parse()
             except MultiPartException as exc:
                 raise HTTPException(400, exc.message) from None
@@ -74,7 +90,8 @@ class _UploadRequest(Request):
 class UploadRoute(APIRoute):
     """A route whose multipart body is parsed with RFC 5987 `filename*` support (route_class of an APIRouter)."""
 
-    def get_route_handler(self):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """FastAPI's handler, called with the request wrapped as an `_UploadRequest`."""
         handler = super().get_route_handler()
 
         async def with_extended_names(request: Request) -> Response:

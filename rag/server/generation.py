@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
+from typing import cast
 
 import anyio
 from starlette.requests import Request
@@ -27,6 +28,8 @@ _END = object()
 
 
 class GenerationQueue:
+    """One running answer and at most `waiting` queued ones; `metrics` counts depth, refusals, tokens, cancellations."""
+
     def __init__(self, waiting: int, metrics: Metrics):
         self.capacity = waiting + 1  # the running answer plus those waiting
         self.metrics = metrics
@@ -39,7 +42,9 @@ class GenerationQueue:
         """Seconds until a slot is likely free: a full queue moves up when the running answer ends."""
         return max(1, min(120, math.ceil(self._mean_seconds)))
 
-    async def events(self, make_stream: Callable[[], Iterator[Event]], request: Request) -> AsyncIterator[Event]:
+    async def events(
+        self, make_stream: Callable[[], Generator[Event, None, None]], request: Request
+    ) -> AsyncGenerator[Event, None]:
         """The events of `make_stream()` once it is this request's turn; BusyError at once when the queue is full.
 
         Consume with `async with contextlib.aclosing(...)`: leaving early must close the generator, which releases
@@ -47,8 +52,10 @@ class GenerationQueue:
         """
         if self._depth >= self.capacity:
             self.metrics.rejected.inc()
-            raise BusyError(f"{self._depth} answers are queued or running, the limit is {self.capacity} "
-                            "(server.queue_size + 1); retry after the Retry-After delay")
+            raise BusyError(
+                f"{self._depth} answers are queued or running, the limit is {self.capacity} "
+                "(server.queue_size + 1); retry after the Retry-After delay"
+            )
         self._depth += 1
         self.metrics.queue_depth.inc()
         try:
@@ -64,11 +71,11 @@ class GenerationQueue:
             self._depth -= 1
             self.metrics.queue_depth.dec()
 
-    async def _pump(self, stream: Iterator[Event], request: Request) -> AsyncIterator[Event]:
+    async def _pump(self, stream: Generator[Event, None, None], request: Request) -> AsyncGenerator[Event, None]:
         """Relay the events that the worker thread produces; on the way out, stop it and wait until it let go of the
         model (shielded: a disconnect cancels this task, and the next answer must not start before)."""
         loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
+        events: asyncio.Queue[object] = asyncio.Queue()  # events, an exception, or _END
         stop = threading.Event()
         worker = loop.run_in_executor(self._thread, _produce, stream, stop, loop, events)
         try:
@@ -77,7 +84,7 @@ class GenerationQueue:
                     raise event
                 if isinstance(event, Token):
                     self.metrics.tokens.inc()
-                yield event
+                yield cast(Event, event)  # neither an exception nor _END: what the pipeline yields
                 if await request.is_disconnected():
                     self.metrics.cancelled.inc()
                     return
@@ -90,10 +97,16 @@ class GenerationQueue:
                 await worker
 
     def close(self) -> None:
+        """Stop accepting work for the generation thread; a running answer finishes first."""
         self._thread.shutdown(wait=False)
 
 
-def _produce(stream: Iterator[Event], stop: threading.Event, loop, events: asyncio.Queue) -> None:
+def _produce(
+    stream: Generator[Event, None, None],
+    stop: threading.Event,
+    loop: asyncio.AbstractEventLoop,
+    events: asyncio.Queue[object],
+) -> None:
     """Run in the generation thread: iterate the pipeline without ever waiting for the event loop (a busy machine
     would otherwise add a thread wake-up to every token), check `stop` between events, always close the stream."""
     try:

@@ -12,11 +12,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class _TooLarge(Exception):
-    pass
+    """Raised into the app from `receive` when the body crosses the limit."""
 
 
 class BodyLimit:
-    """`upload_paths` get `upload_bytes` (multipart files), every other request `json_bytes`."""
+    """ASGI middleware: `upload_paths` get `upload_bytes` (multipart files), every other request `json_bytes`."""
 
     def __init__(self, app: ASGIApp, json_bytes: int, upload_bytes: int, upload_paths: frozenset[str]):
         self.app = app
@@ -25,6 +25,7 @@ class BodyLimit:
         self.upload_paths = upload_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on with its body counted; answer 413 instead when it is or turns out too large."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -63,6 +64,7 @@ class BodyLimit:
 
 
 def _content_length(scope: Scope) -> int | None:
+    """The declared Content-Length in bytes, or None when absent (chunked) or not a number."""
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
@@ -73,11 +75,22 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _refuse(send: Send, size: int | None, limit: int) -> None:
+    """Send the 413 response (`size` and `limit` in bytes; `size` None when only the count crossed the limit)."""
     size_text = f"has {size} bytes" if size is not None else "is larger than that"
-    message = (f"the request body {size_text}: the limit is {limit} bytes (server.max_request_kb for JSON, "
-               "server.max_upload_mb for uploads); send less")
+    message = (
+        f"the request body {size_text}: the limit is {limit} bytes (server.max_request_kb for JSON, "
+        "server.max_upload_mb for uploads); send less"
+    )
     body = json.dumps({"error": {"message": message, "type": "request_too_large", "code": 413}}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

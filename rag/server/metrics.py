@@ -15,23 +15,45 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 
 class Metrics:
+    """The app's counters, gauges and histograms (seconds) in their own registry."""
+
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
-        self.requests = Counter("rag_http_requests", "HTTP requests by route template, method and status",
-                                ["endpoint", "method", "status"], registry=registry)
-        self.latency = Histogram("rag_http_request_seconds", "time to the end of the response (streams included)",
-                                 ["endpoint"], buckets=_LATENCY_BUCKETS, registry=registry)
-        self.retrieval = Histogram("rag_retrieval_seconds", "passage retrieval time per request", ["endpoint"],
-                                   buckets=_LATENCY_BUCKETS, registry=registry)
-        self.queue_depth = Gauge("rag_generation_queue_depth", "answers waiting for the language model or running",
-                                 registry=registry)
+        self.requests = Counter(
+            "rag_http_requests",
+            "HTTP requests by route template, method and status",
+            ["endpoint", "method", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "rag_http_request_seconds",
+            "time to the end of the response (streams included)",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.retrieval = Histogram(
+            "rag_retrieval_seconds",
+            "passage retrieval time per request",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "rag_generation_queue_depth", "answers waiting for the language model or running", registry=registry
+        )
         self.tokens = Counter("rag_tokens_generated", "tokens written by the language model", registry=registry)
-        self.rejected = Counter("rag_generation_rejected", "answers refused (429) because the queue was full",
-                                registry=registry)
-        self.cancelled = Counter("rag_generation_cancelled", "generations stopped before their end: the client went "
-                                 "away (or the request failed)", registry=registry)
+        self.rejected = Counter(
+            "rag_generation_rejected", "answers refused (429) because the queue was full", registry=registry
+        )
+        self.cancelled = Counter(
+            "rag_generation_cancelled",
+            "generations stopped before their end: the client went away (or the request failed)",
+            registry=registry,
+        )
 
     def render(self) -> bytes:
+        """The registry in Prometheus text exposition format 0.0.4."""
         return generate_latest(self.registry)
 
 
@@ -43,6 +65,7 @@ class RequestMetrics:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; count it by route template, method and status, and time it."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

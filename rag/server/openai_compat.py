@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
@@ -35,15 +36,29 @@ router = APIRouter(tags=["openai"], dependencies=[Depends(ready)])
 async def models(request: Request, caller: Principal = Depends(principal)) -> dict:
     """The one model this service answers with (retrieval and verification included)."""
     s = services(request)
-    return {"object": "list", "data": [{"id": s.settings.llm.model_name, "object": "model",
-                                        "created": int(s.started), "owned_by": "sovereign-rag"}]}
+    return {
+        "object": "list",
+        "data": [
+            {"id": s.settings.llm.model_name, "object": "model", "created": int(s.started), "owned_by": "sovereign-rag"}
+        ],
+    }
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses={
-    **ERRORS, 200: {"description": "a chat.completion, or with `stream: true` chat.completion.chunk events ending "
-                    "with `data: [DONE]`", "content": {"text/event-stream": {}}}})
-async def chat_completions(body: ChatCompletionRequest, request: Request,
-                           caller: Principal = Depends(principal)) -> Response:
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletionResponse,
+    responses={
+        **ERRORS,
+        200: {
+            "description": "a chat.completion, or with `stream: true` chat.completion.chunk events ending "
+            "with `data: [DONE]`",
+            "content": {"text/event-stream": {}},
+        },
+    },
+)
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, caller: Principal = Depends(principal)
+) -> Response:
     """A grounded answer to the last user message, with citations."""
     s = services(request)
     if body.model != s.settings.llm.model_name:
@@ -55,8 +70,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
     if not body.stream:
         return as_response(await final(stream), reply.completion)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return StreamingResponse(reply.chunks(stream, include_usage), media_type="text/event-stream",
-                             headers=SSE_HEADERS)
+    return StreamingResponse(reply.chunks(stream, include_usage), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def _conversation(body: ChatCompletionRequest) -> tuple[str, list[str]]:
@@ -76,13 +90,25 @@ class _Reply:
 
     def completion(self, answer: Answer) -> dict:
         return {
-            "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": render_tail(answer, "")},
-                         "finish_reason": "stop"}],
-            "usage": _usage(answer), **_extensions(answer),
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": render_tail(answer, "")},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": _usage(answer),
+            **_extensions(answer),
         }
 
-    async def chunks(self, stream: AsyncIterator[Event | StreamError], include_usage: bool) -> AsyncIterator[str]:
+    async def chunks(
+        self, stream: AsyncGenerator[Event | StreamError, None], include_usage: bool
+    ) -> AsyncGenerator[str, None]:
+        """The `chat.completion.chunk` SSE frames of a streamed completion, ending with `[DONE]`."""
         streamed: list[str] = []
         yield self._chunk({"role": "assistant", "content": ""})
         async with aclosing(stream):
@@ -101,7 +127,8 @@ class _Reply:
                         yield sse(None, {**self._envelope(), "choices": [], "usage": _usage(event)})
         yield sse(None, "[DONE]")
 
-    def _chunk(self, delta: dict, finish_reason: str | None = None, **extra) -> str:
+    def _chunk(self, delta: dict, finish_reason: str | None = None, **extra: Any) -> str:
+        """One chunk frame holding `delta`; `extra` adds top-level fields (the extensions, in the last one)."""
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
         return sse(None, {**self._envelope(), "choices": [choice], **extra})
 
@@ -111,8 +138,11 @@ class _Reply:
 
 def _usage(answer: Answer) -> dict:
     prompt = answer.timings.prompt_tokens or 0
-    return {"prompt_tokens": prompt, "completion_tokens": answer.timings.generated_tokens,
-            "total_tokens": prompt + answer.timings.generated_tokens}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": answer.timings.generated_tokens,
+        "total_tokens": prompt + answer.timings.generated_tokens,
+    }
 
 
 def _extensions(answer: Answer) -> dict:

@@ -17,6 +17,8 @@ from pydantic_core import PydanticCustomError
 
 
 class Request(BaseModel):
+    """Base of request bodies: unknown fields are a 422 naming them, and JSON types are taken as stated."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
@@ -28,8 +30,10 @@ def text_problem(value: str) -> str | None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        return (f"a lone UTF-16 surrogate (U+{ord(value[exc.start]):04X}) at character {exc.start}, which is not "
-                "text (a client cut a character such as an emoji in half): send whole characters")
+        return (
+            f"a lone UTF-16 surrogate (U+{ord(value[exc.start]):04X}) at character {exc.start}, which is not "
+            "text (a client cut a character such as an emoji in half): send whole characters"
+        )
     position = value.find("\0")
     if position >= 0:
         return f"a NUL character (U+0000) at character {position}: remove it"
@@ -65,29 +69,44 @@ Text = Annotated[str, BeforeValidator(_checked_text)]
 JsonObject = Annotated[dict[str, Any], BeforeValidator(_checked_tree)]
 """A JSON object the service accepts but does not interpret; its strings are checked like `Text`."""
 
-Question = Annotated[Text, Field(
-    min_length=1, pattern=r"\S", description="the question, in any language; at most answer.max_question_chars "
-    "characters")]
+Question = Annotated[
+    Text,
+    Field(
+        min_length=1,
+        pattern=r"\S",
+        description="the question, in any language; at most answer.max_question_chars characters",
+    ),
+]
 Passages = Annotated[int | None, Field(ge=1, le=100, description="passages to retrieve (default retrieval.k)")]
 
 
 # ------------------------------------------------------------------------------------------------ ask
 class AskRequest(Request):
+    """Body of `POST /v1/ask`: a question, optionally the conversation so far, answered whole or streamed."""
+
     question: Question
     k: Passages = None
     mode: Literal["generate", "quote"] | None = Field(
-        None, description="`generate` an answer with the language model or `quote` the best sentences verbatim "
-        "(default answer.mode)")
+        None,
+        description="`generate` an answer with the language model or `quote` the best sentences verbatim "
+        "(default answer.mode)",
+    )
     history: list[Text] = Field(
-        default_factory=list, max_length=50,
+        default_factory=list,
+        max_length=50,
         description="previous questions of the conversation, oldest first; a follow-up is retrieved together with "
-        "the last one")
+        "the last one",
+    )
     stream: bool = Field(
-        False, description="answer as Server-Sent Events: `token` events while the model writes, then `citations`, "
-        "`sources` and a final `answer` event holding this same response object")
+        False,
+        description="answer as Server-Sent Events: `token` events while the model writes, then `citations`, "
+        "`sources` and a final `answer` event holding this same response object",
+    )
 
 
 class SentencePublic(BaseModel):
+    """One sentence of an answer with the sources it cites and how well they support it."""
+
     text: str = Field(description="the sentence without its citation markers")
     citations: list[int] = Field(description="the `n` of each source the sentence cites")
     support: float = Field(description="0..1: how much of the sentence the cited passages contain")
@@ -96,6 +115,8 @@ class SentencePublic(BaseModel):
 
 
 class TimingsPublic(BaseModel):
+    """Where the time of one answer went, in milliseconds unless the name says otherwise."""
+
     retrieval_ms: float = Field(description="search time")
     prompt_tokens: int | None = Field(description="prompt length in model tokens (null for HTTP model backends)")
     ttft_ms: float | None = Field(description="from the request to the first generated token")
@@ -106,16 +127,21 @@ class TimingsPublic(BaseModel):
 
 
 class AskResponse(BaseModel):
+    """An answer (or an abstention) with its verified sentences, the numbered sources and the timings."""
+
     question: str = Field(description="the question as answered (trimmed)")
     answer: str = Field(description="the verified answer with `[n]` markers, or the abstention sentence")
     lang: str = Field(description="language of the answer (ISO 639-1)")
     mode: str = Field(description="generate or quote")
     abstained: bool = Field(description="the documents do not support an answer; `sources` are the closest passages")
-    evidence: float = Field(description="0..1: the best passage's share of the question's content words; below "
-                            "answer.min_retrieval_score the service abstains without generating")
+    evidence: float = Field(
+        description="0..1: the best passage's share of the question's content words; below "
+        "answer.min_retrieval_score the service abstains without generating"
+    )
     sentences: list[SentencePublic] = Field(description="the answer's sentences with their citations and support")
-    removed: list[SentencePublic] = Field(description="generated sentences dropped because their sources do not "
-                                          "support them")
+    removed: list[SentencePublic] = Field(
+        description="generated sentences dropped because their sources do not support them"
+    )
     sources: list[SourcePublic] = Field(description="the passages the answer was written from, numbered as cited")
     timings: TimingsPublic = Field(description="where the time went")
     model: str | None = Field(description="language model id; null when none was needed (quote, abstention)")
@@ -124,13 +150,18 @@ class AskResponse(BaseModel):
 
 # ------------------------------------------------------------------------------------------------ search
 class SearchRequest(Request):
+    """Body of `POST /v1/search`: a query, the number of passages and the retriever."""
+
     query: Text = Field(description="what to look for", min_length=1, pattern=r"\S")
     k: Passages = None
     mode: Literal["hybrid", "dense", "bm25"] | None = Field(
-        None, description="retriever: hybrid fusion, dense embeddings only or BM25 only (default retrieval.mode)")
+        None, description="retriever: hybrid fusion, dense embeddings only or BM25 only (default retrieval.mode)"
+    )
 
 
 class HitPublic(BaseModel):
+    """One retrieved passage with its place in the document and its scores."""
+
     chunk_id: int = Field(description="id of the passage in the index")
     doc_id: str = Field(description="id of the document")
     title: str = Field(description="document title")
@@ -150,11 +181,15 @@ class HitPublic(BaseModel):
 
 
 class SourcePublic(HitPublic):
+    """A passage an answer was written from, with the number its `[n]` markers use."""
+
     n: int = Field(description="the number used in `[n]` markers")
     cited: bool = Field(description="at least one kept sentence cites this passage")
 
 
 class SearchResponse(BaseModel):
+    """The passages of `POST /v1/search`, best first."""
+
     query: str = Field(description="the query")
     mode: str = Field(description="retriever used")
     k: int = Field(description="passages asked for")
@@ -163,10 +198,16 @@ class SearchResponse(BaseModel):
 
 # ------------------------------------------------------------------------------------------------ documents
 class DocumentPublic(BaseModel):
+    """A stored document as the caller may see it (its text is not included)."""
+
     doc_id: str = Field(description="stable id; re-uploading the same file name replaces the document")
-    source: str = Field(description="file path (command-line ingestion) or upload://<principal>/<labels joined by +>/<file name>")
+    source: str = Field(
+        description="file path (command-line ingestion) or upload://<principal>/<labels joined by +>/<file name>"
+    )
     title: str = Field(description="title from the document's metadata or its file name")
-    format: str = Field(description="pdf, docx, html, markdown, text, akoma-ntoso, formex, pptx, xlsx, csv, odt, ods, odp or eml")
+    format: str = Field(
+        description="pdf, docx, html, markdown, text, akoma-ntoso, formex, pptx, xlsx, csv, odt, ods, odp or eml"
+    )
     lang: str = Field(description="detected language")
     sha256: str = Field(description="of the file's bytes")
     labels: list[str] = Field(description="access labels: a caller sees the document iff it holds all of them")
@@ -180,40 +221,55 @@ class DocumentPublic(BaseModel):
 
 
 class DocumentList(BaseModel):
+    """Body of `GET /v1/documents`."""
+
     documents: list[DocumentPublic] = Field(description="the documents the caller may see, by id")
 
 
 class Duplicate(BaseModel):
+    """An uploaded file that was not indexed because a stored document has the same bytes and labels."""
+
     file: str = Field(description="the uploaded file's name")
     duplicate_of: str = Field(description="id of the stored document with the same bytes")
 
 
 class PagesWithoutText(BaseModel):
+    """The PDF pages of one uploaded file that have no text layer."""
+
     file: str = Field(description="the uploaded file's name")
     pages: list[int] = Field(description="1-based page numbers")  # also the shape of `pages_ocr`
 
 
 class UploadResponse(BaseModel):
+    """What `POST /v1/documents` did with each uploaded file."""
+
     added: list[str] = Field(description="ids of new documents")
     updated: list[str] = Field(description="ids of documents replaced by a changed file or new labels")
     unchanged: list[str] = Field(description="ids of documents uploaded again without change")
     chunks: int = Field(description="passages written")
     duplicates: list[Duplicate] = Field(
         description="files byte-identical to a stored document with the same labels (or to an earlier file of this "
-        "upload): not indexed again; search results show the passages of the first copy")
+        "upload): not indexed again; search results show the passages of the first copy"
+    )
     pages_without_text: list[PagesWithoutText] = Field(
-        description="PDF pages without a text layer (scanned images), by file: their content is not searchable")
+        description="PDF pages without a text layer (scanned images), by file: their content is not searchable"
+    )
     pages_ocr: list[PagesWithoutText] = Field(
-        description="PDF pages without a text layer that were read by OCR (ingest.ocr), by file")
+        description="PDF pages without a text layer that were read by OCR (ingest.ocr), by file"
+    )
     documents: list[DocumentPublic] = Field(description="the uploaded documents as stored (duplicates left out)")
 
 
 class DeleteResponse(BaseModel):
+    """Body of `DELETE /v1/documents/{doc_id}`."""
+
     deleted: str = Field(description="id of the removed document")
 
 
 # ------------------------------------------------------------------------------------------------ service
 class ErrorDetail(BaseModel):
+    """The `error` member of an error body."""
+
     message: str = Field(description="what went wrong and how to fix it")
     type: str = Field(description="machine-readable kind, e.g. invalid_request, not_found, queue_full")
     code: int = Field(description="the HTTP status")
@@ -226,5 +282,7 @@ class ErrorResponse(BaseModel):
 
 
 class Status(BaseModel):
+    """Body of `GET /healthz` and `GET /readyz`."""
+
     status: str = Field(description="ok (healthz), ready or loading or failed (readyz)")
     detail: str | None = Field(None, description="why the server is not ready")

@@ -22,13 +22,19 @@ async def search(body: SearchRequest, request: Request, caller: Principal = Depe
     s = services(request)
     limit = s.settings.answer.max_question_chars
     if len(body.query) > limit:
-        raise InputError(f"the query has {len(body.query)} characters, more than answer.max_question_chars ({limit}); "
-                         "shorten it")
+        raise InputError(
+            f"the query has {len(body.query)} characters, more than answer.max_question_chars ({limit}); shorten it"
+        )
     k, mode = body.k or s.settings.retrieval.k, body.mode or s.settings.retrieval.mode
     started = time.perf_counter()
     hits = await in_thread(s.pipeline.search, body.query, k=k, mode=mode, search_filter=caller.search_filter())
     s.metrics.retrieval.labels("/v1/search").observe(time.perf_counter() - started)
-    await s.record(request, 200, **s.question_fields("query", body.query), k=k, mode=mode,
-                   passages=passage_fields((h.chunk.id, h.chunk.doc_id, h.chunk.content_hash) for h in hits))
+    await s.record(
+        request,
+        200,
+        **s.question_fields("query", body.query),
+        k=k,
+        mode=mode,
+        passages=passage_fields((h.chunk.id, h.chunk.doc_id, h.chunk.content_hash) for h in hits),
+    )
     return {"query": body.query, "mode": mode, "k": k, "hits": [h.to_dict() for h in hits]}
-

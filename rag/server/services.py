@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import Request
@@ -31,13 +32,25 @@ if TYPE_CHECKING:
 log = logging.getLogger("rag.server")
 
 # (method, route template) of the requests that leave an audit record, whatever their outcome
-AUDITED = frozenset({("POST", "/v1/ask"), ("POST", "/v1/search"), ("POST", "/v1/chat/completions"),
-                     ("POST", "/v1/documents"), ("DELETE", "/v1/documents/{doc_id}"), ("POST", "/v1/passages"),
-                     ("GET", "/v1/documents/{doc_id}/pages/{page}"), ("GET", "/v1/documents/{doc_id}/original")})
+AUDITED = frozenset(
+    {
+        ("POST", "/v1/ask"),
+        ("POST", "/v1/search"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/documents"),
+        ("DELETE", "/v1/documents/{doc_id}"),
+        ("POST", "/v1/passages"),
+        ("GET", "/v1/documents/{doc_id}/pages/{page}"),
+        ("GET", "/v1/documents/{doc_id}/original"),
+    }
+)
 
 
 @dataclass
 class Services:
+    """The app's parts and state: the pipeline, keys, audit log, metrics, generation queue and parser pool, whether
+    the models are loaded (`state`), and the lock that puts this process's index writes in turn."""
+
     settings: Settings
     pipeline: Pipeline
     owns_pipeline: bool  # close it at shutdown only if create_app built it
@@ -54,9 +67,18 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings, pipeline: Pipeline, *, owns_pipeline: bool) -> Services:
+        """The parts for `settings` around `pipeline`; `owns_pipeline` says whether `close` closes it too."""
         metrics = Metrics()
-        return cls(settings, pipeline, owns_pipeline, KeyStore(keys_path(settings)), AuditLog(audit_path(settings)),
-                   metrics, GenerationQueue(settings.server.queue_size, metrics), ParsePool(settings.ingest))
+        return cls(
+            settings,
+            pipeline,
+            owns_pipeline,
+            KeyStore(keys_path(settings)),
+            AuditLog(audit_path(settings)),
+            metrics,
+            GenerationQueue(settings.server.queue_size, metrics),
+            ParsePool(settings.ingest),
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def warm_up(self) -> None:
@@ -71,32 +93,43 @@ class Services:
             self.state, self.failure = "failed", f"{type(exc).__name__}; the server log has the details"
             return
         self.state = "ready"
-        log.info("ready: index %s, model %s; threads: %s generation, %s embedding, %s usable cores",
-                 self.settings.index_dir, self.model.model, self.pipeline.settings.llm_threads(),
-                 self.pipeline.settings.embedder.threads or "all", usable_cores())
+        log.info(
+            "ready: index %s, model %s; threads: %s generation, %s embedding, %s usable cores",
+            self.settings.index_dir,
+            self.model.model,
+            self.pipeline.settings.llm_threads(),
+            self.pipeline.settings.embedder.threads or "all",
+            usable_cores(),
+        )
         try:
             self.audit.check()
         except AuditUnavailableError as exc:
             log.error("%s", exc)
 
     def close(self) -> None:
+        """Stop the generation queue and the parser processes, then close the pipeline if this app built it."""
         self.generation.close()
         self.parsers.close()
         if self.owns_pipeline:
             self.pipeline.close()
 
     # ------------------------------------------------------------------ audit
-    async def record(self, request: Request, status: int, **fields) -> None:
+    async def record(self, request: Request, status: int, **fields: Any) -> None:
         """Append one audit record for this request; a failure to write it fails the request (no unaudited
-        answers)."""
+        answers): raises AuditUnavailableError. `fields` (JSON values) join the envelope (principal, key id,
+        endpoint, method, HTTP `status`, embedder, latency in ms)."""
         principal: Principal | None = getattr(request.state, "principal", None)
         route = request.scope.get("route")
         envelope = {
-            "principal": principal.id if principal else None, "key_id": principal.key_id if principal else None,
-            "endpoint": getattr(route, "path", request.url.path), "method": request.method, "status": status,
+            "principal": principal.id if principal else None,
+            "key_id": principal.key_id if principal else None,
+            "endpoint": getattr(route, "path", request.url.path),
+            "method": request.method,
+            "status": status,
             "embedder": self.embedder_identity(),
-            "latency_ms": round((time.perf_counter() - getattr(request.state, "started", time.perf_counter()))
-                                * 1000, 2),
+            "latency_ms": round(
+                (time.perf_counter() - getattr(request.state, "started", time.perf_counter())) * 1000, 2
+            ),
         }
         with anyio.CancelScope(shield=True):  # a disconnect must not cancel the record of what was done
             await anyio.to_thread.run_sync(self.audit.append, {**envelope, **fields})
@@ -131,16 +164,19 @@ class Services:
 
 
 def audited(request: Request) -> bool:
+    """Whether the request's route is one of `AUDITED`."""
     return (request.method, getattr(request.scope.get("route"), "path", "")) in AUDITED
 
 
-def passage_fields(passages) -> list[dict]:
+def passage_fields(passages: Iterable[tuple[int, str, str]]) -> list[dict]:
     """Which passages were shown, and their exact content (the hash proves it even after the document changes);
     `passages` holds (chunk id, doc id, content hash) triples."""
     return [{"chunk_id": c, "doc_id": d, "content_hash": h} for c, d, h in passages]
 
 
 def answer_fields(answer: Answer, model: LLMInfo | None) -> dict:
+    """The audit fields of an answer: the passages shown, the model (id and sha256) if one wrote it, the answer's
+    sha256, which passage each cited `[n]` names, and whether it abstained."""
     by_n = {s.n: s for s in answer.sources}
     cited = sorted({c.marker for s in answer.sentences for c in s.citations})
     return {

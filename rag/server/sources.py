@@ -21,10 +21,10 @@ from ..pdf_page import Mark, render_page
 from ..store import ChunkRecord
 from .answers import ERRORS, in_thread
 from .deps import principal, ready, services
-from .services import passage_fields
 from .documents import DocId
 from .schemas import DocumentPublic
 from .schemas import Request as RequestBody
+from .services import passage_fields
 
 router = APIRouter(tags=["sources"], dependencies=[Depends(ready)])
 
@@ -33,18 +33,27 @@ SENTENCE_COLOUR = (255, 120, 0, 110)
 
 
 class Span(BaseModel):
+    """A range of characters of a document's extracted text, `[start, end)`."""
+
     start: int = Field(description="offset in the document's extracted text")
     end: int = Field(description="offset just after the span")
 
 
 class PassageRequest(RequestBody):
+    """Body of `POST /v1/passages`."""
+
     chunk_id: int = Field(ge=1, le=2**62, description="the passage's id (`chunk_id` of a source or search hit)")
     sentence: str | None = Field(
-        None, max_length=2000, description="an answer sentence citing the passage: the passage's sentence that "
-        "supports it best is returned (sent in the body, not the URL, so that no text reaches access logs)")
+        None,
+        max_length=2000,
+        description="an answer sentence citing the passage: the passage's sentence that "
+        "supports it best is returned (sent in the body, not the URL, so that no text reaches access logs)",
+    )
 
 
 class PassageContext(BaseModel):
+    """A passage in its surrounding text, as the web page shows a cited source."""
+
     chunk_id: int = Field(description="the passage's id (`chunk_id` of a source)")
     document: DocumentPublic = Field(description="the document the passage belongs to")
     page: int | None = Field(description="1-based page (PDFs), else null")
@@ -65,19 +74,35 @@ async def passage(body: PassageRequest, request: Request, caller: Principal = De
     best = _supporting_sentence(text, chunk, body.sentence) if body.sentence else None
     original = await in_thread(s.pipeline.originals.read, record)
     await s.record(request, 200, passages=passage_fields([(chunk.id, chunk.doc_id, chunk.content_hash)]))
-    return {"chunk_id": chunk.id, "document": record.to_dict(), "page": chunk.page,
-            "heading_path": list(chunk.heading_path), "context": text[start:end], "context_start": start,
-            "passage": {"start": chunk.start, "end": chunk.end},
-            "sentence": {"start": best[0], "end": best[1]} if best else None, "original": original is not None}
+    return {
+        "chunk_id": chunk.id,
+        "document": record.to_dict(),
+        "page": chunk.page,
+        "heading_path": list(chunk.heading_path),
+        "context": text[start:end],
+        "context_start": start,
+        "passage": {"start": chunk.start, "end": chunk.end},
+        "sentence": {"start": best[0], "end": best[1]} if best else None,
+        "original": original is not None,
+    }
 
 
-@router.get("/v1/documents/{doc_id}/pages/{page}", responses={**ERRORS, 200: {"content": {"image/png": {}}}},
-            response_class=Response)
+@router.get(
+    "/v1/documents/{doc_id}/pages/{page}",
+    responses={**ERRORS, 200: {"content": {"image/png": {}}}},
+    response_class=Response,
+)
 async def page_image(
-    request: Request, doc_id: str = DocId, page: int = Path(ge=1, le=100_000),
+    request: Request,
+    doc_id: str = DocId,
+    page: int = Path(ge=1, le=100_000),
     chunk_id: int | None = Query(None, ge=1, le=2**62, description="a passage of this page to mark"),
-    start: int | None = Query(None, ge=0, description="with `end`: a sentence of that passage to mark more strongly, "
-                              "as offsets in the document's text (`sentence` of POST /v1/passages)"),
+    start: int | None = Query(
+        None,
+        ge=0,
+        description="with `end`: a sentence of that passage to mark more strongly, "
+        "as offsets in the document's text (`sentence` of POST /v1/passages)",
+    ),
     end: int | None = Query(None, ge=0, description="offset just after that sentence"),
     caller: Principal = Depends(principal),
 ) -> Response:
@@ -99,20 +124,30 @@ async def page_image(
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, no-store"})
 
 
-@router.get("/v1/documents/{doc_id}/original", responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
-            response_class=Response)
+@router.get(
+    "/v1/documents/{doc_id}/original",
+    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+    response_class=Response,
+)
 async def original(request: Request, doc_id: str = DocId, caller: Principal = Depends(principal)) -> Response:
     """The file the document was made from, as an attachment named like it."""
     s = services(request)
     record = await in_thread(s.pipeline.document, doc_id, caller.search_filter())
     data = await in_thread(s.pipeline.originals.read, record)
     if data is None:
-        raise NotFoundError(f"the original file of document {doc_id!r} is not kept (it was ingested from a path that "
-                            "changed or moved)")
+        raise NotFoundError(
+            f"the original file of document {doc_id!r} is not kept (it was ingested from a path that changed or moved)"
+        )
     await s.record(request, 200, doc_id=doc_id, sha256=record.sha256)
     name = record.source.rsplit("/", 1)[-1] or doc_id
-    return Response(data, media_type="application/octet-stream", headers={
-        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}", "Cache-Control": "private, no-store"})
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",
+            "Cache-Control": "private, no-store",
+        },
+    )
 
 
 def _widen(text: str, start: int, end: int, margin: int) -> tuple[int, int]:
@@ -131,7 +166,9 @@ def _widen(text: str, start: int, end: int, margin: int) -> tuple[int, int]:
 
 def _supporting_sentence(text: str, chunk: ChunkRecord, sentence: str) -> tuple[int, int] | None:
     """The span of the passage's sentence that supports `sentence` most (cite.support), or None if none does."""
-    scored = [(support(sentence, text[a:b], chunk.lang).score, (a, b)) for a, b in
-              sentence_spans(text, chunk.start, chunk.end)]
+    scored = [
+        (support(sentence, text[a:b], chunk.lang).score, (a, b))
+        for a, b in sentence_spans(text, chunk.start, chunk.end)
+    ]
     score, span = max(scored, default=(0.0, None), key=lambda item: item[0])
     return span if score > 0 else None

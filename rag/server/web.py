@@ -45,11 +45,14 @@ router = APIRouter()
 
 
 class WhoAmIResponse(BaseModel):
+    """Body of `GET /v1/me`."""
+
     principal: str = Field(description="the caller's id: the key's principal, or the person named by the proxy")
     labels: list[str] = Field(description="access labels the caller holds: it sees documents carrying only these")
     admin: bool = Field(description="may upload and delete documents")
-    default_labels: list[str] = Field(description="the server's default labels that the caller holds (pre-selected "
-                                      "for uploads)")
+    default_labels: list[str] = Field(
+        description="the server's default labels that the caller holds (pre-selected for uploads)"
+    )
     max_upload_mb: int = Field(description="largest upload request in MiB (server.max_upload_mb)")
     max_question_chars: int = Field(description="longest question in characters (answer.max_question_chars)")
 
@@ -62,6 +65,7 @@ class SecurityHeaders:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, adding the missing security headers to its response."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -69,8 +73,10 @@ class SecurityHeaders:
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []),
-                                      *((name, value) for name, value in SECURITY_HEADERS if name not in present)]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *((name, value) for name, value in SECURITY_HEADERS if name not in present),
+                ]
             await send(message)
 
         await self.app(scope, receive, with_headers)
@@ -92,7 +98,11 @@ async def page() -> FileResponse:
 async def who_am_i(request: Request, caller: Principal = Depends(principal)) -> dict:
     """Who the caller is, the labels it holds and whether it may upload and delete: what the page shows and offers."""
     s = services(request)
-    return {"principal": caller.id, "labels": sorted(caller.labels), "admin": caller.admin,
-            "default_labels": sorted(set(s.settings.default_labels) & caller.labels),
-            "max_upload_mb": s.settings.server.max_upload_mb,
-            "max_question_chars": s.settings.answer.max_question_chars}
+    return {
+        "principal": caller.id,
+        "labels": sorted(caller.labels),
+        "admin": caller.admin,
+        "default_labels": sorted(set(s.settings.default_labels) & caller.labels),
+        "max_upload_mb": s.settings.server.max_upload_mb,
+        "max_question_chars": s.settings.answer.max_question_chars,
+    }
