@@ -28,7 +28,7 @@ import resource
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from concurrent.futures import CancelledError, TimeoutError
 from pathlib import Path
 from typing import Protocol, Self
@@ -79,7 +79,7 @@ class ParsePool:
         self._pool.stop()
         self._pool.join()
 
-    def parse_files(self, paths: Iterable[Path], *, ahead: int) -> Iterator[tuple[str, Outcome]]:
+    def parse_files(self, paths: Iterable[Path], *, ahead: int) -> Generator[tuple[str, Outcome], None, None]:
         """(path as str, Document or LoadError) per file, in the order given.
 
         At most `ahead` files (and at least one per worker) are queued or being parsed beyond the one the caller is

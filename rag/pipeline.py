@@ -9,75 +9,42 @@ Nothing happens at import.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
-import numpy as np
 from tqdm import tqdm
 
 from . import load
 from .answer import Answer, Answerer, Event
-from .chunk import Chunk, Chunker
+from .chunk import Chunker
 from .embed import Embedder
-from .errors import DocumentConflictError, LoadError, NotFoundError, RagError
+from .errors import NotFoundError, RagError
 from .generate import LLM, create_llm
-from .lexical import tokenize
-from .load import Block, Document
+from .ingest import (
+    Ingestion,
+    IngestReport,
+    OnCommit,
+    document_row,
+    new_chunk,
+    stored_document,
+)
+from .load import Document
 from .originals import Originals
 from .parse_pool import ParsePool
-from .records import ChunkRecord, DocumentRecord, NewChunk, SearchFilter
+from .records import ChunkRecord, DocumentRecord, SearchFilter
 from .retrieve import Hit, Mode, Retriever
 from .settings import Settings
-from .store import Store, StoreWriter, new_manifest, open_store
+from .store import Store, new_manifest, open_store
 from .verify import verify_embedder, verify_llm
 
 _Part = TypeVar("_Part")
-OnCommit = Callable[[int, list[str]], None]  # (new generation, ids of the documents it committed)
 
 
 class PipelineClosedError(RagError):
     """The pipeline was closed; build a new one."""
-
-
-class _Bar(Protocol):
-    """What the ingest needs of a progress bar (tqdm's interface)."""
-
-    total: float | None
-
-    def update(self, n: float = 1) -> bool | None: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass
-class IngestReport:
-    added: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
-    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (file, doc_id of the same bytes, not indexed)
-    pages_without_text: list[tuple[str, list[int]]] = field(default_factory=list)  # (file, 1-based PDF pages)
-    pages_ocr: list[tuple[str, list[int]]] = field(default_factory=list)  # (file, PDF pages read by OCR)
-    chunks: int = 0
-    chunks_embedded: int = 0
-    pages: int = 0
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class _Pending:
-    document: Document
-    labels: tuple[str, ...]
-    chunks: list[Chunk]
-    existed: bool
 
 
 class Pipeline:
@@ -211,12 +178,12 @@ class Pipeline:
         past `ingest.parse_timeout_s` or needs more than `ingest.parse_memory_mb` is one entry of `failed`.
         `on_commit(generation, doc_ids)` runs after each commit. Whatever ends the ingest (an exception, Ctrl-C),
         the parser processes, the writer lock and the progress bars are released before it propagates."""
-        labels = tuple(sorted(labels or self.settings.default_labels))
-        files = [p.resolve() for p in load.iter_input_files([Path(p) for p in paths])]
+        files = [p.resolve() for p in load.iter_input_files([Path(p) for p in paths])]  # a missing path: LoadError
+        ingestion = self._ingestion(labels, progress, on_commit, atomic=False)
         with ParsePool(self.settings.ingest) as pool:
             parsed = pool.parse_files(files, ahead=self.settings.ingest.parse_ahead)
             try:
-                return self._ingest_documents(parsed, len(files), labels, progress, on_commit, atomic=False)
+                return ingestion.run(parsed, len(files))
             finally:
                 parsed.close()  # cancels what it queued, before the pool stops
 
@@ -226,83 +193,17 @@ class Pipeline:
     ) -> IngestReport:
         """Already-parsed documents (uploads, evaluation corpora). `atomic` commits them all in one transaction,
         whatever `ingest.commit_every_chunks` says: an upload is stored entirely or not at all."""
-        labels = tuple(sorted(labels or self.settings.default_labels))
-        return self._ingest_documents(((d.source, d) for d in documents), len(documents), labels, progress,
-                                      on_commit, atomic)
+        ingestion = self._ingestion(labels, progress, on_commit, atomic)
+        return ingestion.run(((d.source, d) for d in documents), len(documents))
 
-    def _ingest_documents(
-        self, parsed: Iterable[tuple[str, Document | LoadError]], total: int, labels: tuple[str, ...],
-        progress: bool, on_commit: OnCommit | None, atomic: bool,
-    ) -> IngestReport:
-        report = IngestReport()
-        started = time.perf_counter()
-        store = self.store
-        with tqdm(total=total, unit="file", desc="parse", disable=not progress, dynamic_ncols=True) as files_bar, \
-                tqdm(unit="chunk", desc="embed", disable=not progress, dynamic_ncols=True) as chunk_bar, \
-                store.writer() as writer:
-            pending: list[_Pending] = []
-            first_copy: dict[str, str] = {}  # sha256 -> doc_id of the first file with these bytes in this run
-            for source, document in parsed:
-                files_bar.update(1)
-                if isinstance(document, LoadError):
-                    report.failed.append((source, str(document)))
-                    if progress:
-                        tqdm.write(f"skipped: {document}")
-                    continue
-                if document.pages_without_text:  # scanned pages: what a search cannot find must be said
-                    report.pages_without_text.append((source, document.pages_without_text))
-                if document.pages_ocr:
-                    report.pages_ocr.append((source, document.pages_ocr))
-                try:
-                    previous = store.document_sha(document.doc_id, document.source)
-                except DocumentConflictError as exc:
-                    if atomic:
-                        raise
-                    report.failed.append((source, str(exc)))
-                    continue
-                if previous == (document.sha256, labels):
-                    report.unchanged.append(document.doc_id)
-                    continue
-                original = None if previous else first_copy.get(document.sha256) or store.same_bytes(
-                    document.sha256, labels)
-                if original is not None:  # a byte-identical copy under the same labels: indexing it adds nothing
-                    report.duplicates.append((source, original))
-                    continue
-                first_copy.setdefault(document.sha256, document.doc_id)
-                chunks = self.chunker.split(document)
-                chunk_bar.total = (chunk_bar.total or 0) + len(chunks)  # grows as files are parsed: rate and ETA
-                pending.append(_Pending(document, labels, chunks, previous is not None))
-                if not atomic and sum(len(p.chunks) for p in pending) >= self.settings.ingest.commit_every_chunks:
-                    self._commit(writer, pending, report, chunk_bar, on_commit)
-                    pending = []
-            if pending:
-                self._commit(writer, pending, report, chunk_bar, on_commit)
-        report.seconds = time.perf_counter() - started
-        return report
-
-    def _commit(self, writer: StoreWriter, pending: list[_Pending], report: IngestReport, chunk_bar: _Bar,
-                on_commit: OnCommit | None) -> None:
-        puts = []
-        for item in pending:
-            new_chunks = self._embed_chunks(item.document.doc_id, item.chunks, report, chunk_bar)
-            puts.append((_document_row(item.document, item.labels), new_chunks))
-        generation = writer.commit(puts)
-        for item in pending:
-            (report.updated if item.existed else report.added).append(item.document.doc_id)
-            report.chunks += len(item.chunks)
-            report.pages += item.document.pages or 0
-        if on_commit is not None:
-            on_commit(generation, [item.document.doc_id for item in pending])
-
-    def _embed_chunks(self, doc_id: str, chunks: list[Chunk], report: IngestReport, chunk_bar: _Bar
-                      ) -> list[NewChunk]:
-        cached = self.store.cached_vectors(doc_id)
-        missing = [c for c in chunks if c.content_hash not in cached]
-        if missing:
-            vectors = self.embedder.encode([c.embed_text for c in missing], progress=chunk_bar, background=True)
-            cached.update({c.content_hash: v for c, v in zip(missing, vectors, strict=True)})
-            report.chunks_embedded += len(missing)
-        return [_new_chunk(c, cached[c.content_hash]) for c in chunks]
+    def _ingestion(self, labels: Sequence[str] | None, progress: bool, on_commit: OnCommit | None,
+                   atomic: bool) -> Ingestion:
+        return Ingestion(
+            store=self.store, chunker=self.chunker, embedder=self.embedder,
+            labels=tuple(sorted(labels or self.settings.default_labels)),
+            commit_every_chunks=self.settings.ingest.commit_every_chunks, progress=progress, on_commit=on_commit,
+            atomic=atomic,
+        )
 
     # ------------------------------------------------------------------ reading
     def search(
@@ -382,11 +283,11 @@ class Pipeline:
                 store.writer() as writer:
             puts, renamed = [], []
             for record in docs:
-                document = _stored_document(store, record)
+                document = stored_document(store, record)
                 chunks = self.chunker.split(document)
                 vectors = self.embedder.encode([c.embed_text for c in chunks], progress=bar, background=True)
-                puts.append((_document_row(document, record.labels),
-                             [_new_chunk(c, v) for c, v in zip(chunks, vectors, strict=True)]))
+                puts.append((document_row(document, record.labels),
+                             [new_chunk(c, v) for c, v in zip(chunks, vectors, strict=True)]))
                 if document.doc_id != record.doc_id:
                     renamed.append(record.doc_id)
                 report.updated.append(document.doc_id)
@@ -412,34 +313,3 @@ class Pipeline:
         for _, part in parts:
             part.close()
 
-
-def _document_row(document: Document, labels: Sequence[str]) -> dict:
-    """The document dict a `StoreWriter.commit` takes."""
-    return {
-        "doc_id": document.doc_id, "source": document.source, "title": document.title, "format": document.format,
-        "lang": document.lang, "sha256": document.sha256, "labels": list(labels), "pages": document.pages,
-        "chars": len(document.text), "text": document.text,
-        "blocks": _blocks_json(document.blocks), "pages_ocr": list(document.pages_ocr),
-        "pages_without_text": list(document.pages_without_text),
-    }
-
-
-def _blocks_json(blocks: list[Block]) -> str:
-    return json.dumps([[b.start, b.end, list(b.heading_path), b.page] for b in blocks])
-
-
-def _stored_document(store: Store, record: DocumentRecord) -> Document:
-    text, blocks = store.document_text(record.doc_id)
-    return Document(
-        source=record.source, title=record.title, text=text, format=record.format, lang=record.lang,
-        sha256=record.sha256, blocks=[Block(s, e, tuple(h), p) for s, e, h, p in blocks], pages=record.pages,
-        pages_ocr=list(record.pages_ocr), pages_without_text=list(record.pages_without_text),
-    )
-
-
-def _new_chunk(chunk: Chunk, vector: np.ndarray) -> NewChunk:
-    return NewChunk(
-        ordinal=chunk.ordinal, start=chunk.start, end=chunk.end, page=chunk.page, heading_path=chunk.heading_path,
-        lang=chunk.lang, content_hash=chunk.content_hash, text=chunk.text,
-        tokens=tokenize(chunk.embed_text, chunk.lang), vector=vector,
-    )

@@ -29,6 +29,11 @@ def exit_the_worker(path: Path, *, ocr: OcrOptions) -> Document:
     raise SystemExit(3)
 
 
+def _new_processes(before: set) -> set:
+    """Child processes started since `before` that still run (other fixtures' pools may run in this session)."""
+    return set(multiprocessing.active_children()) - before
+
+
 def _files(tmp_path: Path) -> list[Path]:
     names = ["a.txt", "b.txt", "c.txt"]
     for name in names:
@@ -38,6 +43,7 @@ def _files(tmp_path: Path) -> list[Path]:
 
 def test_a_non_load_exception_in_a_parser_is_that_files_error_and_the_others_parse(tmp_path):
     files = _files(tmp_path)
+    before = set(multiprocessing.active_children())
     with ParsePool(SETTINGS, parse_file=explode_on_b) as pool:
         outcomes = list(pool.parse_files(files, ahead=2))
     assert [name for name, _ in outcomes] == [str(f) for f in files]
@@ -45,7 +51,7 @@ def test_a_non_load_exception_in_a_parser_is_that_files_error_and_the_others_par
     assert isinstance(first, Document) and isinstance(last, Document)
     assert isinstance(failed, LoadError)
     assert str(failed) == f"{files[1]}: the parser failed (RuntimeError: parser bug on b.txt)"
-    assert not multiprocessing.active_children(), "the pool left a worker running"
+    assert not _new_processes(before), "the pool left a worker running"
 
 
 def test_a_worker_that_exits_is_that_files_error(tmp_path):
@@ -57,8 +63,9 @@ def test_a_worker_that_exits_is_that_files_error(tmp_path):
 
 def test_a_caller_that_stops_early_leaves_no_worker(tmp_path):
     files = _files(tmp_path)
+    before = set(multiprocessing.active_children())
     with ParsePool(SETTINGS) as pool:
         parsed = pool.parse_files(files, ahead=2)
         next(parsed)
         parsed.close()
-    assert not multiprocessing.active_children()
+    assert not _new_processes(before)
