@@ -59,6 +59,7 @@ def render_tail(answer: Answer, streamed: str) -> str:
 
 
 def source_line(source: Source) -> str:
+    """`[n] Title p.3 > Heading  (doc-id)`: how a source is listed under an answer."""
     return f"[{source.n}] {passage_label(source.chunk)}  ({source.chunk.doc_id})"
 
 
@@ -130,6 +131,7 @@ class ChatSession:
         self.say("conversation reset")
 
     def say(self, text: str) -> None:
+        """Write one message line to the session's output."""
         self.out.write(text + "\n")
         self.out.flush()
 

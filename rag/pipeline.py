@@ -57,8 +57,12 @@ class _Pending:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, *, store: IndexStore | None = None):
+        """`store`: an index already open (e.g. without the embedder, to list or delete documents), else opened on
+        first use and checked against the configured embedder."""
         self.settings = settings
+        if store is not None:
+            self.__dict__["store"] = store  # the cached property's value
 
     # ------------------------------------------------------------------ components
     @cached_property
