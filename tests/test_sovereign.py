@@ -158,18 +158,43 @@ def test_a_library_imported_too_early_is_reported(tmp_path):
     assert "huggingface_hub" in result.stdout
 
 
-def test_a_child_of_a_guarded_process_installs_the_guard_when_it_loads_its_settings(tmp_path):
-    """How `rag serve --workers N` workers, fresh interpreters, end up guarded."""
-    code = """
-    import subprocess, sys
-    from rag.sovereign import enforce_offline
+def test_loading_settings_changes_neither_the_environment_nor_the_guard(tmp_path):
+    """`load_settings` is pure; the entry point hands the guard the hosts it read, explicitly."""
+    config = tmp_path / "rag.yaml"
+    config.write_text("llm:\n  endpoints: [http://10.9.9.9:8080]\nsovereignty:\n  allowed_hosts: [10.1.0.0/16]\n")
+    code = f"""
+    import json, os
+    from rag.sovereign import enforce_offline, status
     enforce_offline()
-    child = "from rag.sovereign import status; a = status().installed; from rag.settings import load_settings; "
-    child += "load_settings(); print(a, status().installed, status().switches_set)"
-    print(subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True).stdout)
+    before = dict(os.environ)
+    from rag.settings import load_settings
+    settings = load_settings({str(config)!r})
+    loaded = [dict(os.environ) == before, list(status().allowed)]
+    enforce_offline(settings)
+    print(json.dumps(loaded + [list(status().allowed)]))
     """
     result, log = python(tmp_path, code)
-    assert result.stdout.split() == ["False", "True", "True"]
+    assert json.loads(result.stdout) == [True, [], ["10.1.0.0/16", "10.9.9.9"]]
+    assert destinations(log) == []
+
+
+def test_a_serve_worker_installs_its_own_guard_from_its_settings(tmp_path):
+    """What each process of `rag serve --workers N` (or `uvicorn --factory`) runs: a fresh interpreter that inherits
+    no guard, only the environment, and builds its app from it."""
+    config = tmp_path / "rag.yaml"
+    config.write_text(f"sovereignty:\n  allowed_hosts: [10.1.0.0/16]\nserver:\n  keys_file: {tmp_path}/keys.json\n"
+                      f"audit:\n  path: {tmp_path}/audit.jsonl\n")
+    code = """
+    from rag.sovereign import status
+    inherited = status().installed
+    from rag.server import create_app_from_environment
+    app = create_app_from_environment()
+    app.state.services.close()
+    print(inherited, status().installed, status().switches_set, ",".join(status().allowed))
+    """
+    result, log = python(tmp_path, code, env={"RAG_CONFIG": str(config), "RAG_INDEX_DIR": str(tmp_path / "index"),
+                                              "RAG_DATA_DIR": str(tmp_path / "data")})
+    assert result.stdout.split() == ["False", "True", "True", "10.1.0.0/16"]
     assert destinations(log) == []
 
 
