@@ -339,6 +339,34 @@ def test_serve_answers_under_the_guard_without_leaving_loopback(rag_env, tmp_pat
     assert destinations(log) == [], "a connection beyond loopback was attempted"
 
 
+@pytest.mark.integration
+def test_serve_workers_get_the_configuration_and_stay_on_loopback(rag_env, tmp_path):
+    """`rag --config FILE serve --workers 2`: each worker loads FILE (anonymous access here, so no 401) and guards
+    itself; strace sees no connection beyond loopback from any process of the tree."""
+    home, env = rag_env
+    if not (home / "index").is_dir():
+        rag(env, tmp_path / "ingest.log", "ingest", str(EXAMPLES), "--quiet")
+    config = tmp_path / "serve.yaml"
+    config.write_text("server:\n  require_keys: false\n")
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    log = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "rag", "--config", str(config), "serve", "--port", str(port), "--workers", "2"]
+    server = subprocess.Popen(traced(command, log), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_ready(base, server)
+        statuses = {httpx.get(f"{base}/v1/documents", timeout=600).status_code for _ in range(6)}
+        assert 200 in statuses and statuses <= {200, 503}, statuses  # 503: a worker still loading its models
+    finally:
+        _stop(server)
+    stderr = server.stderr.read()
+    assert "egress blocked" not in stderr and stderr.count("Application startup complete") == 2, stderr[-3000:]
+    assert destinations(log) == [], "a connection beyond loopback was attempted"
+
+
 def _wait_ready(base: str, server: subprocess.Popen, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -354,7 +382,8 @@ def _wait_ready(base: str, server: subprocess.Popen, timeout: float = 600) -> No
 
 def _stop(server: subprocess.Popen) -> None:
     """Interrupt the traced `rag serve` (strace's child), then wait for strace to finish writing its log."""
-    children = open(f"/proc/{server.pid}/task/{server.pid}/children").read().split()
+    with open(f"/proc/{server.pid}/task/{server.pid}/children") as listing:
+        children = listing.read().split()
     for child in children:
         os.kill(int(child), signal.SIGINT)
     try:
