@@ -8,6 +8,7 @@ from .sovereign import enforce_offline
 
 
 def main() -> None:
+    """The `rag` console script: guard first, then the commands (rag/cli.py)."""
     enforce_offline()
     from .cli import main as cli_main
 

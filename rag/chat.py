@@ -3,14 +3,18 @@
 Line editing and the up-arrow history (kept in `<data_dir>/chat_history`) come from prompt_toolkit. While an answer is
 streaming the prompt is not active, so Ctrl-C raises KeyboardInterrupt in the loop that consumes the stream: the
 generators unwind, which releases llama.cpp, and the chat goes on. Ctrl-D at the prompt leaves.
+
+The loop takes the line reader and the output as parameters (`run_chat(..., read_line=..., out=...)`), and needs of the
+pipeline only its settings and `stream` (`Answers`; an `Answerer` has both): tests/test_chat.py drives it with scripted
+lines and a scripted model, and through a real terminal with the real model.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from .answer import Answer, Event, Source, Token
 from .errors import InputError, RagError
@@ -18,7 +22,23 @@ from .private_files import touch_private
 from .prompt import passage_label
 
 if TYPE_CHECKING:
-    from .pipeline import Pipeline
+    from .settings import Settings
+    from .store import SearchFilter
+
+ReadLine = Callable[[str], str]  # prompt -> the line typed; raises EOFError (Ctrl-D) or KeyboardInterrupt (Ctrl-C)
+
+
+class Answers(Protocol):
+    """What the chat needs of a `Pipeline` (or an `Answerer`): the settings, and answers as streamed events."""
+
+    settings: Settings
+
+    def stream(
+        self, question: str, k: int | None = None, mode: str | None = None,
+        search_filter: SearchFilter | None = None, history: Sequence[str] = (),
+    ) -> Iterator[Event]:
+        """`Token`s, then the verified `Answer` (rag/answer.py)."""
+        ...
 
 HELP = """Ask a question about the indexed documents, or use a command:
   /sources N               show the full text of passage N of the last answer
@@ -45,12 +65,11 @@ def print_stream(events: Iterable[Event], out: TextIO = sys.stdout) -> Answer:
 
 
 def render_tail(answer: Answer, streamed: str) -> str:
-    """What follows the streamed text: verification may have removed sentences or added citations."""
-    lines = []
-    if not streamed.strip():
-        lines.append(answer.text)
-    elif " ".join(streamed.split()) != answer.text:
-        lines += ["", f"Verified answer: {answer.text}"]
+    """What follows the streamed text, from the end of its line: verification may have removed sentences or added
+    citations; the text itself when nothing was streamed (quote mode, abstention)."""
+    lines = [""] if streamed.strip() else [answer.text]
+    if streamed.strip() and " ".join(streamed.split()) != answer.text:
+        lines.append(f"Verified answer: {answer.text}")
     lines += [f"  removed, unsupported ({s.support:.2f}): {s.text}" for s in answer.removed]
     if answer.sources:
         lines.append("Closest passages:" if answer.abstained else "Sources:")
@@ -59,6 +78,7 @@ def render_tail(answer: Answer, streamed: str) -> str:
 
 
 def source_line(source: Source) -> str:
+    """`[n] Title p.3 > Heading  (doc-id)`: how a source is listed under an answer."""
     return f"[{source.n}] {passage_label(source.chunk)}  ({source.chunk.doc_id})"
 
 
@@ -66,7 +86,7 @@ def source_line(source: Source) -> str:
 class ChatSession:
     """The state of one conversation; `handle` is everything a line typed at the prompt can do."""
 
-    pipeline: Pipeline
+    pipeline: Answers
     mode: str
     k: int | None = None
     history: list[str] = field(default_factory=list)
@@ -130,26 +150,35 @@ class ChatSession:
         self.say("conversation reset")
 
     def say(self, text: str) -> None:
+        """Write one message line to the session's output."""
         self.out.write(text + "\n")
         self.out.flush()
 
 
-def run_chat(pipeline: Pipeline, mode: str | None = None, k: int | None = None) -> None:
-    """The interactive loop; needs a terminal (prompt_toolkit)."""
-    from prompt_toolkit import PromptSession
-    from prompt_toolkit.history import FileHistory
-
-    settings = pipeline.settings
-    history = touch_private(settings.data_dir / "chat_history")  # the questions asked: the owner's only
-    prompt = PromptSession(history=FileHistory(str(history)))
-    session = ChatSession(pipeline, mode or settings.answer.mode, k)
+def run_chat(
+    pipeline: Answers, mode: str | None = None, k: int | None = None, *, read_line: ReadLine | None = None,
+    out: TextIO | None = None,
+) -> None:
+    """The interactive loop, until /quit or end of input (Ctrl-D). `read_line` defaults to a prompt_toolkit prompt
+    (needs a terminal) whose up-arrow history is kept in `<data_dir>/chat_history`; `out` to standard output."""
+    read_line = read_line or terminal_prompt(pipeline.settings)
+    session = ChatSession(pipeline, mode or pipeline.settings.answer.mode, k, out=out or sys.stdout)
     session.say("Sovereign RAG chat: ask about the indexed documents. /help for commands, Ctrl-D to leave.")
     while True:
         try:
-            line = prompt.prompt("> ")
+            line = read_line("> ")
         except KeyboardInterrupt:  # Ctrl-C at the prompt clears the line, like a shell
             continue
         except EOFError:
             break
         if not session.handle(line):
             break
+
+
+def terminal_prompt(settings: Settings) -> ReadLine:
+    """A prompt_toolkit prompt with line editing and the history of earlier questions (the owner's only)."""
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import FileHistory
+
+    history = touch_private(settings.data_dir / "chat_history")
+    return PromptSession(history=FileHistory(str(history))).prompt

@@ -9,82 +9,94 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .cli_config import config_app
+from .cli_context import invocation
+from .cli_eval import eval_app
+from .cli_service import audit_app, keys_app, serve
 from .errors import ConfigError, IndexError_, InputError, NotFoundError, RagError
-from .settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+    from .settings import Settings
+    from .records import DocumentRecord
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Sovereign RAG: on-premise document QA.")
-config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration.")
 app.add_typer(config_app, name="config")
+app.command()(serve)
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+app.add_typer(eval_app, name="eval")
 
 _EXIT_CODES = ((ConfigError, 2), (InputError, 2), (IndexError_, 3), (NotFoundError, 4), (RagError, 1))
+# Set before any model library is imported: their own progress bars and notices stay off the console (ours remain).
+_QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
 
-ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file")]
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output (see docs/cli.md)")]
 
-
-class _State:
-    config: Path | None = None
-
-
 # Commands that load the embedder, and those that also load the language model: their model files are checked
-# against the configured sha256 pins before any work starts (rag/verify.py).
-_USES_EMBEDDER = frozenset({"ingest", "search", "ask", "chat", "docs", "delete", "stats", "reindex", "serve"})
+# against the configured sha256 pins before any work starts (rag/verify.py). `docs`, `stats` and `delete` read
+# the index without any model.
+_USES_EMBEDDER = frozenset({"ingest", "search", "ask", "chat", "reindex", "serve"})
 _USES_LLM = frozenset({"ask", "chat", "serve"})
 
 
 @app.callback()
 def _main(ctx: typer.Context, config: ConfigOption = None) -> None:
-    _State.config = config
+    invocation(ctx).config = config
     if ctx.invoked_subcommand in _USES_EMBEDDER:
         from .verify import verify_models
 
-        verify_models(_settings(), llm=ctx.invoked_subcommand in _USES_LLM)
+        verify_models(invocation(ctx).settings(), llm=ctx.invoked_subcommand in _USES_LLM)
 
 
-def _settings() -> Settings:
-    return load_settings(_State.config)
-
-
-def _pipeline():
+def _pipeline(ctx: typer.Context) -> Pipeline:
     from .pipeline import Pipeline
 
-    return Pipeline(_settings())
+    return Pipeline(invocation(ctx).settings())
+
+
+def _catalog(settings: Settings) -> Pipeline | None:
+    """A pipeline over the index as it is on disk, for the commands that only read or delete its rows (`docs`,
+    `stats`, `delete`): no model is loaded, and the index is not compared with the configured embedder, as no vector
+    is computed. None when there is no index yet."""
+    from .pipeline import Pipeline
+    from .store import open_store
+
+    if not (settings.index_dir / "manifest.json").is_file():
+        return None
+    store = open_store(settings, {}, check=False)
+    return Pipeline(settings, store=store)
+
+
+def _no_index(settings: Settings) -> IndexError_:
+    return IndexError_(f"no index in {settings.index_dir} yet: `rag ingest FILES` creates it (index_dir, "
+                       "`rag config show`)")
 
 
 def _print_json(payload) -> None:
     typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
 
 
-@config_app.command("show")
-def config_show(json_out: JsonOption = False) -> None:
-    """Print the effective configuration (defaults < YAML < environment)."""
-    settings = _settings()
-    if json_out:
-        _print_json(settings.model_dump(mode="json"))
-    else:
-        import yaml
-
-        typer.echo(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False, allow_unicode=True).rstrip())
-
-
 @app.command()
 def ingest(
+    ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="files or folders (recursive)")],
-    label: Annotated[Optional[list[str]], typer.Option("--label", "-l", help="access label (repeatable)")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="access label (repeatable)")] = None,
     json_out: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
 ) -> None:
     """Add or update documents; unchanged files cost nothing."""
-    pipeline = _pipeline()
+    pipeline = _pipeline(ctx)
     report = pipeline.ingest(paths, labels=label, progress=not quiet and not json_out)
     if json_out:
         _print_json(report.to_dict())
     else:
-        for source, reason in report.failed:
+        for _, reason in report.failed:
             typer.echo(f"failed: {reason}", err=True)
         for source, pages in report.pages_ocr:
             typer.echo(f"note: {source}: page(s) {', '.join(map(str, pages))} read by OCR (no text layer)", err=True)
@@ -104,26 +116,30 @@ def ingest(
 
 @app.command()
 def search(
+    ctx: typer.Context,
     query: Annotated[str, typer.Argument(help="the question")],
-    k: Annotated[int, typer.Option("-k", min=1, max=100, help="passages to return")] = 5,
-    mode: Annotated[str, typer.Option(help="hybrid | dense | bm25")] = "hybrid",
-    doc: Annotated[Optional[list[str]], typer.Option("--doc", help="only these document ids")] = None,
-    lang: Annotated[Optional[list[str]], typer.Option("--lang", help="only documents in these languages")] = None,
-    label: Annotated[Optional[list[str]], typer.Option("--label", help="only documents these labels admit")] = None,
+    k: Annotated[int | None, typer.Option("-k", min=1, max=100, help="passages to return (default: retrieval.k)")]
+    = None,
+    mode: Annotated[str | None, typer.Option(help="hybrid | dense | bm25 (default: retrieval.mode)")] = None,
+    doc: Annotated[list[str] | None, typer.Option("--doc", help="only these document ids")] = None,
+    lang: Annotated[list[str] | None, typer.Option("--lang", help="only documents in these languages")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", help="only documents these labels admit")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Find passages without generating an answer."""
     from .store import SearchFilter
 
-    if mode not in ("hybrid", "dense", "bm25"):
+    if mode is not None and mode not in ("hybrid", "dense", "bm25"):
         raise InputError(f"--mode must be hybrid, dense or bm25, not {mode!r}")
     if not query.strip():
         raise InputError("the query is empty")
+    retrieval = invocation(ctx).settings().retrieval
+    k, mode = k or retrieval.k, mode or retrieval.mode
     search_filter = SearchFilter(
         doc_ids=frozenset(doc) if doc else None, langs=frozenset(lang) if lang else None,
         labels=frozenset(label) if label else None,
     )
-    hits = _pipeline().search(query, k=k, mode=mode, search_filter=search_filter)
+    hits = _pipeline(ctx).search(query, k=k, mode=mode, search_filter=search_filter)
     if json_out:
         _print_json({"query": query, "mode": mode, "k": k, "hits": [h.to_dict() for h in hits]})
         return
@@ -137,17 +153,18 @@ def search(
         typer.echo("    " + " ".join(c.text.split())[:300])
 
 
-AnswerMode = Annotated[Optional[str], typer.Option("--mode", help="generate | quote (default: answer.mode)")]
-PassagesOption = Annotated[Optional[int], typer.Option("-k", min=1, max=100, help="passages to retrieve")]
+AnswerMode = Annotated[str | None, typer.Option("--mode", help="generate | quote (default: answer.mode)")]
+PassagesOption = Annotated[int | None, typer.Option("-k", min=1, max=100, help="passages to retrieve")]
 
 
 @app.command()
 def ask(
+    ctx: typer.Context,
     question: Annotated[str, typer.Argument(help="the question")],
     json_out: JsonOption = False, mode: AnswerMode = None, k: PassagesOption = None,
 ) -> None:
     """Answer from the documents with verified citations, streaming as it is generated."""
-    pipeline = _pipeline()
+    pipeline = _pipeline(ctx)
     if json_out:
         _print_json(pipeline.ask(question, k=k, mode=mode).to_dict())
         return
@@ -157,36 +174,91 @@ def ask(
 
 
 @app.command()
-def chat(mode: AnswerMode = None, k: PassagesOption = None) -> None:
+def chat(ctx: typer.Context, mode: AnswerMode = None, k: PassagesOption = None) -> None:
     """Interactive chat: streaming answers, sources, /help for commands."""
     from .chat import run_chat
 
-    run_chat(_pipeline(), mode=mode, k=k)
+    run_chat(_pipeline(ctx), mode=mode, k=k)
 
 
 @app.command()
-def docs(json_out: JsonOption = False) -> None:
-    """List indexed documents."""
-    records = _pipeline().documents()
+def docs(ctx: typer.Context, json_out: JsonOption = False) -> None:
+    """List indexed documents, with the pages read by OCR and the pages still without text (no model is loaded)."""
+    settings = invocation(ctx).settings()
+    pipeline = _catalog(settings)
+    records = pipeline.documents() if pipeline is not None else []
     if json_out:
         _print_json([d.to_dict() for d in records])
         return
     for d in records:
         typer.echo(f"{d.doc_id}  {d.lang}  {d.format:11}  {d.chunks:5} chunks  [{','.join(d.labels)}]  {d.title}")
-    typer.echo(f"{len(records)} documents")
+        pages = page_notes(d)
+        if pages:
+            typer.echo(f"    {pages}")
+    where = "" if pipeline is not None else " (no index yet: `rag ingest FILES` creates it)"
+    typer.echo(f"{len(records)} documents in {settings.index_dir}{where}")
+
+
+def page_notes(record: DocumentRecord) -> str:
+    """`OCR: page(s) 2, 3; no text: page(s) 7 (not searchable)` for a scanned document, '' for any other."""
+    ocr = record.pages_ocr
+    empty = record.pages_without_text
+    notes = [f"OCR: page(s) {', '.join(map(str, ocr))}"] if ocr else []
+    notes += [f"no text: page(s) {', '.join(map(str, empty))} (not searchable)"] if empty else []
+    return "; ".join(notes)
 
 
 @app.command()
-def delete(doc_ids: Annotated[list[str], typer.Argument(help="document ids (see `rag docs`)")]) -> None:
-    """Remove documents from every part of the index."""
-    removed = _pipeline().delete(doc_ids)
+def delete(
+    ctx: typer.Context,
+    targets: Annotated[list[str], typer.Argument(help="document ids (see `rag docs`) or the paths that were ingested")],
+) -> None:
+    """Remove documents from every part of the index (no model is loaded)."""
+    settings = invocation(ctx).settings()
+    pipeline = _catalog(settings)
+    if pipeline is None:
+        raise _no_index(settings)
+    records = pipeline.documents()
+    removed = pipeline.delete(resolve_targets(targets, records))
+    sources = {r.doc_id: r.source for r in records}
+    for doc_id in removed:
+        typer.echo(f"deleted {doc_id}  {sources[doc_id]}")
     typer.echo(f"deleted {len(removed)} document(s)")
 
 
+def resolve_targets(targets: list[str], records: list[DocumentRecord]) -> list[str]:
+    """The ids of the documents `targets` name, in order, each once: a document id, or the path of an ingested file
+    resolved as `rag ingest` resolves it (absolute, symlinks followed; the file need not exist any more).
+
+    Raises NotFoundError for a target naming no document, InputError for one naming several (a folder of ingested
+    files, or the id of one document and the path of another): nothing is deleted then."""
+    by_id = {r.doc_id: r for r in records}
+    by_source = {r.source: r for r in records}
+    ids: dict[str, None] = {}
+    for target in targets:
+        path = str(Path(target).resolve())
+        named = {r.doc_id for r in (by_id.get(target), by_source.get(path)) if r is not None}
+        if len(named) > 1:
+            raise InputError(f"{target!r} is the id of one document and the path of another ({path}); pass the "
+                             "other's id, from `rag docs`")
+        if not named:
+            inside = [r for r in records if r.source.startswith(path.rstrip("/") + "/")]
+            if inside:
+                raise InputError(f"{target} is a folder holding {len(inside)} indexed document(s); name the files or "
+                                 "ids one by one (`rag docs` lists them)")
+            raise NotFoundError(f"no indexed document has the id or path {target!r} ({path}); `rag docs` lists them")
+        ids.update(dict.fromkeys(named))
+    return list(ids)
+
+
 @app.command()
-def stats(json_out: JsonOption = False) -> None:
-    """Index size and consistency figures."""
-    figures = _pipeline().stats()
+def stats(ctx: typer.Context, json_out: JsonOption = False) -> None:
+    """Index size and consistency figures (no model is loaded)."""
+    settings = invocation(ctx).settings()
+    pipeline = _catalog(settings)
+    if pipeline is None:
+        raise _no_index(settings)
+    figures = pipeline.stats()
     if json_out:
         _print_json(figures)
         return
@@ -199,11 +271,11 @@ def stats(json_out: JsonOption = False) -> None:
 
 
 @app.command()
-def doctor(json_out: JsonOption = False) -> None:
+def doctor(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """Check models, index, egress guard, keys, disk and CPU; one pass/fail line each, exit 1 on any failure."""
     from .doctor import run_checks
 
-    checks = run_checks(_State.config)
+    checks = run_checks(invocation(ctx).config)
     failed = [c for c in checks if not c.ok]
     if json_out:
         _print_json({"ok": not failed, "checks": [c.to_dict() for c in checks]})
@@ -215,19 +287,10 @@ def doctor(json_out: JsonOption = False) -> None:
 
 
 @app.command()
-def reindex(quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False) -> None:
+def reindex(ctx: typer.Context, quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False) -> None:
     """Rebuild every chunk and vector with the current embedder and chunker settings."""
-    report = _pipeline().reindex(progress=not quiet)
+    report = _pipeline(ctx).reindex(progress=not quiet)
     typer.echo(f"reindexed {len(report.updated)} documents, {report.chunks} chunks in {report.seconds:.1f}s")
-
-
-from .cli_eval import eval_app  # noqa: E402 - the evaluation commands, registered here
-from .cli_service import audit_app, keys_app, serve  # noqa: E402 - the service's commands, registered here
-
-app.command()(serve)
-app.add_typer(keys_app, name="keys")
-app.add_typer(audit_app, name="audit")
-app.add_typer(eval_app, name="eval")
 
 
 def check_arguments(arguments: list[str]) -> None:
@@ -248,6 +311,8 @@ def main() -> None:
     from .sovereign import enforce_offline
 
     enforce_offline()  # already done by rag/__main__.py; here too for callers of rag.cli:main
+    for name, value in _QUIET_ENV.items():
+        os.environ.setdefault(name, value)
     try:
         check_arguments(sys.argv[1:])
         result = app(standalone_mode=False)

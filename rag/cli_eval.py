@@ -9,10 +9,11 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from .cli_context import invocation
 from .errors import InputError
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure retrieval, answer, citation and abstention quality.")
@@ -20,15 +21,16 @@ eval_app = typer.Typer(no_args_is_help=True, help="Measure retrieval, answer, ci
 
 @eval_app.command("run")
 def run(
+    ctx: typer.Context,
     dataset: Annotated[Path, typer.Argument(help="dataset file or folder (docs/evaluation.md)")],
-    format: Annotated[Optional[str], typer.Option("--format", help="squad | beir | clapnq | jsonl (default: "
+    format: Annotated[str | None, typer.Option("--format", help="squad | beir | clapnq | jsonl (default: "
                                                   "recognised from the path)")] = None,
-    documents: Annotated[Optional[Path], typer.Option(help="documents folder of a generic JSONL dataset")] = None,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="N questions evenly spaced through the dataset")] = None,
-    mode: Annotated[Optional[str], typer.Option(help="generate | quote | retrieval (default: answer.mode)")] = None,
+    documents: Annotated[Path | None, typer.Option(help="documents folder of a generic JSONL dataset")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="N questions evenly spaced through the dataset")] = None,
+    mode: Annotated[str | None, typer.Option(help="generate | quote | retrieval (default: answer.mode)")] = None,
     out: Annotated[Path, typer.Option(help="output folder; rerunning into it resumes")] = Path("eval-out"),
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file")] = None,
-    fail_under: Annotated[Optional[list[str]], typer.Option(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")] = None,
+    fail_under: Annotated[list[str] | None, typer.Option(
         "--fail-under", help="METRIC=VALUE: exit 1 when the metric is below VALUE (repeatable)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
 ) -> None:
@@ -38,7 +40,7 @@ def run(
     gates = [parse_gate(g) for g in fail_under or []]
     request = EvalRequest(dataset, out, format, documents, limit, mode, shlex.join(["rag", *sys.argv[1:]]))
     try:
-        results = run_eval(request, _settings(config), progress=not quiet)
+        results = run_eval(request, invocation(ctx).settings(config), progress=not quiet)
     except KeyboardInterrupt:
         typer.echo(f"interrupted; finished questions are kept in {out}/records.jsonl, rerun to resume", err=True)
         raise typer.Exit(130) from None
@@ -77,9 +79,3 @@ def _records(path: Path) -> list[dict]:
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"{results} is not the results.json of `rag eval run` ({exc})") from None
 
-
-def _settings(config: Path | None):
-    from .cli import _State
-    from .settings import load_settings
-
-    return load_settings(config or _State.config)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import __version__, sovereign
 from .errors import ConfigError, RagError
-from .settings import Settings, config_file_in_use, load_settings, usable_cores
+from .settings import Settings, load_settings, packaged_config_file, usable_cores
 
 MIN_FREE_BYTES = 1 << 30  # below this, an ingest or a reindex can fail half-way
 FAST_CPU_FEATURES = ("AVX2", "AVX512", "NEON")  # llama.cpp without any of these generates several times slower
@@ -60,11 +60,9 @@ def run_checks(config_file: Path | None = None) -> list[Check]:
         settings = load_settings(config_file)
     except ConfigError as exc:
         return [Check("config", False, str(exc)), check_offline_switches(), check_guard()]
-    checks = [
-        Check("config", True, f"{config_file_in_use() or 'built-in defaults'}: valid"),
-        check_offline_switches(),
-        check_guard(),
-    ]
+    sovereign.permit_configured(settings)  # the llm check probes llm.endpoints: an installed guard must allow them
+    checks = [Check("config", True, f"{settings.config_file or packaged_config_file()}: valid"), check_offline_switches(),
+              check_guard()]
     for check in (check_embedder, check_llm, check_index, check_exposure, check_disk, check_cpu, check_versions):
         checks.append(_safely(check, settings))
     return checks

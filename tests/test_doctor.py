@@ -56,7 +56,7 @@ def test_doctor_passes_on_a_healthy_setup_and_names_each_failure(example_pipelin
                             "disk", "cpu", "versions"}
     assert by_name["index"]["data"]["chunks"] == by_name["index"]["data"]["vectors"] > 0
 
-    config = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    config = yaml.safe_load((ROOT / "rag" / "default.yaml").read_text())
     config["embedder"]["file_sha256"]["vocab.txt"] = "0" * 64
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     code, report = doctor({"RAG_CONFIG": str(tmp_path / "config.yaml"), "RAG_INDEX_DIR": str(tmp_path / "empty"),

@@ -16,11 +16,6 @@ from .conftest import ROOT
 
 PACKAGE = ROOT / "rag"
 # Cycles owned by another branch: each edge is removed by that branch; the lead deletes the entry at merge.
-ALLOWED_EDGES = {
-    ("rag.cli_eval", "rag.cli"),  # removed by branch cliux
-    ("rag.cli_service", "rag.cli"),  # removed by branch cliux
-    ("rag.sovereign", "rag.settings"),  # removed by branch cliux
-}
 HEAVY = ("faiss", "torch", "sentence_transformers", "llama_cpp")
 
 
@@ -64,7 +59,7 @@ def import_graph() -> dict[str, set[str]]:
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 edges |= _imported(node, module, is_package, known)
-        graph[module] = {m for m in edges if m != module and (module, m) not in ALLOWED_EDGES}
+        graph[module] = {m for m in edges if m != module}
     return graph
 
 

@@ -18,7 +18,7 @@ from rag.settings import EmbedderSettings, Settings
 
 from .conftest import ROOT
 
-DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
+DEFAULT_CONFIG = ROOT / "rag" / "default.yaml"
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def test_default_config_pins_the_bundled_models():
     fingerprint, files = hash_model_dir(bundled_embedder_path())
     assert config["embedder"]["file_sha256"] == files and config["embedder"]["sha256"] == fingerprint
     assert config["llm"]["sha256"] == bundled.EXPECTED_SHA256
-    assert config["sovereignty"]["require_pins"] is True
+    assert Settings().sovereignty.require_pins is True
 
 
 def test_a_tampered_pin_stops_the_cli_before_any_work(tmp_path):

@@ -158,18 +158,43 @@ def test_a_library_imported_too_early_is_reported(tmp_path):
     assert "huggingface_hub" in result.stdout
 
 
-def test_a_child_of_a_guarded_process_installs_the_guard_when_it_loads_its_settings(tmp_path):
-    """How `rag serve --workers N` workers, fresh interpreters, end up guarded."""
-    code = """
-    import subprocess, sys
-    from rag.sovereign import enforce_offline
+def test_loading_settings_changes_neither_the_environment_nor_the_guard(tmp_path):
+    """`load_settings` is pure; the entry point hands the guard the hosts it read, explicitly."""
+    config = tmp_path / "rag.yaml"
+    config.write_text("llm:\n  endpoints: [http://10.9.9.9:8080]\nsovereignty:\n  allowed_hosts: [10.1.0.0/16]\n")
+    code = f"""
+    import json, os
+    from rag.sovereign import enforce_offline, status
     enforce_offline()
-    child = "from rag.sovereign import status; a = status().installed; from rag.settings import load_settings; "
-    child += "load_settings(); print(a, status().installed, status().switches_set)"
-    print(subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True).stdout)
+    before = dict(os.environ)
+    from rag.settings import load_settings
+    settings = load_settings({str(config)!r})
+    loaded = [dict(os.environ) == before, list(status().allowed)]
+    enforce_offline(settings)
+    print(json.dumps(loaded + [list(status().allowed)]))
     """
     result, log = python(tmp_path, code)
-    assert result.stdout.split() == ["False", "True", "True"]
+    assert json.loads(result.stdout) == [True, [], ["10.1.0.0/16", "10.9.9.9"]]
+    assert destinations(log) == []
+
+
+def test_a_serve_worker_installs_its_own_guard_from_its_settings(tmp_path):
+    """What each process of `rag serve --workers N` (or `uvicorn --factory`) runs: a fresh interpreter that inherits
+    no guard, only the environment, and builds its app from it."""
+    config = tmp_path / "rag.yaml"
+    config.write_text(f"sovereignty:\n  allowed_hosts: [10.1.0.0/16]\nserver:\n  keys_file: {tmp_path}/keys.json\n"
+                      f"audit:\n  path: {tmp_path}/audit.jsonl\n")
+    code = """
+    from rag.sovereign import status
+    inherited = status().installed
+    from rag.server import create_app_from_environment
+    app = create_app_from_environment()
+    app.state.services.close()
+    print(inherited, status().installed, status().switches_set, ",".join(status().allowed))
+    """
+    result, log = python(tmp_path, code, env={"RAG_CONFIG": str(config), "RAG_INDEX_DIR": str(tmp_path / "index"),
+                                              "RAG_DATA_DIR": str(tmp_path / "data")})
+    assert result.stdout.split() == ["False", "True", "True", "10.1.0.0/16"]
     assert destinations(log) == []
 
 
@@ -314,6 +339,34 @@ def test_serve_answers_under_the_guard_without_leaving_loopback(rag_env, tmp_pat
     assert destinations(log) == [], "a connection beyond loopback was attempted"
 
 
+@pytest.mark.integration
+def test_serve_workers_get_the_configuration_and_stay_on_loopback(rag_env, tmp_path):
+    """`rag --config FILE serve --workers 2`: each worker loads FILE (anonymous access here, so no 401) and guards
+    itself; strace sees no connection beyond loopback from any process of the tree."""
+    home, env = rag_env
+    if not (home / "index").is_dir():
+        rag(env, tmp_path / "ingest.log", "ingest", str(EXAMPLES), "--quiet")
+    config = tmp_path / "serve.yaml"
+    config.write_text("server:\n  require_keys: false\n")
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    log = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "rag", "--config", str(config), "serve", "--port", str(port), "--workers", "2"]
+    server = subprocess.Popen(traced(command, log), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_ready(base, server)
+        statuses = {httpx.get(f"{base}/v1/documents", timeout=600).status_code for _ in range(6)}
+        assert 200 in statuses and statuses <= {200, 503}, statuses  # 503: a worker still loading its models
+    finally:
+        _stop(server)
+    stderr = server.stderr.read()
+    assert "egress blocked" not in stderr and stderr.count("Application startup complete") == 2, stderr[-3000:]
+    assert destinations(log) == [], "a connection beyond loopback was attempted"
+
+
 def _wait_ready(base: str, server: subprocess.Popen, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -329,7 +382,8 @@ def _wait_ready(base: str, server: subprocess.Popen, timeout: float = 600) -> No
 
 def _stop(server: subprocess.Popen) -> None:
     """Interrupt the traced `rag serve` (strace's child), then wait for strace to finish writing its log."""
-    children = open(f"/proc/{server.pid}/task/{server.pid}/children").read().split()
+    with open(f"/proc/{server.pid}/task/{server.pid}/children") as listing:
+        children = listing.read().split()
     for child in children:
         os.kill(int(child), signal.SIGINT)
     try:

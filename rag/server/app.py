@@ -81,8 +81,14 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> FastAPI:
 
 
 def create_app_from_environment() -> FastAPI:
-    """Factory for `uvicorn --factory` with several workers: each worker process builds its own app."""
-    return create_app(load_settings())
+    """Factory for `uvicorn --factory` with several workers: each worker process, a fresh interpreter, loads its
+    settings (`RAG_CONFIG` and `RAG_*` from the environment) and installs its own egress guard from them before it
+    builds its app."""
+    from ..sovereign import enforce_offline
+
+    settings = load_settings()
+    enforce_offline(settings)
+    return create_app(settings)
 
 
 def check_exposure(server: ServerSettings) -> None:
