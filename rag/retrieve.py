@@ -5,6 +5,10 @@ reciprocal-rank fusion of the English-only default embedder with BM25 ranks *bel
 rank fusion gives a near-random dense ranking as much say as a good lexical one, whatever the scores. Score fusion
 with a small dense share there lets BM25 lead while the embedder still reorders close calls. The figures behind the
 defaults are in docs/evaluation.md (`python -m bench.retrieval --sweep`).
+
+A passage written in another language than the question's can only be matched by BM25 on names and numbers, so
+`retrieval.dense_weight_across` (when set) replaces the question language's share for such passages: with a
+multilingual embedder (rag/embed_multilingual.py) the dense side then decides them (`python -m bench.crosslingual`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .embed import Embedder
-from .language import detect_language
+from .language import UNDETERMINED, detect_language
 from .lexical import tokenize
 from .records import ChunkRecord, SearchFilter
 from .settings import RetrievalSettings
@@ -71,7 +75,7 @@ class Retriever:
         elif mode == "bm25":
             ranked = lexical
         else:
-            ranked = fuse(dense, lexical, self.dense_weight(lang))
+            ranked = self.fuse(dense, lexical, lang)
         return self._hits(ranked, dense, lexical, k)
 
     def rankings(
@@ -90,6 +94,21 @@ class Retriever:
         """The dense share of the fused score for questions in `lang` (retrieval.dense_weight), in [0, 1]."""
         weights = self.settings.dense_weight
         return weights.get(lang, weights["default"])
+
+    def fuse(
+        self, dense: list[tuple[int, float]], lexical: list[tuple[int, float]], lang: str,
+        dense_weight: float | None = None,
+    ) -> list[tuple[int, float]]:
+        """`fuse` with the dense share of a question in `lang` (or `dense_weight`), and `dense_weight_across` for
+        the candidates written in another determined language (their languages are read from the store)."""
+        weight = self.dense_weight(lang) if dense_weight is None else dense_weight
+        across_weight = self.settings.dense_weight_across
+        if across_weight is None or lang == UNDETERMINED:
+            return fuse(dense, lexical, weight)
+        candidates = sorted({cid for cid, _ in dense} | {cid for cid, _ in lexical})
+        across = frozenset(cid for cid, chunk in self.store.chunks(candidates).items()
+                           if chunk.lang not in (lang, UNDETERMINED))
+        return fuse(dense, lexical, weight, across=across, across_weight=across_weight)
 
     def _hits(self, ranked, dense, lexical, k: int) -> list[Hit]:
         """The best `k` passages with their scores; a passage identical to a better one (same heading and text, its
@@ -113,14 +132,17 @@ class Retriever:
 
 
 def fuse(
-    dense: list[tuple[int, float]], lexical: list[tuple[int, float]], dense_weight: float
+    dense: list[tuple[int, float]], lexical: list[tuple[int, float]], dense_weight: float, *,
+    across: frozenset[int] = frozenset(), across_weight: float = 1.0,
 ) -> list[tuple[int, float]]:
     """Convex combination of normalised scores: BM25 divided by its best score, cosine min-max scaled over the
-    candidates; a passage missing from one list gets 0 from it. Ties broken by chunk id for determinism."""
+    candidates; a passage missing from one list gets 0 from it. The chunks in `across` take `across_weight` as their
+    dense share instead of `dense_weight`. Ties broken by chunk id for determinism."""
+    lexical_scores, dense_scores = dict(_scaled_by_max(lexical)), dict(_min_max(dense))
     scores: dict[int, float] = {}
-    for weight, normalised in ((1.0 - dense_weight, _scaled_by_max(lexical)), (dense_weight, _min_max(dense))):
-        for cid, value in normalised:
-            scores[cid] = scores.get(cid, 0.0) + weight * value
+    for cid in lexical_scores.keys() | dense_scores.keys():
+        weight = across_weight if cid in across else dense_weight
+        scores[cid] = (1.0 - weight) * lexical_scores.get(cid, 0.0) + weight * dense_scores.get(cid, 0.0)
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 

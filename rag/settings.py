@@ -191,6 +191,11 @@ class RetrievalSettings(Section):
         description="share (0-1) of the normalised dense score in the fused score, per question language, BM25 "
         "has the rest; the default embedder is English-only, so other languages lean on BM25",
     )
+    dense_weight_across: float | None = Field(
+        None, ge=0.0, le=1.0, description="dense share for a passage written in another language than the question "
+        "(BM25 matches only names and numbers across languages); None: the question language's share. 1.0 with the "
+        "multilingual embedder (embedder.model: use-multilingual-v3, docs/evaluation.md)",
+    )
     dense_index: DenseIndexSettings = DenseIndexSettings()
 
     @field_validator("dense_weight")

@@ -18,7 +18,6 @@ from ..language import detect_language
 from .metrics import (alce_citations, best_over_answers, dedupe, exact_match, lexical_support, ranking_metrics,
                        token_f1, token_recall)
 from ..pipeline import Pipeline
-from ..retrieve import fuse
 from ..store import ChunkRecord
 
 RETRIEVERS = ("dense", "bm25", "hybrid")
@@ -42,8 +41,8 @@ class Ranker:
         lang = detect_language(text)
         retriever = self.retriever
         dense, lexical = retriever.rankings(text, lang, retriever.settings.candidates)
-        chunks = {"dense": dense, "bm25": lexical, "hybrid": fuse(dense, lexical, retriever.dense_weight(lang))}
-        chunks |= {f"hybrid@w={w}": fuse(dense, lexical, w) for w in weights}
+        chunks = {"dense": dense, "bm25": lexical, "hybrid": retriever.fuse(dense, lexical, lang)}
+        chunks |= {f"hybrid@w={w}": retriever.fuse(dense, lexical, lang, w) for w in weights}
         self._learn({cid for ranking in chunks.values() for cid, _ in ranking})
         return {name: dedupe([self._keys[cid] for cid, _ in ranking if cid in self._keys])
                 for name, ranking in chunks.items()}
