@@ -5,7 +5,7 @@
 
 For each language (fr, de) the first `--pages` text pages of that language (py3langid on the page's text layer,
 at least 800 characters) among the first `--pdfs` Legilux PDFs under ../shared/data are rendered with pypdfium2 at
-`ingest.ocr_dpi` (a clean scan), read by Tesseract in that language exactly as rag/load.py does (`_ocr_pages`), and
+`ingest.ocr_dpi` (a clean scan), read by Tesseract in that language exactly as the loader does (rag/ocr.py `ocr_pages`), and
 compared with the page's own text layer (rag/load.py's extraction of that page). Both sides are compared with
 whitespace collapsed; accuracy is 1 - edits / reference characters, the edits counted from difflib's alignment
 (each replaced, inserted or deleted stretch counts its longer side: an upper bound of the edit distance).
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from rag import load
 from rag.language import detect_language
+from rag.ocr import OcrOptions, ocr_pages
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -68,7 +69,7 @@ def main() -> None:
         rows = []
         for path, number, reference in text_pages(pdfs, lang, args.pages):
             started = time.perf_counter()
-            read = load._ocr_pages(path.read_bytes(), [number], load.OcrOptions(dpi=args.dpi), tesseract)[number]
+            read = ocr_pages(path.read_bytes(), [number], OcrOptions(dpi=args.dpi), tesseract)[number]
             seconds = time.perf_counter() - started
             rows.append({"pdf": str(path.relative_to(DATA)), "page": number, "chars": len(reference),
                          "seconds": round(seconds, 2), "accuracy": round(accuracy(reference, read), 4)})  # fmt: skip

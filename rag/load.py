@@ -32,6 +32,7 @@ from lxml import etree
 
 from .errors import LoadError, UnsupportedFormatError
 from .language import detect_language
+from .ocr import OcrOptions, ocr_languages, ocr_pages
 
 
 @dataclass(frozen=True)
@@ -87,16 +88,6 @@ DOCX_RATIO_FLOOR = 10 * 1024 * 1024  # ... and below this size a high ratio is h
 
 
 # ---------------------------------------------------------------------------------------------------- public API
-
-
-@dataclass(frozen=True)
-class OcrOptions:
-    """How PDF pages without a text layer are read with Tesseract (ingest.ocr_* settings)."""
-
-    enabled: bool = True
-    max_pages: int = 4  # per document; further pages without text are only reported
-    dpi: int = 300
-    languages: tuple[str, ...] = ("fra", "deu", "eng", "ltz")  # Tesseract language data, all installed
 
 
 def load_document(path: Path, *, ocr: OcrOptions | None = None) -> Document:
@@ -490,7 +481,8 @@ def _load_pdf(data: bytes, name: str, ocr: OcrOptions) -> _Parsed:
         pages, metadata_title = _pdf_page_texts(data, name)
         page_lines = [_pdf_lines(text) for text in pages]
         blank = [number for number, lines in enumerate(page_lines, start=1) if not lines]
-        read = _ocr_pages(data, blank[: ocr.max_pages], ocr, _ocr_languages(page_lines, ocr)) if ocr.enabled else {}
+        text = "\n".join(line for lines in page_lines for line in lines)
+        read = ocr_pages(data, blank[: ocr.max_pages], ocr, ocr_languages(_prose(text), ocr)) if ocr.enabled else {}
     for number, text in read.items():
         pages[number - 1], page_lines[number - 1] = text, _pdf_lines(text)
     running = _running_lines(page_lines)
@@ -507,43 +499,6 @@ def _load_pdf(data: bytes, name: str, ocr: OcrOptions) -> _Parsed:
     still_blank = [number for number, lines in enumerate(page_lines, start=1) if not lines]
     ocr_read = sorted(number for number in read if page_lines[number - 1])
     return _Parsed(builder, title, pages=len(pages), pages_without_text=still_blank, pages_ocr=ocr_read)
-
-
-_TESSERACT_LANGUAGES = {"fr": "fra", "de": "deu", "en": "eng", "lb": "ltz"}
-
-
-def _ocr_languages(page_lines: list[list[str]], ocr: OcrOptions) -> str:
-    """Tesseract's language list: the language of the pages that have text when it is one OCR knows (a scanned
-    annex of a French act is French), else all configured ones."""
-    text = "\n".join(line for lines in page_lines for line in lines)
-    known = _TESSERACT_LANGUAGES.get(detect_language(_prose(text))) if len(text) >= 200 else None
-    return known if known in ocr.languages else "+".join(ocr.languages)
-
-
-def _ocr_pages(data: bytes, numbers: list[int], ocr: OcrOptions, languages: str) -> dict[int, str]:
-    """Text of the given 1-based pages read by Tesseract (pytesseract runs the `tesseract` program of the system's
-    tesseract-ocr package) from PDFium renders at `ocr.dpi`; {} when there are none. Runs in the parser process,
-    so the parse time and memory limits cover it; a missing Tesseract is a LoadError naming the package."""
-    if not numbers:
-        return {}
-    import pypdfium2 as pdfium
-    import pytesseract
-
-    pdf = pdfium.PdfDocument(data)
-    try:
-        read = {}
-        for number in numbers:
-            page = pdf[number - 1]
-            image = page.render(scale=ocr.dpi / 72, grayscale=True).to_pil()
-            page.close()
-            try:
-                read[number] = pytesseract.image_to_string(image, lang=languages, config="--psm 3")
-            except pytesseract.TesseractNotFoundError:
-                raise LoadError("OCR needs Tesseract: install tesseract-ocr with its fra, deu, eng and ltz data "
-                                "(docs/deployment.md), or set ingest.ocr to false") from None
-        return read
-    finally:
-        pdf.close()
 
 
 def _pdf_page_texts(data: bytes, name: str) -> tuple[list[str], str]:
