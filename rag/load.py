@@ -32,7 +32,7 @@ from lxml import etree
 
 from .errors import LoadError, UnsupportedFormatError
 from .language import detect_language
-from .ocr import OcrOptions, ocr_languages, ocr_pages
+from .ocr import OcrOptions, ocr_pages
 
 
 @dataclass(frozen=True)
@@ -481,8 +481,8 @@ def _load_pdf(data: bytes, name: str, ocr: OcrOptions) -> _Parsed:
         pages, metadata_title = _pdf_page_texts(data, name)
         page_lines = [_pdf_lines(text) for text in pages]
         blank = [number for number, lines in enumerate(page_lines, start=1) if not lines]
-        text = "\n".join(line for lines in page_lines for line in lines)
-        read = ocr_pages(data, blank[: ocr.max_pages], ocr, ocr_languages(_prose(text), ocr)) if ocr.enabled else {}
+        texts = ["\n".join(lines) for lines in page_lines if lines]
+        read = ocr_pages(data, blank[: ocr.max_pages], options=ocr, texts=texts) if ocr.enabled else {}
     for number, text in read.items():
         pages[number - 1], page_lines[number - 1] = text, _pdf_lines(text)
     running = _running_lines(page_lines)
