@@ -36,15 +36,17 @@ class OcrOptions:
 
     enabled: bool = True
     max_pages: int = 4  # per document; further pages without text are only reported
-    dpi: int = 300
+    dpi: int = 400  # small print (tables of contents, 7-8 pt) reads better than at 300, for ~15% more CPU
     languages: tuple[str, ...] = ("fra", "deu", "eng", "ltz")  # Tesseract language data, all installed
 
 
 def ocr_languages(texts: Sequence[str], *, options: OcrOptions) -> str:
     """Tesseract's `-l` value for a document whose pages with text are `texts`: the configured languages that make
     up at least `MIN_SHARE` of their characters, most first (at most `MAX_LANGUAGES`), e.g. "fra" or "fra+deu";
-    all of `options.languages` when the texts tell none of them."""
+    all of `options.languages` when the texts tell none of them. Pages too short to tell are judged together."""
     pages = [text for text in texts if len(text) >= MIN_LETTERS]
+    if not pages and len(joined := "\n".join(texts)) >= MIN_LETTERS:
+        pages = [joined]
     step = max(1, len(pages) // SAMPLE_PAGES)
     shares: Counter[str] = Counter()
     for text in pages[::step]:
