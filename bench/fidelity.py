@@ -15,24 +15,23 @@ near-identical texts; it never counts a word out of order),
 - recall = m / expected words: the share of the expected text returned, in order (the headline figure);
 - precision = m / returned words: 1 minus the share of returned words a reader does not see (hidden text, words
   repeated out of order).
-A file the loader refuses scores 0 and its error is recorded. `--rag DIR` imports `rag` from another checkout
+A file the loader refuses scores 0 and its error is recorded. A file with pages read by OCR also gets bench/ocr.py's
+character accuracy (1 - Levenshtein CER on normalised text), the measure of the issue's OCR target. `--rag DIR` imports `rag` from another checkout
 (e.g. main before these loaders) while the samples still come from this one.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import platform
-import re
 import sys
-import unicodedata
 from pathlib import Path
+
+from tests.fidelity_measure import fidelity  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT.parent / "shared" / "cases"
-_WORD = re.compile(r"\w+")
 
 CASE_TEXTS = {  # path under shared/cases -> the text a reader sees, in reading order
     "01-text-mentions-pdf-marker/archiving-rules.txt": None,  # None: the file's own text (UTF-8)
@@ -69,21 +68,6 @@ CASE_TEXTS = {  # path under shared/cases -> the text a reader sees, in reading 
 }
 
 
-def words(text: str) -> list[str]:
-    """The words of `text` as compared: `\\w+` runs of its NFC form, case-folded."""
-    return _WORD.findall(unicodedata.normalize("NFC", text).casefold())
-
-
-def fidelity(expected: str, returned: str) -> dict[str, float | int]:
-    """recall and precision (0..1) of the returned words against the expected ones, in order (module docstring)."""
-    want, got = words(expected), words(returned)
-    matcher = difflib.SequenceMatcher(None, want, got, autojunk=False)
-    matched = sum(block.size for block in matcher.get_matching_blocks())
-    return {"expected_words": len(want), "returned_words": len(got), "matched_words": matched,
-            "recall": round(matched / len(want), 4) if want else 1.0,
-            "precision": round(matched / len(got), 4) if got else 0.0}
-
-
 def inputs(cases: Path) -> list[tuple[str, str, bytes, str]]:
     """(kind, name, bytes, expected text) of every file measured; shared cases missing here are left out."""
     from tests.office_samples import SAMPLES
@@ -98,6 +82,7 @@ def inputs(cases: Path) -> list[tuple[str, str, bytes, str]]:
 
 
 def measure(files: list[tuple[str, str, bytes, str]]) -> list[dict]:
+    from bench.ocr import character_accuracy
     from rag.load import load_bytes
 
     rows = []
@@ -105,6 +90,9 @@ def measure(files: list[tuple[str, str, bytes, str]]) -> list[dict]:
         try:
             document = load_bytes(data, name)
             row = {"format": document.format, **fidelity(expected, document.text)}
+            if document.pages_ocr:  # the issue's OCR target is in characters: bench/ocr.py's measure
+                row |= {"pages_ocr": document.pages_ocr,
+                        "character_accuracy": round(character_accuracy(expected, document.text), 4)}
         except Exception as exc:  # noqa: BLE001 - a refused file scores 0; the reason is part of the result
             row = {"format": None, **fidelity(expected, ""), "error": " ".join(str(exc).split())[:300]}
         rows.append({"kind": kind, "file": name, **row})
@@ -129,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     for row in rows:
         note = f"  ({row['error']})" if "error" in row else ""
+        if "character_accuracy" in row:
+            note += f"  (OCR of page(s) {row['pages_ocr']}: character accuracy {row['character_accuracy']:.1%})"
         print(f"{row['file']:52} {row['format'] or '-':8} recall {row['recall']:6.1%}  "
               f"precision {row['precision']:6.1%}{note}")
     print(f"wrote {args.out}")

@@ -38,6 +38,7 @@ import pebble
 from . import load
 from .errors import LoadError, RagError
 from .load import Document
+from .load.ocr import THREAD_LIMIT
 from .settings import IngestSettings
 
 Outcome = Document | LoadError
@@ -156,9 +157,11 @@ def _source_name(path: Path) -> tuple[str, LoadError | None]:
 
 def _start_worker(megabytes: int, parent: int) -> None:
     """Worker initializer: exit with the parent (a SIGKILLed `rag ingest` must not leave a parser running on a
-    hostile file for minutes), then cap the memory."""
+    hostile file for minutes), then cap the memory and Tesseract's threads (rag/load/ocr.py `THREAD_LIMIT`; the operator's
+    OMP_THREAD_LIMIT wins)."""
     threading.Thread(target=_exit_without_parent, args=(parent,), name="rag-parent-watch", daemon=True).start()
     _limit_memory(megabytes)
+    os.environ.setdefault("OMP_THREAD_LIMIT", THREAD_LIMIT)
 
 
 def _exit_without_parent(parent: int, interval_s: float = 1.0) -> None:

@@ -143,13 +143,15 @@ class IngestSettings(Section):
         "and their limits; off: such pages are only reported (ingest report, upload response, stderr)",
     )
     ocr_max_pages: int = Field(
-        4, ge=0, le=10_000, description="pages OCR'd per document (6-11 s each on a busy 2-core machine at 300 dpi: "
-        "keep pages x seconds under parse_timeout_s); the rest are reported as pages without text",
+        4, ge=0, le=10_000, description="pages OCR'd per document (2.5-5 CPU s each at 400 dpi, bench/ocr.py: keep "
+        "pages x seconds under parse_timeout_s); the rest are reported as pages without text",
     )
-    ocr_dpi: int = Field(300, ge=72, le=600, description="resolution scanned pages are rendered at for Tesseract")
+    ocr_dpi: int = Field(400, ge=72, le=600, description="resolution scanned pages are rendered at for Tesseract "
+                         "(400 reads small print better than 300 for ~15% more CPU, docs/benchmarks.md)")
     ocr_languages: list[Literal["fra", "deu", "eng", "ltz"]] = Field(
         ["fra", "deu", "eng", "ltz"], min_length=1, description="Tesseract language data (Debian tesseract-ocr-*) "
-        "tried when the document's other pages do not tell its language; otherwise that language alone is used",
+        "tried when the document's pages with text do not tell its language; otherwise those making up 15% or more of "
+        "their text (rag/load/ocr.py)",
     )
 
 

@@ -213,7 +213,7 @@ def test_every_sample_and_a_bomb_through_the_parser_workers():
 
 
 def test_the_fidelity_measure_counts_words_in_order_only():
-    from bench.fidelity import fidelity
+    from tests.fidelity_measure import fidelity
 
     assert fidelity("Die Frist beträgt drei Monate", "die frist, BETRÄGT drei Monate.")["recall"] == 1.0
     shuffled = fidelity("one two three four", "four three two one extra")

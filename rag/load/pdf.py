@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from .articles import ARTICLE_HEAD, SECTION_HEAD, current_article
 from .document import REMOVED_CHARS, Parsed, TextBuilder, first_line_title, one_line
-from .ocr import OcrOptions, _ocr_languages, _ocr_pages
+from .ocr import OcrOptions, ocr_pages
 from .pdf_layout import pdf_page_texts
 
 # ------------------------------------------------------------------------------------------------------ PDF
@@ -39,7 +39,8 @@ def load_pdf(data: bytes, name: str, ocr: OcrOptions) -> Parsed:
         pages, metadata_title = pdf_page_texts(data, name)
         page_lines = [_pdf_lines(text) for text in pages]
         blank = [number for number, lines in enumerate(page_lines, start=1) if not lines]
-        read = _ocr_pages(data, blank[: ocr.max_pages], ocr, _ocr_languages(page_lines, ocr)) if ocr.enabled else {}
+        texts = ["\n".join(lines) for lines in page_lines if lines]
+        read = ocr_pages(data, blank[: ocr.max_pages], options=ocr, texts=texts) if ocr.enabled else {}
     for number, text in read.items():
         pages[number - 1], page_lines[number - 1] = text, _pdf_lines(text)
     running = _running_lines(page_lines)
