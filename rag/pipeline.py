@@ -87,6 +87,9 @@ class Pipeline:
 
     @cached_property
     def store(self) -> IndexStore:
+        if self.settings.store.backend == "postgres":  # the lead folds this into rag.store.open_store
+            from .store_postgres import open_postgres
+            return open_postgres(self.settings, self.manifest())
         return IndexStore.open(self.settings.index_dir, self.manifest(), dense=self.settings.retrieval.dense_index)
 
     @cached_property

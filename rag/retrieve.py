@@ -70,17 +70,11 @@ class Retriever:
     def rankings(
         self, query: str, lang: str, depth: int, mode: Mode = "hybrid", search_filter: SearchFilter | None = None
     ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-        """Each retriever's (chunk id, score) list, best first, filtered inside the search.
-
-        The mask and both searches use one generation's `Snapshot`, so a commit meanwhile cannot swap the rows
-        between the mask being built and being applied (which would filter the wrong passages).
-        """
+        """Each retriever's (chunk id, score) list, best first, filtered inside the search, both from one committed
+        generation (the store's `search`)."""
         vector = self.embedder.encode([query])[0] if mode in ("hybrid", "dense") else None
-        snapshot = self.store.current()
-        mask = snapshot.allowed_rows(search_filter)
-        dense = snapshot.dense_search(vector, depth, mask) if vector is not None else []
-        lexical = snapshot.lexical_search(tokenize(query, lang), depth, mask) if mode in ("hybrid", "bm25") else []
-        return dense, lexical
+        tokens = tokenize(query, lang) if mode in ("hybrid", "bm25") else []
+        return self.store.search(vector=vector, tokens=tokens, depth=depth, search_filter=search_filter)
 
     def dense_weight(self, lang: str) -> float:
         weights = self.settings.dense_weight

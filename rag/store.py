@@ -453,6 +453,14 @@ class IndexStore:
                       np.vstack([_vector(r[1]) for r in batch]))
         return dense
 
+    def search(self, *, vector: np.ndarray | None, tokens: Sequence[str], depth: int,
+               search_filter: SearchFilter | None = None) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """(dense, lexical) (chunk id, score) lists of one Snapshot, filtered inside each search (store Protocol)."""
+        snapshot = self.current()
+        mask = snapshot.allowed_rows(search_filter)
+        dense = snapshot.dense_search(vector, depth, mask) if vector is not None else []
+        return dense, snapshot.lexical_search(list(tokens), depth, mask) if tokens else []
+
     def allowed_rows(self, search_filter: SearchFilter | None) -> np.ndarray | None:
         """`Snapshot.allowed_rows` of the current generation; callers combining a mask with searches use one
         `current()` Snapshot for all of them."""

@@ -112,3 +112,14 @@ def service(make_settings, embedder, tmp_path_factory):
 
     with serving(make_settings, embedder, tmp_path_factory.mktemp("service"), max_tokens=24, queue_size=2) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A real PostgreSQL 16 + pgvector server for the session (tests/pg.py); skipped without the `pgserver` wheel."""
+    pytest.importorskip("pgserver")
+    from .pg import start
+
+    server = start(tmp_path_factory.mktemp("postgres"))
+    yield server
+    server.server.cleanup()
