@@ -228,6 +228,10 @@ app.command()(serve)
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(eval_app, name="eval")
+from .cli_db import db_app, migrate  # noqa: E402 - the PostgreSQL store's commands, registered here
+
+app.add_typer(db_app, name="db")
+app.command()(migrate)
 
 
 def check_arguments(arguments: list[str]) -> None:

@@ -305,6 +305,27 @@ class PostgresStore:
             lexical = _lexical(conn, list(dict.fromkeys(t for t in tokens if t)), depth, search_filter)
         return dense, lexical
 
+    def export(self) -> Iterator[tuple[dict, list[NewChunk]]]:
+        """Every document as the (document row, chunks) a writer commits, with the stored vectors and tokens (in
+        term order: BM25 counts them, it does not read their order), for `rag migrate`."""
+        with self._transaction() as conn:
+            doc_ids = [d for d, in conn.execute("SELECT doc_id FROM documents ORDER BY doc_id")]
+        for doc_id in doc_ids:
+            with self._transaction() as conn:
+                doc = conn.execute(f"SELECT {_DOC_COLUMNS}, text, blocks, pages_ocr, pages_without_text "
+                                   "FROM documents WHERE doc_id = %s", (doc_id,)).fetchone()
+                rows = conn.execute('SELECT ordinal, start, "end", page, heading, lang, content_hash, text, terms, '
+                                    "tfs, embedding FROM chunks WHERE doc_id = %s ORDER BY id", (doc_id,)).fetchall()
+            if doc is None:  # deleted meanwhile
+                continue
+            record = {**_document(doc).to_dict(), "text": doc[11], "blocks": json.dumps(doc[12]),
+                      "pages_ocr": doc[13], "pages_without_text": doc[14]}
+            yield record, [
+                NewChunk(ordinal=r[0], start=r[1], end=r[2], page=r[3], heading_path=tuple(r[4]), lang=r[5],
+                         content_hash=r[6], text=r[7], tokens=[t for t, n in zip(r[8], r[9]) for _ in range(n)],
+                         vector=r[10].to_numpy().astype(np.float32, copy=False))
+                for r in rows]
+
     def stats(self) -> dict:
         with self._transaction() as conn:
             generation, chunks, total = conn.execute(
