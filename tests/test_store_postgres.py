@@ -246,7 +246,8 @@ def test_migrate_both_ways_without_embedding(example_pipeline, pg_settings, tmp_
 
     source = example_pipeline.settings.index_dir
     example_pipeline.store.close()
-    example_pipeline.__dict__.pop("store", None)  # the session's pipeline opens it again on next use
+    for name in ("store", "retriever"):  # the session's pipeline opens them again on next use
+        example_pipeline.__dict__.pop(name, None)
     there = copy_index(pg_settings, to="postgres", index_dir=source)
     back = copy_index(pg_settings, to="embedded", index_dir=tmp_path / "back")
     assert there["chunks"] == back["chunks"] == example_pipeline.store.stats()["chunks"] > 0
@@ -260,7 +261,7 @@ def test_migrate_both_ways_without_embedding(example_pipeline, pg_settings, tmp_
     restored.close()
 
 
-def test_two_ingests_killed_at_random_points_leave_whole_documents(postgres, pg_settings, tmp_path):
+def test_two_ingests_killed_at_random_points_leave_whole_documents(pg_pipeline, pg_settings, tmp_path):
     """Two `rag ingest` processes on different folders against one database, SIGKILLed at random moments, then run
     to the end: every document whole or absent, none twice, every count in agreement."""
     folders = [tmp_path / "one", tmp_path / "two"]
@@ -276,16 +277,15 @@ def test_two_ingests_killed_at_random_points_leave_whole_documents(postgres, pg_
            "RAG_STORE__DSN": pg_settings.store.dsn, "RAG_INDEX_DIR": str(tmp_path / "index"),
            "RAG_DATA_DIR": str(pg_settings.data_dir), "RAG_INGEST__COMMIT_EVERY_CHUNKS": "8"}
     rng = random.Random(17)
-    store = None
+    store = pg_pipeline.store
     for round_ in range(3):
         processes = [subprocess.Popen([sys.executable, "-m", "rag", "ingest", "-q", str(f)], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for f in folders]
-        time.sleep(rng.uniform(6, 14))
+        time.sleep(rng.uniform(5, 20))  # the models load in the first seconds, then commits of 8 chunks
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
             process.wait()
-        store = store or _open_settings(pg_settings)
         _check_consistent(store)
     finished = [subprocess.Popen([sys.executable, "-m", "rag", "ingest", "-q", str(f)], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for f in folders]
@@ -294,10 +294,3 @@ def test_two_ingests_killed_at_random_points_leave_whole_documents(postgres, pg_
     stats = _check_consistent(store)
     expected = sum(1 for f in folders for _ in f.iterdir())
     assert stats["documents"] == expected
-    store.close()
-
-
-def _open_settings(settings):
-    from rag.store_postgres import open_postgres
-
-    return open_postgres(settings, {}, check=False)
