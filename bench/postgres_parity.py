@@ -31,6 +31,37 @@ def _run(dataset: Path, out: Path, limit: int, env: dict) -> dict:
     return {k: v for k, v in aggregates.items() if "ndcg" in k.lower() or "recall" in k.lower() or "mrr" in k.lower()}
 
 
+def _ts_rank(conn, terms, depth, search_filter):
+    """PostgreSQL's own ranking in place of BM25: ts_rank of the chunk's tsvector (its language's Snowball
+    configuration) against the OR of the question's tokens. Only to measure the gap that computing BM25 closes."""
+    from rag import store_postgres
+
+    if not terms:
+        return []
+    params = {"q": " | ".join(terms), "depth": depth}
+    where = store_postgres._where(search_filter, "c", params, "doc_lang")
+    rows = conn.execute(
+        "SELECT c.id, ts_rank(c.tsv, q) FROM chunks c, to_tsquery('simple', %(q)s) q "
+        f"WHERE c.tsv @@ q{where} ORDER BY 2 DESC, c.id LIMIT %(depth)s", params).fetchall()
+    return [(int(i), float(s)) for i, s in rows]
+
+
+def _run_ts_rank(dataset: Path, out: Path, limit: int, env: dict) -> dict:
+    """The postgres run again, in this process, with ts_rank as the lexical ranking."""
+    from rag import store_postgres
+    from rag.eval.run import EvalRequest, run_eval
+    from rag.settings import load_settings
+
+    os.environ.update(env)
+    original, store_postgres._lexical = store_postgres._lexical, _ts_rank
+    try:
+        request = EvalRequest(dataset, out, None, None, limit, "retrieval", "bench.postgres_parity ts_rank")
+        aggregates = run_eval(request, load_settings(), progress=False)["aggregates"]
+    finally:
+        store_postgres._lexical = original
+    return {k: v for k, v in aggregates.items() if "ndcg" in k.lower() or "recall" in k.lower() or "mrr" in k.lower()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=300)
@@ -51,7 +82,8 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "rag", "migrate", "--to", "postgres", "--index-dir", str(scratch)],
                        env=env, check=True, cwd=ROOT)
         postgres = _run(path, work / f"{name}-postgres", args.limit, env)
-        results[name] = {"embedded": embedded, "postgres": postgres}
+        ts_rank = _run_ts_rank(path, work / f"{name}-ts-rank", args.limit, env)
+        results[name] = {"embedded": embedded, "postgres": postgres, "postgres_ts_rank": ts_rank}
         print(name, json.dumps(results[name]), flush=True)
     out = ROOT / "bench" / "results" / "postgres-parity.json"
     out.write_text(json.dumps({"command": f"python -m bench.postgres_parity --limit {args.limit}",

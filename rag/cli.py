@@ -190,8 +190,10 @@ def stats(json_out: JsonOption = False) -> None:
     if json_out:
         _print_json(figures)
         return
-    for key in ("directory", "generation", "documents", "chunks", "vectors", "bm25_rows", "languages", "bytes_on_disk"):
-        typer.echo(f"{key:14} {figures[key]}")
+    for key in ("directory", "dsn", "generation", "documents", "chunks", "vectors", "bm25_rows", "languages",
+                "bytes_on_disk", "bytes_in_database"):  # directory/bytes_on_disk: embedded; dsn/bytes_in_database: postgres
+        if key in figures:
+            typer.echo(f"{key:14} {figures[key]}")
     embedder = figures["manifest"]["embedder"]
     typer.echo(f"{'embedder':14} {embedder['name']} ({embedder['fingerprint'][:12]}, {embedder['backend']})")
     dense = figures["dense_index"] or {}

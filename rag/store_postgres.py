@@ -340,6 +340,7 @@ class PostgresStore:
             "backend": "postgres", "dsn": redact(self.dsn), "generation": generation, "documents": documents,
             "chunks": counted, "vectors": vectors, "bm25_rows": lexical, "tsvector_rows": tsv,
             "bm25_statistics": {"chunks": chunks, "tokens": total}, "languages": languages,
+            "dense_index": {"structure": "pgvector hnsw", "m": 16, "ef_construction": 64, "vectors": vectors},
             "bytes_in_database": size, "schema_version": version, "manifest": self.manifest,
         }
 

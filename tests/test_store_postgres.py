@@ -220,7 +220,8 @@ def test_a_public_host_is_refused_before_libpq_connects(postgres):
 
 
 def test_schema_versions_upgrade_and_refusal(postgres, pg_settings, tmp_path):
-    """`rag db upgrade` creates the schema; a newer unknown version is refused by the store and the command."""
+    """`rag db upgrade` creates the schema; `rag stats` and `rag config show` work on it without printing the password;
+    a newer unknown version is refused by the store and the command."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAG_STORE__BACKEND": "postgres",
            "RAG_STORE__DSN": pg_settings.store.dsn, "RAG_INDEX_DIR": str(tmp_path / "index"),
            "RAG_DATA_DIR": str(pg_settings.data_dir)}
@@ -229,6 +230,11 @@ def test_schema_versions_upgrade_and_refusal(postgres, pg_settings, tmp_path):
     assert first.returncode == 0, first.stderr
     assert "schema version 0 -> 1" in first.stdout
     assert "is current" in subprocess.run(run, env=env, capture_output=True, text=True, timeout=300).stdout
+    for command in (["stats"], ["config", "show"]):  # the password never shows; the DSN does
+        shown = subprocess.run([sys.executable, "-m", "rag", *command], env=env, capture_output=True, text=True,
+                               timeout=300)
+        assert shown.returncode == 0, shown.stderr
+        assert "rag_service" in shown.stdout and postgres.password not in shown.stdout + shown.stderr
     dbname = pg_settings.store.dsn.split("dbname=")[1].split()[0]
     with postgres.admin(dbname) as conn:
         conn.execute("UPDATE rag_schema SET version = 99")
