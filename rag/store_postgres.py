@@ -511,7 +511,7 @@ def _dense(conn, vector: np.ndarray, depth: int, search_filter: SearchFilter | N
     params: dict = {"v": np.asarray(vector, dtype=np.float32), "depth": depth}
     where = _where(search_filter, "c", params, "doc_lang")
     query = (f"SELECT c.id, -(c.embedding <#> %(v)s) FROM chunks c WHERE true{where} "
-             "ORDER BY c.embedding <#> %(v)s, c.id LIMIT %(depth)s")
+             "ORDER BY c.embedding <#> %(v)s LIMIT %(depth)s")  # the distance alone: HNSW can order by it
     conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(max(depth, 40), EF_SEARCH_MAX)),))
     rows = conn.execute(query, params).fetchall()
     if len(rows) < depth:
@@ -525,7 +525,8 @@ def _dense(conn, vector: np.ndarray, depth: int, search_filter: SearchFilter | N
 
 
 def _lexical(conn, terms: list[str], depth: int, search_filter: SearchFilter | None) -> list[tuple[int, float]]:
-    """BM25 as rag/lexical.py (Lucene idf, no (k1 + 1) factor), ties by chunk id."""
+    """BM25 as rag/lexical.py (Lucene idf, no (k1 + 1) factor), ties by chunk id: per query term, the chunks
+    holding it (GIN index on `terms`) and its count there, summed per chunk."""
     if not terms:
         return []
     params: dict = {"terms": terms, "depth": depth, "k1": K1, "b": B}
@@ -535,8 +536,9 @@ def _lexical(conn, terms: list[str], depth: int, search_filter: SearchFilter | N
         "q AS (SELECT t.term, ln(1 + (s.n - t.df + 0.5) / (t.df + 0.5)) idf FROM terms t, s "
         "      WHERE t.term = ANY(%(terms)s)) "
         "SELECT c.id, sum(q.idf * x.tf / (x.tf + %(k1)s * (1 - %(b)s + %(b)s * c.length / s.avg))) score "
-        "FROM chunks c CROSS JOIN s CROSS JOIN LATERAL unnest(c.terms, c.tfs) x(term, tf) JOIN q ON q.term = x.term "
-        f"WHERE c.terms && %(terms)s::text[]{where} GROUP BY c.id ORDER BY score DESC, c.id LIMIT %(depth)s",
+        "FROM q JOIN chunks c ON c.terms @> ARRAY[q.term] CROSS JOIN s "
+        "CROSS JOIN LATERAL (SELECT c.tfs[array_position(c.terms, q.term)] tf) x "
+        f"WHERE true{where} GROUP BY c.id ORDER BY score DESC, c.id LIMIT %(depth)s",
         params).fetchall()
     return [(int(i), float(s)) for i, s in rows if s > 0]
 
