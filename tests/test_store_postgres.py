@@ -205,18 +205,16 @@ def test_credentials_are_never_printed(postgres, monkeypatch):
     store.close()
 
 
-def test_a_public_host_is_refused_before_libpq_connects(postgres):
-    """libpq's sockets are native: the DSN's host goes through the egress guard first."""
-    from rag import sovereign
-    from rag.errors import EgressBlockedError
-    from rag.store_postgres import check_hosts
-
-    status = sovereign.status()
-    if not status.installed:
-        pytest.skip("the egress guard is installed by the CLI; tests/test_sovereign.py covers it in process")
-    with pytest.raises(EgressBlockedError):
-        check_hosts("host=192.0.2.1 dbname=rag")
-    check_hosts(f"host={postgres.socket_dir} dbname=rag")
+def test_a_host_outside_the_allow_list_is_refused_before_libpq_connects(tmp_path):
+    """libpq's sockets are native, out of the egress guard's sight: the store checks the DSN's hosts with the guard
+    first, and the command fails with the guard's message instead of a connection attempt."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAG_STORE__BACKEND": "postgres",
+           "RAG_STORE__DSN": "host=192.0.2.1 dbname=rag user=rag_service connect_timeout=30",
+           "RAG_INDEX_DIR": str(tmp_path / "index")}
+    refused = subprocess.run([sys.executable, "-m", "rag", "db", "upgrade"], env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode != 0
+    assert "192.0.2.1" in refused.stderr and "sovereignty.allowed_hosts" in refused.stderr
 
 
 def test_schema_versions_upgrade_and_refusal(postgres, pg_settings, tmp_path):
