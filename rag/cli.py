@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .cli_config import config_app
+from .cli_db import db_app, migrate
 from .cli_context import invocation
 from .cli_eval import eval_app
 from .cli_service import audit_app, keys_app, serve
@@ -30,6 +31,8 @@ app.command()(serve)
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(eval_app, name="eval")
+app.add_typer(db_app, name="db")
+app.command()(migrate)
 
 _EXIT_CODES = ((ConfigError, 2), (InputError, 2), (IndexError_, 3), (NotFoundError, 4), (RagError, 1))
 # Set before any model library is imported: their own progress bars and notices stay off the console (ours remain).
@@ -262,8 +265,10 @@ def stats(ctx: typer.Context, json_out: JsonOption = False) -> None:
     if json_out:
         _print_json(figures)
         return
-    for key in ("directory", "generation", "documents", "chunks", "vectors", "bm25_rows", "languages", "bytes_on_disk"):
-        typer.echo(f"{key:14} {figures[key]}")
+    for key in ("directory", "dsn", "generation", "documents", "chunks", "vectors", "bm25_rows", "languages",
+                "bytes_on_disk", "bytes_in_database"):  # directory/bytes_on_disk: embedded; dsn/bytes_in_database: postgres
+        if key in figures:
+            typer.echo(f"{key:14} {figures[key]}")
     embedder = figures["manifest"]["embedder"]
     typer.echo(f"{'embedder':14} {embedder['name']} ({embedder['fingerprint'][:12]}, {embedder['backend']})")
     dense = figures["dense_index"] or {}

@@ -375,6 +375,20 @@ class SovereigntySettings(Section):
     )
 
 
+class StoreSettings(Section):
+    backend: Literal["embedded", "postgres"] = Field(
+        "embedded", description="`embedded`: SQLite + FAISS + BM25 in index_dir (one machine); `postgres`: a shared "
+        "PostgreSQL + pgvector database (several replicas and ingestion workers; docs/deployment.md)",
+    )
+    dsn: str | None = Field(
+        None, description="libpq connection string or URI of the postgres backend, without password; its host must be "
+        "loopback, a Unix socket or listed in sovereignty.allowed_hosts",
+    )
+    password_file: Path | None = Field(
+        None, description="file whose first line is the database password (RAG_STORE_PASSWORD wins); never printed"
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of the product, layered as the module docstring says; `rag config show` prints the effective
     values and where each came from (`value_origins`)."""
@@ -399,6 +413,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     audit: AuditSettings = AuditSettings()
     sovereignty: SovereigntySettings = SovereigntySettings()
+    store: StoreSettings = StoreSettings()
 
     def llm_threads(self) -> int:
         """llama.cpp's threads: llm.n_threads, or the cores left beside the server's embedding (at least 1)."""

@@ -115,3 +115,17 @@ def service(make_settings, embedder, tmp_path_factory):
 
     with serving(make_settings, embedder, tmp_path_factory.mktemp("service"), max_tokens=24, queue_size=2) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL 16 + pgvector server for the session (tests/pg.py); skipped without the `pgserver` wheel.
+    Its folder is not under pytest's (mode 0700): as root, PostgreSQL runs as another user that must reach it."""
+    import tempfile
+
+    pytest.importorskip("pgserver")
+    from .pg import start
+
+    server = start(Path(tempfile.mkdtemp(prefix="rag-postgres-")))
+    yield server
+    server.server.cleanup()
