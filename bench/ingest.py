@@ -109,26 +109,30 @@ def run_pipeline(backend: str, corpus: Path, scratch: Path, batch_size: int | No
         **meter.rates(report.chunks), "pages_per_s": round(report.pages / meter.wall, 2),
         "model_load_seconds": round(load.wall, 2), "batch_size": pipeline.settings.embedder.batch_size,
         "onnx_graph": str(pipeline.embedder.backend.path) if info.backend_sha256 else None,
-        "backend_sha256": info.backend_sha256,
+        "backend_sha256": info.backend_sha256, **chunk_sizes(pipeline.embedder, texts),
     }
     pipeline.close()
     return result, texts
 
 
-def run_raw_torch(texts: list[str], scratch: Path, batch_size: int | None) -> tuple[dict, dict]:
-    """sentence-transformers `encode` alone, same texts and batch size; and the chunk sizes in its tokens."""
+def chunk_sizes(embedder, texts: list[str]) -> dict:
+    """The embedded texts' sizes in the embedder's tokens, and how many its window would cut."""
+    tokens = embedder.count_tokens(texts)
+    window = embedder.info.max_tokens
+    return {
+        "mean_chunk_tokens": round(sum(tokens) / max(1, len(tokens)), 1), "max_chunk_tokens": max(tokens, default=0),
+        "embedder_window": window, "chunks_truncated": sum(t > window for t in tokens),
+    }
+
+
+def run_raw_torch(texts: list[str], scratch: Path, batch_size: int | None) -> dict:
+    """sentence-transformers `encode` alone, same texts and batch size."""
     pipeline = Pipeline(settings_for("torch", scratch, batch_size))
     model = pipeline.embedder.model
     size = pipeline.settings.embedder.batch_size
     with Meter() as meter:
         model.encode(texts, batch_size=size, normalize_embeddings=True)
-    tokens = pipeline.embedder.count_tokens(texts)
-    window = pipeline.embedder.info.max_tokens
-    sizes = {
-        "mean_chunk_tokens": round(sum(tokens) / max(1, len(tokens)), 1), "max_chunk_tokens": max(tokens, default=0),
-        "embedder_window": window, "chunks_truncated": sum(t > window for t in tokens),
-    }
-    return {"chunks": len(texts), "batch_size": size, **meter.rates(len(texts))}, sizes
+    return {"chunks": len(texts), "batch_size": size, **meter.rates(len(texts))}
 
 
 def run_llamaindex(python: str, corpus: Path, threads: int | None) -> dict:
@@ -154,13 +158,14 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
             for backend in args.backends:
                 turn[backend] |= versus(turn[backend], turn["llamaindex"])
         result["rounds"].append(turn)
-    result["raw_torch_encode"], result["chunk_sizes"] = run_raw_torch(texts, scratch, args.batch_size)
-    raw = result["raw_torch_encode"]
-    for turn in result["rounds"]:
-        for backend in args.backends:
-            turn[backend]["vs_raw_torch_encode"] = round(turn[backend]["chunks_per_s"] / raw["chunks_per_s"], 2)
-            turn[backend]["vs_raw_torch_encode_cpu"] = round(
-                turn[backend]["chunks_per_cpu_s"] / raw["chunks_per_cpu_s"], 2)
+    if args.raw and texts:  # the texts the last backend embedded
+        result["raw_torch_encode"] = run_raw_torch(texts, scratch, args.batch_size)
+        raw = result["raw_torch_encode"]
+        for turn in result["rounds"]:
+            for backend in args.backends:
+                turn[backend]["vs_raw_torch_encode"] = round(turn[backend]["chunks_per_s"] / raw["chunks_per_s"], 2)
+                turn[backend]["vs_raw_torch_encode_cpu"] = round(
+                    turn[backend]["chunks_per_cpu_s"] / raw["chunks_per_cpu_s"], 2)
     result["median_seconds"] = {
         name: statistics.median(turn[name]["seconds"] for turn in result["rounds"]) for name in result["rounds"][0]
     }
@@ -181,7 +186,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pdfs", type=int, default=20, help="how many Legilux PDFs")
     parser.add_argument("--paragraphs", type=int, default=240, help="how many XQuAD-en paragraphs")
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--backends", nargs="*", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--no-raw", dest="raw", action="store_false",
+                        help="skip the raw torch encoder (the in-run limit)")
     parser.add_argument("--rounds", type=int, default=1, help="turns of every backend (and LlamaIndex)")
     parser.add_argument("--batch-size", type=int, default=None, help="embedder.batch_size for every run")
     parser.add_argument("--llamaindex-python", help="interpreter of a venv with LlamaIndex (see ingest_llamaindex.py)")

@@ -139,11 +139,9 @@ def export_fp32(model, out: Path) -> None:
         raw.unlink(missing_ok=True)
 
 
-def quantise(model, fp32: Path, out: Path, *, reduce_range: bool = REDUCE_RANGE) -> None:
-    """Dynamic int8 after splitting outlier channels (weights per output channel: per-tensor scales lose too much).
-
-    `reduce_range` (7-bit weights) is the portable graph every machine makes; 8-bit weights exist only for the
-    comparison in docs/benchmarks.md."""
+def quantise(model, fp32: Path, out: Path) -> None:
+    """Dynamic int8 after splitting outlier channels (weights per output channel: per-tensor scales lose too much),
+    with the 7-bit weights of the one graph every CPU runs (REDUCE_RANGE)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -153,7 +151,7 @@ def quantise(model, fp32: Path, out: Path, *, reduce_range: bool = REDUCE_RANGE)
     root.addFilter(_no_preprocess_advice)
     try:
         quantize_dynamic(
-            graph, out, weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
+            graph, out, weight_type=QuantType.QInt8, per_channel=True, reduce_range=REDUCE_RANGE,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},  # the fused ops' outputs carry no type
         )
     finally:

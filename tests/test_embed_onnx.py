@@ -8,7 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from rag.embed_onnx import SPLIT_ABOVE, _derive, session_with_outputs, split_outlier_channels
+from rag.embed_onnx import (
+    SPLIT_ABOVE,
+    _derive,
+    session_with_outputs,
+    split_outlier_channels,
+)
 
 from .conftest import shared
 
