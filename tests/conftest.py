@@ -56,11 +56,11 @@ def make_settings(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def embedder():
+def embedder(tmp_path_factory):
     from rag.embed import Embedder
     from rag.settings import EmbedderSettings
 
-    return Embedder(EmbedderSettings())
+    return Embedder(EmbedderSettings(), tmp_path_factory.getbasetemp() / "data")  # the ONNX graph's folder
 
 
 @pytest.fixture(scope="session")
