@@ -7,6 +7,11 @@ listed in `Answer.removed`), and an answer whose sentences are all removed becom
 Abstention happens before generation when retrieval evidence is weak (no passage, or the best passage contains too
 small a share of the question's content words: `answer.min_retrieval_score`), and after it when no sentence survives
 verification. Either way the answer says so in the question's language and the closest passages are its sources.
+
+Passages that address the assistant (rag/untrusted.py) are set aside before anything else: the model never sees
+them, they are neither quoted nor support, and the answer lists them under `set_aside`. When no generated sentence
+survives verification, the answer falls back to quoting the passages (`quote`), keeping only quoted sentences that
+pass the same verification with every term of the question in their passage; it abstains when none does.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
-from .cite import Citation, Sentence, parse_sentences, verify
+from .cite import Citation, Sentence, parse_sentences, passage_text, verify
 from .errors import InputError
 from .generate import LLM, Prompt
 from .language import UNDETERMINED, detect_language
@@ -24,6 +29,7 @@ from .prompt import build_prompt, citation_grammar
 from .retrieve import Hit
 from .settings import Settings
 from .store import ChunkRecord, SearchFilter
+from .untrusted import addresses_assistant
 
 NO_ANSWER = {
     "en": "The documents do not contain the answer to this question.",
@@ -87,6 +93,7 @@ class Answer:
     timings: Timings = field(default_factory=Timings)
     model: str | None = None
     raw: str = ""  # the model's output before parsing and verification
+    set_aside: list[Hit] = field(default_factory=list)  # retrieved passages that address the assistant, unused
 
     def to_dict(self) -> dict:
         return {
@@ -94,6 +101,7 @@ class Answer:
             "abstained": self.abstained, "evidence": round(self.evidence, 4), "sentences": [s.to_dict() for s in self.sentences],
             "removed": [s.to_dict() for s in self.removed], "sources": [s.to_dict() for s in self.sources],
             "timings": asdict(self.timings), "model": self.model, "raw": self.raw,
+            "set_aside": [h.to_dict() for h in self.set_aside],
         }
 
 
@@ -121,10 +129,11 @@ class Answerer:
         mode = mode or self.settings.answer.mode
         question = self._checked(question, mode)
         query = retrieval_query(question, history)
-        hits = self.search(query, k=k, search_filter=search_filter)
+        found = self.search(query, k=k, search_filter=search_filter)
+        hits = [h for h in found if not addresses_assistant(h.chunk.text)]
         timings = Timings(retrieval_ms=_ms(started))
-        base = Answer(question, "", question_language(question, hits), mode, False, evidence(query, hits),
-                      timings=timings)
+        base = Answer(question, "", question_language(question, hits or found), mode, False, evidence(query, hits),
+                      timings=timings, set_aside=[h for h in found if h not in hits])
         if not hits or base.evidence < self.settings.answer.min_retrieval_score:
             yield self._abstain(base, hits, started)
         elif mode == "quote":
@@ -193,7 +202,7 @@ class Answerer:
     def _verified(self, base: Answer, hits: list[Hit], raw: str, started: float) -> Answer:
         checked = time.perf_counter()
         sentences = parse_sentences(raw, hits)
-        verify(sentences, hits, self.settings.answer.min_support)
+        verify(sentences, hits, self.settings.answer.min_support, question=base.question, question_lang=base.lang)
         base.raw = raw
         base.timings.verify_ms = _ms(checked)
         if self.settings.answer.remove_unsupported:
@@ -201,9 +210,20 @@ class Answerer:
         else:
             kept, removed = sentences, []
         if not any(s.supported for s in kept):
-            base.removed = sentences
-            return self._abstain(base, hits, started)
+            return self._quoted_instead(base, hits, sentences, started)
         return self._finish(base, hits, kept, removed, started)
+
+    def _quoted_instead(self, base: Answer, hits: list[Hit], failed: list[Sentence], started: float) -> Answer:
+        """Generation failed verification: quote the passages' best sentences whose passage holds every term of the
+        question, in whatever language (a quote cannot be checked across languages), or abstain."""
+        quoted = quote(base.question, hits, self.encode, self.settings.answer.quote_sentences)
+        verify(quoted, hits, self.settings.answer.min_support, question=base.question)
+        kept = [s for s in quoted if s.supported]
+        if not kept:
+            base.removed = failed
+            return self._abstain(base, hits, started)
+        base.mode = "quote"
+        return self._finish(base, hits, kept, failed, started)
 
     def _finish(self, base: Answer, hits, sentences: list[Sentence], removed: list[Sentence], started) -> Answer:
         base.sentences, base.removed = sentences, removed
@@ -249,8 +269,7 @@ def question_language(question: str, hits: Sequence[Hit]) -> str:
 
 def evidence(query: str, hits: Sequence[Hit]) -> float:
     """Largest share of the query's content words that one passage contains (stemmed in the passage's language)."""
-    return max((coverage(query, " ".join((*h.chunk.heading_path, h.chunk.text)), h.chunk.lang) for h in hits),
-               default=0.0)
+    return max((coverage(query, passage_text(h), h.chunk.lang) for h in hits), default=0.0)
 
 
 def sources(hits: Sequence[Hit], cited: set[int]) -> list[Source]:

@@ -14,7 +14,7 @@ from typing import Literal
 
 from .embed import Embedder
 from .language import detect_language
-from .lexical import tokenize
+from .lexical import query_tokens
 from .settings import RetrievalSettings
 from .store import ChunkRecord, IndexStore, SearchFilter
 
@@ -79,7 +79,7 @@ class Retriever:
         snapshot = self.store.current()
         mask = snapshot.allowed_rows(search_filter)
         dense = snapshot.dense_search(vector, depth, mask) if vector is not None else []
-        lexical = snapshot.lexical_search(tokenize(query, lang), depth, mask) if mode in ("hybrid", "bm25") else []
+        lexical = snapshot.lexical_search(query_tokens(query, lang), depth, mask) if mode in ("hybrid", "bm25") else []
         return dense, lexical
 
     def dense_weight(self, lang: str) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from rag.answer import NO_ANSWER, Answer, Answerer, Token, evidence, question_language, retrieval_query
@@ -49,7 +50,12 @@ def answerer(output: str, hits=HITS, **answer_settings) -> tuple[Answerer, Scrip
     model = ScriptedLLM(output)
     answer = {"min_retrieval_score": 0.3, "passage_tokens": 0, **answer_settings}  # whole passages unless asked
     settings = Settings(answer=answer, llm={"n_ctx": 512})
-    return Answerer(lambda query, **_: list(hits), lambda: model, None, settings), model
+    return Answerer(lambda query, **_: list(hits), lambda: model, same_vector, settings), model
+
+
+def same_vector(texts):
+    """An encoder under which every text is alike, so quoting ranks sentences by the question's words alone."""
+    return np.ones((len(texts), 1))
 
 
 def test_stream_yields_tokens_then_the_verified_answer():
