@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
-from .cite import Citation, Sentence, parse_sentences, passage_text, verify
+from .cite import Citation, Sentence, parse_sentences, passage_text, unmatched_words, verify
 from .errors import InputError
 from .generate import LLM, Prompt
 from .language import UNDETERMINED, detect_language
@@ -40,6 +40,14 @@ NO_ANSWER = {
     "it": "I documenti non contengono la risposta a questa domanda.",
     "es": "Los documentos no contienen la respuesta a esta pregunta.",
     "pt": "Os documentos não contêm a resposta a esta pergunta.",
+}
+
+# Said before an answer whose cited passages do not speak of some of the question's words ({words}).
+NOT_MENTIONED = {
+    "en": "The documents do not mention {words}.",
+    "fr": "Les documents ne mentionnent pas {words}.",
+    "de": "Die Dokumente erwähnen {words} nicht.",
+    "lb": "D'Dokumenter ernimmen {words} net.",
 }
 
 Search = Callable[..., list[Hit]]  # Pipeline.search(query, k=..., search_filter=...)
@@ -94,6 +102,7 @@ class Answer:
     model: str | None = None
     raw: str = ""  # the model's output before parsing and verification
     set_aside: list[Hit] = field(default_factory=list)  # retrieved passages that address the assistant, unused
+    unmatched: list[str] = field(default_factory=list)  # question words no cited passage speaks of (see `_finish`)
 
     def to_dict(self) -> dict:
         return {
@@ -101,7 +110,7 @@ class Answer:
             "abstained": self.abstained, "evidence": round(self.evidence, 4), "sentences": [s.to_dict() for s in self.sentences],
             "removed": [s.to_dict() for s in self.removed], "sources": [s.to_dict() for s in self.sources],
             "timings": asdict(self.timings), "model": self.model, "raw": self.raw,
-            "set_aside": [h.to_dict() for h in self.set_aside],
+            "set_aside": [h.to_dict() for h in self.set_aside], "unmatched": self.unmatched,
         }
 
 
@@ -214,11 +223,11 @@ class Answerer:
         return self._finish(base, hits, kept, removed, started)
 
     def _quoted_instead(self, base: Answer, hits: list[Hit], failed: list[Sentence], started: float) -> Answer:
-        """Generation failed verification: quote the passages' best sentences whose passage holds every term of the
-        question, in whatever language (a quote cannot be checked across languages), or abstain."""
+        """Generation failed verification: quote the passages' best sentences in the question's language (a quote in
+        another language cannot be checked against the question), or abstain."""
         quoted = quote(base.question, hits, self.encode, self.settings.answer.quote_sentences)
-        verify(quoted, hits, self.settings.answer.min_support, question=base.question)
-        kept = [s for s in quoted if s.supported]
+        verify(quoted, hits, self.settings.answer.min_support, question=base.question, question_lang=base.lang)
+        kept = [s for s in quoted if s.supported and hits[s.citations[0].marker - 1].chunk.lang == base.lang]
         if not kept:
             base.removed = failed
             return self._abstain(base, hits, started)
@@ -226,9 +235,14 @@ class Answerer:
         return self._finish(base, hits, kept, failed, started)
 
     def _finish(self, base: Answer, hits, sentences: list[Sentence], removed: list[Sentence], started) -> Answer:
+        """The answer from its verified sentences; when the passages they cite (in the question's language) do not
+        speak of some of the question's words, the answer says so first (`NOT_MENTIONED`)."""
         base.sentences, base.removed = sentences, removed
-        base.text = " ".join(s.render() for s in sentences)
         base.sources = sources(hits, {c.marker for s in sentences for c in s.citations})
+        cited = [s.hit for s in base.sources if s.cited and s.chunk.lang == base.lang]
+        base.unmatched = unmatched_words(base.question, cited) if base.lang in NOT_MENTIONED else []
+        note = [NOT_MENTIONED[base.lang].format(words=", ".join(base.unmatched))] if base.unmatched else []
+        base.text = " ".join([*note, *(s.render() for s in sentences)])
         base.timings.total_ms = _ms(started)
         return base
 

@@ -5,9 +5,10 @@ The check is lexical and deliberately strict about facts (docs/verification.md e
 - support = weighted share of the sentence's content words (stemmed, stop words removed) found in the passage, where
   a capitalised name weighs `NAME_WEIGHT` words, so a missing name costs much more than a missing common word;
 - any number of the sentence (every digit group, so dates and amounts too) absent from the passage makes the support 0;
-- any term of the question (`question_terms`: a content word, not a stop word or a generic question word in any
-  served language) absent from the passage and its headings makes the support 0: the passage is about something else
-  (a question about interns, a policy for full-time employees), whatever the sentence says;
+- a term of the question (`question_terms`: a content word, not a stop word or a generic question word in any
+  served language) that the sentence states but the passage and its headings lack makes the support 0: the sentence
+  carries the question's subject onto a passage about something else ("Interns receive 28 days" from a policy for
+  full-time employees). Terms the sentence does not state either are reported by `unmatched_words`;
 - a sentence that adds nothing to the question (`restates`: every content word and number already in it) has
   support 0: "Remote days per week: [1]" is not an answer.
 
@@ -190,7 +191,7 @@ def support(sentence: str, passage: str, lang: str, *, question: str = "", check
     names = set(tokenize(" ".join(capitalised_words(sentence)), lang))
     words = tokenize(sentence, lang)
     terms = question_terms(question, lang) if question and check_terms else []
-    missing_terms = [t for t in terms if t not in passage_words]
+    missing_terms = [t for t in terms if t in words and t not in passage_words]
     if not words or (question and restates(sentence, question, lang)):  # nothing checkable, or nothing new
         return Support(0.0, tuple(missing_numbers + missing_terms))
     weights = [NAME_WEIGHT if w in names else 1.0 for w in words]
@@ -208,6 +209,15 @@ def question_terms(question: str, lang: str) -> list[str]:
     words = [w for w in _WORD.findall(question) if len(w) > 1 and w.lower() not in any_stopwords()
              and fold(w) not in GENERIC_QUESTION_WORDS]
     return list(dict.fromkeys(tokenize(" ".join(words), lang)))
+
+
+def unmatched_words(question: str, passages: Sequence[Hit]) -> list[str]:
+    """The question's words (as written) whose term no passage in `passages` contains, each passage tokenising in its
+    own language: what the question asks about that the cited passages do not speak of ("interns")."""
+    words = [w for w in _WORD.findall(question) if question_terms(w, passages[0].chunk.lang)] if passages else []
+    held = [set(tokenize(passage_text(h), h.chunk.lang)) for h in passages]
+    return [w for w in dict.fromkeys(words)
+            if not any(set(tokenize(w, h.chunk.lang)) <= tokens for h, tokens in zip(passages, held))]
 
 
 def restates(sentence: str, question: str, lang: str) -> bool:

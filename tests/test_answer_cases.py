@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from rag.cite import question_terms, restates, support
+from rag.cite import question_terms, restates, support, unmatched_words
 from rag.lexical import query_tokens, tokenize
 from rag.untrusted import addresses_assistant
 
@@ -84,32 +84,35 @@ def test_case_10_variants_accented_words_in_french_and_luxembourgish(fresh_pipel
 
 
 # ---------------------------------------------------------------------------------------------- 13: question terms
+# (passage, question about someone the passage does not cover, answer carrying them onto it, question about those it
+# covers, the word for the people it does not cover)
 PASSAGES_13 = {
     "en": ("Full-time employees receive 28 days of paid annual leave per calendar year.",
            "How many days of annual leave do interns get?", "Interns receive 28 days of paid annual leave.",
-           "How many days of annual leave do full-time employees get?"),
+           "How many days of annual leave do full-time employees get?", "interns"),
     "fr": ("Les salariés à temps plein ont droit à 28 jours de congé annuel payé par an.",
            "Combien de jours de congé annuel les stagiaires reçoivent-ils ?",
            "Les stagiaires ont droit à 28 jours de congé annuel payé.",
-           "Combien de jours de congé annuel les salariés à temps plein reçoivent-ils ?"),
+           "Combien de jours de congé annuel les salariés à temps plein reçoivent-ils ?", "stagiaires"),
     "de": ("Vollzeitbeschäftigte erhalten 28 Tage bezahlten Jahresurlaub pro Kalenderjahr.",
            "Wie viele Tage Jahresurlaub bekommen Praktikanten?",
            "Praktikanten erhalten 28 Tage bezahlten Jahresurlaub.",
-           "Wie viele Tage Jahresurlaub bekommen Vollzeitbeschäftigte?"),
+           "Wie viele Tage Jahresurlaub bekommen Vollzeitbeschäftigte?", "Praktikanten"),
     "lb": ("Vollzäitbeschäftegt kréien 28 Deeg bezuelte Congé pro Joer.",
            "Wéivill Deeg Congé kréien d'Stagiairen?", "D'Stagiairen kréien 28 Deeg bezuelte Congé.",
-           "Wéivill Deeg Congé kréien d'Vollzäitbeschäftegt?"),
+           "Wéivill Deeg Congé kréien d'Vollzäitbeschäftegt?", "Stagiairen"),
 }
 
 
 @pytest.mark.parametrize("lang", sorted(PASSAGES_13))
 def test_a_question_term_the_passage_lacks_is_a_missing_fact(lang):
-    passage, about_someone_else, transferred, about_them = PASSAGES_13[lang]
+    passage, about_someone_else, transferred, about_them, them = PASSAGES_13[lang]
     result = support(transferred, passage, lang, question=about_someone_else)
     assert result.score == 0.0 and result.missing, result
     restated_passage = passage.rstrip(".")
     assert support(restated_passage, passage, lang, question=about_them).score == 1.0, "control: the right people"
-    assert support(restated_passage, passage, lang, question=about_someone_else).score == 0.0
+    hit = make_hit(1, passage, lang=lang)
+    assert unmatched_words(about_someone_else, [hit]) == [them] and unmatched_words(about_them, [hit]) == []
 
 
 def test_question_terms_leave_out_what_every_question_asks_with():
@@ -118,36 +121,46 @@ def test_question_terms_leave_out_what_every_question_asks_with():
     assert question_terms("Combien de jours les stagiaires obtiennent-ils ?", "fr") == ["jour", "stagiair"]
 
 
-def test_a_generated_answer_about_someone_else_is_quoted_only_when_the_passage_holds_every_term():
+def test_an_answer_about_someone_else_is_replaced_by_what_the_documents_say_and_what_they_do_not_mention():
     hits = [make_hit(1, PASSAGES_13["en"][0], heading=("Annual leave",))]
     ask, _ = answerer(PASSAGES_13["en"][2], hits=hits)
     answer = ask.ask(PASSAGES_13["en"][1])
-    assert answer.abstained and answer.removed[0].missing == ["intern"]
+    assert answer.removed[0].missing == ["intern"] and answer.mode == "quote" and answer.unmatched == ["interns"]
+    assert answer.text.startswith("The documents do not mention interns. Full-time employees receive 28 days")
     ask, _ = answerer("Employees get 99 days.", hits=hits)
     answer = ask.ask(PASSAGES_13["en"][3])
-    assert not answer.abstained and answer.mode == "quote" and "28 days" in answer.text, "failed generation: quote"
+    assert answer.mode == "quote" and answer.text.startswith("Full-time employees receive 28 days"), answer.text
+    ask, _ = answerer("Employees get 99 days.", hits=[make_hit(1, PASSAGES_13["de"][0], lang="de")])
+    assert ask.ask(PASSAGES_13["en"][3]).abstained, "no quote across languages"
+
+
+def _says_nothing_about(answer, them: str) -> bool:
+    """Abstained, or said that the documents do not mention `them` and stated nothing about them."""
+    if answer.abstained:
+        return True
+    return them in answer.unmatched and not any(them.lower() in s.text.lower() for s in answer.sentences)
 
 
 @pytest.mark.integration
 def test_case_13_a_question_about_interns_is_not_answered_from_the_full_time_policy(answering):
     _ingested(answering, case("13-question-about-someone-else"))
     answer = answering.ask("How many days of annual leave do interns get?")
-    assert answer.abstained, answer.to_dict()
+    assert _says_nothing_about(answer, "interns"), answer.to_dict()
     control = answering.ask("How many days of annual leave do full-time employees get?")
     assert not control.abstained and "28" in control.text, control.to_dict()
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("name", "text", "question"), [
+@pytest.mark.parametrize(("name", "text", "question", "them"), [
     ("conges.md", "# Congés\n\n## Congé annuel\n\nLes salariés à temps plein ont droit à 28 jours de congé annuel "
-                  "payé par année civile.\n", "Combien de jours de congé annuel ont les stagiaires ?"),
+                  "payé par année civile.\n", "Combien de jours de congé annuel ont les stagiaires ?", "stagiaires"),
     ("urlaub.md", "# Urlaub\n\n## Jahresurlaub\n\nVollzeitbeschäftigte erhalten 28 Tage bezahlten Jahresurlaub "
-                  "pro Kalenderjahr.\n", "Wie viele Tage Jahresurlaub bekommen Praktikanten?"),
+                  "pro Kalenderjahr.\n", "Wie viele Tage Jahresurlaub bekommen Praktikanten?", "Praktikanten"),
 ])
-def test_case_13_variants_in_french_and_german(answering, tmp_path, name, text, question):
+def test_case_13_variants_in_french_and_german(answering, tmp_path, name, text, question, them):
     _ingested(answering, _corpus(tmp_path, {name: text}))
     answer = answering.ask(question)
-    assert answer.abstained, answer.to_dict()
+    assert _says_nothing_about(answer, them), answer.to_dict()
 
 
 # ---------------------------------------------------------------------------------------------- 14: addressing
