@@ -40,6 +40,16 @@ def matrix(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
     return x, np.array([r["answerable"] for r in rows], int)
 
 
+def decided(model: ConfidenceModel, records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(effective probability, labels) of records that carry features: a record that abstained although the run
+    answered at any confidence (no passage, weak evidence, nothing survived verification) abstains at every
+    threshold, so it counts as probability 0."""
+    rows = [r for r in records if r.get("features")]
+    x, y = matrix(rows)
+    p = probabilities(model, x)
+    return np.where([r.get("abstained", False) for r in rows], 0.0, p), y
+
+
 def fit(x: np.ndarray, y: np.ndarray, strength: float = 1.0) -> ConfidenceModel:
     """Logistic regression on standardised features (`strength`: scikit-learn's C, inverse L2 weight).
 
@@ -96,14 +106,15 @@ def _main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--dataset", type=Path, required=True, help="the dataset of that run (for the split)")
     parser.add_argument("--write", type=Path, help="write the fitted model here (e.g. rag/confidence.json)")
     parser.add_argument("--strength", type=float, default=1.0, help="inverse L2 regularisation (C)")
+    parser.add_argument("--apply", type=Path, nargs="*", default=[],
+                        help="records of other runs (with answer.min_confidence 0) to judge the fitted model on")
     args = parser.parse_args(argv)
     records = [json.loads(line) for line in args.records.read_text(encoding="utf-8").splitlines() if line.strip()]
     dataset = read_dataset(args.dataset)
     fit_ids, held_ids = split([q.id for q in dataset.questions])
     x_fit, y_fit = matrix([r for r in records if r["id"] in fit_ids])
-    x_held, y_held = matrix([r for r in records if r["id"] in held_ids])
     model = fit(x_fit, y_fit, args.strength)
-    p = probabilities(model, x_held)
+    p, y_held = decided(model, [r for r in records if r["id"] in held_ids])
     bins = reliability(p, y_held)
     report = {"fitted_on": {"dataset": dataset.name, "sha256": dataset.sha256, "questions": len(y_fit),
                             "answerable": int(y_fit.sum()), "records": str(args.records)},
@@ -111,11 +122,16 @@ def _main(argv: Sequence[str] | None = None) -> None:
                             "expected_calibration_error": round(expected_calibration_error(bins), 4),
                             "reliability": bins,
                             "operating_points": operating_points(p, y_held, np.round(np.arange(0.05, 1.0, 0.05), 2))}}
-    print(json.dumps(report, indent=1))
     if args.write:
         args.write.write_text(json.dumps({"features": list(model.names), "coef": list(model.coef),
                                           "intercept": model.intercept, "mean": list(model.mean),
                                           "scale": list(model.scale), **report}, indent=1) + "\n", encoding="utf-8")
+    for other in args.apply:
+        rows = [json.loads(line) for line in other.read_text(encoding="utf-8").splitlines() if line.strip()]
+        p_other, y_other = decided(model, rows)
+        report[str(other)] = {"questions": len(y_other), "answerable": int(y_other.sum()),
+                              "operating_points": operating_points(p_other, y_other, [0.3, 0.4, 0.5, 0.6, 0.7])}
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
