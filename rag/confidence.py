@@ -110,8 +110,8 @@ class ConfidenceModel:
     scale: tuple[float, ...]
 
     def probability(self, values: dict[str, float]) -> float:
-        """P(the passages answer the question) for one feature dict; a feature the dict lacks is an InputError-free
-        KeyError (the features and the model must come from the same version)."""
+        """P(the passages answer the question), in [0, 1], for one feature dict (`features`); KeyError when the dict
+        lacks one of the model's features (a model file of another version)."""
         z = self.intercept + sum(c * (values[n] - m) / s for n, c, m, s in zip(self.names, self.coef, self.mean,
                                                                              self.scale))
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))

@@ -16,7 +16,7 @@ from rag.cite import question_terms, restates, support, unmatched_words
 from rag.lexical import query_tokens, tokenize
 from rag.untrusted import addresses_assistant
 
-from .conftest import case, make_hit
+from .conftest import EXAMPLES, case, make_hit
 from .test_answer import answerer
 
 LEAVE = ("# Leave policy\n\n## Annual leave\n\nFull-time employees receive 28 days of paid annual leave per calendar "
@@ -250,3 +250,22 @@ def test_case_23_a_restated_question_is_not_verified(answering):
     answer = answering.ask(question)
     assert all(not restates(s.text, question, "en") for s in answer.sentences), answer.to_dict()
     assert answer.abstained or "three" in answer.text, answer.to_dict()
+
+
+# ---------------------------------------------------------------------------------------------- calibrated abstention
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["quote", "generate"])
+def test_an_off_topic_follow_up_abstains_and_an_answerable_question_does_not(fresh_pipeline, llm, mode):
+    """The web test's questions (tests/test_web.py) over the example corpus: the decision comes from the shipped
+    confidence model, before generation, so the quote fallback cannot answer the off-topic one."""
+    fresh_pipeline.__dict__["llm"] = llm
+    try:
+        _ingested(fresh_pipeline, EXAMPLES)
+        answerable = fresh_pipeline.ask("How many days per week may staff work remotely?", mode=mode)
+        off_topic = fresh_pipeline.ask("What is the capital of Mongolia?", mode=mode,
+                                       history=["How many days per week may staff work remotely?"])
+    finally:
+        del fresh_pipeline.__dict__["llm"]
+    assert not answerable.abstained, answerable.to_dict()
+    assert off_topic.abstained and off_topic.raw == "", off_topic.to_dict()  # the model was not asked
+    assert off_topic.confidence < fresh_pipeline.settings.answer.min_confidence <= answerable.confidence
