@@ -99,39 +99,47 @@ def expected_calibration_error(bins: Sequence[dict]) -> float:
 
 
 def _main(argv: Sequence[str] | None = None) -> None:
-    from ..datasets import read_dataset
+    from ..datasets import detect_format, read_dataset
 
     parser = argparse.ArgumentParser(prog="python -m rag.eval.calibration", description=__doc__.split("\n")[0])
-    parser.add_argument("records", type=Path, help="records.jsonl of a run with answer.min_confidence 0")
-    parser.add_argument("--dataset", type=Path, required=True, help="the dataset of that run (for the split)")
+    parser.add_argument("records", type=Path, nargs="+", help="records.jsonl of runs with answer.min_confidence 0")
+    parser.add_argument("--dataset", type=Path, nargs="+", required=True,
+                        help="the dataset of each run, in the same order (for the split)")
+    parser.add_argument("--documents", type=Path, nargs="*", default=[],
+                        help="documents folder of each generic JSONL dataset, in their order")
     parser.add_argument("--write", type=Path, help="write the fitted model here (e.g. rag/confidence.json)")
     parser.add_argument("--strength", type=float, default=1.0, help="inverse L2 regularisation (C)")
-    parser.add_argument("--apply", type=Path, nargs="*", default=[],
-                        help="records of other runs (with answer.min_confidence 0) to judge the fitted model on")
     args = parser.parse_args(argv)
-    records = [json.loads(line) for line in args.records.read_text(encoding="utf-8").splitlines() if line.strip()]
-    dataset = read_dataset(args.dataset)
-    fit_ids, held_ids = split([q.id for q in dataset.questions])
-    x_fit, y_fit = matrix([r for r in records if r["id"] in fit_ids])
+    if len(args.records) != len(args.dataset):
+        parser.error("give one --dataset per records file")
+    folders = iter(args.documents)
+    fit_rows, held = [], {}
+    for path, data in zip(args.records, args.dataset):
+        generic = detect_format(data) == "jsonl"
+        dataset = read_dataset(data, documents=next(folders, None) if generic else None)
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        fit_ids, held_ids = split([q.id for q in dataset.questions])
+        fit_rows += [r for r in rows if r["id"] in fit_ids]
+        held[f"{dataset.name} ({dataset.sha256[:12]})"] = [r for r in rows if r["id"] in held_ids]
+    x_fit, y_fit = matrix(fit_rows)
     model = fit(x_fit, y_fit, args.strength)
-    p, y_held = decided(model, [r for r in records if r["id"] in held_ids])
-    bins = reliability(p, y_held)
-    report = {"fitted_on": {"dataset": dataset.name, "sha256": dataset.sha256, "questions": len(y_fit),
-                            "answerable": int(y_fit.sum()), "records": str(args.records)},
-              "held_back": {"questions": len(y_held), "answerable": int(y_held.sum()),
-                            "expected_calibration_error": round(expected_calibration_error(bins), 4),
-                            "reliability": bins,
-                            "operating_points": operating_points(p, y_held, np.round(np.arange(0.05, 1.0, 0.05), 2))}}
+    everything = [r for rows in held.values() for r in rows]
+    report = {"fitted_on": {"datasets": list(held), "questions": len(y_fit), "answerable": int(y_fit.sum()),
+                            "strength": args.strength},
+              "held_back": {name: _judged(model, rows) for name, rows in {"all": everything, **held}.items()}}
     if args.write:
         args.write.write_text(json.dumps({"features": list(model.names), "coef": list(model.coef),
                                           "intercept": model.intercept, "mean": list(model.mean),
                                           "scale": list(model.scale), **report}, indent=1) + "\n", encoding="utf-8")
-    for other in args.apply:
-        rows = [json.loads(line) for line in other.read_text(encoding="utf-8").splitlines() if line.strip()]
-        p_other, y_other = decided(model, rows)
-        report[str(other)] = {"questions": len(y_other), "answerable": int(y_other.sum()),
-                              "operating_points": operating_points(p_other, y_other, [0.3, 0.4, 0.5, 0.6, 0.7])}
     print(json.dumps(report, indent=1))
+
+
+def _judged(model: ConfidenceModel, rows: list[dict]) -> dict:
+    p, y = decided(model, rows)
+    bins = reliability(p, y)
+    return {"questions": len(y), "answerable": int(y.sum()),
+            "expected_calibration_error": round(expected_calibration_error(bins), 4), "reliability": bins,
+            "operating_points": operating_points(p, y, np.round(np.arange(0.05, 1.0, 0.05), 2))}
 
 
 if __name__ == "__main__":
