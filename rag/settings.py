@@ -192,7 +192,7 @@ class AnswerSettings(Section):
         0.0, ge=0.0, le=1.0, description="abstain when the best passage's evidence score is below this"
     )
     min_confidence: float = Field(
-        0.5, ge=0.0, le=1.0, description="answer only when the probability that the passages answer the question "
+        0.45, ge=0.0, le=1.0, description="answer only when the probability that the passages answer the question "
         "(rag/confidence.py) is at least this; docs/evaluation.md gives precision and recall per value",
     )
     min_support: float = Field(0.5, ge=0.0, le=1.0, description="sentences supported below this are removed")
