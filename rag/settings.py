@@ -271,6 +271,10 @@ class AnswerSettings(Section):
     min_retrieval_score: float = Field(
         0.0, ge=0.0, le=1.0, description="abstain when the best passage's evidence score is below this"
     )
+    min_confidence: float = Field(
+        0.45, ge=0.0, le=1.0, description="answer only when the probability that the passages answer the question "
+        "(rag/confidence.py) is at least this; docs/evaluation.md gives precision and recall per value",
+    )
     min_support: float = Field(0.5, ge=0.0, le=1.0, description="sentences supported below this are removed")
     remove_unsupported: bool = Field(True, description="drop flagged sentences (else keep them, flagged)")
     max_question_chars: int = Field(2000, ge=10, le=100000)

@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "corpus"
 SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_CASES = ROOT.parent / "shared" / "cases"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -25,6 +26,14 @@ def shared(relative: str) -> Path:
     path = SHARED_DATA / relative
     if not path.exists():
         pytest.skip(f"shared data not available: {path}")
+    return path
+
+
+def case(relative: str) -> Path:
+    """A fault reproduction under ../shared/cases (its README), or a skip naming what is missing."""
+    path = SHARED_CASES / relative
+    if not path.exists():
+        pytest.skip(f"shared case not available: {path}")
     return path
 
 
