@@ -70,7 +70,7 @@ def _catalog(settings: Settings) -> Pipeline | None:
     from .pipeline import Pipeline
     from .store import open_store
 
-    if not (settings.index_dir / "manifest.json").is_file():
+    if settings.store.backend == "embedded" and not (settings.index_dir / "manifest.json").is_file():
         return None
     store = open_store(settings, {}, check=False)
     return Pipeline(settings, store=store)

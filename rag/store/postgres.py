@@ -593,5 +593,6 @@ def open_postgres(settings, manifest: dict, *, check: bool = True) -> PostgresSt
     """The store of `settings.store` (backend postgres). Raises ConfigError when store.dsn is missing."""
     if not settings.store.dsn:
         raise ConfigError("store.backend is postgres but store.dsn is not set")
+    # check=False (a catalog without the embedder, reindex) must not create the schema: it would store `manifest`
     return PostgresStore.open(dsn=settings.store.dsn, manifest=manifest, password_file=settings.store.password_file,
-                              check=check)
+                              check=check, upgrade=check)
