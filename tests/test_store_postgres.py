@@ -36,8 +36,7 @@ def pg_settings(postgres, make_settings, monkeypatch):
 def pg_pipeline(pg_settings, embedder):
     from rag.pipeline import Pipeline
 
-    pipeline = Pipeline(pg_settings)
-    pipeline.__dict__["embedder"] = embedder
+    pipeline = Pipeline(pg_settings, embedder=embedder)
     yield pipeline
     pipeline.close()
 
@@ -249,16 +248,13 @@ def test_migrate_both_ways_without_embedding(example_pipeline, pg_settings, tmp_
     from rag.pipeline import Pipeline
 
     source = example_pipeline.settings.index_dir
-    example_pipeline.store.close()
-    for name in ("store", "retriever"):  # the session's pipeline opens them again on next use
-        example_pipeline.__dict__.pop(name, None)
     there = copy_index(pg_settings, to="postgres", index_dir=source)
     back = copy_index(pg_settings, to="embedded", index_dir=tmp_path / "back")
     assert there["chunks"] == back["chunks"] == example_pipeline.store.stats()["chunks"] > 0
     restored = Pipeline(pg_settings.model_copy(update={"index_dir": tmp_path / "back",
                                                        "store": pg_settings.store.model_copy(
-                                                           update={"backend": "embedded"})}))
-    restored.__dict__["embedder"] = example_pipeline.embedder
+                                                           update={"backend": "embedded"})}),
+                        embedder=example_pipeline.embedder)
     for query, lang in QUERIES:
         assert [(h.chunk.doc_id, h.chunk.ordinal) for h in restored.retriever.search(query, k=5, lang=lang)] == [
             (h.chunk.doc_id, h.chunk.ordinal) for h in example_pipeline.retriever.search(query, k=5, lang=lang)]
