@@ -34,11 +34,16 @@ class Answers(Protocol):
     settings: Settings
 
     def stream(
-        self, question: str, k: int | None = None, mode: str | None = None,
-        search_filter: SearchFilter | None = None, history: Sequence[str] = (),
+        self,
+        question: str,
+        k: int | None = None,
+        mode: str | None = None,
+        search_filter: SearchFilter | None = None,
+        history: Sequence[str] = (),
     ) -> Iterator[Event]:
         """`Token`s, then the verified `Answer` (rag/answer.py)."""
         ...
+
 
 HELP = """Ask a question about the indexed documents, or use a command:
   /sources N               show the full text of passage N of the last answer
@@ -119,8 +124,7 @@ class ChatSession:
     def _command(self, name: str, argument: str = "") -> bool:
         if name in ("quit", "exit", "q"):
             return False
-        actions = {"help": lambda _: self.say(HELP), "sources": self._sources, "mode": self._mode,
-                   "reset": self._reset}
+        actions = {"help": lambda _: self.say(HELP), "sources": self._sources, "mode": self._mode, "reset": self._reset}
         if name not in actions:
             self.say(f"unknown command /{name}; /help lists the commands")
         else:
@@ -156,7 +160,11 @@ class ChatSession:
 
 
 def run_chat(
-    pipeline: Answers, mode: str | None = None, k: int | None = None, *, read_line: ReadLine | None = None,
+    pipeline: Answers,
+    mode: str | None = None,
+    k: int | None = None,
+    *,
+    read_line: ReadLine | None = None,
     out: TextIO | None = None,
 ) -> None:
     """The interactive loop, until /quit or end of input (Ctrl-D). `read_line` defaults to a prompt_toolkit prompt

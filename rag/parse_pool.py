@@ -61,11 +61,17 @@ class ParsePool:
     def __init__(self, settings: IngestSettings, *, parse_file: FileParser = load.load_document) -> None:
         self.settings = settings
         self.parse_file = parse_file
-        self.ocr = load.OcrOptions(enabled=settings.ocr, max_pages=settings.ocr_max_pages, dpi=settings.ocr_dpi,
-                                   languages=tuple(settings.ocr_languages))
+        self.ocr = load.OcrOptions(
+            enabled=settings.ocr,
+            max_pages=settings.ocr_max_pages,
+            dpi=settings.ocr_dpi,
+            languages=tuple(settings.ocr_languages),
+        )
         self.workers = settings.parse_workers or min(2, os.cpu_count() or 1)
         self._pool = pebble.ProcessPool(
-            max_workers=self.workers, initializer=_start_worker, initargs=(settings.parse_memory_mb, os.getpid()),
+            max_workers=self.workers,
+            initializer=_start_worker,
+            initargs=(settings.parse_memory_mb, os.getpid()),
             context=multiprocessing.get_context("spawn"),
         )
 
@@ -109,8 +115,10 @@ class ParsePool:
         try:
             return self._pool.schedule(function, args=args, timeout=self.settings.parse_timeout_s)
         except RuntimeError as exc:  # pebble's pool is broken (its workers cannot start) or closed
-            raise RagError(f"the parser processes cannot run ({exc}); a script that ingests must start its work "
-                           "under `if __name__ == \"__main__\":` (multiprocessing's spawn)") from exc
+            raise RagError(
+                f"the parser processes cannot run ({exc}); a script that ingests must start its work "
+                'under `if __name__ == "__main__":` (multiprocessing\'s spawn)'
+            ) from exc
 
     def _outcome(self, name: str, future: pebble.ProcessFuture | LoadError) -> tuple[str, Outcome]:
         """The worker's Document, or every way it can fail as one LoadError line.
@@ -137,8 +145,10 @@ class ParsePool:
         if isinstance(failure, MemoryError):
             return f"parsing needs more than {settings.parse_memory_mb} MB (ingest.parse_memory_mb) and was stopped"
         if isinstance(failure, pebble.ProcessExpired):
-            return (f"the parser crashed (worker exit code {failure.exitcode}), possibly over the "
-                    f"{settings.parse_memory_mb} MB memory limit (ingest.parse_memory_mb)")
+            return (
+                f"the parser crashed (worker exit code {failure.exitcode}), possibly over the "
+                f"{settings.parse_memory_mb} MB memory limit (ingest.parse_memory_mb)"
+            )
         # anything else (a parser bug, a result too large to send back, a SystemExit): still one file's failure
         return "the parser failed (" + " ".join(f"{type(failure).__name__}: {failure}".split())[:200] + ")"
 

@@ -209,8 +209,10 @@ def _where(host, port) -> str:
 
 def _refuse_uvloop(guard: _Guard, args: tuple) -> None:
     if args[0] == "uvloop" or str(args[0]).startswith("uvloop."):
-        raise ImportError("uvloop is disabled by the sovereignty guard: libuv opens sockets the egress checks cannot "
-                          "see; asyncio is used instead")
+        raise ImportError(
+            "uvloop is disabled by the sovereignty guard: libuv opens sockets the egress checks cannot "
+            "see; asyncio is used instead"
+        )
 
 
 _EVENT_CHECKS = {

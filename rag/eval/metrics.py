@@ -41,9 +41,13 @@ def dedupe(ids: Sequence[str]) -> list[str]:
 def ranking_metrics(ranked: Sequence[str], gold: set[str]) -> dict[str, float]:
     """hit@1/5/10, recall@5/10, MRR@10 and nDCG@10 of one question (which must have gold)."""
     return {
-        "hit@1": hit_at_k(ranked, gold, 1), "hit@5": hit_at_k(ranked, gold, 5), "hit@10": hit_at_k(ranked, gold, 10),
-        "recall@5": recall_at_k(ranked, gold, 5), "recall@10": recall_at_k(ranked, gold, 10),
-        "mrr@10": mrr_at_k(ranked, gold, 10), "ndcg@10": ndcg_at_k(ranked, gold, 10),
+        "hit@1": hit_at_k(ranked, gold, 1),
+        "hit@5": hit_at_k(ranked, gold, 5),
+        "hit@10": hit_at_k(ranked, gold, 10),
+        "recall@5": recall_at_k(ranked, gold, 5),
+        "recall@10": recall_at_k(ranked, gold, 10),
+        "mrr@10": mrr_at_k(ranked, gold, 10),
+        "ndcg@10": ndcg_at_k(ranked, gold, 10),
     }
 
 

@@ -80,8 +80,11 @@ def drop_hidden(root) -> None:
     hidden = [e for e in root.iter() if isinstance(e.tag, str) and (
         e.get("hidden") is not None or (e.get("aria-hidden") or "").strip().lower() == "true"
         or _css_hides(e.get("style") or ""))]  # fmt: skip
-    selectors = (selector for style in root.iter("style")
-                 for selector in _hiding_selectors(tinycss2.parse_stylesheet(style.text or "", True, True)))
+    selectors = (
+        selector
+        for style in root.iter("style")
+        for selector in _hiding_selectors(tinycss2.parse_stylesheet(style.text or "", True, True))
+    )
     for selector in itertools.islice(selectors, HTML_MAX_HIDING_RULES):
         try:
             hidden += CSSSelector(selector, translator="html")(root)

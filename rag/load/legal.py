@@ -15,8 +15,13 @@ from .document import Parsed, TextBuilder, one_line
 
 # No entity expansion, no DTD or network fetches (XXE, billion laughs); comments and processing instructions
 # (Formex page marks) carry no text.
-SAFE_XML = {"resolve_entities": False, "no_network": True, "load_dtd": False, "remove_comments": True,
-            "remove_pis": True}
+SAFE_XML = {
+    "resolve_entities": False,
+    "no_network": True,
+    "load_dtd": False,
+    "remove_comments": True,
+    "remove_pis": True,
+}
 
 
 def parse_xml(data: bytes, name: str) -> etree._Element:

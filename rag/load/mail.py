@@ -28,6 +28,8 @@ from .html import load_html
 
 MAX_MAIL_DEPTH = 5  # a forward of a forward of ... : real threads rarely nest beyond 3
 _SHOWN_HEADERS = ("From", "To", "Cc", "Date", "Subject")
+
+
 class _TooDeep(Exception):
     """Messages or multiparts nested beyond MAX_MAIL_DEPTH."""
 
@@ -51,8 +53,15 @@ def _parse(data: bytes) -> EmailMessage:
     return email.message_from_bytes(data, policy=email.policy.default)  # type: ignore[return-value]
 
 
-def _add_message(builder: TextBuilder, message: EmailMessage, name: str, path: tuple[str, ...], *,
-                 depth: int, read: Callable[[bytes, str], Document]) -> str:
+def _add_message(
+    builder: TextBuilder,
+    message: EmailMessage,
+    name: str,
+    path: tuple[str, ...],
+    *,
+    depth: int,
+    read: Callable[[bytes, str], Document],
+) -> str:
     """Add one message's blocks under `path`; returns its subject ("" when it has none)."""
     if depth > MAX_MAIL_DEPTH:
         raise _TooDeep
@@ -70,8 +79,9 @@ def _add_message(builder: TextBuilder, message: EmailMessage, name: str, path: t
     if body is not None:
         _add_body(builder, body, name, path)
     for part, part_name in zip(attachments, names, strict=True):
-        _add_attachment(builder, part, f"{name}/{part_name}", (*path, f"Attachment: {part_name}"), depth=depth,
-                        read=read)
+        _add_attachment(
+            builder, part, f"{name}/{part_name}", (*path, f"Attachment: {part_name}"), depth=depth, read=read
+        )
     for container in containers:  # e.g. the signed content of multipart/signed: body and attachments of its own
         _add_message(builder, container, name, path, depth=depth + 1, read=read)
     return subject
@@ -105,8 +115,15 @@ def _attachment_name(part: EmailMessage, index: int) -> str:
     return f"attachment-{index}"
 
 
-def _add_attachment(builder: TextBuilder, part: EmailMessage, name: str, path: tuple[str, ...], *,
-                    depth: int, read: Callable[[bytes, str], Document]) -> None:
+def _add_attachment(
+    builder: TextBuilder,
+    part: EmailMessage,
+    name: str,
+    path: tuple[str, ...],
+    *,
+    depth: int,
+    read: Callable[[bytes, str], Document],
+) -> None:
     """An attachment's blocks under `path`; a forwarded message recursively, any other file through `read`."""
     if part.get_content_type() == "message/rfc822":
         inner = part.get_payload()

@@ -97,7 +97,9 @@ def _tesseract(pytesseract, image, languages: str) -> str:
     try:
         return pytesseract.image_to_string(image, lang=languages, config="--psm 3")
     except pytesseract.TesseractNotFoundError:
-        raise LoadError("OCR needs Tesseract: install tesseract-ocr with its fra, deu, eng and ltz data "
-                        "(docs/deployment.md), or set ingest.ocr to false") from None
+        raise LoadError(
+            "OCR needs Tesseract: install tesseract-ocr with its fra, deu, eng and ltz data "
+            "(docs/deployment.md), or set ingest.ocr to false"
+        ) from None
     except pytesseract.TesseractError as exc:
         raise LoadError(f"Tesseract failed on a scanned page ({' '.join(str(exc.message).split())[:200]})") from None

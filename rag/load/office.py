@@ -234,8 +234,11 @@ def _odf_text(element) -> str:
 
     if not any(getattr(child, "qname", None) == (_OFFICE, "annotation") for child in element.childNodes):
         return teletype.extractText(element)
-    return "".join(teletype.extractText(child) if child.nodeType == child.ELEMENT_NODE else child.data
-                   for child in element.childNodes if getattr(child, "qname", None) != (_OFFICE, "annotation"))
+    return "".join(
+        teletype.extractText(child) if child.nodeType == child.ELEMENT_NODE else child.data
+        for child in element.childNodes
+        if getattr(child, "qname", None) != (_OFFICE, "annotation")
+    )
 
 
 def _odf_repeat(element, attribute: str) -> int:

@@ -131,7 +131,9 @@ def _reading_box(box: tuple[float, float, float, float], turn: int) -> tuple[flo
 
 PDF_GUTTER_EM = 1.5  # a vertical strip free of text this many line heights wide, down several lines, splits columns
 PDF_MIN_COLUMN_LINES = 3
-PDF_MIN_COLUMN_SHARE = 0.3  # each column's typical line fills this share of the section's width (a form's labels do not)
+PDF_MIN_COLUMN_SHARE = (
+    0.3  # each column's typical line fills this share of the section's width (a form's labels do not)
+)
 
 
 def _reading_order(segments: list[_Segment]) -> list[str]:
