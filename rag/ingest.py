@@ -53,7 +53,9 @@ class Bar(Protocol):
 
     total: float | None
 
-    def update(self, n: float = 1) -> bool | None: ...
+    def update(self, n: float = 1) -> bool | None:
+        """Advance the bar by `n` units (files or bytes, as `total` counts them)."""
+        ...
 
 
 @dataclass

@@ -47,7 +47,9 @@ Outcome = Document | LoadError
 class FileParser(Protocol):
     """Reads one file into a Document (`rag.load.load_document`); picklable, i.e. a module-level function."""
 
-    def __call__(self, path: Path, *, ocr: load.OcrOptions) -> Document: ...
+    def __call__(self, path: Path, *, ocr: load.OcrOptions) -> Document:
+        """Read the file at `path`; raises `LoadError` for a file it cannot read."""
+        ...
 
 
 class ParsePool:
@@ -167,8 +169,8 @@ def _source_name(path: Path) -> tuple[str, LoadError | None]:
 
 def _start_worker(megabytes: int, parent: int) -> None:
     """Worker initializer: exit with the parent (a SIGKILLed `rag ingest` must not leave a parser running on a
-    hostile file for minutes), then cap the memory and Tesseract's threads (rag/load/ocr.py `THREAD_LIMIT`; the operator's
-    OMP_THREAD_LIMIT wins)."""
+    hostile file for minutes), then cap the memory and Tesseract's threads (rag/load/ocr.py `THREAD_LIMIT`; the
+    operator's OMP_THREAD_LIMIT wins)."""
     threading.Thread(target=_exit_without_parent, args=(parent,), name="rag-parent-watch", daemon=True).start()
     _limit_memory(megabytes)
     os.environ.setdefault("OMP_THREAD_LIMIT", THREAD_LIMIT)

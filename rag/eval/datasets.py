@@ -26,6 +26,11 @@ FORMATS = ("squad", "beir", "clapnq", "jsonl")
 
 @dataclass(frozen=True)
 class Question:
+    """One evaluation question: its reference answers and the ids of the documents that hold the answer.
+
+    `gold_doc_ids` are dataset document ids; `answerable` False marks a question the corpus does not answer (the
+    system should abstain), which normally has no gold document."""
+
     id: str
     text: str
     answers: tuple[str, ...]
@@ -35,6 +40,10 @@ class Question:
 
 @dataclass
 class Dataset:
+    """Documents and questions of one evaluation set, as read by the `read_*` functions of this module.
+
+    Either `documents` (texts held in memory) or `documents_dir` (real files to ingest) supplies the corpus."""
+
     name: str
     documents: list[Document] = field(default_factory=list)
     questions: list[Question] = field(default_factory=list)

@@ -13,14 +13,17 @@ from collections.abc import Callable, Hashable, Sequence
 
 
 def hit_at_k(ranked: Sequence[str], gold: set[str], k: int) -> float:
+    """1.0 when any of the first `k` ids of `ranked` (best first) is in `gold`, else 0.0."""
     return float(any(doc in gold for doc in ranked[:k]))
 
 
 def recall_at_k(ranked: Sequence[str], gold: set[str], k: int) -> float:
+    """Share of `gold` among the first `k` ids of `ranked`, in [0, 1]; 0.0 when `gold` is empty."""
     return len(gold.intersection(ranked[:k])) / len(gold) if gold else 0.0
 
 
 def mrr_at_k(ranked: Sequence[str], gold: set[str], k: int) -> float:
+    """Reciprocal rank (1/rank, rank 1-based) of the first gold id within the first `k` of `ranked`; 0.0 if none."""
     for rank, doc in enumerate(ranked[:k], 1):
         if doc in gold:
             return 1.0 / rank
@@ -28,6 +31,9 @@ def mrr_at_k(ranked: Sequence[str], gold: set[str], k: int) -> float:
 
 
 def ndcg_at_k(ranked: Sequence[str], gold: set[str], k: int) -> float:
+    """Normalised discounted cumulative gain at `k` with binary relevance (Järvelin & Kekäläinen 2002), in [0, 1].
+
+    Gain 1/log2(rank + 1) per gold id in the first `k` of `ranked`, divided by the gain of an ideal ranking."""
     dcg = sum(1.0 / math.log2(rank + 1) for rank, doc in enumerate(ranked[:k], 1) if doc in gold)
     ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(len(gold), k) + 1))
     return dcg / ideal if ideal else 0.0

@@ -180,6 +180,8 @@ def _is_json(data: bytes) -> bool:
 
 
 def describe_unsupported(data: bytes) -> str:
+    """What a file the loaders refuse looks like, for the error message: a binary kind named by its magic bytes
+    (e.g. an image or archive), "binary content", or text of no supported format."""
     for magic, kind in _BINARY_KINDS.items():
         if data.startswith(magic):
             return kind

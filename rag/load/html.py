@@ -25,6 +25,10 @@ XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
 
 
 def load_html(data: bytes, name: str) -> Parsed:
+    """An HTML page's visible text, one block per paragraph, list item, table row or heading, under its h1-h6 path.
+
+    Content a reader does not see (scripts, styles, navigation, `hidden`, CSS that hides) is dropped; the title is
+    <title>, else the first heading. `name` labels errors: raises `LoadError` when the bytes do not decode as text."""
     import lxml.html
 
     text = XML_DECLARATION.sub("", _decode_html(data, name))  # lxml refuses str input that declares an encoding

@@ -25,6 +25,9 @@ SAFE_XML = {
 
 
 def parse_xml(data: bytes, name: str) -> etree._Element:
+    """The root element of an XML file, parsed without network access, DTDs or entity expansion (`SAFE_XML`).
+
+    Raises `LoadError` naming `name` when the XML is not well-formed."""
     try:
         return etree.fromstring(data, etree.XMLParser(**SAFE_XML))
     except etree.XMLSyntaxError as exc:
@@ -90,6 +93,11 @@ _AKN_LABELS = frozenset({"num", "heading", "subheading"})
 
 
 def load_akoma_ntoso(data: bytes, name: str) -> Parsed:
+    """An Akoma Ntoso (OASIS LegalDocML) act: one block per unit of text (numbered paragraphs keep their number),
+    under the path of the hierarchy elements (chapters, sections, articles...) above it, each also a short heading
+    block; repealed text and editorial notes are left out.
+
+    Raises `LoadError` when the XML is not well-formed."""
     root = parse_xml(data, name)
     namespace = etree.QName(root).namespace
     rules = _FlattenRules(
@@ -169,6 +177,10 @@ _RECITAL = {"EN": "Recital", "FR": "Considérant", "DE": "Erwägungsgrund"}
 
 
 def load_formex(data: bytes, name: str) -> Parsed:
+    """A Formex 4 act (the EU Publications Office's XML): one block per recital or paragraph, under the path of the
+    divisions and articles above it; the title is the act's BIB.DATA/TITLE/TI.
+
+    Raises `LoadError` when the XML is not well-formed."""
     root = parse_xml(data, name)
     for mark in root.iter("QUOT.START", "QUOT.END"):  # quotes are empty elements carrying the character's code
         mark.text = _quote_char(mark.get("CODE", ""))

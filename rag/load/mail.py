@@ -4,8 +4,9 @@ charsets and transfer encodings handled by the parser every Python ships, nothin
 One EML file is one `Document`, so it stays one entry in the index, one original file and one thing to delete:
 - a header block (From, To, Cc, Date, Subject, and the names of the attachments), under the heading path (subject,);
 - the body (text/plain preferred, else text/html read like an HTML file), under (subject,);
-- each attachment read like an uploaded file of its own (`rag.load.load_bytes`, passed in by rag/load/loader.py, so every format is supported and a
-  forwarded message is read as e-mail too), its blocks under (subject, "Attachment: <file name>", *its own path).
+- each attachment read like an uploaded file of its own (`rag.load.load_bytes`, passed in by rag/load/loader.py, so
+  every format is supported and a forwarded message is read as e-mail too), its blocks under (subject,
+  "Attachment: <file name>", *its own path).
   Attachment blocks carry no page number: the document's original is the e-mail, not the attachment. An attachment
   that cannot be read (an image, a corrupt file) keeps its name in the header block and adds no text.
 Messages attached inside messages, and multiparts inside multiparts (a signed message wraps its body and attachments

@@ -17,6 +17,10 @@ _FRONT_MATTER = re.compile(r"\A---[ \t]*\n.*?\n(---|\.\.\.)[ \t]*\n", re.DOTALL)
 
 
 def load_markdown(data: bytes, name: str) -> Parsed:
+    """A CommonMark document (tables enabled; YAML front matter dropped): one block per paragraph, list item, table
+    row or code block under its heading path; the title is the first heading, else the first line.
+
+    Raises `LoadError` when the bytes do not decode as text."""
     from markdown_it import MarkdownIt
 
     text = _FRONT_MATTER.sub("", decode_text(data, name))

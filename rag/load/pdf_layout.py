@@ -14,6 +14,10 @@ from .document import one_line
 
 
 def pdf_page_texts(data: bytes, name: str) -> tuple[list[str], str]:
+    """Each page's text (one string per page, lines in reading order, columns one after the other) and the
+    metadata title ("" when absent). The caller holds `PDFIUM_LOCK` (pdfium is not thread-safe).
+
+    Raises `LoadError` naming `name` for an encrypted, corrupt or truncated PDF, or a page that cannot be read."""
     import pypdfium2 as pdfium
     import pypdfium2.raw as pdfium_c
 
