@@ -12,7 +12,7 @@ lines and a scripted model, and through a real terminal with the real model.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TextIO
 
@@ -36,12 +36,13 @@ class Answers(Protocol):
     def stream(
         self,
         question: str,
+        *,
         k: int | None = None,
         mode: str | None = None,
         search_filter: SearchFilter | None = None,
         history: Sequence[str] = (),
-    ) -> Iterator[Event]:
-        """`Token`s, then the verified `Answer` (rag/answer.py)."""
+    ) -> Generator[Event, None, None]:
+        """`Token`s, then the verified `Answer` (rag/answer.py); `close()` stops the generation."""
         ...
 
 
@@ -56,7 +57,7 @@ HELP = """Ask a question about the indexed documents, or use a command:
 def print_stream(events: Iterable[Event], out: TextIO = sys.stdout) -> Answer:
     """Write tokens as they arrive, then the verified answer where it differs, then the numbered sources."""
     streamed: list[str] = []
-    answer = None
+    answer: Answer | None = None
     for event in events:
         if isinstance(event, Token):
             streamed.append(event.text)
@@ -64,6 +65,8 @@ def print_stream(events: Iterable[Event], out: TextIO = sys.stdout) -> Answer:
             out.flush()
         else:
             answer = event
+    if answer is None:  # every stream ends with its Answer (rag/answer.py); a stream cut short raised before
+        raise RuntimeError("the answer stream ended without an Answer")
     out.write(render_tail(answer, "".join(streamed)) + "\n")
     out.flush()
     return answer

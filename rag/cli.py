@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -22,6 +22,7 @@ from .errors import ConfigError, IndexError_, InputError, NotFoundError, RagErro
 if TYPE_CHECKING:
     from .pipeline import Pipeline
     from .records import DocumentRecord
+    from .retrieve import Mode
     from .settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Sovereign RAG: on-premise document QA.")
@@ -79,7 +80,7 @@ def _no_index(settings: Settings) -> IndexError_:
     )
 
 
-def _print_json(payload) -> None:
+def _print_json(payload: object) -> None:
     typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
 
 
@@ -138,15 +139,15 @@ def search(
     if not query.strip():
         raise InputError("the query is empty")
     retrieval = invocation(ctx).settings().retrieval
-    k, mode = k or retrieval.k, mode or retrieval.mode
+    k, search_mode = k or retrieval.k, cast("Mode", mode) if mode else retrieval.mode  # checked above
     search_filter = SearchFilter(
         doc_ids=frozenset(doc) if doc else None,
         langs=frozenset(lang) if lang else None,
         labels=frozenset(label) if label else None,
     )
-    hits = _pipeline(ctx).search(query, k=k, mode=mode, search_filter=search_filter)
+    hits = _pipeline(ctx).search(query, k=k, mode=search_mode, search_filter=search_filter)
     if json_out:
-        _print_json({"query": query, "mode": mode, "k": k, "hits": [h.to_dict() for h in hits]})
+        _print_json({"query": query, "mode": search_mode, "k": k, "hits": [h.to_dict() for h in hits]})
         return
     if not hits:
         typer.echo("no passages found")

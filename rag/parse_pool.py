@@ -28,7 +28,7 @@ import resource
 import threading
 import time
 from collections import deque
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import CancelledError, TimeoutError
 from pathlib import Path
 from typing import Protocol, Self
@@ -80,7 +80,7 @@ class ParsePool:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -113,7 +113,7 @@ class ParsePool:
         futures = [(name, self._schedule(_load_upload, data, name, self.ocr)) for name, data in named]
         return [self._outcome(name, future)[1] for name, future in futures]
 
-    def _schedule(self, function, *args) -> pebble.ProcessFuture:
+    def _schedule(self, function: Callable[..., Document], *args: object) -> pebble.ProcessFuture:
         try:
             return self._pool.schedule(function, args=args, timeout=self.settings.parse_timeout_s)
         except RuntimeError as exc:  # pebble's pool is broken (its workers cannot start) or closed

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -262,7 +262,7 @@ class Pipeline:
         mode: str | None = None,
         search_filter: SearchFilter | None = None,
         history: Sequence[str] = (),
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         """`Token`s as they are generated, then the authoritative `Answer` (see rag/answer.py); ingestion in this
         process waits until the stream is exhausted or closed, as for `ask`."""
         with self.embedder.priority():

@@ -129,7 +129,13 @@ class Retriever:
         )
         return fuse(dense, lexical, weight, across=across, across_weight=across_weight)
 
-    def _hits(self, ranked, dense, lexical, k: int) -> list[Hit]:
+    def _hits(
+        self,
+        ranked: list[tuple[int, float]],
+        dense: list[tuple[int, float]],
+        lexical: list[tuple[int, float]],
+        k: int,
+    ) -> list[Hit]:
         """The best `k` passages with their scores; a passage identical to a better one (same heading and text, its
         `content_hash`: a copy of a file, a repeated clause) is dropped, so one passage never fills several places.
         The candidates beyond `k` (retrieval.candidates deep) fill the places of the dropped ones."""

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -515,7 +516,7 @@ class _YamlFiles(PydanticBaseSettingsSource):
         super().__init__(settings_cls)
         self.config_file = config_file
 
-    def get_field_value(self, field, field_name: str) -> tuple[Any, str, bool]:
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         """Unused: `__call__` returns every value at once."""
         return None, field_name, False
 
@@ -548,7 +549,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(values).__name__}")
     for dotted in PATH_FIELDS:
         *sections, name = dotted.split(".")
-        holder = values
+        holder: Any = values  # the section's mapping; None where the file lacks the section
         for section in sections:
             holder = holder.get(section) if isinstance(holder, dict) else None
         value = holder.get(name) if isinstance(holder, dict) else None

@@ -116,7 +116,7 @@ def detect_format(path: Path) -> str:
 
 def _first_record_is_clapnq(path: Path) -> bool:
     first = next(_jsonl(path), (0, {}))[1]
-    return {"input", "passages"} <= first.keys()
+    return isinstance(first, dict) and {"input", "passages"} <= first.keys()
 
 
 # ---------------------------------------------------------------------------------------------- SQuAD
@@ -221,7 +221,7 @@ def read_clapnq(path: Path, name: str | None = None) -> Dataset:
     return dataset
 
 
-def _clapnq_passage(passage, where: str, passages: dict[str, Document], name: str) -> str:
+def _clapnq_passage(passage: object, where: str, passages: dict[str, Document], name: str) -> str:
     """The passage's key (a hash of title and text: ClapNQ items carry no passage id), indexing it once."""
     if not isinstance(passage, dict):
         raise InputError(f"{where}: every entry of 'passages' must be an object with 'title' and 'text'")

@@ -149,7 +149,9 @@ def alce_citations(
     return {"recall": supported / len(cited), "precision": precise / total if total else 0.0}
 
 
-def _redundant(i: int, citation: Hashable, ids: tuple[Hashable, ...], supports) -> bool:
+def _redundant(
+    i: int, citation: Hashable, ids: tuple[Hashable, ...], supports: Callable[[int, tuple[Hashable, ...]], bool]
+) -> bool:
     if len(ids) == 1 or supports(i, (citation,)):
         return False
     return supports(i, tuple(c for c in ids if c != citation))

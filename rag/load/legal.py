@@ -45,13 +45,13 @@ class _FlattenRules:
     foreign: Callable[[str | None], bool] = lambda namespace: False  # elements of other vocabularies to skip
 
 
-def _flatten(element, rules: _FlattenRules) -> str:
+def _flatten(element: etree._Element, rules: _FlattenRules) -> str:
     parts: list[str] = []
     _flatten_into(element, rules, parts)
     return "".join(parts)
 
 
-def _flatten_into(element, rules: _FlattenRules, parts: list[str]) -> None:
+def _flatten_into(element: etree._Element, rules: _FlattenRules, parts: list[str]) -> None:
     if not isinstance(element.tag, str):  # an unexpanded entity reference: no text of ours (its tail is)
         return
     qname = etree.QName(element)
@@ -74,7 +74,7 @@ def source_text(text: str | None) -> str:
     return text.replace("\n", " ") if text else ""
 
 
-def _inline(element, rules: _FlattenRules) -> str:
+def _inline(element: etree._Element | None, rules: _FlattenRules) -> str:
     return one_line(_flatten(element, rules)) if element is not None else ""
 
 
@@ -117,7 +117,9 @@ def load_akoma_ntoso(data: bytes, name: str) -> Parsed:
     return Parsed(builder, title)
 
 
-def _akn_units(element, path: tuple[str, ...], rules: _FlattenRules) -> Iterator[tuple[str, tuple[str, ...]]]:
+def _akn_units(
+    element: etree._Element, path: tuple[str, ...], rules: _FlattenRules
+) -> Iterator[tuple[str, tuple[str, ...]]]:
     """(text, heading path) per readable unit, in document order.
 
     Hierarchy elements (chapter, section, article...) extend the heading path with "num - heading" and emit it as a
@@ -146,13 +148,13 @@ def _akn_units(element, path: tuple[str, ...], rules: _FlattenRules) -> Iterator
             yield _flatten(child, rules), path
 
 
-def _akn_label(element, rules: _FlattenRules) -> str:
+def _akn_label(element: etree._Element, rules: _FlattenRules) -> str:
     number = _akn_number(element, rules).rstrip(" .:-\u2013")
     heading = _inline(element.find("{*}heading"), rules).strip(" -\u2013")
     return " - ".join(part for part in (number, heading) if part)
 
 
-def _akn_number(element, rules: _FlattenRules) -> str:
+def _akn_number(element: etree._Element, rules: _FlattenRules) -> str:
     return _inline(element.find("{*}num"), rules)
 
 
@@ -203,7 +205,9 @@ def _quote_char(code: str) -> str:
         return '"'
 
 
-def _formex_units(element, path: tuple[str, ...], recital: str) -> Iterator[tuple[str, tuple[str, ...]]]:
+def _formex_units(
+    element: etree._Element, path: tuple[str, ...], recital: str
+) -> Iterator[tuple[str, tuple[str, ...]]]:
     """(text, heading path) per unit: divisions and articles label the path; paragraphs and recitals are units."""
     for child in element:
         tag = child.tag

@@ -20,7 +20,7 @@ import email
 import email.policy
 import re
 from collections.abc import Callable
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 
 from ..errors import LoadError
 from .detect import detect_format
@@ -51,12 +51,12 @@ def load_eml(data: bytes, name: str, *, read_attachment: Callable[[bytes, str], 
 
 
 def _parse(data: bytes) -> EmailMessage:
-    return email.message_from_bytes(data, policy=email.policy.default)  # type: ignore[return-value]
+    return email.message_from_bytes(data, policy=email.policy.default)
 
 
 def _add_message(
     builder: TextBuilder,
-    message: EmailMessage,
+    message: MIMEPart,
     name: str,
     path: tuple[str, ...],
     *,
@@ -88,7 +88,7 @@ def _add_message(
     return subject
 
 
-def _add_body(builder: TextBuilder, body: EmailMessage, name: str, path: tuple[str, ...]) -> None:
+def _add_body(builder: TextBuilder, body: MIMEPart, name: str, path: tuple[str, ...]) -> None:
     text = _content_text(body)
     if body.get_content_subtype() == "html":
         html = load_html(text.encode("utf-8"), name)
@@ -99,15 +99,16 @@ def _add_body(builder: TextBuilder, body: EmailMessage, name: str, path: tuple[s
             builder.add(paragraph, path)
 
 
-def _content_text(part: EmailMessage) -> str:
+def _content_text(part: MIMEPart) -> str:
     """A text part decoded with its declared charset; an unknown or wrong charset falls back to latin-1."""
     try:
         return part.get_content()
     except (LookupError, UnicodeDecodeError):
-        return (part.get_payload(decode=True) or b"").decode("latin-1")
+        payload = part.get_payload(decode=True)  # bytes, or None for a part without content
+        return payload.decode("latin-1") if isinstance(payload, bytes) else ""
 
 
-def _attachment_name(part: EmailMessage, index: int) -> str:
+def _attachment_name(part: MIMEPart, index: int) -> str:
     filename = part.get_filename()
     if filename:
         return one_line(filename, 120)
@@ -118,7 +119,7 @@ def _attachment_name(part: EmailMessage, index: int) -> str:
 
 def _add_attachment(
     builder: TextBuilder,
-    part: EmailMessage,
+    part: MIMEPart,
     name: str,
     path: tuple[str, ...],
     *,
@@ -128,7 +129,7 @@ def _add_attachment(
     """An attachment's blocks under `path`; a forwarded message recursively, any other file through `read`."""
     if part.get_content_type() == "message/rfc822":
         inner = part.get_payload()
-        if isinstance(inner, list) and inner:
+        if isinstance(inner, list) and inner and isinstance(inner[0], MIMEPart):  # always so under policy.default
             _add_message(builder, inner[0], name, path, depth=depth + 1, read=read)
         return
     data = part.get_payload(decode=True)

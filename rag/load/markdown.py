@@ -4,12 +4,16 @@ a browser would show."""
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from lxml import etree
 
 from .document import Outline, Parsed, TextBuilder, first_line_title, one_line
 from .html import drop_hidden, html_inline_text
 from .text import decode_text
+
+if TYPE_CHECKING:
+    from markdown_it.token import Token
 
 # ------------------------------------------------------------------------------------------ Markdown and text
 
@@ -54,7 +58,7 @@ def load_markdown(data: bytes, name: str) -> Parsed:
     return Parsed(builder, first_heading or first_line_title(builder))
 
 
-def _markdown_inline(token) -> str:
+def _markdown_inline(token: Token) -> str:
     """Readable text of an inline token: markup dropped, images by their alt text, hard breaks kept."""
     parts = []
     for child in token.children or []:

@@ -12,6 +12,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -188,7 +189,7 @@ def vector(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.float32)
 
 
-def _document(row) -> DocumentRecord:
+def _document(row: sqlite3.Row | tuple[Any, ...]) -> DocumentRecord:
     return DocumentRecord(
         doc_id=row[0],
         source=row[1],
@@ -206,7 +207,7 @@ def _document(row) -> DocumentRecord:
     )
 
 
-def _chunk(row) -> ChunkRecord:
+def _chunk(row: sqlite3.Row | tuple[Any, ...]) -> ChunkRecord:
     return ChunkRecord(
         id=row[0],
         doc_id=row[1],

@@ -267,7 +267,7 @@ class _Writer:
         self.store._acquire_lock()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.store._release_lock()  # the structures are built after it: the next writer need not wait for them
         if exc[0] is None:
             self.store.refresh()

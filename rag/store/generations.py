@@ -138,7 +138,9 @@ def load_snapshot(directory: Path, dim: int, dense_settings: DenseIndexSettings)
         dense_path = directory / f"dense-{generation}-{name}.faiss"
         lexical_path = directory / f"lexical-{generation}"
 
-        def published(dense: DenseIndex | None, lexical: LexicalIndex | None):
+        def published(
+            dense: DenseIndex | None, lexical: LexicalIndex | None
+        ) -> tuple[DenseIndex | None, LexicalIndex | None]:
             """Whichever of the two is still None, from its file; no file disappears while it is read."""
             with _flock(directory / "structures.lock", fcntl.LOCK_SH):
                 if dense is None:
@@ -236,7 +238,7 @@ def _published(
     return structure
 
 
-def _publish(directory: Path, generation: int, dense_path: Path, built: dict[Path, DenseIndex | LexicalIndex]):
+def _publish(directory: Path, generation: int, dense_path: Path, built: dict[Path, DenseIndex | LexicalIndex]) -> None:
     """Make freshly built structures visible to other processes, and remove what no process needs any more.
 
     Each is saved under a temporary name of this process and fsynced before the structures lock is taken; under
