@@ -34,12 +34,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rag.datasets import Dataset, Question, read_squad
+from rag.eval.datasets import Dataset, Question, read_squad
 from rag.eval.index import open_index
 from rag.eval.run import subset
 from rag.language import detect_language
 from rag.load import load_document
-from rag.metrics import dedupe, retrieval_metrics
+from rag.eval.metrics import dedupe, retrieval_metrics
 from rag.pipeline import Pipeline
 from rag.retrieve import fuse
 from rag.settings import Settings, load_settings

@@ -1,11 +1,15 @@
-"""Retrieval quality of dense, BM25 and hybrid search on the shared SQuAD-format dev sets.
+"""Retrieval quality of dense, BM25 and hybrid search on the shared dev sets, per embedder backend.
 
 Each paragraph is indexed as a document; a question's gold is its own paragraph. A thin wrapper over the evaluation
 harness (rag/eval: its cached scratch index and its `Ranker`, which fuses with the product's `fuse` and default
 weights); `--sweep` also reports other dense weights (how the defaults were chosen). `rag eval run FILE --mode
-retrieval` gives the same dense/BM25/hybrid figures for any dataset. Writes bench/results/retrieval.json.
+retrieval` gives the same dense/BM25/hybrid figures for any dataset. ClapNQ dev is read as the harness reads it
+(the folder: its unanswerable questions have no gold and are not scored). With several `--backends` each set is
+scored by every backend in turn, and each metric is also given relative to the first backend's (`change`).
+Writes bench/results/retrieval.json.
 
-    python -m bench.retrieval                 # XQuAD-en, XQuAD-de, PIAF-fr, every question
+    python -m bench.retrieval                 # XQuAD-en, XQuAD-de, PIAF-fr, ClapNQ, every question, configured backend
+    python -m bench.retrieval --limit 300 --backends torch onnx onnx-int8
     python -m bench.retrieval --limit 200 --sweep
 """
 
@@ -20,7 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rag.eval.datasets import read_squad
+from rag.eval.datasets import read_clapnq, read_squad
 from rag.eval.index import open_index
 from rag.eval.question import Ranker
 from rag.eval.run import subset
@@ -32,12 +36,14 @@ DATASETS = {
     "xquad-en": SHARED / "xquad" / "xquad.en.json",
     "xquad-de": SHARED / "xquad" / "xquad.de.json",
     "piaf-fr": SHARED / "piaf_fr" / "piaf-v1.0.json",
+    "clapnq": SHARED / "clapnq" / "annotated_data" / "dev",
 }
+BACKENDS = ("torch", "onnx", "onnx-int8")
 SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 
 
 def evaluate(name: str, path: Path, limit: int | None, sweep: bool, settings: Settings) -> dict:
-    dataset = read_squad(path, name)
+    dataset = read_clapnq(path) if path.is_dir() else read_squad(path, name)
     questions = subset(dataset.questions, limit)
     pipeline, index = open_index(settings, dataset, progress=True)
     ranker = Ranker(pipeline, dataset)
@@ -49,7 +55,7 @@ def evaluate(name: str, path: Path, limit: int | None, sweep: bool, settings: Se
     query_seconds = time.perf_counter() - started
     pipeline.close()
     return {
-        "dataset": name, "path": str(path), "dataset_sha256": dataset.sha256, "documents": len(dataset.documents),
+        "dataset": name, "backend": settings.embedder.backend, "path": str(path), "dataset_sha256": dataset.sha256, "documents": len(dataset.documents),
         "questions": len(questions), "index_seconds": index["build_seconds"], "index_reused": index["reused"],
         "query_ms_mean": round(1000 * query_seconds / max(1, len(questions)), 2),
         "dense_weight": settings.retrieval.dense_weight,
@@ -57,22 +63,44 @@ def evaluate(name: str, path: Path, limit: int | None, sweep: bool, settings: Se
     }
 
 
+def with_backend(settings: Settings, backend: str) -> Settings:
+    return settings.model_copy(update={"embedder": settings.embedder.model_copy(update={"backend": backend})})
+
+
+def changes(result: dict, reference: dict) -> dict:
+    """Each metric relative to the reference backend's on the same questions: +0.01 is 1% higher."""
+    return {key: {m: round(v / reference["metrics"][key][m] - 1, 4) for m, v in metrics.items()
+                  if m != "questions" and reference["metrics"][key].get(m)}
+            for key, metrics in result["metrics"].items() if key in reference["metrics"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--backends", nargs="*", default=None, choices=BACKENDS,
+                        help="embedder backends to compare, the first as the reference (default: the configured one)")
     parser.add_argument("--limit", type=int, default=None, help="N questions per dataset, evenly spaced")
     parser.add_argument("--sweep", action="store_true", help="also report other dense weights")
     parser.add_argument("--out", type=Path, default=Path("bench/results/retrieval.json"))
     args = parser.parse_args()
     settings = Settings()
-    results = [evaluate(name, DATASETS[name], args.limit, args.sweep, settings) for name in args.datasets]
+    backends = args.backends or [settings.embedder.backend]
+    results = []
+    for name in args.datasets:
+        runs = [evaluate(name, DATASETS[name], args.limit, args.sweep, with_backend(settings, b)) for b in backends]
+        for result in runs[1:]:
+            result["change"] = changes(result, runs[0])
+        results += runs
     payload = {"machine": platform.platform(), "cpus": os.cpu_count(), "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2))
     for result in results:
-        print(f"\n{result['dataset']} ({result['questions']} questions)")
+        print(f"\n{result['dataset']} {result['backend']} ({result['questions']} questions)")
         for key, metrics in result["metrics"].items():
-            print(f"  {key:16} " + "  ".join(f"{m}={v:.3f}" for m, v in metrics.items() if m != "questions"))
+            change = result.get("change", {}).get(key, {})
+            print(f"  {key:16} " + "  ".join(
+                f"{m}={v:.3f}" + (f" ({change[m]:+.2%})" if m in change else "")
+                for m, v in metrics.items() if m != "questions"))
 
 
 if __name__ == "__main__":

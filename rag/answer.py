@@ -4,9 +4,17 @@
 authoritative: verification runs after generation, so a sentence already streamed may be removed from it (it is then
 listed in `Answer.removed`), and an answer whose sentences are all removed becomes an abstention.
 
-Abstention happens before generation when retrieval evidence is weak (no passage, or the best passage contains too
-small a share of the question's content words: `answer.min_retrieval_score`), and after it when no sentence survives
-verification. Either way the answer says so in the question's language and the closest passages are its sources.
+Whether to answer is decided once, before any generation and in both modes, by a calibrated probability that the
+passages answer the question (rag/confidence.py: a logistic model over retrieval features and the verification of the
+passages' best sentences for the question, fitted on labelled questions): below `answer.min_confidence` the answer
+abstains. It also abstains when no passage is found, when the best passage holds too small a share of the question's
+content words (`answer.min_retrieval_score`), and when nothing survives verification. An abstention says so in the
+question's language and lists the closest passages as its sources.
+
+Passages that address the assistant (rag/untrusted.py) are set aside before anything else: the model never sees
+them, they are neither quoted nor support, and the answer lists them under `set_aside`. When no generated sentence
+survives verification, the answer falls back to quoting the passages (`quote`): the quoted sentences in the
+question's language that pass the same verification; it abstains when none does.
 """
 
 from __future__ import annotations
@@ -15,7 +23,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
-from .cite import Citation, Sentence, parse_sentences, verify
+from .cite import Citation, Sentence, parse_sentences, passage_text, unmatched_words, verify
+from .confidence import ConfidenceModel, features, shipped_model
 from .errors import InputError
 from .generate import LLM, Prompt
 from .language import UNDETERMINED, detect_language
@@ -24,6 +33,7 @@ from .prompt import build_prompt, citation_grammar
 from .retrieve import Hit
 from .settings import Settings
 from .store import ChunkRecord, SearchFilter
+from .untrusted import addresses_assistant
 
 NO_ANSWER = {
     "en": "The documents do not contain the answer to this question.",
@@ -34,6 +44,14 @@ NO_ANSWER = {
     "it": "I documenti non contengono la risposta a questa domanda.",
     "es": "Los documentos no contienen la respuesta a esta pregunta.",
     "pt": "Os documentos não contêm a resposta a esta pergunta.",
+}
+
+# Said before an answer whose cited passages do not speak of some of the question's words ({words}).
+NOT_MENTIONED = {
+    "en": "The documents do not mention {words}.",
+    "fr": "Les documents ne mentionnent pas {words}.",
+    "de": "Die Dokumente erwähnen {words} nicht.",
+    "lb": "D'Dokumenter ernimmen {words} net.",
 }
 
 Search = Callable[..., list[Hit]]  # Pipeline.search(query, k=..., search_filter=...)
@@ -87,6 +105,10 @@ class Answer:
     timings: Timings = field(default_factory=Timings)
     model: str | None = None
     raw: str = ""  # the model's output before parsing and verification
+    set_aside: list[Hit] = field(default_factory=list)  # retrieved passages that address the assistant, unused
+    unmatched: list[str] = field(default_factory=list)  # question words no cited passage speaks of (see `_finish`)
+    confidence: float = 0.0  # probability that the passages answer the question (rag/confidence.py)
+    features: dict[str, float] = field(default_factory=dict)  # the confidence model's inputs
 
     def to_dict(self) -> dict:
         return {
@@ -94,6 +116,8 @@ class Answer:
             "abstained": self.abstained, "evidence": round(self.evidence, 4), "sentences": [s.to_dict() for s in self.sentences],
             "removed": [s.to_dict() for s in self.removed], "sources": [s.to_dict() for s in self.sources],
             "timings": asdict(self.timings), "model": self.model, "raw": self.raw,
+            "set_aside": [h.to_dict() for h in self.set_aside], "unmatched": self.unmatched,
+            "confidence": round(self.confidence, 4), "features": {k: round(v, 4) for k, v in self.features.items()},
         }
 
 
@@ -103,11 +127,13 @@ Event = Token | Answer
 class Answerer:
     """Turns a question into an `Answer`; the language model is asked for only when a generation needs it."""
 
-    def __init__(self, search: Search, llm: Callable[[], LLM], encode: Callable, settings: Settings):
+    def __init__(self, search: Search, llm: Callable[[], LLM], encode: Callable, settings: Settings, *,
+                 confidence: ConfidenceModel | None = None):
         self.search = search
         self.llm = llm
         self.encode = encode  # the embedder's encode(texts) -> unit vectors, for quote mode
         self.settings = settings
+        self.confidence = confidence or shipped_model()
 
     def ask(self, question: str, **options) -> Answer:
         *_, answer = self.stream(question, **options)
@@ -121,17 +147,30 @@ class Answerer:
         mode = mode or self.settings.answer.mode
         question = self._checked(question, mode)
         query = retrieval_query(question, history)
-        hits = self.search(query, k=k, search_filter=search_filter)
+        found = self.search(query, k=k, search_filter=search_filter)
+        hits = [h for h in found if not addresses_assistant(h.chunk.text)]
         timings = Timings(retrieval_ms=_ms(started))
-        base = Answer(question, "", question_language(question, hits), mode, False, evidence(query, hits),
-                      timings=timings)
-        if not hits or base.evidence < self.settings.answer.min_retrieval_score:
+        base = Answer(question, "", question_language(question, hits or found), mode, False, evidence(query, hits),
+                      timings=timings, set_aside=[h for h in found if h not in hits])
+        quotes, scores = self._quotes(question, base.lang, hits)
+        base.features = features(question, base.lang, hits, quotes, scores)
+        base.confidence = self.confidence.probability(base.features)
+        answer = self.settings.answer
+        if not hits or base.evidence < answer.min_retrieval_score or base.confidence < answer.min_confidence:
             yield self._abstain(base, hits, started)
         elif mode == "quote":
-            quoted = quote(question, hits, self.encode, self.settings.answer.quote_sentences)
-            yield self._finish(base, hits, quoted, [], started) if quoted else self._abstain(base, hits, started)
+            kept = [q for q in quotes if q.supported][: answer.quote_sentences]
+            yield self._finish(base, hits, kept, [], started) if kept else self._abstain(base, hits, started)
         else:
-            yield from self._generate(base, hits, started)
+            yield from self._generate(base, hits, quotes, started)
+
+    def _quotes(self, question: str, lang: str, hits: list[Hit]) -> tuple[list[Sentence], list[float]]:
+        """The passages' best sentences for the question (twice `answer.quote_sentences`, so that enough survive),
+        verified with the question's rules, and their ranking scores."""
+        ranked = rank_sentences(question, hits, self.encode)[: 2 * self.settings.answer.quote_sentences]
+        quoted = [Sentence(s.text, [Citation.of(s.passage + 1, hits[s.passage])]) for s in ranked]
+        verify(quoted, hits, self.settings.answer.min_support, question=question, question_lang=lang)
+        return quoted, [s.score for s in ranked]
 
     def _checked(self, question: str, mode: str) -> str:
         question = question.strip()
@@ -145,9 +184,9 @@ class Answerer:
             raise InputError(f"the answer mode must be generate or quote, not {mode!r}")
         return question
 
-    def _generate(self, base: Answer, hits: list[Hit], started: float) -> Iterator[Event]:
+    def _generate(self, base: Answer, hits: list[Hit], quotes: list[Sentence], started: float) -> Iterator[Event]:
         llm = self.llm()
-        hits, prompt, base.timings.prompt_tokens = self.prompt_for(base.question, hits)
+        shown, prompt, base.timings.prompt_tokens = self.prompt_for(base.question, hits)
         base.model = llm.info.model
         grammar = citation_grammar(len(hits)) if self._use_grammar() else None
         pieces: list[str] = []
@@ -165,7 +204,7 @@ class Answerer:
         base.timings.generated_tokens = len(pieces)
         if decode_started is not None and len(pieces) > 1:
             base.timings.tokens_per_s = (len(pieces) - 1) / max(time.perf_counter() - decode_started, 1e-9)
-        yield self._verified(base, hits, "".join(pieces), started)
+        yield self._verified(base, shown, "".join(pieces), started, quotes, hits)
 
     def _use_grammar(self) -> bool:
         return self.settings.llm.grammar and self.settings.llm.prompt_format == "completion"
@@ -190,25 +229,41 @@ class Answerer:
                 )
             hits, excerpts = hits[:-1], excerpts[:-1] if excerpts else None
 
-    def _verified(self, base: Answer, hits: list[Hit], raw: str, started: float) -> Answer:
+    def _verified(self, base: Answer, shown: list[Hit], raw: str, started: float, quotes: list[Sentence],
+                  hits: list[Hit]) -> Answer:
+        """The generated text verified against the passages the prompt `shown`; when no sentence survives, the
+        `quotes` of those passages in the question's language instead (a quote in another language cannot
+        be checked against the question), or an abstention."""
         checked = time.perf_counter()
-        sentences = parse_sentences(raw, hits)
-        verify(sentences, hits, self.settings.answer.min_support)
+        sentences = parse_sentences(raw, shown)
+        verify(sentences, shown, self.settings.answer.min_support, question=base.question, question_lang=base.lang)
         base.raw = raw
         base.timings.verify_ms = _ms(checked)
         if self.settings.answer.remove_unsupported:
             kept, removed = [s for s in sentences if s.supported], [s for s in sentences if not s.supported]
         else:
             kept, removed = sentences, []
-        if not any(s.supported for s in kept):
+        if any(s.supported for s in kept):
+            return self._finish(base, shown, kept, removed, started)
+        marker = {hit.chunk.id: n for n, hit in enumerate(shown, 1)}
+        quoted = [Sentence(q.text, [Citation.of(marker[c.chunk_id], shown[marker[c.chunk_id] - 1])], q.support, True)
+                  for q in quotes for c in q.citations[:1]
+                  if q.supported and c.chunk_id in marker and shown[marker[c.chunk_id] - 1].chunk.lang == base.lang]
+        if not quoted:
             base.removed = sentences
             return self._abstain(base, hits, started)
-        return self._finish(base, hits, kept, removed, started)
+        base.mode = "quote"
+        return self._finish(base, shown, quoted[: self.settings.answer.quote_sentences], sentences, started)
 
     def _finish(self, base: Answer, hits, sentences: list[Sentence], removed: list[Sentence], started) -> Answer:
+        """The answer from its verified sentences; when the passages they cite (in the question's language) do not
+        speak of some of the question's words, the answer says so first (`NOT_MENTIONED`)."""
         base.sentences, base.removed = sentences, removed
-        base.text = " ".join(s.render() for s in sentences)
         base.sources = sources(hits, {c.marker for s in sentences for c in s.citations})
+        cited = [s.hit for s in base.sources if s.cited and s.chunk.lang == base.lang]
+        base.unmatched = unmatched_words(base.question, cited) if base.lang in NOT_MENTIONED else []
+        note = [NOT_MENTIONED[base.lang].format(words=", ".join(base.unmatched))] if base.unmatched else []
+        base.text = " ".join([*note, *(s.render() for s in sentences)])
         base.timings.total_ms = _ms(started)
         return base
 
@@ -249,19 +304,8 @@ def question_language(question: str, hits: Sequence[Hit]) -> str:
 
 def evidence(query: str, hits: Sequence[Hit]) -> float:
     """Largest share of the query's content words that one passage contains (stemmed in the passage's language)."""
-    return max((coverage(query, " ".join((*h.chunk.heading_path, h.chunk.text)), h.chunk.lang) for h in hits),
-               default=0.0)
+    return max((coverage(query, passage_text(h), h.chunk.lang) for h in hits), default=0.0)
 
 
 def sources(hits: Sequence[Hit], cited: set[int]) -> list[Source]:
     return [Source(n, hit, n in cited) for n, hit in enumerate(hits, 1)]
-
-
-# ---------------------------------------------------------------------------------------------- quote mode
-def quote(question: str, hits: Sequence[Hit], encode: Callable, count: int) -> list[Sentence]:
-    """The passages' sentences that best answer the question (`rag.focus.rank_sentences`), verbatim, each citing its
-    passage."""
-    return [
-        Sentence(s.text, [Citation.of(s.passage + 1, hits[s.passage])], s.score, True)
-        for s in rank_sentences(question, hits, encode)[:count]
-    ]

@@ -4,7 +4,13 @@ The check is lexical and deliberately strict about facts (docs/verification.md e
 
 - support = weighted share of the sentence's content words (stemmed, stop words removed) found in the passage, where
   a capitalised name weighs `NAME_WEIGHT` words, so a missing name costs much more than a missing common word;
-- any number of the sentence (every digit group, so dates and amounts too) absent from the passage makes the support 0.
+- any number of the sentence (every digit group, so dates and amounts too) absent from the passage makes the support 0;
+- a term of the question (`question_terms`: a content word, not a stop word or a generic question word in any
+  served language) that the sentence states but the passage and its headings lack makes the support 0: the sentence
+  carries the question's subject onto a passage about something else ("Interns receive 28 days" from a policy for
+  full-time employees). Terms the sentence does not state either are reported by `unmatched_words`;
+- a sentence that adds nothing to the question (`restates`: every content word and number already in it) has
+  support 0: "Remote days per week: [1]" is not an answer.
 
 A sentence with citations is checked against the union of the passages it cites. One without citations is checked
 against each retrieved passage and, when one supports it, cites the best: a small base model rarely cites by itself.
@@ -17,14 +23,34 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .chunk import sentence_spans
-from .lexical import tokenize
+from .lexical import any_stopwords, tokenize
 from .retrieve import Hit
+from .untrusted import fold
 
 NAME_WEIGHT = 3.0  # a capitalised name or term counts as this many ordinary words
 _MARKERS = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _LEADING_MARKERS = re.compile(rf"(?:{_MARKERS.pattern})+")
 _NUMBER = re.compile(r"\d+")
 _WORD = re.compile(r"[^\W\d_]+")
+
+# Words a question uses to ask rather than to name what it is about, in the served languages (fr, de, en, lb),
+# lower case without accents; with every stop word list they are left out of `question_terms`.
+GENERIC_QUESTION_WORDS = frozenset(fold(" ".join((
+    # en
+    "what which who whom whose when where why how many much long often does did do is are was were be been get gets "
+    "got receive receives received have has had can could may might must shall should will would there any give "
+    "gives given need needs allowed entitled tell please kind type number amount there",
+    # fr
+    "quel quelle quels quelles qui que quoi quand où comment combien pourquoi est sont peut peuvent doit doivent faut "
+    "ai as avons avez ont avoir obtenir obtient obtiennent recevoir reçoit reçoivent donne donné droit il elle ils "
+    "elles on nombre type y-a-t-il",
+    # de
+    "was wer wen wem wessen wann wo wie warum wieviel wieviele viel viele lange oft gibt es ist sind kann können darf "
+    "dürfen muss müssen bekommen bekommt erhalten erhält hat haben welche welcher welches welchen anzahl man",
+    # lb
+    "wat wien wiem wéini wou wéi firwat vill wéivill laang dacks gëtt ginn ass sinn kann kënnen dierf däerf muss "
+    "mussen kréien kritt kréie huet hunn wéieng wéien zuel een et",
+))).split())
 
 
 @dataclass(frozen=True)
@@ -116,46 +142,90 @@ def _tidy(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- verification
-def verify(sentences: list[Sentence], hits: Sequence[Hit], min_support: float) -> None:
+def verify(
+    sentences: list[Sentence], hits: Sequence[Hit], min_support: float, *, question: str = "",
+    question_lang: str | None = None,
+) -> None:
     """Score every sentence in place; uncited sentences get the citation of the passage that supports them best.
 
     Words are stemmed in the passage's language: an answer usually repeats its passage's wording, whatever the
-    language of the question.
+    language of the question. With `question_lang`, the question's terms are checked only against passages in that
+    language (a lexical check cannot tell whether "interns" is missing from a German passage); None checks them
+    against every passage, so a question in another language fails. The restatement check always applies.
     """
     for sentence in sentences:
         if sentence.citations:
             cited = [hits[c.marker - 1] for c in sentence.citations]
-            result = support(sentence.text, " ".join(h.chunk.text for h in cited), cited[0].chunk.lang)
+            result = support(sentence.text, " ".join(passage_text(h) for h in cited), cited[0].chunk.lang,
+                             question=question, check_terms=question_lang in (None, cited[0].chunk.lang))
         else:
-            result, best = _best_passage(sentence.text, hits)
+            result, best = _best_passage(sentence.text, hits, question, question_lang)
             if best is not None and result.score >= min_support:
                 sentence.citations = [Citation.of(best + 1, hits[best])]
         sentence.support, sentence.missing = result.score, list(result.missing)
         sentence.supported = result.score >= min_support
 
 
-def _best_passage(text: str, hits: Sequence[Hit]) -> tuple[Support, int | None]:
-    scored = [(support(text, h.chunk.text, h.chunk.lang), i) for i, h in enumerate(hits)]
+def passage_text(hit: Hit) -> str:
+    """What a passage states: its headings and its text ("Annual leave" may be said only by the heading)."""
+    return " ".join((*hit.chunk.heading_path, hit.chunk.text))
+
+
+def _best_passage(
+    text: str, hits: Sequence[Hit], question: str, question_lang: str | None
+) -> tuple[Support, int | None]:
+    scored = [(support(text, passage_text(h), h.chunk.lang, question=question,
+                       check_terms=question_lang in (None, h.chunk.lang)), i) for i, h in enumerate(hits)]
     if not scored:
         return Support(0.0, ()), None
     best, index = max(scored, key=lambda item: (item[0].score, -item[1]))
     return best, index
 
 
-def support(sentence: str, passage: str, lang: str) -> Support:
-    """How much of `sentence` the passage states; see the module docstring for the weights."""
+def support(sentence: str, passage: str, lang: str, *, question: str = "", check_terms: bool = True) -> Support:
+    """How much of `sentence` the passage states; see the module docstring for the weights and the rules that make
+    it 0. `question` empty skips the question rules; `check_terms` False skips only the question-term rule."""
     passage_words = set(tokenize(passage, lang))
     passage_numbers = set(_NUMBER.findall(passage))
     missing_numbers = [n for n in dict.fromkeys(_NUMBER.findall(sentence)) if n not in passage_numbers]
     names = set(tokenize(" ".join(capitalised_words(sentence)), lang))
     words = tokenize(sentence, lang)
-    if not words:  # nothing checkable ("Yes.") is not evidence of support
-        return Support(0.0, tuple(missing_numbers))
+    terms = question_terms(question, lang) if question and check_terms else []
+    missing_terms = [t for t in terms if t in words and t not in passage_words]
+    if not words or (question and restates(sentence, question, lang)):  # nothing checkable, or nothing new
+        return Support(0.0, tuple(missing_numbers + missing_terms))
     weights = [NAME_WEIGHT if w in names else 1.0 for w in words]
     found = sum(weight for w, weight in zip(words, weights) if w in passage_words)
     missing_names = [w for w in dict.fromkeys(words) if w in names and w not in passage_words]
-    score = 0.0 if missing_numbers else found / sum(weights)
-    return Support(score, tuple(missing_numbers + missing_names))
+    score = 0.0 if missing_numbers or missing_terms else found / sum(weights)
+    return Support(score, tuple(dict.fromkeys(missing_numbers + missing_names + missing_terms)))
+
+
+def question_terms(question: str, lang: str) -> list[str]:
+    """What the question is about: its words that are neither a stop word nor a generic question word
+    (`GENERIC_QUESTION_WORDS`) in any served language, tokenised as `lang` tokenises (distinct, in order).
+
+    "How many days of annual leave do interns get?" -> ["day", "annual", "leav", "intern"]."""
+    words = [w for w in _WORD.findall(question) if len(w) > 1 and w.lower() not in any_stopwords()
+             and fold(w) not in GENERIC_QUESTION_WORDS]
+    return list(dict.fromkeys(tokenize(" ".join(words), lang)))
+
+
+def unmatched_words(question: str, passages: Sequence[Hit]) -> list[str]:
+    """The question's words (as written) whose term no passage in `passages` contains, each passage tokenising in its
+    own language: what the question asks about that the cited passages do not speak of ("interns")."""
+    words = [w for w in _WORD.findall(question) if question_terms(w, passages[0].chunk.lang)] if passages else []
+    held = [set(tokenize(passage_text(h), h.chunk.lang)) for h in passages]
+    return [w for w in dict.fromkeys(words)
+            if not any(set(tokenize(w, h.chunk.lang)) <= tokens for h, tokens in zip(passages, held))]
+
+
+def restates(sentence: str, question: str, lang: str) -> bool:
+    """Whether the sentence says nothing the question does not: all its content words (stemmed in `lang`) and
+    numbers are the question's own. "Remote days per week: [1]" restates "Remote days per week: how many?"."""
+    new_words = set(tokenize(sentence, lang)) - set(tokenize(question, lang))
+    new_numbers = set(_NUMBER.findall(sentence)) - set(_NUMBER.findall(question))
+    return not new_words and not new_numbers
 
 
 def capitalised_words(sentence: str) -> list[str]:

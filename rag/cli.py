@@ -15,6 +15,7 @@ import typer
 
 from .cli_config import config_app
 from .cli_context import invocation
+from .cli_db import db_app, migrate
 from .cli_eval import eval_app
 from .cli_service import audit_app, keys_app, serve
 from .errors import ConfigError, IndexError_, InputError, NotFoundError, RagError
@@ -31,6 +32,8 @@ app.command()(serve)
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(eval_app, name="eval")
+app.add_typer(db_app, name="db")
+app.command()(migrate)
 
 _EXIT_CODES = ((ConfigError, 2), (InputError, 2), (IndexError_, 3), (NotFoundError, 4), (RagError, 1))
 # Set before any model library is imported: their own progress bars and notices stay off the console (ours remain).
@@ -68,7 +71,7 @@ def _catalog(settings: Settings) -> Pipeline | None:
     from .pipeline import Pipeline
     from .store import open_store
 
-    if not (settings.index_dir / "manifest.json").is_file():
+    if settings.store.backend == "embedded" and not (settings.index_dir / "manifest.json").is_file():
         return None
     store = open_store(settings, {}, check=False)
     return Pipeline(settings, store=store)
@@ -274,8 +277,20 @@ def stats(ctx: typer.Context, json_out: JsonOption = False) -> None:
     if json_out:
         _print_json(figures)
         return
-    for key in ("directory", "generation", "documents", "chunks", "vectors", "bm25_rows", "languages", "bytes_on_disk"):
-        typer.echo(f"{key:14} {figures[key]}")
+    for key in (
+        "directory",
+        "dsn",
+        "generation",
+        "documents",
+        "chunks",
+        "vectors",
+        "bm25_rows",
+        "languages",
+        "bytes_on_disk",
+        "bytes_in_database",
+    ):  # directory/bytes_on_disk: embedded; dsn/bytes_in_database: postgres
+        if key in figures:
+            typer.echo(f"{key:14} {figures[key]}")
     embedder = figures["manifest"]["embedder"]
     typer.echo(f"{'embedder':14} {embedder['name']} ({embedder['fingerprint'][:12]}, {embedder['backend']})")
     dense = figures["dense_index"] or {}

@@ -3,13 +3,15 @@
 sentence-transformers' own ONNX export needs optimum-onnx, which pins a transformers older than the one
 sentence-transformers 6 requires, so the export is done here, from the same checked files the torch backend loads:
 
-    <data_dir>/onnx/<fingerprint[:16]>/model.onnx                    transformer + mean pooling + L2 norm, fp32
-    <data_dir>/onnx/<fingerprint[:16]>/model-int8-split-<variant>.onnx   the same, int8, for this CPU variant
+    <data_dir>/onnx/<fingerprint[:16]>/model.onnx        transformer + mean pooling + L2 norm, fp32
+    <data_dir>/onnx/<fingerprint[:16]>/model-int8.onnx   the same, int8 (7-bit weights), one graph for every CPU
 
 Both are derived artefacts, made on first use (after the source files passed their pins) and reused after: written
 to a temporary name under a lock, fsynced and renamed, so a killed export leaves nothing half-written and two
 processes do not export at once. The session runs from the bytes that were hashed, so the sha256 in the index
-manifest is that of the graph actually used.
+manifest is that of the graph actually used. Export and quantisation are deterministic: the same pinned model and
+packages give the same bytes on any machine (tests/test_embed_onnx.py), so an index built on one opens on another,
+and a graph that differs (other package versions) is refused by the manifest check instead of mixing vectors.
 """
 
 from __future__ import annotations
@@ -18,10 +20,8 @@ import fcntl
 import hashlib
 import logging
 import os
-import platform
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,38 +37,11 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 # reach the activations' usual peaks, which belong to the model's weights more than to any text.
 CALIBRATION = Path(__file__).with_name("onnx_calibration.txt")
 SPLIT_ABOVE = 3.0  # a channel whose peak exceeds this many times the median channel's is split
-
-
-@dataclass(frozen=True)
-class Int8Variant:
-    """How int8 weights are made for one CPU family; the name goes into the file name."""
-
-    name: str
-    reduce_range: bool  # 7-bit weights: u8s8 products saturate in the 16-bit adds of CPUs without VNNI
-
-
-def int8_variant(flags: set[str], machine: str) -> Int8Variant | None:
-    """The quantisation that suits this CPU, or None where int8 would not pay (fp32 ONNX is used instead)."""
-    if machine.lower() in {"aarch64", "arm64"}:
-        return Int8Variant("arm64", reduce_range=False)
-    if flags & {"avx512_vnni", "avx_vnni"}:
-        return Int8Variant("x86-vnni", reduce_range=False)
-    if "avx2" in flags:
-        return Int8Variant("x86-avx2", reduce_range=True)  # per ONNX Runtime's quantisation docs
-    return None
-
-
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The first processor's feature flags (`flags` on x86, `Features` on ARM); empty where unreadable."""
-    try:
-        lines = cpuinfo.read_text().splitlines()
-    except OSError:
-        return set()
-    for line in lines:
-        key, _, value = line.partition(":")
-        if key.strip() in {"flags", "Features"}:
-            return set(value.split())
-    return set()
+# One int8 graph for every CPU, with 7-bit weights. ONNX Runtime's u8s8 kernel on x86 without VNNI (AVX2, AVX-512F)
+# adds pairs of u8 x s8 products in 16 bits, which saturate with 8-bit weights (2 x 255 x 127 > 32767) and not with
+# 7-bit ones (2 x 255 x 64 <= 32767): with them every kernel (AVX2, VNNI, ARM dot products) computes the same
+# integers, so the vectors, and the retrieval quality measured in docs/benchmarks.md, do not depend on the CPU.
+REDUCE_RANGE = True
 
 
 class OnnxBackend:
@@ -103,12 +76,8 @@ def onnx_path(model, data_dir: Path, fingerprint: str, backend: str) -> Path:
     _derive(fp32, lambda out: export_fp32(model, out))
     if backend == "onnx":
         return fp32
-    variant = int8_variant(cpu_flags(), platform.machine())
-    if variant is None:
-        log.warning("embedder.backend onnx-int8: this CPU has neither AVX2 nor ARM64 int8 support; using fp32 ONNX")
-        return fp32
-    int8 = folder / f"model-int8-split-{variant.name}.onnx"
-    _derive(int8, lambda out: quantise(model, fp32, out, variant))
+    int8 = folder / "model-int8.onnx"
+    _derive(int8, lambda out: quantise(model, fp32, out))
     return int8
 
 
@@ -170,8 +139,9 @@ def export_fp32(model, out: Path) -> None:
         raw.unlink(missing_ok=True)
 
 
-def quantise(model, fp32: Path, out: Path, variant: Int8Variant) -> None:
-    """Dynamic int8 after splitting outlier channels (weights per output channel: per-tensor scales lose too much)."""
+def quantise(model, fp32: Path, out: Path) -> None:
+    """Dynamic int8 after splitting outlier channels (weights per output channel: per-tensor scales lose too much),
+    with the 7-bit weights of the one graph every CPU runs (REDUCE_RANGE)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -181,7 +151,7 @@ def quantise(model, fp32: Path, out: Path, variant: Int8Variant) -> None:
     root.addFilter(_no_preprocess_advice)
     try:
         quantize_dynamic(
-            graph, out, weight_type=QuantType.QInt8, per_channel=True, reduce_range=variant.reduce_range,
+            graph, out, weight_type=QuantType.QInt8, per_channel=True, reduce_range=REDUCE_RANGE,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},  # the fused ops' outputs carry no type
         )
     finally:

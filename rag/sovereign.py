@@ -296,6 +296,13 @@ def configured_hosts(settings: Settings) -> list[str]:
     return [host for host in endpoints if host] + list(settings.sovereignty.allowed_hosts)
 
 
+def check_destination(host: str, port: str | int | None = None) -> None:
+    """For native code that opens its own sockets (libpq: rag/store/postgres.py): raise EgressBlockedError unless
+    the installed guard admits `host`. Without a guard there is nothing to enforce, as for Python sockets."""
+    if _guard is not None:
+        _guard.check_host("connect (native)", host, port)
+
+
 def probe() -> bool:
     """True when a real connection attempt to TEST-NET-1 is refused by the guard, hence before the system call.
 

@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "corpus"
 SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_CASES = ROOT.parent / "shared" / "cases"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -25,6 +26,14 @@ def shared(relative: str) -> Path:
     path = SHARED_DATA / relative
     if not path.exists():
         pytest.skip(f"shared data not available: {path}")
+    return path
+
+
+def case(relative: str) -> Path:
+    """A fault reproduction under ../shared/cases (its README), or a skip naming what is missing."""
+    path = SHARED_CASES / relative
+    if not path.exists():
+        pytest.skip(f"shared case not available: {path}")
     return path
 
 
@@ -56,11 +65,11 @@ def make_settings(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def embedder():
+def embedder(tmp_path_factory):
     from rag.embed import Embedder
     from rag.settings import EmbedderSettings
 
-    return Embedder(EmbedderSettings())
+    return Embedder(EmbedderSettings(), tmp_path_factory.getbasetemp() / "data")  # the ONNX graph's folder
 
 
 @pytest.fixture(scope="session")
@@ -115,3 +124,17 @@ def service(make_settings, embedder, tmp_path_factory):
 
     with serving(make_settings, embedder, tmp_path_factory.mktemp("service"), max_tokens=24, queue_size=2) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL 16 + pgvector server for the session (tests/pg.py); skipped without the `pgserver` wheel.
+    Its folder is not under pytest's (mode 0700): as root, PostgreSQL runs as another user that must reach it."""
+    import tempfile
+
+    pytest.importorskip("pgserver")
+    from .pg import start
+
+    server = start(Path(tempfile.mkdtemp(prefix="rag-postgres-")))
+    yield server
+    server.server.cleanup()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from rag.answer import NO_ANSWER, Answer, Answerer, Token, evidence, question_language, retrieval_query
+from rag.confidence import FEATURES
 from rag.errors import InputError
 from rag.generate import LLM, LLMInfo
 from rag.prompt import PREFIX, build_prompt, citation_grammar
@@ -47,9 +49,15 @@ class ScriptedLLM(LLM):
 
 def answerer(output: str, hits=HITS, **answer_settings) -> tuple[Answerer, ScriptedLLM]:
     model = ScriptedLLM(output)
-    answer = {"min_retrieval_score": 0.3, "passage_tokens": 0, **answer_settings}  # whole passages unless asked
+    # whole passages unless asked; the confidence model (fitted for real embeddings) decides only where asked
+    answer = {"min_retrieval_score": 0.3, "passage_tokens": 0, "min_confidence": 0.0, **answer_settings}
     settings = Settings(answer=answer, llm={"n_ctx": 512})
-    return Answerer(lambda query, **_: list(hits), lambda: model, None, settings), model
+    return Answerer(lambda query, **_: list(hits), lambda: model, same_vector, settings), model
+
+
+def same_vector(texts):
+    """An encoder under which every text is alike, so quoting ranks sentences by the question's words alone."""
+    return np.ones((len(texts), 1))
 
 
 def test_stream_yields_tokens_then_the_verified_answer():
@@ -185,3 +193,13 @@ def test_follow_up_is_retrieved_with_the_previous_question(answer_pipeline):
     query = retrieval_query("And the minimum length?", ["What are the rules for passwords?"])
     top = answer_pipeline.search(query, k=1)[0].chunk
     assert top.doc_id.startswith("it-security-directive") and "14" in top.text
+
+
+def test_below_min_confidence_the_answer_abstains_before_generation_in_both_modes():
+    for mode in ("generate", "quote"):
+        ask, _ = answerer("Employees get 26 days of paid leave per calendar year.", min_confidence=1.0)
+        answer = ask.ask("How many days of paid leave do employees get?", mode=mode)
+        assert answer.abstained and answer.raw == "" and 0.0 < answer.confidence < 1.0, answer.to_dict()
+        assert set(answer.features) == set(FEATURES)
+        ask, _ = answerer("Employees get 26 days of paid leave per calendar year.", min_confidence=0.0)
+        assert not ask.ask("How many days of paid leave do employees get?", mode=mode).abstained

@@ -69,7 +69,7 @@ def test_case_11_a_question_in_english_or_french_finds_the_german_passage(pipeli
 
 
 def test_a_german_question_finds_the_english_and_the_french_passage(pipeline):
-    from rag.datasets import text_document
+    from rag.eval.datasets import text_document
 
     english = json.loads(shared("qa/xquad/xquad.en.json").read_text())["data"]
     german = json.loads(shared("qa/xquad/xquad.de.json").read_text())["data"]

@@ -94,7 +94,8 @@ def answer_record(answer: Answer) -> dict:
     kept = [_sentence_row(s, True, verifier_support(s.text, _cited(s, passages))) for s in answer.sentences]
     removed = [_sentence_row(s, False, s.support) for s in answer.removed]
     return {"abstained": answer.abstained, "prediction": "" if answer.abstained else answer_text(answer),
-            "answer": answer.text, "evidence": round(answer.evidence, 4), "sentences": kept + removed,
+            "answer": answer.text, "evidence": round(answer.evidence, 4), "confidence": round(answer.confidence, 4),
+            "features": {name: round(value, 4) for name, value in answer.features.items()}, "sentences": kept + removed,
             "sources": [{"n": s.n, "doc_id": s.chunk.doc_id, "source": s.chunk.source, "cited": s.cited}
                         for s in answer.sources]}
 

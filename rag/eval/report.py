@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .metrics import recall_at_k
+from .calibration import expected_calibration_error, reliability
 from .question import DEPTH, RETRIEVERS
 
 RANKING_METRICS = ("hit@1", "hit@5", "hit@10", "recall@5", "recall@10", "mrr@10", "ndcg@10")
@@ -88,9 +89,28 @@ def _abstention(agg: dict, records: list[dict]) -> str:
     if agg.get("abstention.rate") is None:
         return ""
     unanswerable = sum(1 for r in records if not r["answerable"])
-    return (f"## Abstention ({unanswerable} unanswerable of {len(records)})\n\n"
-            + table(["abstain rate", "precision", "recall", "F1"],
-                    [[agg["abstention.rate"], *(agg.get(f"abstention.{m}") for m in ("precision", "recall", "f1"))]]))
+    answerable = [r for r in records if r["answerable"]]
+    abstained_answerable = sum(r["abstained"] for r in answerable) / len(answerable) if answerable else None
+    text = (f"## Abstention ({unanswerable} unanswerable of {len(records)})\n\n"
+            + table(["abstain rate", "precision", "recall", "F1", "answerable abstained on"],
+                    [[agg["abstention.rate"], *(agg.get(f"abstention.{m}") for m in ("precision", "recall", "f1")),
+                      abstained_answerable]]))
+    bins = _reliability_bins(records)
+    if bins:
+        text += ("\n\nReliability of the answer confidence (predicted probability that the passages answer vs the "
+                 f"observed share of answerable questions; expected calibration error "
+                 f"{expected_calibration_error(bins):.3f}):\n\n"
+                 + table(["confidence", "mean predicted", "observed", "questions"],
+                         [[f"{b['low']:.1f}–{b['high']:.1f}", b["predicted"], b["observed"], b["n"]] for b in bins])
+                 + "\n\n![reliability diagram](reliability.png)")
+    return text
+
+
+def _reliability_bins(records: list[dict]) -> list[dict]:
+    scored = [r for r in records if "confidence" in r]
+    if not scored:
+        return []
+    return reliability(np.array([r["confidence"] for r in scored]), np.array([r["answerable"] for r in scored], int))
 
 
 STAGES = ("rank_ms", "retrieval_ms", "ttft_ms", "answer_ms", "verify_ms", "total_ms")
@@ -140,7 +160,8 @@ def write_plots(results: dict, out: Path) -> list[Path]:
 
     records, paths = results["records"], []
     for name, draw in (("recall_at_k.png", _recall_curves), ("latency.png", _latency),
-                       ("support.png", lambda ax, r: _support(ax, r, results["run"]["config"]))):
+                       ("support.png", lambda ax, r: _support(ax, r, results["run"]["config"])),
+                       ("reliability.png", _reliability)):
         figure, axes = pyplot.subplots(figsize=(6, 4))
         if draw(axes, records):
             figure.tight_layout()
@@ -192,3 +213,20 @@ def _support(axes, records: list[dict], config: dict) -> bool:
     axes.set(xlabel="verifier support", ylabel="sentences", title="Support of answer sentences")
     axes.legend()
     return True
+
+
+def _reliability(axes, records: list[dict]) -> bool:
+    """Predicted probability that the passages answer against the observed share of answerable questions, per bin;
+    the diagonal is perfect calibration, a marker's area the bin's question count."""
+    bins = _reliability_bins(records)
+    if not bins:
+        return False
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
+    axes.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], marker="o", label="this run")
+    axes.scatter([b["predicted"] for b in bins], [b["observed"] for b in bins], s=[8 * b["n"] for b in bins],
+                 alpha=0.3)
+    axes.set(xlabel="predicted probability that the passages answer", ylabel="observed share answerable",
+             xlim=(0, 1), ylim=(0, 1.02), title=f"Reliability, {sum(b['n'] for b in bins)} questions")
+    axes.legend(loc="upper left")
+    return True
+

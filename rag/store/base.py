@@ -122,11 +122,13 @@ def open_store(settings: Settings, manifest: dict, *, check: bool = True) -> Sto
 
     `check=False` opens an index built with another embedder or chunker (reindex). Raises IndexMismatchError on a
     mismatch, RagError for an unknown backend."""
-    # settings.store (backend, dsn) arrives with the second backend; until then every index is embedded.
-    backend = getattr(getattr(settings, "store", None), "backend", "embedded")
-    if backend == "embedded":
-        # FAISS and bm25s load only when an index is opened
+    backend = settings.store.backend
+    if backend == "postgres":  # psycopg loads only for this backend (the `postgres` extra)
+        from .postgres import open_postgres
+
+        return open_postgres(settings, manifest, check=check)
+    if backend == "embedded":  # FAISS and bm25s load only when an index is opened
         from .embedded import IndexStore
 
         return IndexStore.open(settings.index_dir, manifest, check=check, dense=settings.retrieval.dense_index)
-    raise RagError(f"store.backend {backend!r} is not available; use 'embedded'")
+    raise RagError(f"store.backend {backend!r} is not available; use 'embedded' or 'postgres'")

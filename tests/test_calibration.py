@@ -1,0 +1,79 @@
+"""The abstention model's pure logic: the logistic probability, the split, the fit, operating points and the
+reliability bins (rag/confidence.py, rag/eval/calibration.py), on hand-made numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rag.confidence import FEATURES, ConfidenceModel, shipped_model
+from rag.eval.calibration import (expected_calibration_error, fit, matrix, operating_points, probabilities,
+                                  reliability, split)
+
+
+def _model(coef: dict[str, float], intercept: float = 0.0) -> ConfidenceModel:
+    return ConfidenceModel(FEATURES, tuple(coef.get(n, 0.0) for n in FEATURES), intercept,
+                           (0.0,) * len(FEATURES), (1.0,) * len(FEATURES))
+
+
+def test_probability_is_the_logistic_of_the_standardised_sum():
+    model = ConfidenceModel(FEATURES, (2.0,) + (0.0,) * (len(FEATURES) - 1), -1.0, (0.5,) + (0.0,) * 13,
+                            (0.25,) + (1.0,) * 13)
+    values = dict.fromkeys(FEATURES, 0.0) | {FEATURES[0]: 1.0}
+    assert model.probability(values) == pytest.approx(1 / (1 + np.exp(-(-1.0 + 2.0 * (1.0 - 0.5) / 0.25))))
+    assert _model({}, 0.0).probability(dict.fromkeys(FEATURES, 3.0)) == 0.5
+    assert _model({}, 1e6).probability(dict.fromkeys(FEATURES, 0.0)) == pytest.approx(1.0)  # no overflow
+
+
+def test_split_alternates_positions_and_limits_dividing_half_pick_held_back_questions_only():
+    from rag.eval.run import subset
+
+    ids = [f"q{i}" for i in range(600)]
+    fitted, held = split(ids)
+    assert not fitted & held and len(fitted) == len(held) == 300
+    for limit in (50, 100, 150, 300):
+        assert set(subset(ids, limit)) <= held
+
+
+def test_fit_separates_and_its_probabilities_rank_answerable_first():
+    rng = np.random.default_rng(0)
+    y = np.array([1] * 100 + [0] * 100)
+    x = rng.normal(0.0, 1.0, (200, len(FEATURES)))
+    x[:, FEATURES.index("terms_top")] += 2.0 * y  # one informative feature
+    model = fit(x, y)
+    p = probabilities(model, x)
+    assert p[y == 1].mean() > 0.7 > 0.3 > p[y == 0].mean()
+    assert model.coef[FEATURES.index("terms_top")] == max(model.coef)
+    with pytest.raises(ValueError):
+        fit(x, np.ones(200, int))
+
+
+def test_operating_points_by_hand():
+    p = np.array([0.9, 0.8, 0.3, 0.2])
+    y = np.array([1, 0, 1, 0])
+    low, mid, high = operating_points(p, y, [0.1, 0.5, 0.95])
+    assert low["abstain_rate"] == 0.0 and low["f1"] == 0.0 and low["answerable_abstained"] == 0.0
+    # abstain on 0.3 (answerable) and 0.2 (unanswerable): precision 1/2, recall 1/2
+    assert (mid["precision"], mid["recall"], mid["answerable_abstained"]) == (0.5, 0.5, 0.5)
+    assert high["recall"] == 1.0 and high["answerable_abstained"] == 1.0
+
+
+def test_reliability_bins_and_calibration_error():
+    p = np.array([0.05, 0.15, 0.95, 0.95, 1.0])
+    y = np.array([0, 1, 1, 0, 1])
+    bins = reliability(p, y, bins=10)
+    assert [(b["low"], b["n"]) for b in bins] == [(0.0, 1), (0.1, 1), (0.9, 3)]
+    assert bins[2]["predicted"] == pytest.approx(0.9667, abs=1e-4) and bins[2]["observed"] == pytest.approx(2 / 3,
+                                                                                                               abs=1e-4)
+    assert expected_calibration_error(bins) == pytest.approx((0.05 + 0.85 + 3 * abs(0.96667 - 0.66667)) / 5, abs=1e-3)
+
+
+def test_matrix_skips_records_without_features():
+    records = [{"answerable": True, "features": dict.fromkeys(FEATURES, 1.0)}, {"answerable": False}]
+    x, y = matrix(records)
+    assert x.shape == (1, len(FEATURES)) and y.tolist() == [1]
+
+
+def test_the_shipped_model_names_the_features_the_answerer_computes():
+    model = shipped_model()
+    assert model.names == FEATURES and len(model.coef) == len(FEATURES)
