@@ -12,7 +12,7 @@ lines and a scripted model, and through a real terminal with the real model.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TextIO
 
@@ -34,11 +34,17 @@ class Answers(Protocol):
     settings: Settings
 
     def stream(
-        self, question: str, k: int | None = None, mode: str | None = None,
-        search_filter: SearchFilter | None = None, history: Sequence[str] = (),
-    ) -> Iterator[Event]:
-        """`Token`s, then the verified `Answer` (rag/answer.py)."""
+        self,
+        question: str,
+        *,
+        k: int | None = None,
+        mode: str | None = None,
+        search_filter: SearchFilter | None = None,
+        history: Sequence[str] = (),
+    ) -> Generator[Event, None, None]:
+        """`Token`s, then the verified `Answer` (rag/answer.py); `close()` stops the generation."""
         ...
+
 
 HELP = """Ask a question about the indexed documents, or use a command:
   /sources N               show the full text of passage N of the last answer
@@ -51,7 +57,7 @@ HELP = """Ask a question about the indexed documents, or use a command:
 def print_stream(events: Iterable[Event], out: TextIO = sys.stdout) -> Answer:
     """Write tokens as they arrive, then the verified answer where it differs, then the numbered sources."""
     streamed: list[str] = []
-    answer = None
+    answer: Answer | None = None
     for event in events:
         if isinstance(event, Token):
             streamed.append(event.text)
@@ -59,6 +65,8 @@ def print_stream(events: Iterable[Event], out: TextIO = sys.stdout) -> Answer:
             out.flush()
         else:
             answer = event
+    if answer is None:  # every stream ends with its Answer (rag/answer.py); a stream cut short raised before
+        raise RuntimeError("the answer stream ended without an Answer")
     out.write(render_tail(answer, "".join(streamed)) + "\n")
     out.flush()
     return answer
@@ -119,8 +127,7 @@ class ChatSession:
     def _command(self, name: str, argument: str = "") -> bool:
         if name in ("quit", "exit", "q"):
             return False
-        actions = {"help": lambda _: self.say(HELP), "sources": self._sources, "mode": self._mode,
-                   "reset": self._reset}
+        actions = {"help": lambda _: self.say(HELP), "sources": self._sources, "mode": self._mode, "reset": self._reset}
         if name not in actions:
             self.say(f"unknown command /{name}; /help lists the commands")
         else:
@@ -156,7 +163,11 @@ class ChatSession:
 
 
 def run_chat(
-    pipeline: Answers, mode: str | None = None, k: int | None = None, *, read_line: ReadLine | None = None,
+    pipeline: Answers,
+    mode: str | None = None,
+    k: int | None = None,
+    *,
+    read_line: ReadLine | None = None,
     out: TextIO | None = None,
 ) -> None:
     """The interactive loop, until /quit or end of input (Ctrl-D). `read_line` defaults to a prompt_toolkit prompt

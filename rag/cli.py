@@ -9,21 +9,22 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
 from .cli_config import config_app
-from .cli_db import db_app, migrate
 from .cli_context import invocation
+from .cli_db import db_app, migrate
 from .cli_eval import eval_app
 from .cli_service import audit_app, keys_app, serve
 from .errors import ConfigError, IndexError_, InputError, NotFoundError, RagError
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
-    from .settings import Settings
     from .records import DocumentRecord
+    from .retrieve import Mode
+    from .settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Sovereign RAG: on-premise document QA.")
 app.add_typer(config_app, name="config")
@@ -77,11 +78,12 @@ def _catalog(settings: Settings) -> Pipeline | None:
 
 
 def _no_index(settings: Settings) -> IndexError_:
-    return IndexError_(f"no index in {settings.index_dir} yet: `rag ingest FILES` creates it (index_dir, "
-                       "`rag config show`)")
+    return IndexError_(
+        f"no index in {settings.index_dir} yet: `rag ingest FILES` creates it (index_dir, `rag config show`)"
+    )
 
 
-def _print_json(payload) -> None:
+def _print_json(payload: object) -> None:
     typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
 
 
@@ -104,8 +106,10 @@ def ingest(
         for source, pages in report.pages_ocr:
             typer.echo(f"note: {source}: page(s) {', '.join(map(str, pages))} read by OCR (no text layer)", err=True)
         for source, pages in report.pages_without_text:
-            typer.echo(f"warning: {source}: no text on page(s) {', '.join(map(str, pages))} (scanned?), not searchable",
-                       err=True)
+            typer.echo(
+                f"warning: {source}: no text on page(s) {', '.join(map(str, pages))} (scanned?), not searchable",
+                err=True,
+            )
         for source, original in report.duplicates:
             typer.echo(f"duplicate: {source} has the same bytes as {original}; not indexed again", err=True)
         typer.echo(
@@ -121,8 +125,9 @@ def ingest(
 def search(
     ctx: typer.Context,
     query: Annotated[str, typer.Argument(help="the question")],
-    k: Annotated[int | None, typer.Option("-k", min=1, max=100, help="passages to return (default: retrieval.k)")]
-    = None,
+    k: Annotated[
+        int | None, typer.Option("-k", min=1, max=100, help="passages to return (default: retrieval.k)")
+    ] = None,
     mode: Annotated[str | None, typer.Option(help="hybrid | dense | bm25 (default: retrieval.mode)")] = None,
     doc: Annotated[list[str] | None, typer.Option("--doc", help="only these document ids")] = None,
     lang: Annotated[list[str] | None, typer.Option("--lang", help="only documents in these languages")] = None,
@@ -137,14 +142,15 @@ def search(
     if not query.strip():
         raise InputError("the query is empty")
     retrieval = invocation(ctx).settings().retrieval
-    k, mode = k or retrieval.k, mode or retrieval.mode
+    k, search_mode = k or retrieval.k, cast("Mode", mode) if mode else retrieval.mode  # checked above
     search_filter = SearchFilter(
-        doc_ids=frozenset(doc) if doc else None, langs=frozenset(lang) if lang else None,
+        doc_ids=frozenset(doc) if doc else None,
+        langs=frozenset(lang) if lang else None,
         labels=frozenset(label) if label else None,
     )
-    hits = _pipeline(ctx).search(query, k=k, mode=mode, search_filter=search_filter)
+    hits = _pipeline(ctx).search(query, k=k, mode=search_mode, search_filter=search_filter)
     if json_out:
-        _print_json({"query": query, "mode": mode, "k": k, "hits": [h.to_dict() for h in hits]})
+        _print_json({"query": query, "mode": search_mode, "k": k, "hits": [h.to_dict() for h in hits]})
         return
     if not hits:
         typer.echo("no passages found")
@@ -164,7 +170,9 @@ PassagesOption = Annotated[int | None, typer.Option("-k", min=1, max=100, help="
 def ask(
     ctx: typer.Context,
     question: Annotated[str, typer.Argument(help="the question")],
-    json_out: JsonOption = False, mode: AnswerMode = None, k: PassagesOption = None,
+    json_out: JsonOption = False,
+    mode: AnswerMode = None,
+    k: PassagesOption = None,
 ) -> None:
     """Answer from the documents with verified citations, streaming as it is generated."""
     pipeline = _pipeline(ctx)
@@ -242,13 +250,17 @@ def resolve_targets(targets: list[str], records: list[DocumentRecord]) -> list[s
         path = str(Path(target).resolve())
         named = {r.doc_id for r in (by_id.get(target), by_source.get(path)) if r is not None}
         if len(named) > 1:
-            raise InputError(f"{target!r} is the id of one document and the path of another ({path}); pass the "
-                             "other's id, from `rag docs`")
+            raise InputError(
+                f"{target!r} is the id of one document and the path of another ({path}); pass the "
+                "other's id, from `rag docs`"
+            )
         if not named:
             inside = [r for r in records if r.source.startswith(path.rstrip("/") + "/")]
             if inside:
-                raise InputError(f"{target} is a folder holding {len(inside)} indexed document(s); name the files or "
-                                 "ids one by one (`rag docs` lists them)")
+                raise InputError(
+                    f"{target} is a folder holding {len(inside)} indexed document(s); name the files or "
+                    "ids one by one (`rag docs` lists them)"
+                )
             raise NotFoundError(f"no indexed document has the id or path {target!r} ({path}); `rag docs` lists them")
         ids.update(dict.fromkeys(named))
     return list(ids)
@@ -265,8 +277,18 @@ def stats(ctx: typer.Context, json_out: JsonOption = False) -> None:
     if json_out:
         _print_json(figures)
         return
-    for key in ("directory", "dsn", "generation", "documents", "chunks", "vectors", "bm25_rows", "languages",
-                "bytes_on_disk", "bytes_in_database"):  # directory/bytes_on_disk: embedded; dsn/bytes_in_database: postgres
+    for key in (
+        "directory",
+        "dsn",
+        "generation",
+        "documents",
+        "chunks",
+        "vectors",
+        "bm25_rows",
+        "languages",
+        "bytes_on_disk",
+        "bytes_in_database",
+    ):  # directory/bytes_on_disk: embedded; dsn/bytes_in_database: postgres
         if key in figures:
             typer.echo(f"{key:14} {figures[key]}")
     embedder = figures["manifest"]["embedder"]
@@ -307,8 +329,10 @@ def check_arguments(arguments: list[str]) -> None:
         try:
             argument.encode("utf-8")
         except UnicodeEncodeError:
-            raise InputError(f"argument {position} ({os.fsencode(argument)!r}) is not valid UTF-8 text: pass it in "
-                             "UTF-8 (a file whose name is not UTF-8 must be renamed first)") from None
+            raise InputError(
+                f"argument {position} ({os.fsencode(argument)!r}) is not valid UTF-8 text: pass it in "
+                "UTF-8 (a file whose name is not UTF-8 must be renamed first)"
+            ) from None
 
 
 def main() -> None:

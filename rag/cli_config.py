@@ -51,8 +51,10 @@ def annotated_yaml(values: dict[str, Any], origins: dict[str, str], prefix: str 
             lines += annotated_yaml(value, origins, f"{dotted}.", indent + "  ")
         elif isinstance(value, dict) and value:
             lines.append(f"{indent}{key}:  # {origins[dotted]}")
-            lines += [f"{indent}  {json.dumps(k, ensure_ascii=False)}: {json.dumps(v, ensure_ascii=False)}"
-                      for k, v in value.items()]
+            lines += [
+                f"{indent}  {json.dumps(k, ensure_ascii=False)}: {json.dumps(v, ensure_ascii=False)}"
+                for k, v in value.items()
+            ]
         else:
             lines.append(f"{indent}{key}: {json.dumps(value, ensure_ascii=False)}  # {origins[dotted]}")
     return lines

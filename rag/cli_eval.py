@@ -23,15 +23,18 @@ eval_app = typer.Typer(no_args_is_help=True, help="Measure retrieval, answer, ci
 def run(
     ctx: typer.Context,
     dataset: Annotated[Path, typer.Argument(help="dataset file or folder (docs/evaluation.md)")],
-    format: Annotated[str | None, typer.Option("--format", help="squad | beir | clapnq | jsonl (default: "
-                                                  "recognised from the path)")] = None,
+    format: Annotated[
+        str | None, typer.Option("--format", help="squad | beir | clapnq | jsonl (default: recognised from the path)")
+    ] = None,
     documents: Annotated[Path | None, typer.Option(help="documents folder of a generic JSONL dataset")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="N questions evenly spaced through the dataset")] = None,
     mode: Annotated[str | None, typer.Option(help="generate | quote | retrieval (default: answer.mode)")] = None,
     out: Annotated[Path, typer.Option(help="output folder; rerunning into it resumes")] = Path("eval-out"),
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")] = None,
-    fail_under: Annotated[list[str] | None, typer.Option(
-        "--fail-under", help="METRIC=VALUE: exit 1 when the metric is below VALUE (repeatable)")] = None,
+    fail_under: Annotated[
+        list[str] | None,
+        typer.Option("--fail-under", help="METRIC=VALUE: exit 1 when the metric is below VALUE (repeatable)"),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
 ) -> None:
     """Evaluate the configuration on a dataset: results.json, report.md and plots in --out."""
@@ -65,11 +68,22 @@ def compare(
     if json_out:
         typer.echo(json.dumps(comparison, indent=2))
         return
-    rows = [[r["metric"], r["a"], r["b"], f"{r['delta']:+.4f}", f"[{r['low']:+.4f}, {r['high']:+.4f}]",
-             "*" if r["low"] > 0 or r["high"] < 0 else ""] for r in comparison["rows"]]
+    rows = [
+        [
+            r["metric"],
+            r["a"],
+            r["b"],
+            f"{r['delta']:+.4f}",
+            f"[{r['low']:+.4f}, {r['high']:+.4f}]",
+            "*" if r["low"] > 0 or r["high"] < 0 else "",
+        ]
+        for r in comparison["rows"]
+    ]
     typer.echo(table(["metric", "A", "B", "B - A", "95% CI", ""], rows))
-    typer.echo(f"\n{comparison['questions']} paired questions, {comparison['resamples']} bootstrap resamples "
-               f"(seed {comparison['seed']}); * the interval excludes 0")
+    typer.echo(
+        f"\n{comparison['questions']} paired questions, {comparison['resamples']} bootstrap resamples "
+        f"(seed {comparison['seed']}); * the interval excludes 0"
+    )
 
 
 def _records(path: Path) -> list[dict]:
@@ -78,4 +92,3 @@ def _records(path: Path) -> list[dict]:
         return json.loads(results.read_text())["records"]
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"{results} is not the results.json of `rag eval run` ({exc})") from None
-

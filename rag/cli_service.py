@@ -45,9 +45,16 @@ def serve(
     if settings.config_file is not None:
         worker_env["RAG_CONFIG"] = str(settings.config_file)
     os.environ.update(worker_env)  # the entry point's own environment, inherited by the workers it spawns
-    uvicorn.run("rag.server:create_app_from_environment", factory=True, host=server.host, port=server.port,
-                workers=server.workers, log_level="info", proxy_headers=False,
-                loop="asyncio")  # uvloop sockets escape the egress guard
+    uvicorn.run(
+        "rag.server:create_app_from_environment",
+        factory=True,
+        host=server.host,
+        port=server.port,
+        workers=server.workers,
+        log_level="info",
+        proxy_headers=False,
+        loop="asyncio",
+    )  # uvloop sockets escape the egress guard
 
 
 @keys_app.command("create")
@@ -62,13 +69,17 @@ def keys_create(
 
     key, record = KeyStore(keys_path(invocation(ctx).settings())).create(principal, label, admin)
     typer.echo(key)
-    typer.echo(f"key {record.key_id} for {record.principal} [{','.join(record.labels)}]"
-               f"{' admin' if record.admin else ''}: store it now, it is not kept", err=True)
+    typer.echo(
+        f"key {record.key_id} for {record.principal} [{','.join(record.labels)}]"
+        f"{' admin' if record.admin else ''}: store it now, it is not kept",
+        err=True,
+    )
 
 
 @keys_app.command("list")
 def keys_list(
-    ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    ctx: typer.Context,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Every key's id, principal, labels and state (never the key)."""
     from .auth import KeyStore, keys_path
@@ -79,14 +90,17 @@ def keys_list(
         return
     for r in records:
         state = f"revoked {_date(r.revoked)}" if r.revoked else "active"
-        typer.echo(f"{r.key_id}  {r.principal:20} [{','.join(r.labels)}]{' admin' if r.admin else ''}  "
-                   f"created {_date(r.created)}  {state}")
+        typer.echo(
+            f"{r.key_id}  {r.principal:20} [{','.join(r.labels)}]{' admin' if r.admin else ''}  "
+            f"created {_date(r.created)}  {state}"
+        )
     typer.echo(f"{len(records)} keys")
 
 
 @keys_app.command("revoke")
 def keys_revoke(
-    ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="the id shown by `rag keys list`")],
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(help="the id shown by `rag keys list`")],
 ) -> None:
     """Revoke a key; a running server refuses it from its next request on."""
     from .auth import KeyStore, keys_path
@@ -127,9 +141,11 @@ def audit_repair(
     if record is None:
         typer.echo(f"ok: audit log {path} is intact, nothing to repair")
         return
-    typer.echo(f"sealed: {record['torn_bytes']} torn bytes at line {record['torn_line']} (byte "
-               f"{record['torn_offset']}) moved to {path.with_name(record['side_file'])}; record {record['seq']} "
-               f"(type repair) continues the chain; head {record['hash']}")
+    typer.echo(
+        f"sealed: {record['torn_bytes']} torn bytes at line {record['torn_line']} (byte "
+        f"{record['torn_offset']}) moved to {path.with_name(record['side_file'])}; record {record['seq']} "
+        f"(type repair) continues the chain; head {record['hash']}"
+    )
 
 
 def _date(timestamp: float) -> str:

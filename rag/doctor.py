@@ -61,8 +61,11 @@ def run_checks(config_file: Path | None = None) -> list[Check]:
     except ConfigError as exc:
         return [Check("config", False, str(exc)), check_offline_switches(), check_guard()]
     sovereign.permit_configured(settings)  # the llm check probes llm.endpoints: an installed guard must allow them
-    checks = [Check("config", True, f"{settings.config_file or packaged_config_file()}: valid"), check_offline_switches(),
-              check_guard()]
+    checks = [
+        Check("config", True, f"{settings.config_file or packaged_config_file()}: valid"),
+        check_offline_switches(),
+        check_guard(),
+    ]
     for check in (check_embedder, check_llm, check_index, check_exposure, check_disk, check_cpu, check_versions):
         checks.append(_safely(check, settings))
     return checks

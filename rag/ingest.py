@@ -53,7 +53,9 @@ class Bar(Protocol):
 
     total: float | None
 
-    def update(self, n: float = 1) -> bool | None: ...
+    def update(self, n: float = 1) -> bool | None:
+        """Advance the bar by `n` units (files or bytes, as `total` counts them)."""
+        ...
 
 
 @dataclass
@@ -84,9 +86,11 @@ class Ingestion:
         """Ingest every pair; the bars and the writer lock are released whatever ends the run."""
         report = IngestReport()
         started = time.perf_counter()
-        with tqdm(total=total, unit="file", desc="parse", disable=not self.progress, dynamic_ncols=True) as files, \
-                tqdm(unit="chunk", desc="embed", disable=not self.progress, dynamic_ncols=True) as chunk_bar, \
-                self.store.writer() as writer:
+        with (
+            tqdm(total=total, unit="file", desc="parse", disable=not self.progress, dynamic_ncols=True) as files,
+            tqdm(unit="chunk", desc="embed", disable=not self.progress, dynamic_ncols=True) as chunk_bar,
+            self.store.writer() as writer,
+        ):
             pending: list[_Pending] = []
             first_copy: dict[str, str] = {}  # sha256 -> doc_id of the first file with these bytes in this run
             for source, document in parsed:
@@ -104,8 +108,9 @@ class Ingestion:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _admit(self, source: str, document: Document | LoadError, report: IngestReport,
-               first_copy: dict[str, str]) -> _Pending | None:
+    def _admit(
+        self, source: str, document: Document | LoadError, report: IngestReport, first_copy: dict[str, str]
+    ) -> _Pending | None:
         """The document chunked and ready to embed, or None when it failed, is unchanged or a duplicate."""
         if isinstance(document, LoadError):
             report.failed.append((source, str(document)))
@@ -126,8 +131,9 @@ class Ingestion:
         if previous == (document.sha256, self.labels):
             report.unchanged.append(document.doc_id)
             return None
-        original = None if previous else first_copy.get(document.sha256) or self.store.same_bytes(
-            document.sha256, self.labels)
+        original = (
+            None if previous else first_copy.get(document.sha256) or self.store.same_bytes(document.sha256, self.labels)
+        )
         if original is not None:  # a byte-identical copy under the same labels: indexing it adds nothing
             report.duplicates.append((source, original))
             return None
@@ -147,8 +153,7 @@ class Ingestion:
         if self.on_commit is not None:
             self.on_commit(generation, [item.document.doc_id for item in pending])
 
-    def _embed_chunks(self, doc_id: str, chunks: list[Chunk], report: IngestReport, chunk_bar: Bar
-                      ) -> list[NewChunk]:
+    def _embed_chunks(self, doc_id: str, chunks: list[Chunk], report: IngestReport, chunk_bar: Bar) -> list[NewChunk]:
         """The chunks with their vectors; a passage already stored for this document keeps its vector."""
         cached = self.store.cached_vectors(doc_id)
         missing = [c for c in chunks if c.content_hash not in cached]
@@ -162,11 +167,19 @@ class Ingestion:
 def document_row(document: Document, labels: Sequence[str]) -> dict:
     """The document dict a `StoreWriter.commit` takes (rag/store/base.py)."""
     return {
-        "doc_id": document.doc_id, "source": document.source, "title": document.title, "format": document.format,
-        "lang": document.lang, "sha256": document.sha256, "labels": list(labels), "pages": document.pages,
-        "chars": len(document.text), "text": document.text,
+        "doc_id": document.doc_id,
+        "source": document.source,
+        "title": document.title,
+        "format": document.format,
+        "lang": document.lang,
+        "sha256": document.sha256,
+        "labels": list(labels),
+        "pages": document.pages,
+        "chars": len(document.text),
+        "text": document.text,
         "blocks": json.dumps([[b.start, b.end, list(b.heading_path), b.page] for b in document.blocks]),
-        "pages_ocr": list(document.pages_ocr), "pages_without_text": list(document.pages_without_text),
+        "pages_ocr": list(document.pages_ocr),
+        "pages_without_text": list(document.pages_without_text),
     }
 
 
@@ -174,16 +187,30 @@ def stored_document(store: Store, record: DocumentRecord) -> Document:
     """A stored document as the `Document` it was extracted as (text, blocks, pages), for re-chunking."""
     text, blocks = store.document_text(record.doc_id)
     return Document(
-        source=record.source, title=record.title, text=text, format=record.format, lang=record.lang,
-        sha256=record.sha256, blocks=[Block(s, e, tuple(h), p) for s, e, h, p in blocks], pages=record.pages,
-        pages_ocr=list(record.pages_ocr), pages_without_text=list(record.pages_without_text),
+        source=record.source,
+        title=record.title,
+        text=text,
+        format=record.format,
+        lang=record.lang,
+        sha256=record.sha256,
+        blocks=[Block(s, e, tuple(h), p) for s, e, h, p in blocks],
+        pages=record.pages,
+        pages_ocr=list(record.pages_ocr),
+        pages_without_text=list(record.pages_without_text),
     )
 
 
 def new_chunk(chunk: Chunk, vector: np.ndarray) -> NewChunk:
     """What the store keeps of a chunk: its passage, lexical tokens (in its language) and unit vector (dim,)."""
     return NewChunk(
-        ordinal=chunk.ordinal, start=chunk.start, end=chunk.end, page=chunk.page, heading_path=chunk.heading_path,
-        lang=chunk.lang, content_hash=chunk.content_hash, text=chunk.text,
-        tokens=tokenize(chunk.embed_text, chunk.lang), vector=vector,
+        ordinal=chunk.ordinal,
+        start=chunk.start,
+        end=chunk.end,
+        page=chunk.page,
+        heading_path=chunk.heading_path,
+        lang=chunk.lang,
+        content_hash=chunk.content_hash,
+        text=chunk.text,
+        tokens=tokenize(chunk.embed_text, chunk.lang),
+        vector=vector,
     )

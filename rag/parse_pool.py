@@ -28,7 +28,7 @@ import resource
 import threading
 import time
 from collections import deque
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import CancelledError, TimeoutError
 from pathlib import Path
 from typing import Protocol, Self
@@ -47,7 +47,9 @@ Outcome = Document | LoadError
 class FileParser(Protocol):
     """Reads one file into a Document (`rag.load.load_document`); picklable, i.e. a module-level function."""
 
-    def __call__(self, path: Path, *, ocr: load.OcrOptions) -> Document: ...
+    def __call__(self, path: Path, *, ocr: load.OcrOptions) -> Document:
+        """Read the file at `path`; raises `LoadError` for a file it cannot read."""
+        ...
 
 
 class ParsePool:
@@ -61,18 +63,24 @@ class ParsePool:
     def __init__(self, settings: IngestSettings, *, parse_file: FileParser = load.load_document) -> None:
         self.settings = settings
         self.parse_file = parse_file
-        self.ocr = load.OcrOptions(enabled=settings.ocr, max_pages=settings.ocr_max_pages, dpi=settings.ocr_dpi,
-                                   languages=tuple(settings.ocr_languages))
+        self.ocr = load.OcrOptions(
+            enabled=settings.ocr,
+            max_pages=settings.ocr_max_pages,
+            dpi=settings.ocr_dpi,
+            languages=tuple(settings.ocr_languages),
+        )
         self.workers = settings.parse_workers or min(2, os.cpu_count() or 1)
         self._pool = pebble.ProcessPool(
-            max_workers=self.workers, initializer=_start_worker, initargs=(settings.parse_memory_mb, os.getpid()),
+            max_workers=self.workers,
+            initializer=_start_worker,
+            initargs=(settings.parse_memory_mb, os.getpid()),
             context=multiprocessing.get_context("spawn"),
         )
 
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -105,12 +113,14 @@ class ParsePool:
         futures = [(name, self._schedule(_load_upload, data, name, self.ocr)) for name, data in named]
         return [self._outcome(name, future)[1] for name, future in futures]
 
-    def _schedule(self, function, *args) -> pebble.ProcessFuture:
+    def _schedule(self, function: Callable[..., Document], *args: object) -> pebble.ProcessFuture:
         try:
             return self._pool.schedule(function, args=args, timeout=self.settings.parse_timeout_s)
         except RuntimeError as exc:  # pebble's pool is broken (its workers cannot start) or closed
-            raise RagError(f"the parser processes cannot run ({exc}); a script that ingests must start its work "
-                           "under `if __name__ == \"__main__\":` (multiprocessing's spawn)") from exc
+            raise RagError(
+                f"the parser processes cannot run ({exc}); a script that ingests must start its work "
+                'under `if __name__ == "__main__":` (multiprocessing\'s spawn)'
+            ) from exc
 
     def _outcome(self, name: str, future: pebble.ProcessFuture | LoadError) -> tuple[str, Outcome]:
         """The worker's Document, or every way it can fail as one LoadError line.
@@ -137,8 +147,10 @@ class ParsePool:
         if isinstance(failure, MemoryError):
             return f"parsing needs more than {settings.parse_memory_mb} MB (ingest.parse_memory_mb) and was stopped"
         if isinstance(failure, pebble.ProcessExpired):
-            return (f"the parser crashed (worker exit code {failure.exitcode}), possibly over the "
-                    f"{settings.parse_memory_mb} MB memory limit (ingest.parse_memory_mb)")
+            return (
+                f"the parser crashed (worker exit code {failure.exitcode}), possibly over the "
+                f"{settings.parse_memory_mb} MB memory limit (ingest.parse_memory_mb)"
+            )
         # anything else (a parser bug, a result too large to send back, a SystemExit): still one file's failure
         return "the parser failed (" + " ".join(f"{type(failure).__name__}: {failure}".split())[:200] + ")"
 
@@ -157,8 +169,8 @@ def _source_name(path: Path) -> tuple[str, LoadError | None]:
 
 def _start_worker(megabytes: int, parent: int) -> None:
     """Worker initializer: exit with the parent (a SIGKILLed `rag ingest` must not leave a parser running on a
-    hostile file for minutes), then cap the memory and Tesseract's threads (rag/load/ocr.py `THREAD_LIMIT`; the operator's
-    OMP_THREAD_LIMIT wins)."""
+    hostile file for minutes), then cap the memory and Tesseract's threads (rag/load/ocr.py `THREAD_LIMIT`; the
+    operator's OMP_THREAD_LIMIT wins)."""
     threading.Thread(target=_exit_without_parent, args=(parent,), name="rag-parent-watch", daemon=True).start()
     _limit_memory(megabytes)
     os.environ.setdefault("OMP_THREAD_LIMIT", THREAD_LIMIT)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -60,7 +60,11 @@ class Pipeline:
     """
 
     def __init__(
-        self, settings: Settings, *, embedder: Embedder | None = None, llm: LLM | None = None,
+        self,
+        settings: Settings,
+        *,
+        embedder: Embedder | None = None,
+        llm: LLM | None = None,
         store: Store | None = None,
     ) -> None:
         self.settings = settings
@@ -138,14 +142,16 @@ class Pipeline:
     def retriever(self) -> Retriever:
         """Search over the store with the embedder (rag/retrieve.py)."""
         self._retriever = self._part(
-            self._retriever, lambda: self._retriever or Retriever(self.store, self.embedder, self.settings.retrieval))
+            self._retriever, lambda: self._retriever or Retriever(self.store, self.embedder, self.settings.retrieval)
+        )
         return self._retriever
 
     @property
     def originals(self) -> Originals:
         """The uploaded files' bytes, kept beside the index (rag/originals.py)."""
         self._originals = self._part(
-            self._originals, lambda: self._originals or Originals(self.settings.index_dir / "originals"))
+            self._originals, lambda: self._originals or Originals(self.settings.index_dir / "originals")
+        )
         return self._originals
 
     @property
@@ -163,13 +169,19 @@ class Pipeline:
     @property
     def answerer(self) -> Answerer:
         """Question -> verified answer (rag/answer.py); the model is asked for only when a generation needs it."""
-        self._answerer = self._part(self._answerer, lambda: self._answerer or Answerer(
-            self.search, lambda: self.llm, self.embedder.encode, self.settings))
+        self._answerer = self._part(
+            self._answerer,
+            lambda: self._answerer or Answerer(self.search, lambda: self.llm, self.embedder.encode, self.settings),
+        )
         return self._answerer
 
     # ------------------------------------------------------------------ ingestion
     def ingest(
-        self, paths: Sequence[str | Path], *, labels: Sequence[str] | None = None, progress: bool = True,
+        self,
+        paths: Sequence[str | Path],
+        *,
+        labels: Sequence[str] | None = None,
+        progress: bool = True,
         on_commit: OnCommit | None = None,
     ) -> IngestReport:
         """Add or update every readable file under `paths`; unreadable ones are reported, not fatal.
@@ -188,34 +200,54 @@ class Pipeline:
                 parsed.close()  # cancels what it queued, before the pool stops
 
     def ingest_documents(
-        self, documents: Sequence[Document], *, labels: Sequence[str] | None = None, progress: bool = False,
-        on_commit: OnCommit | None = None, atomic: bool = False,
+        self,
+        documents: Sequence[Document],
+        *,
+        labels: Sequence[str] | None = None,
+        progress: bool = False,
+        on_commit: OnCommit | None = None,
+        atomic: bool = False,
     ) -> IngestReport:
         """Already-parsed documents (uploads, evaluation corpora). `atomic` commits them all in one transaction,
         whatever `ingest.commit_every_chunks` says: an upload is stored entirely or not at all."""
         ingestion = self._ingestion(labels, progress, on_commit, atomic)
         return ingestion.run(((d.source, d) for d in documents), len(documents))
 
-    def _ingestion(self, labels: Sequence[str] | None, progress: bool, on_commit: OnCommit | None,
-                   atomic: bool) -> Ingestion:
+    def _ingestion(
+        self, labels: Sequence[str] | None, progress: bool, on_commit: OnCommit | None, atomic: bool
+    ) -> Ingestion:
         return Ingestion(
-            store=self.store, chunker=self.chunker, embedder=self.embedder,
+            store=self.store,
+            chunker=self.chunker,
+            embedder=self.embedder,
             labels=tuple(sorted(labels or self.settings.default_labels)),
-            commit_every_chunks=self.settings.ingest.commit_every_chunks, progress=progress, on_commit=on_commit,
+            commit_every_chunks=self.settings.ingest.commit_every_chunks,
+            progress=progress,
+            on_commit=on_commit,
             atomic=atomic,
         )
 
     # ------------------------------------------------------------------ reading
     def search(
-        self, query: str, *, k: int | None = None, mode: Mode | None = None, search_filter: SearchFilter | None = None,
+        self,
+        query: str,
+        *,
+        k: int | None = None,
+        mode: Mode | None = None,
+        search_filter: SearchFilter | None = None,
     ) -> list[Hit]:
         """The best `k` distinct passages for `query` (defaults: retrieval.k, retrieval.mode), filtered inside the
         search (rag/retrieve.py)."""
         return self.retriever.search(query, k=k, mode=mode, search_filter=search_filter)
 
     def ask(
-        self, question: str, *, k: int | None = None, mode: str | None = None,
-        search_filter: SearchFilter | None = None, history: Sequence[str] = (),
+        self,
+        question: str,
+        *,
+        k: int | None = None,
+        mode: str | None = None,
+        search_filter: SearchFilter | None = None,
+        history: Sequence[str] = (),
     ) -> Answer:
         """A verified answer or an abstention; `history` holds the previous questions of a conversation. Ingestion in
         this process (an upload in the server) waits meanwhile (`Embedder.priority`)."""
@@ -223,9 +255,14 @@ class Pipeline:
             return self.answerer.ask(question, k=k, mode=mode, search_filter=search_filter, history=history)
 
     def stream(
-        self, question: str, *, k: int | None = None, mode: str | None = None,
-        search_filter: SearchFilter | None = None, history: Sequence[str] = (),
-    ) -> Iterator[Event]:
+        self,
+        question: str,
+        *,
+        k: int | None = None,
+        mode: str | None = None,
+        search_filter: SearchFilter | None = None,
+        history: Sequence[str] = (),
+    ) -> Generator[Event, None, None]:
         """`Token`s as they are generated, then the authoritative `Answer` (see rag/answer.py); ingestion in this
         process waits until the stream is exhausted or closed, as for `ask`."""
         with self.embedder.priority():
@@ -240,7 +277,9 @@ class Pipeline:
         return self.store.document(doc_id, search_filter)
 
     def passage(
-        self, chunk_id: int, search_filter: SearchFilter | None = None,
+        self,
+        chunk_id: int,
+        search_filter: SearchFilter | None = None,
     ) -> tuple[ChunkRecord, DocumentRecord, str]:
         """A stored passage, its document and the document's extracted text; a passage of a document the filter
         hides is reported exactly like one that does not exist, naming only the passage id."""
@@ -279,15 +318,21 @@ class Pipeline:
         report = IngestReport()
         started = time.perf_counter()
         docs = store.documents()
-        with tqdm(total=sum(d.chunks for d in docs), unit="chunk", desc="reindex", disable=not progress) as bar, \
-                store.writer() as writer:
+        with (
+            tqdm(total=sum(d.chunks for d in docs), unit="chunk", desc="reindex", disable=not progress) as bar,
+            store.writer() as writer,
+        ):
             puts, renamed = [], []
             for record in docs:
                 document = stored_document(store, record)
                 chunks = self.chunker.split(document)
                 vectors = self.embedder.encode([c.embed_text for c in chunks], progress=bar, background=True)
-                puts.append((document_row(document, record.labels),
-                             [new_chunk(c, v) for c, v in zip(chunks, vectors, strict=True)]))
+                puts.append(
+                    (
+                        document_row(document, record.labels),
+                        [new_chunk(c, v) for c, v in zip(chunks, vectors, strict=True)],
+                    )
+                )
                 if document.doc_id != record.doc_id:
                     renamed.append(record.doc_id)
                 report.updated.append(document.doc_id)
@@ -308,8 +353,10 @@ class Pipeline:
             if self._closed:
                 return
             self._closed = True
-            parts = [(name, part) for name, part in (("store", self._store), ("llm", self._llm))
-                     if part is not None and name in self._owned]
+            parts = [
+                (name, part)
+                for name, part in (("store", self._store), ("llm", self._llm))
+                if part is not None and name in self._owned
+            ]
         for _, part in parts:
             part.close()
-

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def _state(path: Path) -> tuple[int, ...]:
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
-def _blocks(path: Path):
+def _blocks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as handle:
         yield from iter(lambda: handle.read(1 << 20), b"")
 

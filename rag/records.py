@@ -36,8 +36,12 @@ class DocumentRecord:
 
     def to_dict(self) -> dict:
         """JSON-ready fields; tuples become lists."""
-        return {**asdict(self), "labels": list(self.labels), "pages_ocr": list(self.pages_ocr),
-                "pages_without_text": list(self.pages_without_text)}
+        return {
+            **asdict(self),
+            "labels": list(self.labels),
+            "pages_ocr": list(self.pages_ocr),
+            "pages_without_text": list(self.pages_without_text),
+        }
 
 
 @dataclass(frozen=True)

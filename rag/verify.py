@@ -68,5 +68,12 @@ def verify_models(settings: Settings, llm: bool = True) -> ModelHashes:
     generate need not hash, or assemble, it); raise ConfigError naming the first bad file."""
     folder, fingerprint, files = verify_embedder(settings)
     path, sha256 = verify_llm(settings) if llm else (None, None)
-    return ModelHashes(str(folder), fingerprint, files, settings.llm.backend, settings.llm.model_name,
-                       str(path) if path else None, sha256)
+    return ModelHashes(
+        str(folder),
+        fingerprint,
+        files,
+        settings.llm.backend,
+        settings.llm.model_name,
+        str(path) if path else None,
+        sha256,
+    )

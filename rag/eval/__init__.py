@@ -1,12 +1,12 @@
 """Offline evaluation: `rag eval run` and `rag eval compare` (docs/evaluation.md).
 
-    index.py     a scratch index of the dataset's documents, cached by content and embedder/chunker identity
-    question.py  one question -> one plain record (rankings, answer, citations, scores, timings)
-    summary.py   records -> aggregate metrics; paired bootstrap comparison of two runs
-    report.py    results.json, report.md and the PNG plots
-    run.py       the runner: progress, resume, provenance, quality gates
-    datasets.py  readers of the evaluation sets (SQuAD, BEIR, ClapNQ, JSONL) into documents and questions
-    metrics.py   metric arithmetic: pure functions over plain data, fed by the modules above
+index.py     a scratch index of the dataset's documents, cached by content and embedder/chunker identity
+question.py  one question -> one plain record (rankings, answer, citations, scores, timings)
+summary.py   records -> aggregate metrics; paired bootstrap comparison of two runs
+report.py    results.json, report.md and the PNG plots
+run.py       the runner: progress, resume, provenance, quality gates
+datasets.py  readers of the evaluation sets (SQuAD, BEIR, ClapNQ, JSONL) into documents and questions
+metrics.py   metric arithmetic: pure functions over plain data, fed by the modules above
 """
 
 from .run import EvalRequest, run_eval

@@ -26,6 +26,11 @@ FORMATS = ("squad", "beir", "clapnq", "jsonl")
 
 @dataclass(frozen=True)
 class Question:
+    """One evaluation question: its reference answers and the ids of the documents that hold the answer.
+
+    `gold_doc_ids` are dataset document ids; `answerable` False marks a question the corpus does not answer (the
+    system should abstain), which normally has no gold document."""
+
     id: str
     text: str
     answers: tuple[str, ...]
@@ -35,6 +40,10 @@ class Question:
 
 @dataclass
 class Dataset:
+    """Documents and questions of one evaluation set, as read by the `read_*` functions of this module.
+
+    Either `documents` (texts held in memory) or `documents_dir` (real files to ingest) supplies the corpus."""
+
     name: str
     documents: list[Document] = field(default_factory=list)
     questions: list[Question] = field(default_factory=list)
@@ -52,8 +61,13 @@ class Dataset:
 def text_document(source: str, title: str, text: str, lang: str | None = None) -> Document:
     """A one-block plain-text document, as evaluation corpora need."""
     return Document(
-        source=source, title=title, text=text, format="text", lang=lang or detect_language(text),
-        sha256=hashlib.sha256(text.encode()).hexdigest(), blocks=[Block(0, len(text))],
+        source=source,
+        title=title,
+        text=text,
+        format="text",
+        lang=lang or detect_language(text),
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        blocks=[Block(0, len(text))],
     )
 
 
@@ -62,8 +76,12 @@ def read_dataset(path: Path, fmt: str | None = None, documents: Path | None = No
     path = Path(path)
     if not path.exists():
         raise InputError(f"dataset {path} does not exist")
-    readers = {"squad": read_squad, "beir": read_beir, "clapnq": read_clapnq,
-               "jsonl": lambda p: read_jsonl(p, documents)}
+    readers = {
+        "squad": read_squad,
+        "beir": read_beir,
+        "clapnq": read_clapnq,
+        "jsonl": lambda p: read_jsonl(p, documents),
+    }
     fmt = fmt or detect_format(path)
     if fmt not in readers:
         raise InputError(f"unknown dataset format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -98,7 +116,7 @@ def detect_format(path: Path) -> str:
 
 def _first_record_is_clapnq(path: Path) -> bool:
     first = next(_jsonl(path), (0, {}))[1]
-    return {"input", "passages"} <= first.keys()
+    return isinstance(first, dict) and {"input", "passages"} <= first.keys()
 
 
 # ---------------------------------------------------------------------------------------------- SQuAD
@@ -117,8 +135,13 @@ def read_squad(path: Path, name: str | None = None) -> Dataset:
             for qa in paragraph["qas"]:
                 answers = tuple(dict.fromkeys(ans["text"] for ans in qa.get("answers", [])))
                 dataset.questions.append(
-                    Question(qa["id"], qa["question"], answers, frozenset({doc.source}),
-                             answerable=not qa.get("is_impossible", False))
+                    Question(
+                        qa["id"],
+                        qa["question"],
+                        answers,
+                        frozenset({doc.source}),
+                        answerable=not qa.get("is_impossible", False),
+                    )
                 )
     return dataset
 
@@ -129,8 +152,11 @@ def read_beir(folder: Path, name: str | None = None) -> Dataset:
     test split is used when there are several. Only queries with a relevant document (score > 0) are kept."""
     folder = Path(folder)
     qrels_file = _qrels_file(folder)
-    dataset = Dataset(name=name or folder.name, format="beir",
-                      sha256=files_sha256([folder / "corpus.jsonl", folder / "queries.jsonl", qrels_file]))
+    dataset = Dataset(
+        name=name or folder.name,
+        format="beir",
+        sha256=files_sha256([folder / "corpus.jsonl", folder / "queries.jsonl", qrels_file]),
+    )
     for where, row in _records(folder / "corpus.jsonl"):
         doc_id = _text(row, "_id", where)
         text = _text(row, "text", where)
@@ -147,8 +173,10 @@ def _qrels_file(folder: Path) -> Path:
     files = sorted((folder / "qrels").glob("*.tsv"))
     chosen = next((f for f in files if f.stem == "test"), files[0] if len(files) == 1 else None)
     if chosen is None:
-        raise InputError(f"{folder}/qrels holds {len(files)} .tsv files and none is test.tsv; keep the split to "
-                         "evaluate on as qrels/test.tsv")
+        raise InputError(
+            f"{folder}/qrels holds {len(files)} .tsv files and none is test.tsv; keep the split to "
+            "evaluate on as qrels/test.tsv"
+        )
     return chosen
 
 
@@ -180,13 +208,20 @@ def read_clapnq(path: Path, name: str | None = None) -> Dataset:
         for where, row in _records(file):
             keys = {_clapnq_passage(passage, where, passages, name) for passage in _list(row, "passages", where)}
             answers = tuple(dict.fromkeys(a for o in _list(row, "output", where) if (a := o.get("answer"))))
-            dataset.questions.append(Question(_text(row, "id", where), _text(row, "input", where), answers,
-                                              frozenset(keys) if answers else frozenset(), bool(answers)))
+            dataset.questions.append(
+                Question(
+                    _text(row, "id", where),
+                    _text(row, "input", where),
+                    answers,
+                    frozenset(keys) if answers else frozenset(),
+                    bool(answers),
+                )
+            )
     dataset.documents = list(passages.values())
     return dataset
 
 
-def _clapnq_passage(passage, where: str, passages: dict[str, Document], name: str) -> str:
+def _clapnq_passage(passage: object, where: str, passages: dict[str, Document], name: str) -> str:
     """The passage's key (a hash of title and text: ClapNQ items carry no passage id), indexing it once."""
     if not isinstance(passage, dict):
         raise InputError(f"{where}: every entry of 'passages' must be an object with 'title' and 'text'")
@@ -205,12 +240,13 @@ def read_jsonl(path: Path, documents: Path | None = None, name: str | None = Non
     path = Path(path)
     folder = Path(documents) if documents else path.parent / "documents"
     if not folder.is_dir():
-        raise InputError(f"{folder} is not a folder; the generic JSONL format needs the documents to index: "
-                         "pass --documents DIR (default: documents/ beside the JSONL file)")
+        raise InputError(
+            f"{folder} is not a folder; the generic JSONL format needs the documents to index: "
+            "pass --documents DIR (default: documents/ beside the JSONL file)"
+        )
     files = list(iter_input_files([folder]))
     present = {f.resolve().relative_to(folder.resolve()).as_posix() for f in files}
-    dataset = Dataset(name=name or path.stem, sha256=files_sha256([path, *files]), format="jsonl",
-                      documents_dir=folder)
+    dataset = Dataset(name=name or path.stem, sha256=files_sha256([path, *files]), format="jsonl", documents_dir=folder)
     for where, row in _records(path):
         gold = frozenset(_strings(row, "gold_doc_ids", where))
         if gold - present:
@@ -219,8 +255,11 @@ def read_jsonl(path: Path, documents: Path | None = None, name: str | None = Non
         if not isinstance(answerable, bool):
             raise InputError(f"{where}: 'answerable' must be true or false, not {answerable!r}")
         question_id = str(row.get("id", f"line-{where.rsplit(':', 1)[1]}"))
-        dataset.questions.append(Question(question_id, _text(row, "question", where),
-                                          tuple(_strings(row, "answers", where)), gold, answerable))
+        dataset.questions.append(
+            Question(
+                question_id, _text(row, "question", where), tuple(_strings(row, "answers", where)), gold, answerable
+            )
+        )
     return dataset
 
 

@@ -12,9 +12,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from .datasets import Dataset
 from ..pipeline import Pipeline
 from ..settings import Settings
+from .datasets import Dataset
 
 
 def cache_key(embedder: dict, settings: Settings, dataset: Dataset) -> str:
@@ -42,7 +42,11 @@ def open_index(settings: Settings, dataset: Dataset, progress: bool) -> tuple[Pi
         report = pipeline.ingest_documents(dataset.documents, progress=progress)
     stats = pipeline.stats()
     return pipeline, {
-        "directory": str(directory), "key": key, "reused": not (report.added or report.updated),
-        "documents": stats["documents"], "chunks": stats["chunks"], "failed": report.failed,
+        "directory": str(directory),
+        "key": key,
+        "reused": not (report.added or report.updated),
+        "documents": stats["documents"],
+        "chunks": stats["chunks"],
+        "failed": report.failed,
         "build_seconds": round(report.seconds, 1),
     }

@@ -13,14 +13,17 @@ from collections.abc import Callable, Hashable, Sequence
 
 
 def hit_at_k(ranked: Sequence[str], gold: set[str], k: int) -> float:
+    """1.0 when any of the first `k` ids of `ranked` (best first) is in `gold`, else 0.0."""
     return float(any(doc in gold for doc in ranked[:k]))
 
 
 def recall_at_k(ranked: Sequence[str], gold: set[str], k: int) -> float:
+    """Share of `gold` among the first `k` ids of `ranked`, in [0, 1]; 0.0 when `gold` is empty."""
     return len(gold.intersection(ranked[:k])) / len(gold) if gold else 0.0
 
 
 def mrr_at_k(ranked: Sequence[str], gold: set[str], k: int) -> float:
+    """Reciprocal rank (1/rank, rank 1-based) of the first gold id within the first `k` of `ranked`; 0.0 if none."""
     for rank, doc in enumerate(ranked[:k], 1):
         if doc in gold:
             return 1.0 / rank
@@ -28,6 +31,9 @@ def mrr_at_k(ranked: Sequence[str], gold: set[str], k: int) -> float:
 
 
 def ndcg_at_k(ranked: Sequence[str], gold: set[str], k: int) -> float:
+    """Normalised discounted cumulative gain at `k` with binary relevance (Järvelin & Kekäläinen 2002), in [0, 1].
+
+    Gain 1/log2(rank + 1) per gold id in the first `k` of `ranked`, divided by the gain of an ideal ranking."""
     dcg = sum(1.0 / math.log2(rank + 1) for rank, doc in enumerate(ranked[:k], 1) if doc in gold)
     ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(len(gold), k) + 1))
     return dcg / ideal if ideal else 0.0
@@ -41,9 +47,13 @@ def dedupe(ids: Sequence[str]) -> list[str]:
 def ranking_metrics(ranked: Sequence[str], gold: set[str]) -> dict[str, float]:
     """hit@1/5/10, recall@5/10, MRR@10 and nDCG@10 of one question (which must have gold)."""
     return {
-        "hit@1": hit_at_k(ranked, gold, 1), "hit@5": hit_at_k(ranked, gold, 5), "hit@10": hit_at_k(ranked, gold, 10),
-        "recall@5": recall_at_k(ranked, gold, 5), "recall@10": recall_at_k(ranked, gold, 10),
-        "mrr@10": mrr_at_k(ranked, gold, 10), "ndcg@10": ndcg_at_k(ranked, gold, 10),
+        "hit@1": hit_at_k(ranked, gold, 1),
+        "hit@5": hit_at_k(ranked, gold, 5),
+        "hit@10": hit_at_k(ranked, gold, 10),
+        "recall@5": recall_at_k(ranked, gold, 5),
+        "recall@10": recall_at_k(ranked, gold, 10),
+        "mrr@10": mrr_at_k(ranked, gold, 10),
+        "ndcg@10": ndcg_at_k(ranked, gold, 10),
     }
 
 
@@ -139,7 +149,9 @@ def alce_citations(
     return {"recall": supported / len(cited), "precision": precise / total if total else 0.0}
 
 
-def _redundant(i: int, citation: Hashable, ids: tuple[Hashable, ...], supports) -> bool:
+def _redundant(
+    i: int, citation: Hashable, ids: tuple[Hashable, ...], supports: Callable[[int, tuple[Hashable, ...]], bool]
+) -> bool:
     if len(ids) == 1 or supports(i, (citation,)):
         return False
     return supports(i, tuple(c for c in ids if c != citation))

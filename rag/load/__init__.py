@@ -20,6 +20,13 @@ from .loader import DOCUMENT_SUFFIXES, iter_input_files, load_bytes, load_docume
 from .ocr import OcrOptions
 
 __all__ = [
-    "DOCUMENT_SUFFIXES", "Block", "Document", "OcrOptions", "detect_format", "document_id", "iter_input_files",
-    "load_bytes", "load_document",
+    "DOCUMENT_SUFFIXES",
+    "Block",
+    "Document",
+    "OcrOptions",
+    "detect_format",
+    "document_id",
+    "iter_input_files",
+    "load_bytes",
+    "load_document",
 ]

@@ -110,7 +110,7 @@ def _zip_format(data: bytes, name: str) -> str | None:
             names = set(archive.namelist())
             found = [fmt for part, fmt in _OOXML_PARTS.items() if part in names]
             if not found and "mimetype" in names and archive.getinfo("mimetype").file_size < 100:
-                found = [_ODF_MIMETYPES.get(archive.read("mimetype").strip())]
+                return _ODF_MIMETYPES.get(archive.read("mimetype").strip())
             return found[0] if found else None
     except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError, EOFError):
         suffix = Path(name).suffix.lower().lstrip(".")
@@ -180,6 +180,8 @@ def _is_json(data: bytes) -> bool:
 
 
 def describe_unsupported(data: bytes) -> str:
+    """What a file the loaders refuse looks like, for the error message: a binary kind named by its magic bytes
+    (e.g. an image or archive), "binary content", or text of no supported format."""
     for magic, kind in _BINARY_KINDS.items():
         if data.startswith(magic):
             return kind

@@ -22,6 +22,11 @@ class Block:
 
 @dataclass
 class Document:
+    """One loaded file: its cleaned text, metadata and the spans of its structural blocks (`rag.load.load_document`).
+
+    `text` is the blocks' texts joined by blank lines; each `Block` points into it by character offsets. Pages are
+    1-based; `pages` is None for formats without pages."""
+
     source: str  # file path as given, or an upload name
     title: str
     text: str
@@ -35,6 +40,7 @@ class Document:
 
     @property
     def doc_id(self) -> str:
+        """The document's stable id, derived from `source` only (see `document_id`)."""
         return document_id(self.source)
 
 
@@ -69,6 +75,9 @@ class TextBuilder:
         self.blocks: list[Block] = []
 
     def add(self, text: str, heading_path: tuple[str, ...] = (), page: int | None = None) -> None:
+        """Append one block: `text` cleaned (control characters, ligatures, spacing); nothing when it is empty after.
+
+        `heading_path` is the headings above the block, outermost first; `page` is 1-based (PDF page, slide)."""
         text = _clean(text)
         if not text:
             return
@@ -81,11 +90,17 @@ class TextBuilder:
 
     @property
     def text(self) -> str:
+        """The text so far: the added blocks joined by `SEPARATOR`; `blocks` hold their character spans in it."""
         return "".join(self._parts)
 
 
 @dataclass
 class Parsed:
+    """What a format's loader returns: the assembled text and what it found about pages and the title.
+
+    `title` is empty when the file names none (the caller then falls back to the file name); page numbers are
+    1-based, `pages` None for formats without pages."""
+
     builder: TextBuilder
     title: str = ""
     pages: int | None = None
@@ -100,6 +115,9 @@ class Outline:
         self._stack: list[tuple[int, str]] = []
 
     def enter(self, level: int, title: str) -> tuple[str, ...]:
+        """Enter a heading of `level` (1 = outermost): headings of the same or a deeper level are closed.
+
+        Returns the new path (`path`); an empty `title` closes the deeper headings but adds none."""
         while self._stack and self._stack[-1][0] >= level:
             self._stack.pop()
         title = one_line(title)
@@ -109,6 +127,7 @@ class Outline:
 
     @property
     def path(self) -> tuple[str, ...]:
+        """The titles of the open headings, outermost first."""
         return tuple(title for _, title in self._stack)
 
 
@@ -135,11 +154,13 @@ def prose(text: str) -> str:
 
 
 def one_line(value: object, limit: int = 300) -> str:
+    """`str(value)` with its whitespace runs collapsed to single spaces, cut to `limit` characters (ending in "…")."""
     text = " ".join(str(value).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def stem(name: str) -> str:
+    """The file name without its folder and last extension (`name` itself when that leaves nothing)."""
     return Path(name).stem or name
 
 

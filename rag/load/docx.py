@@ -6,13 +6,17 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from lxml import etree
 
 from ..errors import LoadError
 from .document import Outline, Parsed, TextBuilder, first_line_title, one_line
 from .legal import parse_xml
+
+if TYPE_CHECKING:  # python-docx ships no type information: this names the class for the reader
+    from docx.styles.style import BaseStyle
 
 MAX_DOCX_UNCOMPRESSED = 200 * 1024 * 1024
 MAX_DOCX_RATIO = 100  # real documents compress 3-20x; only crafted archives reach 100x ...
@@ -74,13 +78,13 @@ _DOCX_CONTAINERS = frozenset(  # wrappers whose children are read as if they sto
 _DOCX_CHARACTERS = {f"{_W}tab": "\t", f"{_W}br": "\n", f"{_W}cr": "\n", f"{_W}noBreakHyphen": "-"}
 
 
-def _docx_blocks(container) -> Iterator[tuple[str, etree._Element]]:
+def _docx_blocks(container: Iterable[etree._Element]) -> Iterator[tuple[str, etree._Element]]:
     """("paragraph" | "table", element) in reading order under a body, cell or wrapper element."""
     for element in _docx_children(container, (f"{_W}p", f"{_W}tbl")):
         yield ("paragraph" if element.tag == f"{_W}p" else "table"), element
 
 
-def _docx_children(container, tags: tuple[str, ...]) -> Iterator[etree._Element]:
+def _docx_children(container: Iterable[etree._Element], tags: tuple[str, ...]) -> Iterator[etree._Element]:
     """The children with one of `tags`, also those wrapped in content controls, insertions and custom XML."""
     for child in container:
         if child.tag in tags:
@@ -89,11 +93,11 @@ def _docx_children(container, tags: tuple[str, ...]) -> Iterator[etree._Element]
             yield from _docx_children(child, tags)
 
 
-def _docx_paragraph_text(paragraph) -> str:
+def _docx_paragraph_text(paragraph: etree._Element) -> str:
     """A paragraph's shown text: runs (also in insertions, hyperlinks, fields, content controls, text boxes)."""
     parts: list[str] = []
 
-    def visit(element) -> None:
+    def visit(element: etree._Element) -> None:
         for child in element:
             tag = child.tag
             if tag in _DOCX_DROPPED or not isinstance(tag, str):
@@ -113,13 +117,13 @@ def _docx_paragraph_text(paragraph) -> str:
     return "".join(parts)
 
 
-def _docx_hidden(run) -> bool:
+def _docx_hidden(run: etree._Element) -> bool:
     """A run formatted as hidden text (w:vanish), which Word does not show."""
     vanish = run.find(f"{_W}rPr/{_W}vanish")
     return vanish is not None and vanish.get(f"{_W}val", "true") not in ("0", "false", "off")
 
 
-def _docx_part_texts(root) -> Iterator[str]:
+def _docx_part_texts(root: etree._Element) -> Iterator[str]:
     """Paragraph and table texts of a header, footer, footnotes or endnotes part (separator notes skipped)."""
     notes = root.findall(f"{_W}footnote") + root.findall(f"{_W}endnote")
     for container in notes or [root]:
@@ -148,7 +152,7 @@ def check_zip_bomb(data: bytes, name: str, *, kind: str = "Word document") -> No
 _DOCX_HEADING = re.compile(r"^heading (\d)$", re.IGNORECASE)
 
 
-def _docx_heading_level(style) -> int | None:
+def _docx_heading_level(style: BaseStyle | None) -> int | None:
     """Heading level from the paragraph style or the built-in style it derives from; "Title" is above level 1."""
     for _ in range(5):  # custom heading styles are usually based on a built-in one, a few levels deep
         if style is None:
@@ -159,11 +163,11 @@ def _docx_heading_level(style) -> int | None:
         match = _DOCX_HEADING.match(name)
         if match:
             return int(match.group(1))
-        style = style.base_style
+        style = getattr(style, "base_style", None)  # paragraph and character styles have one, others do not
     return None
 
 
-def _docx_rows(table) -> Iterator[str]:
+def _docx_rows(table: etree._Element) -> Iterator[str]:
     """One line per row, cells joined by " | "; a cell's paragraphs and nested tables joined by spaces, and a cell
     equal to its left neighbour (a horizontally merged one, as some writers repeat it) appears once."""
     for row in _docx_children(table, (f"{_W}tr",)):

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from .document import Outline, Parsed, TextBuilder, one_line
 from .legal import source_text
 from .text import decode_text
+
+if TYPE_CHECKING:  # lxml and tinycss2 ship no type information: these name the classes for the reader
+    import tinycss2.ast
+    from lxml import etree
 
 # ----------------------------------------------------------------------------------------------------- HTML
 
@@ -25,6 +30,10 @@ XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
 
 
 def load_html(data: bytes, name: str) -> Parsed:
+    """An HTML page's visible text, one block per paragraph, list item, table row or heading, under its h1-h6 path.
+
+    Content a reader does not see (scripts, styles, navigation, `hidden`, CSS that hides) is dropped; the title is
+    <title>, else the first heading. `name` labels errors: raises `LoadError` when the bytes do not decode as text."""
     import lxml.html
 
     text = XML_DECLARATION.sub("", _decode_html(data, name))  # lxml refuses str input that declares an encoding
@@ -66,7 +75,7 @@ _CSS_HIDING = {  # declarations that make an element and its content invisible
 }
 
 
-def drop_hidden(root) -> None:
+def drop_hidden(root: etree._Element) -> None:
     """Remove what a browser does not show, keeping the text that follows it: elements with the `hidden` attribute
     or `aria-hidden="true"`, and those hidden by an inline `style` or a rule of a `<style>` sheet (display: none,
     visibility: hidden, opacity: 0, font-size: 0).
@@ -80,8 +89,11 @@ def drop_hidden(root) -> None:
     hidden = [e for e in root.iter() if isinstance(e.tag, str) and (
         e.get("hidden") is not None or (e.get("aria-hidden") or "").strip().lower() == "true"
         or _css_hides(e.get("style") or ""))]  # fmt: skip
-    selectors = (selector for style in root.iter("style")
-                 for selector in _hiding_selectors(tinycss2.parse_stylesheet(style.text or "", True, True)))
+    selectors = (
+        selector
+        for style in root.iter("style")
+        for selector in _hiding_selectors(tinycss2.parse_stylesheet(style.text or "", True, True))
+    )
     for selector in itertools.islice(selectors, HTML_MAX_HIDING_RULES):
         try:
             hidden += CSSSelector(selector, translator="html")(root)
@@ -92,7 +104,7 @@ def drop_hidden(root) -> None:
             element.drop_tree()
 
 
-def _hiding_selectors(rules) -> Iterator[str]:
+def _hiding_selectors(rules: Iterable[tinycss2.ast.Node]) -> Iterator[str]:
     """Selectors of the style rules that hide, also inside @media and @supports blocks (except print-only media)."""
     import tinycss2
 
@@ -126,7 +138,7 @@ class _HtmlWalker:
         self.first_heading = ""
         self._buffer: list[str] = []
 
-    def walk(self, element, preformatted: bool = False) -> None:
+    def walk(self, element: etree._Element, preformatted: bool = False) -> None:
         tag = element.tag if isinstance(element.tag, str) else ""
         if tag and tag not in _HTML_SKIP:
             if tag in _HTML_HEADINGS:
@@ -144,13 +156,13 @@ class _HtmlWalker:
         self.builder.add("".join(self._buffer), self.outline.path)
         self._buffer.clear()
 
-    def _heading(self, element, level: int) -> None:
+    def _heading(self, element: etree._Element, level: int) -> None:
         self.flush()
         text = html_inline_text(element)
         self.builder.add(text, self.outline.enter(level, text))
         self.first_heading = self.first_heading or one_line(text)
 
-    def _container(self, element, is_block: bool, preformatted: bool) -> None:
+    def _container(self, element: etree._Element, is_block: bool, preformatted: bool) -> None:
         if is_block:
             self.flush()
         self._buffer.append(_html_text(element.text, preformatted))
@@ -164,11 +176,11 @@ def _html_text(text: str | None, preformatted: bool) -> str:
     return (text or "") if preformatted else source_text(text)
 
 
-def html_inline_text(element) -> str:
+def html_inline_text(element: etree._Element) -> str:
     """Visible text of an element, with a space where block-level children would break the line."""
     parts: list[str] = []
 
-    def visit(node) -> None:
+    def visit(node: etree._Element) -> None:
         tag = node.tag if isinstance(node.tag, str) else ""
         if tag and tag not in _HTML_SKIP:
             boundary = tag in _HTML_BLOCKS or tag in _HTML_HEADINGS or tag == "br"
@@ -184,6 +196,6 @@ def html_inline_text(element) -> str:
     return " ".join("".join(parts).split())
 
 
-def _html_row(row) -> str:
+def _html_row(row: etree._Element) -> str:
     cells = [html_inline_text(cell) for cell in row if isinstance(cell.tag, str) and cell.tag in ("td", "th")]
     return " | ".join(cell for cell in cells if cell)

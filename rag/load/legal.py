@@ -15,11 +15,19 @@ from .document import Parsed, TextBuilder, one_line
 
 # No entity expansion, no DTD or network fetches (XXE, billion laughs); comments and processing instructions
 # (Formex page marks) carry no text.
-SAFE_XML = {"resolve_entities": False, "no_network": True, "load_dtd": False, "remove_comments": True,
-            "remove_pis": True}
+SAFE_XML = {
+    "resolve_entities": False,
+    "no_network": True,
+    "load_dtd": False,
+    "remove_comments": True,
+    "remove_pis": True,
+}
 
 
 def parse_xml(data: bytes, name: str) -> etree._Element:
+    """The root element of an XML file, parsed without network access, DTDs or entity expansion (`SAFE_XML`).
+
+    Raises `LoadError` naming `name` when the XML is not well-formed."""
     try:
         return etree.fromstring(data, etree.XMLParser(**SAFE_XML))
     except etree.XMLSyntaxError as exc:
@@ -37,13 +45,13 @@ class _FlattenRules:
     foreign: Callable[[str | None], bool] = lambda namespace: False  # elements of other vocabularies to skip
 
 
-def _flatten(element, rules: _FlattenRules) -> str:
+def _flatten(element: etree._Element, rules: _FlattenRules) -> str:
     parts: list[str] = []
     _flatten_into(element, rules, parts)
     return "".join(parts)
 
 
-def _flatten_into(element, rules: _FlattenRules, parts: list[str]) -> None:
+def _flatten_into(element: etree._Element, rules: _FlattenRules, parts: list[str]) -> None:
     if not isinstance(element.tag, str):  # an unexpanded entity reference: no text of ours (its tail is)
         return
     qname = etree.QName(element)
@@ -66,7 +74,7 @@ def source_text(text: str | None) -> str:
     return text.replace("\n", " ") if text else ""
 
 
-def _inline(element, rules: _FlattenRules) -> str:
+def _inline(element: etree._Element | None, rules: _FlattenRules) -> str:
     return one_line(_flatten(element, rules)) if element is not None else ""
 
 
@@ -85,6 +93,11 @@ _AKN_LABELS = frozenset({"num", "heading", "subheading"})
 
 
 def load_akoma_ntoso(data: bytes, name: str) -> Parsed:
+    """An Akoma Ntoso (OASIS LegalDocML) act: one block per unit of text (numbered paragraphs keep their number),
+    under the path of the hierarchy elements (chapters, sections, articles...) above it, each also a short heading
+    block; repealed text and editorial notes are left out.
+
+    Raises `LoadError` when the XML is not well-formed."""
     root = parse_xml(data, name)
     namespace = etree.QName(root).namespace
     rules = _FlattenRules(
@@ -104,7 +117,9 @@ def load_akoma_ntoso(data: bytes, name: str) -> Parsed:
     return Parsed(builder, title)
 
 
-def _akn_units(element, path: tuple[str, ...], rules: _FlattenRules) -> Iterator[tuple[str, tuple[str, ...]]]:
+def _akn_units(
+    element: etree._Element, path: tuple[str, ...], rules: _FlattenRules
+) -> Iterator[tuple[str, tuple[str, ...]]]:
     """(text, heading path) per readable unit, in document order.
 
     Hierarchy elements (chapter, section, article...) extend the heading path with "num - heading" and emit it as a
@@ -133,13 +148,13 @@ def _akn_units(element, path: tuple[str, ...], rules: _FlattenRules) -> Iterator
             yield _flatten(child, rules), path
 
 
-def _akn_label(element, rules: _FlattenRules) -> str:
+def _akn_label(element: etree._Element, rules: _FlattenRules) -> str:
     number = _akn_number(element, rules).rstrip(" .:-\u2013")
     heading = _inline(element.find("{*}heading"), rules).strip(" -\u2013")
     return " - ".join(part for part in (number, heading) if part)
 
 
-def _akn_number(element, rules: _FlattenRules) -> str:
+def _akn_number(element: etree._Element, rules: _FlattenRules) -> str:
     return _inline(element.find("{*}num"), rules)
 
 
@@ -164,6 +179,10 @@ _RECITAL = {"EN": "Recital", "FR": "Considérant", "DE": "Erwägungsgrund"}
 
 
 def load_formex(data: bytes, name: str) -> Parsed:
+    """A Formex 4 act (the EU Publications Office's XML): one block per recital or paragraph, under the path of the
+    divisions and articles above it; the title is the act's BIB.DATA/TITLE/TI.
+
+    Raises `LoadError` when the XML is not well-formed."""
     root = parse_xml(data, name)
     for mark in root.iter("QUOT.START", "QUOT.END"):  # quotes are empty elements carrying the character's code
         mark.text = _quote_char(mark.get("CODE", ""))
@@ -186,7 +205,9 @@ def _quote_char(code: str) -> str:
         return '"'
 
 
-def _formex_units(element, path: tuple[str, ...], recital: str) -> Iterator[tuple[str, tuple[str, ...]]]:
+def _formex_units(
+    element: etree._Element, path: tuple[str, ...], recital: str
+) -> Iterator[tuple[str, tuple[str, ...]]]:
     """(text, heading path) per unit: divisions and articles label the path; paragraphs and recitals are units."""
     for child in element:
         tag = child.tag

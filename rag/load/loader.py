@@ -58,7 +58,11 @@ def load_bytes(data: bytes, name: str, *, ocr: OcrOptions | None = None) -> Docu
         raise LoadError(f"{name}: cannot read {fmt} file ({one_line(exc)})") from exc
     text = parsed.builder.text
     if not text:
-        hint = " - scanned pages without a text layer, and OCR found no text or is off (ingest.ocr)" if fmt == "pdf" else ""
+        hint = (
+            " - scanned pages without a text layer, and OCR found no text or is off (ingest.ocr)"
+            if fmt == "pdf"
+            else ""
+        )
         raise LoadError(f"{name}: no extractable text{hint}")
     return Document(
         source=name,

@@ -4,8 +4,9 @@ charsets and transfer encodings handled by the parser every Python ships, nothin
 One EML file is one `Document`, so it stays one entry in the index, one original file and one thing to delete:
 - a header block (From, To, Cc, Date, Subject, and the names of the attachments), under the heading path (subject,);
 - the body (text/plain preferred, else text/html read like an HTML file), under (subject,);
-- each attachment read like an uploaded file of its own (`rag.load.load_bytes`, passed in by rag/load/loader.py, so every format is supported and a
-  forwarded message is read as e-mail too), its blocks under (subject, "Attachment: <file name>", *its own path).
+- each attachment read like an uploaded file of its own (`rag.load.load_bytes`, passed in by rag/load/loader.py, so
+  every format is supported and a forwarded message is read as e-mail too), its blocks under (subject,
+  "Attachment: <file name>", *its own path).
   Attachment blocks carry no page number: the document's original is the e-mail, not the attachment. An attachment
   that cannot be read (an image, a corrupt file) keeps its name in the header block and adds no text.
 Messages attached inside messages, and multiparts inside multiparts (a signed message wraps its body and attachments
@@ -19,7 +20,7 @@ import email
 import email.policy
 import re
 from collections.abc import Callable
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 
 from ..errors import LoadError
 from .detect import detect_format
@@ -28,6 +29,8 @@ from .html import load_html
 
 MAX_MAIL_DEPTH = 5  # a forward of a forward of ... : real threads rarely nest beyond 3
 _SHOWN_HEADERS = ("From", "To", "Cc", "Date", "Subject")
+
+
 class _TooDeep(Exception):
     """Messages or multiparts nested beyond MAX_MAIL_DEPTH."""
 
@@ -48,11 +51,18 @@ def load_eml(data: bytes, name: str, *, read_attachment: Callable[[bytes, str], 
 
 
 def _parse(data: bytes) -> EmailMessage:
-    return email.message_from_bytes(data, policy=email.policy.default)  # type: ignore[return-value]
+    return email.message_from_bytes(data, policy=email.policy.default)
 
 
-def _add_message(builder: TextBuilder, message: EmailMessage, name: str, path: tuple[str, ...], *,
-                 depth: int, read: Callable[[bytes, str], Document]) -> str:
+def _add_message(
+    builder: TextBuilder,
+    message: MIMEPart,
+    name: str,
+    path: tuple[str, ...],
+    *,
+    depth: int,
+    read: Callable[[bytes, str], Document],
+) -> str:
     """Add one message's blocks under `path`; returns its subject ("" when it has none)."""
     if depth > MAX_MAIL_DEPTH:
         raise _TooDeep
@@ -70,14 +80,15 @@ def _add_message(builder: TextBuilder, message: EmailMessage, name: str, path: t
     if body is not None:
         _add_body(builder, body, name, path)
     for part, part_name in zip(attachments, names, strict=True):
-        _add_attachment(builder, part, f"{name}/{part_name}", (*path, f"Attachment: {part_name}"), depth=depth,
-                        read=read)
+        _add_attachment(
+            builder, part, f"{name}/{part_name}", (*path, f"Attachment: {part_name}"), depth=depth, read=read
+        )
     for container in containers:  # e.g. the signed content of multipart/signed: body and attachments of its own
         _add_message(builder, container, name, path, depth=depth + 1, read=read)
     return subject
 
 
-def _add_body(builder: TextBuilder, body: EmailMessage, name: str, path: tuple[str, ...]) -> None:
+def _add_body(builder: TextBuilder, body: MIMEPart, name: str, path: tuple[str, ...]) -> None:
     text = _content_text(body)
     if body.get_content_subtype() == "html":
         html = load_html(text.encode("utf-8"), name)
@@ -88,15 +99,16 @@ def _add_body(builder: TextBuilder, body: EmailMessage, name: str, path: tuple[s
             builder.add(paragraph, path)
 
 
-def _content_text(part: EmailMessage) -> str:
+def _content_text(part: MIMEPart) -> str:
     """A text part decoded with its declared charset; an unknown or wrong charset falls back to latin-1."""
     try:
         return part.get_content()
     except (LookupError, UnicodeDecodeError):
-        return (part.get_payload(decode=True) or b"").decode("latin-1")
+        payload = part.get_payload(decode=True)  # bytes, or None for a part without content
+        return payload.decode("latin-1") if isinstance(payload, bytes) else ""
 
 
-def _attachment_name(part: EmailMessage, index: int) -> str:
+def _attachment_name(part: MIMEPart, index: int) -> str:
     filename = part.get_filename()
     if filename:
         return one_line(filename, 120)
@@ -105,12 +117,19 @@ def _attachment_name(part: EmailMessage, index: int) -> str:
     return f"attachment-{index}"
 
 
-def _add_attachment(builder: TextBuilder, part: EmailMessage, name: str, path: tuple[str, ...], *,
-                    depth: int, read: Callable[[bytes, str], Document]) -> None:
+def _add_attachment(
+    builder: TextBuilder,
+    part: MIMEPart,
+    name: str,
+    path: tuple[str, ...],
+    *,
+    depth: int,
+    read: Callable[[bytes, str], Document],
+) -> None:
     """An attachment's blocks under `path`; a forwarded message recursively, any other file through `read`."""
     if part.get_content_type() == "message/rfc822":
         inner = part.get_payload()
-        if isinstance(inner, list) and inner:
+        if isinstance(inner, list) and inner and isinstance(inner[0], MIMEPart):  # always so under policy.default
             _add_message(builder, inner[0], name, path, depth=depth + 1, read=read)
         return
     data = part.get_payload(decode=True)

@@ -4,6 +4,7 @@ a browser would show."""
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from lxml import etree
 
@@ -11,12 +12,19 @@ from .document import Outline, Parsed, TextBuilder, first_line_title, one_line
 from .html import drop_hidden, html_inline_text
 from .text import decode_text
 
+if TYPE_CHECKING:
+    from markdown_it.token import Token
+
 # ------------------------------------------------------------------------------------------ Markdown and text
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n.*?\n(---|\.\.\.)[ \t]*\n", re.DOTALL)
 
 
 def load_markdown(data: bytes, name: str) -> Parsed:
+    """A CommonMark document (tables enabled; YAML front matter dropped): one block per paragraph, list item, table
+    row or code block under its heading path; the title is the first heading, else the first line.
+
+    Raises `LoadError` when the bytes do not decode as text."""
     from markdown_it import MarkdownIt
 
     text = _FRONT_MATTER.sub("", decode_text(data, name))
@@ -50,7 +58,7 @@ def load_markdown(data: bytes, name: str) -> Parsed:
     return Parsed(builder, first_heading or first_line_title(builder))
 
 
-def _markdown_inline(token) -> str:
+def _markdown_inline(token: Token) -> str:
     """Readable text of an inline token: markup dropped, images by their alt text, hard breaks kept."""
     parts = []
     for child in token.children or []:

@@ -18,9 +18,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from ..errors import LoadError
 from ..language import detect_language
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 TESSERACT_LANGUAGES = {"fr": "fra", "de": "deu", "en": "eng", "lb": "ltz"}  # ISO 639-1 -> Tesseract data
 THREAD_LIMIT = "1"  # OMP_THREAD_LIMIT in parser processes: on 2 shared cores one thread per page reads more pages/s
@@ -91,13 +96,15 @@ def ocr_pages(data: bytes, numbers: Sequence[int], *, options: OcrOptions, texts
         pdf.close()
 
 
-def _tesseract(pytesseract, image, languages: str) -> str:
+def _tesseract(pytesseract: ModuleType, image: Image.Image, languages: str) -> str:
     """One page image read by Tesseract with automatic page segmentation (psm 3: columns and blocks in reading
     order)."""
     try:
         return pytesseract.image_to_string(image, lang=languages, config="--psm 3")
     except pytesseract.TesseractNotFoundError:
-        raise LoadError("OCR needs Tesseract: install tesseract-ocr with its fra, deu, eng and ltz data "
-                        "(docs/deployment.md), or set ingest.ocr to false") from None
+        raise LoadError(
+            "OCR needs Tesseract: install tesseract-ocr with its fra, deu, eng and ltz data "
+            "(docs/deployment.md), or set ingest.ocr to false"
+        ) from None
     except pytesseract.TesseractError as exc:
         raise LoadError(f"Tesseract failed on a scanned page ({' '.join(str(exc.message).split())[:200]})") from None

@@ -24,11 +24,16 @@ import datetime as dt
 import io
 import re
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..errors import LoadError
 from .document import Outline, Parsed, TextBuilder, one_line
 from .docx import check_zip_bomb
 from .text import decode_text
+
+if TYPE_CHECKING:  # odfpy ships no type information: these name the classes for the reader
+    from odf.element import Element
+    from odf.opendocument import OpenDocument
 
 # OpenDocument compresses runs of equal cells and rows into one element with a repeat count (an empty row is often
 # repeated a million times to the end of the sheet); non-empty runs are expanded up to this many times, so a crafted
@@ -66,8 +71,11 @@ def load_pptx(data: bytes, name: str) -> Parsed:
     return Parsed(builder, title, pages=len(presentation.slides))
 
 
-def _pptx_texts(shapes) -> Iterator[str]:
-    """The text of each shape in the slide's order (the order of its XML, which is also the tab order)."""
+def _pptx_texts(shapes: Iterable[Any]) -> Iterator[str]:
+    """The text of each shape in the slide's order (the order of its XML, which is also the tab order).
+
+    `shapes` are python-pptx shapes of several classes (`GroupShape`, `Shape`, `GraphicFrame`...); what each has is
+    told by `shape_type`, `has_text_frame` and `has_table` at run time, hence `Any`."""
     from pptx.enum.shapes import MSO_SHAPE_TYPE
 
     for shape in shapes:
@@ -217,35 +225,38 @@ def _odf_document(data: bytes, name: str, fmt: str) -> tuple:
     return document, body
 
 
-def _odf_title(document) -> str:
+def _odf_title(document: OpenDocument) -> str:
     from odf import dc
 
     titles = document.meta.getElementsByType(dc.Title)
     return one_line(_odf_text(titles[0])) if titles else ""
 
 
-def _odf_children(element, namespace: str, local: str) -> Iterator:
+def _odf_children(element: Element, namespace: str, local: str) -> Iterator[Element]:
     return (child for child in element.childNodes if getattr(child, "qname", None) == (namespace, local))
 
 
-def _odf_text(element) -> str:
+def _odf_text(element: Element) -> str:
     """Text of an element (odfpy's teletype: spaces, tabs and line breaks as written), without comments."""
     from odf import teletype
 
     if not any(getattr(child, "qname", None) == (_OFFICE, "annotation") for child in element.childNodes):
         return teletype.extractText(element)
-    return "".join(teletype.extractText(child) if child.nodeType == child.ELEMENT_NODE else child.data
-                   for child in element.childNodes if getattr(child, "qname", None) != (_OFFICE, "annotation"))
+    return "".join(
+        teletype.extractText(child) if child.nodeType == child.ELEMENT_NODE else child.data
+        for child in element.childNodes
+        if getattr(child, "qname", None) != (_OFFICE, "annotation")
+    )
 
 
-def _odf_repeat(element, attribute: str) -> int:
+def _odf_repeat(element: Element, attribute: str) -> int:
     try:
         return max(1, min(int(element.getAttrNS(_TABLE, attribute) or 1), ODF_MAX_REPEAT))
     except ValueError:
         return 1
 
 
-def _odf_rows(table) -> Iterator[str]:
+def _odf_rows(table: Element) -> Iterator[str]:
     """One line per row of a table (header rows and row groups included), empty rows skipped."""
     for child in table.childNodes:
         qname = getattr(child, "qname", None)
@@ -269,7 +280,7 @@ class _OdfWalker:
         self.outline = Outline()
         self.first_heading = ""
 
-    def walk(self, element, page: int | None = None) -> None:
+    def walk(self, element: Element, page: int | None = None) -> None:
         for child in element.childNodes:
             qname = getattr(child, "qname", None)
             if qname is None or qname in _ODF_SKIPPED:
@@ -288,7 +299,7 @@ class _OdfWalker:
                 self.walk(child, page)
 
 
-def _odf_level(heading) -> int:
+def _odf_level(heading: Element) -> int:
     try:
         return max(1, min(int(heading.getAttrNS(_TEXT, "outline-level") or 1), 10))
     except ValueError:

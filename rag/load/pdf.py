@@ -35,6 +35,11 @@ _DETACHED_WORDS = frozenset({"und", "oder", "bzw", "sowie", "bis", "et", "ou", "
 
 
 def load_pdf(data: bytes, name: str, ocr: OcrOptions) -> Parsed:
+    """A PDF's text layer (pdfium), in reading order, as paragraphs with their 1-based page and article path.
+
+    Running headers and footers are dropped, hyphenated line ends rejoined. Pages without text are read by OCR
+    when `ocr.enabled` (at most `ocr.max_pages`); those still blank are listed in `pages_without_text`. The title is
+    the metadata title, else the first line. Raises `LoadError` for an encrypted, corrupt or truncated PDF."""
     with PDFIUM_LOCK:
         pages, metadata_title = pdf_page_texts(data, name)
         page_lines = [_pdf_lines(text) for text in pages]

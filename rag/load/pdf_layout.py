@@ -8,12 +8,20 @@ import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import LoadError
 from .document import one_line
 
+if TYPE_CHECKING:  # pypdfium2 ships no type information: these name the classes for the reader
+    import pypdfium2 as pdfium
+
 
 def pdf_page_texts(data: bytes, name: str) -> tuple[list[str], str]:
+    """Each page's text (one string per page, lines in reading order, columns one after the other) and the
+    metadata title ("" when absent). The caller holds `PDFIUM_LOCK` (pdfium is not thread-safe).
+
+    Raises `LoadError` naming `name` for an encrypted, corrupt or truncated PDF, or a page that cannot be read."""
     import pypdfium2 as pdfium
     import pypdfium2.raw as pdfium_c
 
@@ -29,7 +37,7 @@ def pdf_page_texts(data: bytes, name: str) -> tuple[list[str], str]:
         pdf.close()
 
 
-def _pdf_page_text(pdf, index: int, name: str) -> str:
+def _pdf_page_text(pdf: pdfium.PdfDocument, index: int, name: str) -> str:
     """The page's text in the order a person reads it: form field values flattened into the page, lines top to
     bottom in the text's own direction, segments left to right, and columns one after the other.
 
@@ -53,7 +61,7 @@ def _pdf_page_text(pdf, index: int, name: str) -> str:
         page.close()
 
 
-def _pdf_segments(textpage, turn: int) -> list[_Segment]:
+def _pdf_segments(textpage: pdfium.PdfTextPage, turn: int) -> list[_Segment]:
     """Runs of characters on one line without a wide gap, in PDFium's order, one pass over the characters (PDFium's
     own "rects" need a bounded-text call each, quadratic on dense pages). Spaces and line breaks PDFium generates
     have no box: spaces stay in the run, line breaks end it."""
@@ -63,7 +71,7 @@ def _pdf_segments(textpage, turn: int) -> list[_Segment]:
 
     segments: list[_Segment] = []
     chars: list[str] = []
-    box = [0.0, 0.0, 0.0, 0.0]  # left, top, right, bottom of the current run, in the text's frame
+    box = (0.0, 0.0, 0.0, 0.0)  # left, top, right, bottom of the current run, in the text's frame
     edges = [ctypes.c_double() for _ in range(4)]
     for index in range(textpage.count_chars()):
         char = chr(pdfium_c.FPDFText_GetUnicode(textpage.raw, index))
@@ -83,9 +91,9 @@ def _pdf_segments(textpage, turn: int) -> list[_Segment]:
             segments.append(_Segment(*box, "".join(chars)))
             chars = []
         if chars:
-            box = [min(box[0], left), min(box[1], top), max(box[2], right), max(box[3], bottom)]
+            box = (min(box[0], left), min(box[1], top), max(box[2], right), max(box[3], bottom))
         else:
-            box = [left, top, right, bottom]
+            box = (left, top, right, bottom)
         chars.append("\ufffe" if char in "\x02\ufffe" else char)
     if chars:
         segments.append(_Segment(*box, "".join(chars)))
@@ -103,7 +111,7 @@ class _Segment:
     text: str
 
 
-def _text_direction(textpage) -> int:
+def _text_direction(textpage: pdfium.PdfTextPage) -> int:
     """The page's dominant writing direction in quarter turns counter-clockwise (0-3), from PDFium's character
     angles: a page's /Rotate only says how to show it; a reader turns the page to follow the text."""
     import pypdfium2.raw as pdfium_c
@@ -131,7 +139,9 @@ def _reading_box(box: tuple[float, float, float, float], turn: int) -> tuple[flo
 
 PDF_GUTTER_EM = 1.5  # a vertical strip free of text this many line heights wide, down several lines, splits columns
 PDF_MIN_COLUMN_LINES = 3
-PDF_MIN_COLUMN_SHARE = 0.3  # each column's typical line fills this share of the section's width (a form's labels do not)
+PDF_MIN_COLUMN_SHARE = (
+    0.3  # each column's typical line fills this share of the section's width (a form's labels do not)
+)
 
 
 def _reading_order(segments: list[_Segment]) -> list[str]:

@@ -49,6 +49,9 @@ _BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
 
 
 def load_text(data: bytes, name: str) -> Parsed:
+    """Plain text: one block per paragraph (blank-line separated), under the article heading it follows, if any.
+
+    Raises `LoadError` when the bytes are not readable as text."""
     builder = TextBuilder()
     article: tuple[str, ...] = ()
     text = decode_text(data, name).replace("\r\n", "\n").replace("\r", "\n")
@@ -59,6 +62,7 @@ def load_text(data: bytes, name: str) -> Parsed:
 
 
 def decode_text(data: bytes, name: str) -> str:
+    """The text of `data` as `decode` reads it; raises `LoadError` naming `name` when it is undecodable or binary."""
     text = decode(data)
     if text is None or not looks_textual(text):
         raise LoadError(f"{name}: not readable as text (undecodable or binary bytes)")

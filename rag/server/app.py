@@ -19,8 +19,8 @@ from fastapi.responses import JSONResponse
 
 from .. import __version__
 from ..errors import ConfigError
-from ..verify import verify_models
 from ..settings import ServerSettings, Settings, load_settings
+from ..verify import verify_models
 from . import answers, docs_page, documents, errors, openai_compat, search, sources, web
 from .deps import services
 from .limits import BodyLimit

@@ -217,7 +217,8 @@ class DocumentPublic(BaseModel):
     chunks: int = Field(description="passages in the index")
     pages_ocr: list[int] = Field(default_factory=list, description="1-based PDF pages whose text was read by OCR")
     pages_without_text: list[int] = Field(
-        default_factory=list, description="1-based PDF pages still without text (scanned, OCR off or capped)")
+        default_factory=list, description="1-based PDF pages still without text (scanned, OCR off or capped)"
+    )
 
 
 class DocumentList(BaseModel):

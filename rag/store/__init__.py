@@ -8,6 +8,13 @@ from .base import Store, StoreWriter, open_store
 from .manifest import FORMAT, new_manifest
 
 __all__ = [
-    "FORMAT", "ChunkRecord", "DocumentRecord", "NewChunk", "SearchFilter", "Store", "StoreWriter", "new_manifest",
+    "FORMAT",
+    "ChunkRecord",
+    "DocumentRecord",
+    "NewChunk",
+    "SearchFilter",
+    "Store",
+    "StoreWriter",
+    "new_manifest",
     "open_store",
 ]

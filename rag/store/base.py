@@ -23,7 +23,9 @@ class StoreWriter(Protocol):
     """The one way to change a store; obtained from `Store.writer()`."""
 
     def commit(
-        self, puts: Iterable[tuple[dict, list[NewChunk]]] = (), deletes: Iterable[str] = (),
+        self,
+        puts: Iterable[tuple[dict, list[NewChunk]]] = (),
+        deletes: Iterable[str] = (),
         manifest: dict | None = None,
     ) -> int:
         """Replace or add documents, delete others and optionally swap the manifest, in one transaction.
@@ -83,7 +85,11 @@ class Store(Protocol):
         ...
 
     def search(
-        self, *, vector: np.ndarray | None, tokens: Sequence[str], depth: int,
+        self,
+        *,
+        vector: np.ndarray | None,
+        tokens: Sequence[str],
+        depth: int,
         search_filter: SearchFilter | None = None,
     ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
         """(dense, lexical): (chunk id, score) best first, each at most `depth`, filtered inside the search, both from

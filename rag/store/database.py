@@ -12,6 +12,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,16 +38,19 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 _ADDED_COLUMNS = {  # columns added after the first release of FORMAT 2: (name, declaration)
     "documents": [("pages_ocr", "TEXT NOT NULL DEFAULT '[]'"), ("pages_without_text", "TEXT NOT NULL DEFAULT '[]'")],
 }
-_DOCUMENT_COLUMNS = ("doc_id, source, title, format, lang, sha256, labels, pages, chars, ingested_at, text, blocks, "
-                     "pages_ocr, pages_without_text")
+_DOCUMENT_COLUMNS = (
+    "doc_id, source, title, format, lang, sha256, labels, pages, chars, ingested_at, text, blocks, "
+    "pages_ocr, pages_without_text"
+)
 
 
 def connect(directory: Path) -> sqlite3.Connection:
     """The shared connection to `directory`/meta.sqlite (created 0600), schema created or migrated.
 
     Autocommit mode (transactions are explicit), WAL journal, full fsync, foreign keys on."""
-    db = sqlite3.connect(touch_private(directory / "meta.sqlite"), timeout=30, check_same_thread=False,
-                         isolation_level=None)
+    db = sqlite3.connect(
+        touch_private(directory / "meta.sqlite"), timeout=30, check_same_thread=False, isolation_level=None
+    )
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
@@ -84,8 +88,9 @@ def generation(db: sqlite3.Connection) -> int:
     return int(read_state(db, "generation") or 0)
 
 
-def commit(db: sqlite3.Connection, puts: Iterable[tuple[dict, list[NewChunk]]], deletes: Iterable[str],
-           manifest: dict | None) -> int:
+def commit(
+    db: sqlite3.Connection, puts: Iterable[tuple[dict, list[NewChunk]]], deletes: Iterable[str], manifest: dict | None
+) -> int:
     """Apply deletes, puts and a new manifest in one transaction; returns the new generation.
 
     Raises DocumentConflictError (nothing stored) when a put's id belongs to a document from another source."""
@@ -114,17 +119,31 @@ def _put(db: sqlite3.Connection, doc: dict, chunks: list[NewChunk]) -> None:
     marks = ", ".join(f":{c}" for c in _DOCUMENT_COLUMNS.split(", "))
     db.execute(
         f"INSERT INTO documents ({_DOCUMENT_COLUMNS}) VALUES ({marks})",
-        {**doc, "labels": json.dumps(list(doc["labels"])), "ingested_at": time.time(),
-         "pages_ocr": json.dumps(list(doc.get("pages_ocr", ()))),
-         "pages_without_text": json.dumps(list(doc.get("pages_without_text", ())))},
+        {
+            **doc,
+            "labels": json.dumps(list(doc["labels"])),
+            "ingested_at": time.time(),
+            "pages_ocr": json.dumps(list(doc.get("pages_ocr", ()))),
+            "pages_without_text": json.dumps(list(doc.get("pages_without_text", ()))),
+        },
     )
     db.executemany(
-        "INSERT INTO chunks (doc_id, ordinal, start, \"end\", page, heading, lang, content_hash, text, "
+        'INSERT INTO chunks (doc_id, ordinal, start, "end", page, heading, lang, content_hash, text, '
         "tokens, vector) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         [
-            (doc["doc_id"], c.ordinal, c.start, c.end, c.page, json.dumps(list(c.heading_path)),
-             c.lang, c.content_hash, c.text, " ".join(c.tokens),
-             np.ascontiguousarray(c.vector, dtype=np.float32).tobytes())
+            (
+                doc["doc_id"],
+                c.ordinal,
+                c.start,
+                c.end,
+                c.page,
+                json.dumps(list(c.heading_path)),
+                c.lang,
+                c.content_hash,
+                c.text,
+                " ".join(c.tokens),
+                np.ascontiguousarray(c.vector, dtype=np.float32).tobytes(),
+            )
             for c in chunks
         ],
     )
@@ -158,7 +177,7 @@ def chunks(db: sqlite3.Connection, ids: list[int]) -> dict[int, ChunkRecord]:
         return {}
     marks = ",".join("?" * len(ids))
     rows = db.execute(
-        "SELECT c.id, c.doc_id, ordinal, start, \"end\", page, heading, c.lang, content_hash, c.text, d.title, "
+        'SELECT c.id, c.doc_id, ordinal, start, "end", page, heading, c.lang, content_hash, c.text, d.title, '
         f"d.source FROM chunks c JOIN documents d USING (doc_id) WHERE c.id IN ({marks})",
         ids,
     )
@@ -170,17 +189,36 @@ def vector(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.float32)
 
 
-def _document(row) -> DocumentRecord:
+def _document(row: sqlite3.Row | tuple[Any, ...]) -> DocumentRecord:
     return DocumentRecord(
-        doc_id=row[0], source=row[1], title=row[2], format=row[3], lang=row[4], sha256=row[5],
-        labels=tuple(json.loads(row[6])), pages=row[7], chars=row[8], ingested_at=row[9], chunks=row[10],
-        pages_ocr=tuple(json.loads(row[11])), pages_without_text=tuple(json.loads(row[12])),
+        doc_id=row[0],
+        source=row[1],
+        title=row[2],
+        format=row[3],
+        lang=row[4],
+        sha256=row[5],
+        labels=tuple(json.loads(row[6])),
+        pages=row[7],
+        chars=row[8],
+        ingested_at=row[9],
+        chunks=row[10],
+        pages_ocr=tuple(json.loads(row[11])),
+        pages_without_text=tuple(json.loads(row[12])),
     )
 
 
-def _chunk(row) -> ChunkRecord:
+def _chunk(row: sqlite3.Row | tuple[Any, ...]) -> ChunkRecord:
     return ChunkRecord(
-        id=row[0], doc_id=row[1], ordinal=row[2], start=row[3], end=row[4], page=row[5],
-        heading_path=tuple(json.loads(row[6])), lang=row[7], content_hash=row[8], text=row[9], title=row[10],
+        id=row[0],
+        doc_id=row[1],
+        ordinal=row[2],
+        start=row[3],
+        end=row[4],
+        page=row[5],
+        heading_path=tuple(json.loads(row[6])),
+        lang=row[7],
+        content_hash=row[8],
+        text=row[9],
+        title=row[10],
         source=row[11],
     )

@@ -194,7 +194,11 @@ class IndexStore:
 
     # ---------------------------------------------------------------- searching
     def search(
-        self, *, vector: np.ndarray | None, tokens: Sequence[str], depth: int,
+        self,
+        *,
+        vector: np.ndarray | None,
+        tokens: Sequence[str],
+        depth: int,
         search_filter: SearchFilter | None = None,
     ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
         """(dense, lexical) from one generation's `Snapshot` (see `Store.search`): a commit meanwhile cannot swap
@@ -263,13 +267,16 @@ class _Writer:
         self.store._acquire_lock()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.store._release_lock()  # the structures are built after it: the next writer need not wait for them
         if exc[0] is None:
             self.store.refresh()
 
     def commit(
-        self, puts: Iterable[tuple[dict, list[NewChunk]]] = (), deletes: Iterable[str] = (), manifest: dict | None = None
+        self,
+        puts: Iterable[tuple[dict, list[NewChunk]]] = (),
+        deletes: Iterable[str] = (),
+        manifest: dict | None = None,
     ) -> int:
         """Replace/add documents (`puts`: document row as dict, its chunks), delete others and optionally swap the
         manifest (reindex), all in one transaction; returns the new generation.

@@ -58,8 +58,17 @@ class Snapshot:
 
     Row i is the i-th chunk in id order: `row_ids[i]` its chunk id, `row_doc[i]` its document's index in `docs`."""
 
-    def __init__(self, *, generation: int, docs: list[DocumentRecord], row_ids: np.ndarray, row_doc: np.ndarray,
-                 dense: DenseIndex, lexical: LexicalIndex, seconds: dict[str, float]):
+    def __init__(
+        self,
+        *,
+        generation: int,
+        docs: list[DocumentRecord],
+        row_ids: np.ndarray,
+        row_doc: np.ndarray,
+        dense: DenseIndex,
+        lexical: LexicalIndex,
+        seconds: dict[str, float],
+    ):
         self.generation = generation
         self.docs = docs
         self.row_ids = row_ids
@@ -70,8 +79,9 @@ class Snapshot:
         self._lock = threading.Lock()  # the structures and the mask cache serve one thread at a time
         self._masks: dict[SearchFilter, np.ndarray] = {}
 
-    def search(self, vector: np.ndarray | None, tokens: Sequence[str], depth: int,
-               search_filter: SearchFilter | None) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    def search(
+        self, vector: np.ndarray | None, tokens: Sequence[str], depth: int, search_filter: SearchFilter | None
+    ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
         """(dense, lexical) of this generation, as `Store.search` (rag/store/base.py) describes them."""
         mask = self.allowed_rows(search_filter)
         dense = self.dense_search(vector, depth, mask) if vector is not None else []
@@ -128,16 +138,27 @@ def load_snapshot(directory: Path, dim: int, dense_settings: DenseIndexSettings)
         dense_path = directory / f"dense-{generation}-{name}.faiss"
         lexical_path = directory / f"lexical-{generation}"
 
-        def published(dense: DenseIndex | None, lexical: LexicalIndex | None):
+        def published(
+            dense: DenseIndex | None, lexical: LexicalIndex | None
+        ) -> tuple[DenseIndex | None, LexicalIndex | None]:
             """Whichever of the two is still None, from its file; no file disappears while it is read."""
             with _flock(directory / "structures.lock", fcntl.LOCK_SH):
                 if dense is None:
-                    dense = _published(timer, "dense_load", dense_path,
-                                       lambda: DenseIndex.load(dense_path, dense_settings, name),
-                                       lambda d: np.array_equal(d.ids, row_ids))
+                    dense = _published(
+                        timer,
+                        "dense_load",
+                        dense_path,
+                        lambda: DenseIndex.load(dense_path, dense_settings, name),
+                        lambda d: np.array_equal(d.ids, row_ids),
+                    )
                 if lexical is None:
-                    lexical = _published(timer, "lexical_load", lexical_path,
-                                         lambda: LexicalIndex.load(lexical_path), lambda b: b.size == len(row_ids))
+                    lexical = _published(
+                        timer,
+                        "lexical_load",
+                        lexical_path,
+                        lambda: LexicalIndex.load(lexical_path),
+                        lambda b: b.size == len(row_ids),
+                    )
             return dense, lexical
 
         dense, lexical = published(None, None)
@@ -155,8 +176,15 @@ def load_snapshot(directory: Path, dim: int, dense_settings: DenseIndexSettings)
                 _publish(directory, generation, dense_path, built)
     finally:
         db.close()  # ends the read transaction
-    return Snapshot(generation=generation, docs=docs, row_ids=row_ids, row_doc=row_doc, dense=dense,
-                    lexical=lexical, seconds=timer.seconds)
+    return Snapshot(
+        generation=generation,
+        docs=docs,
+        row_ids=row_ids,
+        row_doc=row_doc,
+        dense=dense,
+        lexical=lexical,
+        seconds=timer.seconds,
+    )
 
 
 def _build_dense(db: sqlite3.Connection, dim: int, count: int, settings: DenseIndexSettings) -> DenseIndex:
@@ -164,11 +192,13 @@ def _build_dense(db: sqlite3.Connection, dim: int, count: int, settings: DenseIn
     if dense.training_rows:  # IVF: cluster an evenly spread sample first
         every = max(1, count // dense.training_rows)
         sample = itertools.islice(_stored(db, "vector"), 0, None, every)
-        dense.train(np.vstack([database.vector(v) for v, in sample][: dense.training_rows]))
+        dense.train(np.vstack([database.vector(v) for (v,) in sample][: dense.training_rows]))
     rows = _stored(db, "id, vector")
     while batch := rows.fetchmany(65536):
-        dense.add(np.fromiter((r[0] for r in batch), dtype=np.int64, count=len(batch)),
-                  np.vstack([database.vector(r[1]) for r in batch]))
+        dense.add(
+            np.fromiter((r[0] for r in batch), dtype=np.int64, count=len(batch)),
+            np.vstack([database.vector(r[1]) for r in batch]),
+        )
     return dense
 
 
@@ -177,8 +207,9 @@ def _rows(db: sqlite3.Connection) -> tuple[list[DocumentRecord], np.ndarray, np.
     by document (a million rows: 1-2 s, against 5-6 s for a scan of the table, whose rows carry text and vectors),
     in the documents' order."""
     docs = database.documents(db)
-    ids = np.fromiter((i for i, in db.execute("SELECT id FROM chunks INDEXED BY chunks_by_doc ORDER BY doc_id")),
-                      np.int64)
+    ids = np.fromiter(
+        (i for (i,) in db.execute("SELECT id FROM chunks INDEXED BY chunks_by_doc ORDER BY doc_id")), np.int64
+    )
     doc = np.repeat(np.arange(len(docs), dtype=np.int32), [d.chunks for d in docs])
     order = np.argsort(ids)
     return docs, ids[order], doc[order]
@@ -189,8 +220,9 @@ def _stored(db: sqlite3.Connection, columns: str) -> sqlite3.Cursor:
     return db.execute(f"SELECT {columns} FROM chunks ORDER BY id")
 
 
-def _published(timer: _Timer, step: str, path: Path, load: Callable[[], _Structure],
-               fits: Callable[[_Structure], bool]) -> _Structure | None:
+def _published(
+    timer: _Timer, step: str, path: Path, load: Callable[[], _Structure], fits: Callable[[_Structure], bool]
+) -> _Structure | None:
     """The structure at `path` if it exists, loads and `fits` the rows; None (rebuild it) otherwise."""
     if not path.exists():
         return None
@@ -206,7 +238,7 @@ def _published(timer: _Timer, step: str, path: Path, load: Callable[[], _Structu
     return structure
 
 
-def _publish(directory: Path, generation: int, dense_path: Path, built: dict[Path, DenseIndex | LexicalIndex]):
+def _publish(directory: Path, generation: int, dense_path: Path, built: dict[Path, DenseIndex | LexicalIndex]) -> None:
     """Make freshly built structures visible to other processes, and remove what no process needs any more.
 
     Each is saved under a temporary name of this process and fsynced before the structures lock is taken; under
