@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass, field
 from .cite import Citation, Sentence, parse_sentences, passage_text, unmatched_words, verify
 from .confidence import ConfidenceModel, features, shipped_model
 from .errors import InputError
+from .focus import coverage, focus, rank_sentences
 from .generate import LLM, Prompt
 from .language import UNDETERMINED, detect_language
-from .focus import coverage, focus, rank_sentences
 from .prompt import build_prompt, citation_grammar
 from .retrieve import Hit
 from .settings import Settings
@@ -112,12 +112,22 @@ class Answer:
 
     def to_dict(self) -> dict:
         return {
-            "question": self.question, "answer": self.text, "lang": self.lang, "mode": self.mode,
-            "abstained": self.abstained, "evidence": round(self.evidence, 4), "sentences": [s.to_dict() for s in self.sentences],
-            "removed": [s.to_dict() for s in self.removed], "sources": [s.to_dict() for s in self.sources],
-            "timings": asdict(self.timings), "model": self.model, "raw": self.raw,
-            "set_aside": [h.to_dict() for h in self.set_aside], "unmatched": self.unmatched,
-            "confidence": round(self.confidence, 4), "features": {k: round(v, 4) for k, v in self.features.items()},
+            "question": self.question,
+            "answer": self.text,
+            "lang": self.lang,
+            "mode": self.mode,
+            "abstained": self.abstained,
+            "evidence": round(self.evidence, 4),
+            "sentences": [s.to_dict() for s in self.sentences],
+            "removed": [s.to_dict() for s in self.removed],
+            "sources": [s.to_dict() for s in self.sources],
+            "timings": asdict(self.timings),
+            "model": self.model,
+            "raw": self.raw,
+            "set_aside": [h.to_dict() for h in self.set_aside],
+            "unmatched": self.unmatched,
+            "confidence": round(self.confidence, 4),
+            "features": {k: round(v, 4) for k, v in self.features.items()},
         }
 
 
@@ -127,8 +137,15 @@ Event = Token | Answer
 class Answerer:
     """Turns a question into an `Answer`; the language model is asked for only when a generation needs it."""
 
-    def __init__(self, search: Search, llm: Callable[[], LLM], encode: Callable, settings: Settings, *,
-                 confidence: ConfidenceModel | None = None):
+    def __init__(
+        self,
+        search: Search,
+        llm: Callable[[], LLM],
+        encode: Callable,
+        settings: Settings,
+        *,
+        confidence: ConfidenceModel | None = None,
+    ):
         self.search = search
         self.llm = llm
         self.encode = encode  # the embedder's encode(texts) -> unit vectors, for quote mode
@@ -140,8 +157,12 @@ class Answerer:
         return answer
 
     def stream(
-        self, question: str, k: int | None = None, mode: str | None = None,
-        search_filter: SearchFilter | None = None, history: Sequence[str] = (),
+        self,
+        question: str,
+        k: int | None = None,
+        mode: str | None = None,
+        search_filter: SearchFilter | None = None,
+        history: Sequence[str] = (),
     ) -> Iterator[Event]:
         started = time.perf_counter()
         mode = mode or self.settings.answer.mode
@@ -150,8 +171,16 @@ class Answerer:
         found = self.search(query, k=k, search_filter=search_filter)
         hits = [h for h in found if not addresses_assistant(h.chunk.text)]
         timings = Timings(retrieval_ms=_ms(started))
-        base = Answer(question, "", question_language(question, hits or found), mode, False, evidence(query, hits),
-                      timings=timings, set_aside=[h for h in found if h not in hits])
+        base = Answer(
+            question,
+            "",
+            question_language(question, hits or found),
+            mode,
+            False,
+            evidence(query, hits),
+            timings=timings,
+            set_aside=[h for h in found if h not in hits],
+        )
         quotes, scores = self._quotes(question, base.lang, hits)
         base.features = features(question, base.lang, hits, quotes, scores)
         base.confidence = self.confidence.probability(base.features)
@@ -178,8 +207,10 @@ class Answerer:
         if not question:
             raise InputError("the question is empty; ask something about the indexed documents")
         if len(question) > limit:
-            raise InputError(f"the question has {len(question)} characters, more than answer.max_question_chars "
-                             f"({limit}); shorten it or raise the limit")
+            raise InputError(
+                f"the question has {len(question)} characters, more than answer.max_question_chars "
+                f"({limit}); shorten it or raise the limit"
+            )
         if mode not in ("generate", "quote"):
             raise InputError(f"the answer mode must be generate or quote, not {mode!r}")
         return question
@@ -215,8 +246,9 @@ class Answerer:
         s, llm = self.settings.llm, self.llm()
         excerpts = None
         if self.settings.answer.passage_tokens:
-            hits, excerpts = focus(question, hits, self.encode, self.settings.answer.passage_tokens,
-                                   lambda text: text_tokens(llm, text))
+            hits, excerpts = focus(
+                question, hits, self.encode, self.settings.answer.passage_tokens, lambda text: text_tokens(llm, text)
+            )
         while True:
             prompt = build_prompt(question, hits, s.prompt_format, excerpts)
             tokens = llm.count_tokens(prompt)
@@ -229,8 +261,9 @@ class Answerer:
                 )
             hits, excerpts = hits[:-1], excerpts[:-1] if excerpts else None
 
-    def _verified(self, base: Answer, shown: list[Hit], raw: str, started: float, quotes: list[Sentence],
-                  hits: list[Hit]) -> Answer:
+    def _verified(
+        self, base: Answer, shown: list[Hit], raw: str, started: float, quotes: list[Sentence], hits: list[Hit]
+    ) -> Answer:
         """The generated text verified against the passages the prompt `shown`; when no sentence survives, the
         `quotes` of those passages in the question's language instead (a quote in another language cannot
         be checked against the question), or an abstention."""
@@ -246,9 +279,12 @@ class Answerer:
         if any(s.supported for s in kept):
             return self._finish(base, shown, kept, removed, started)
         marker = {hit.chunk.id: n for n, hit in enumerate(shown, 1)}
-        quoted = [Sentence(q.text, [Citation.of(marker[c.chunk_id], shown[marker[c.chunk_id] - 1])], q.support, True)
-                  for q in quotes for c in q.citations[:1]
-                  if q.supported and c.chunk_id in marker and shown[marker[c.chunk_id] - 1].chunk.lang == base.lang]
+        quoted = [
+            Sentence(q.text, [Citation.of(marker[c.chunk_id], shown[marker[c.chunk_id] - 1])], q.support, True)
+            for q in quotes
+            for c in q.citations[:1]
+            if q.supported and c.chunk_id in marker and shown[marker[c.chunk_id] - 1].chunk.lang == base.lang
+        ]
         if not quoted:
             base.removed = sentences
             return self._abstain(base, hits, started)

@@ -35,22 +35,28 @@ _WORD = re.compile(r"[^\W\d_]+")
 
 # Words a question uses to ask rather than to name what it is about, in the served languages (fr, de, en, lb),
 # lower case without accents; with every stop word list they are left out of `question_terms`.
-GENERIC_QUESTION_WORDS = frozenset(fold(" ".join((
-    # en
-    "what which who whom whose when where why how many much long often does did do is are was were be been get gets "
-    "got receive receives received have has had can could may might must shall should will would there any give "
-    "gives given need needs allowed entitled tell please kind type number amount there",
-    # fr
-    "quel quelle quels quelles qui que quoi quand où comment combien pourquoi est sont peut peuvent doit doivent faut "
-    "ai as avons avez ont avoir obtenir obtient obtiennent recevoir reçoit reçoivent donne donné droit il elle ils "
-    "elles on nombre type y-a-t-il",
-    # de
-    "was wer wen wem wessen wann wo wie warum wieviel wieviele viel viele lange oft gibt es ist sind kann können darf "
-    "dürfen muss müssen bekommen bekommt erhalten erhält hat haben welche welcher welches welchen anzahl man",
-    # lb
-    "wat wien wiem wéini wou wéi firwat vill wéivill laang dacks gëtt ginn ass sinn kann kënnen dierf däerf muss "
-    "mussen kréien kritt kréie huet hunn wéieng wéien zuel een et",
-))).split())
+GENERIC_QUESTION_WORDS = frozenset(
+    fold(
+        " ".join(
+            (
+                # en
+                "what which who whom whose when where why how many much long often does did do is are was were be been get gets "
+                "got receive receives received have has had can could may might must shall should will would there any give "
+                "gives given need needs allowed entitled tell please kind type number amount there",
+                # fr
+                "quel quelle quels quelles qui que quoi quand où comment combien pourquoi est sont peut peuvent doit doivent faut "
+                "ai as avons avez ont avoir obtenir obtient obtiennent recevoir reçoit reçoivent donne donné droit il elle ils "
+                "elles on nombre type y-a-t-il",
+                # de
+                "was wer wen wem wessen wann wo wie warum wieviel wieviele viel viele lange oft gibt es ist sind kann können darf "
+                "dürfen muss müssen bekommen bekommt erhalten erhält hat haben welche welcher welches welchen anzahl man",
+                # lb
+                "wat wien wiem wéini wou wéi firwat vill wéivill laang dacks gëtt ginn ass sinn kann kënnen dierf däerf muss "
+                "mussen kréien kritt kréie huet hunn wéieng wéien zuel een et",
+            )
+        )
+    ).split()
+)
 
 
 @dataclass(frozen=True)
@@ -90,8 +96,13 @@ class Sentence:
         return f"{body} {self.markers}{end}"
 
     def to_dict(self) -> dict:
-        return {"text": self.text, "citations": [c.marker for c in self.citations], "support": round(self.support, 4),
-                "supported": self.supported, "missing": self.missing}
+        return {
+            "text": self.text,
+            "citations": [c.marker for c in self.citations],
+            "support": round(self.support, 4),
+            "supported": self.supported,
+            "missing": self.missing,
+        }
 
 
 @dataclass(frozen=True)
@@ -126,7 +137,7 @@ def _split_marked(answer: str) -> list[tuple[str, list[int]]]:
         lead = _LEADING_MARKERS.match(piece)
         if lead:
             items.append(("", marker_numbers(lead.group())))
-            piece = piece[lead.end():]
+            piece = piece[lead.end() :]
         items.append((_tidy(_MARKERS.sub("", piece)), marker_numbers(piece)))
     return items
 
@@ -143,7 +154,11 @@ def _tidy(text: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- verification
 def verify(
-    sentences: list[Sentence], hits: Sequence[Hit], min_support: float, *, question: str = "",
+    sentences: list[Sentence],
+    hits: Sequence[Hit],
+    min_support: float,
+    *,
+    question: str = "",
     question_lang: str | None = None,
 ) -> None:
     """Score every sentence in place; uncited sentences get the citation of the passage that supports them best.
@@ -156,8 +171,13 @@ def verify(
     for sentence in sentences:
         if sentence.citations:
             cited = [hits[c.marker - 1] for c in sentence.citations]
-            result = support(sentence.text, " ".join(passage_text(h) for h in cited), cited[0].chunk.lang,
-                             question=question, check_terms=question_lang in (None, cited[0].chunk.lang))
+            result = support(
+                sentence.text,
+                " ".join(passage_text(h) for h in cited),
+                cited[0].chunk.lang,
+                question=question,
+                check_terms=question_lang in (None, cited[0].chunk.lang),
+            )
         else:
             result, best = _best_passage(sentence.text, hits, question, question_lang)
             if best is not None and result.score >= min_support:
@@ -174,8 +194,19 @@ def passage_text(hit: Hit) -> str:
 def _best_passage(
     text: str, hits: Sequence[Hit], question: str, question_lang: str | None
 ) -> tuple[Support, int | None]:
-    scored = [(support(text, passage_text(h), h.chunk.lang, question=question,
-                       check_terms=question_lang in (None, h.chunk.lang)), i) for i, h in enumerate(hits)]
+    scored = [
+        (
+            support(
+                text,
+                passage_text(h),
+                h.chunk.lang,
+                question=question,
+                check_terms=question_lang in (None, h.chunk.lang),
+            ),
+            i,
+        )
+        for i, h in enumerate(hits)
+    ]
     if not scored:
         return Support(0.0, ()), None
     best, index = max(scored, key=lambda item: (item[0].score, -item[1]))
@@ -206,8 +237,11 @@ def question_terms(question: str, lang: str) -> list[str]:
     (`GENERIC_QUESTION_WORDS`) in any served language, tokenised as `lang` tokenises (distinct, in order).
 
     "How many days of annual leave do interns get?" -> ["day", "annual", "leav", "intern"]."""
-    words = [w for w in _WORD.findall(question) if len(w) > 1 and w.lower() not in any_stopwords()
-             and fold(w) not in GENERIC_QUESTION_WORDS]
+    words = [
+        w
+        for w in _WORD.findall(question)
+        if len(w) > 1 and w.lower() not in any_stopwords() and fold(w) not in GENERIC_QUESTION_WORDS
+    ]
     return list(dict.fromkeys(tokenize(" ".join(words), lang)))
 
 
@@ -216,8 +250,11 @@ def unmatched_words(question: str, passages: Sequence[Hit]) -> list[str]:
     own language: what the question asks about that the cited passages do not speak of ("interns")."""
     words = [w for w in _WORD.findall(question) if question_terms(w, passages[0].chunk.lang)] if passages else []
     held = [set(tokenize(passage_text(h), h.chunk.lang)) for h in passages]
-    return [w for w in dict.fromkeys(words)
-            if not any(set(tokenize(w, h.chunk.lang)) <= tokens for h, tokens in zip(passages, held))]
+    return [
+        w
+        for w in dict.fromkeys(words)
+        if not any(set(tokenize(w, h.chunk.lang)) <= tokens for h, tokens in zip(passages, held))
+    ]
 
 
 def restates(sentence: str, question: str, lang: str) -> bool:

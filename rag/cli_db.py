@@ -57,8 +57,13 @@ def copy_index(settings, *, to: str, index_dir: Path) -> dict:
     if not settings.store.dsn:
         raise ConfigError("store.dsn is not set: say which PostgreSQL database to use")
     embedded_manifest = _embedded_manifest(index_dir) if to == "postgres" else None
-    postgres = PostgresStore.open(dsn=settings.store.dsn, manifest=embedded_manifest or {}, check=False,
-                                  upgrade=to == "postgres", password_file=settings.store.password_file)
+    postgres = PostgresStore.open(
+        dsn=settings.store.dsn,
+        manifest=embedded_manifest or {},
+        check=False,
+        upgrade=to == "postgres",
+        password_file=settings.store.password_file,
+    )
     try:
         manifest = embedded_manifest or postgres.manifest
         embedded = IndexStore.open(index_dir, manifest, check=True, dense=settings.retrieval.dense_index)
@@ -80,8 +85,10 @@ def copy_index(settings, *, to: str, index_dir: Path) -> dict:
             before, after = source.stats(), target.stats()
             counts = ("documents", "chunks", "vectors", "bm25_rows")
             if any(before[key] != after[key] for key in counts) or len({after[k] for k in counts[1:]}) != 1:
-                raise IndexError_("the copy's counts differ from the source's: "
-                                  + ", ".join(f"{k} {before[k]} -> {after[k]}" for k in counts))
+                raise IndexError_(
+                    "the copy's counts differ from the source's: "
+                    + ", ".join(f"{k} {before[k]} -> {after[k]}" for k in counts)
+                )
             return after
         finally:
             embedded.close()
@@ -105,8 +112,22 @@ def _export_embedded(store) -> Iterator[tuple[dict, list]]:
         text, blocks = store.document_text(doc.doc_id)
         rows = store.db.execute(
             'SELECT ordinal, start, "end", page, heading, lang, content_hash, text, tokens, vector FROM chunks '
-            "WHERE doc_id = ? ORDER BY id", (doc.doc_id,)).fetchall()
-        chunks = [NewChunk(ordinal=r[0], start=r[1], end=r[2], page=r[3], heading_path=tuple(json.loads(r[4])),
-                           lang=r[5], content_hash=r[6], text=r[7], tokens=r[8].split(),
-                           vector=np.frombuffer(r[9], dtype=np.float32)) for r in rows]
+            "WHERE doc_id = ? ORDER BY id",
+            (doc.doc_id,),
+        ).fetchall()
+        chunks = [
+            NewChunk(
+                ordinal=r[0],
+                start=r[1],
+                end=r[2],
+                page=r[3],
+                heading_path=tuple(json.loads(r[4])),
+                lang=r[5],
+                content_hash=r[6],
+                text=r[7],
+                tokens=r[8].split(),
+                vector=np.frombuffer(r[9], dtype=np.float32),
+            )
+            for r in rows
+        ]
         yield {**doc.to_dict(), "text": text, "blocks": json.dumps(blocks)}, chunks

@@ -38,14 +38,26 @@ _NUMBER = re.compile(r"\d")
 _NAME = re.compile(r"(?<=\S\s)[A-ZÀ-Ý][\w-]+")
 
 FEATURES = (
-    "dense_top", "dense_gap", "fused_gap", "bm25_rank_top", "evidence", "terms_top", "terms_top3",
-    "quote_terms", "quote_score", "quote_supported", "quote_restates", "lang_match", "asks_number_missing",
+    "dense_top",
+    "dense_gap",
+    "fused_gap",
+    "bm25_rank_top",
+    "evidence",
+    "terms_top",
+    "terms_top3",
+    "quote_terms",
+    "quote_score",
+    "quote_supported",
+    "quote_restates",
+    "lang_match",
+    "asks_number_missing",
     "asks_name_missing",
 )
 
 
-def features(question: str, lang: str, hits: Sequence[Hit], quotes: Sequence[Sentence],
-             quote_scores: Sequence[float]) -> dict[str, float]:
+def features(
+    question: str, lang: str, hits: Sequence[Hit], quotes: Sequence[Sentence], quote_scores: Sequence[float]
+) -> dict[str, float]:
     """The model's inputs for one question (names: `FEATURES`).
 
     `hits` are the passages the answer may use, best first; `quotes` their best sentences for the question after
@@ -112,14 +124,20 @@ class ConfidenceModel:
     def probability(self, values: dict[str, float]) -> float:
         """P(the passages answer the question), in [0, 1], for one feature dict (`features`); KeyError when the dict
         lacks one of the model's features (a model file of another version)."""
-        z = self.intercept + sum(c * (values[n] - m) / s for n, c, m, s in zip(self.names, self.coef, self.mean,
-                                                                             self.scale))
+        z = self.intercept + sum(
+            c * (values[n] - m) / s for n, c, m, s in zip(self.names, self.coef, self.mean, self.scale)
+        )
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
     @classmethod
     def from_dict(cls, data: dict) -> ConfidenceModel:
-        return cls(tuple(data["features"]), tuple(data["coef"]), float(data["intercept"]), tuple(data["mean"]),
-                   tuple(data["scale"]))
+        return cls(
+            tuple(data["features"]),
+            tuple(data["coef"]),
+            float(data["intercept"]),
+            tuple(data["mean"]),
+            tuple(data["scale"]),
+        )
 
 
 @lru_cache(maxsize=1)

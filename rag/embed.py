@@ -33,8 +33,13 @@ class EmbedderInfo:
 
     def manifest(self) -> dict:
         """What the index records; an ONNX graph's hash only when there is one, so torch indexes keep theirs."""
-        entry = {"name": self.name, "fingerprint": self.fingerprint, "dim": self.dim, "max_tokens": self.max_tokens,
-                 "backend": self.backend}
+        entry = {
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "dim": self.dim,
+            "max_tokens": self.max_tokens,
+            "backend": self.backend,
+        }
         return entry | ({"backend_sha256": self.backend_sha256} if self.backend_sha256 else {})
 
 
@@ -82,7 +87,10 @@ class TorchBackend:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return self._model.encode(
-            list(texts), batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True,
+            list(texts),
+            batch_size=len(texts),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
             show_progress_bar=False,
         )
 
@@ -198,8 +206,15 @@ class ForegroundFirst:
             ended_before = self._ended
             self._foreground_waiting += not background
             try:
-                self._changed.wait_for(lambda: not self._held and (not background or not self._foreground_waiting and (
-                    not self._activities or self._ended != ended_before)))
+                self._changed.wait_for(
+                    lambda: (
+                        not self._held
+                        and (
+                            not background
+                            or (not self._foreground_waiting and (not self._activities or self._ended != ended_before))
+                        )
+                    )
+                )
             finally:
                 self._foreground_waiting -= not background
             self._held = True

@@ -102,8 +102,6 @@ def _derive(path: Path, make: Callable[[Path], None]) -> None:
             tmp.unlink(missing_ok=True)
 
 
-
-
 def export_fp32(model, out: Path) -> None:
     """Transformer, mean pooling and L2 normalisation as one graph, with ONNX Runtime's BERT fusions applied."""
     import torch
@@ -124,13 +122,23 @@ def export_fp32(model, out: Path) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _mean_pooled(transformer, names), tuple(sample[n] for n in names), str(raw),
-                input_names=names, output_names=["sentence_embedding"], opset_version=17, dynamo=False,
+                _mean_pooled(transformer, names),
+                tuple(sample[n] for n in names),
+                str(raw),
+                input_names=names,
+                output_names=["sentence_embedding"],
+                opset_version=17,
+                dynamo=False,
                 dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names},
             )
         config = transformer.config
-        fused = optimize_model(str(raw), model_type="bert", num_heads=config.num_attention_heads,
-                               hidden_size=config.hidden_size, opt_level=0)
+        fused = optimize_model(
+            str(raw),
+            model_type="bert",
+            num_heads=config.num_attention_heads,
+            hidden_size=config.hidden_size,
+            opt_level=0,
+        )
         fused.save_model_to_file(str(out))
     except Exception as exc:  # exporter and optimiser failures come in many types; all mean "use torch"
         raise ConfigError(f"ONNX export of the embedder failed ({exc}); set embedder.backend: torch") from exc
@@ -151,7 +159,11 @@ def quantise(model, fp32: Path, out: Path) -> None:
     root.addFilter(_no_preprocess_advice)
     try:
         quantize_dynamic(
-            graph, out, weight_type=QuantType.QInt8, per_channel=True, reduce_range=REDUCE_RANGE,
+            graph,
+            out,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=REDUCE_RANGE,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},  # the fused ops' outputs carry no type
         )
     finally:
@@ -175,7 +187,7 @@ def channel_peaks(graph, model, texts: list[str]) -> dict[str, np.ndarray]:
     names = [i.name for i in session.get_inputs()]
     peaks = {n.name: 0.0 for n in nodes}
     for start in range(0, len(texts), 8):
-        features = model.preprocess(texts[start:start + 8])
+        features = model.preprocess(texts[start : start + 8])
         real = features["attention_mask"].numpy().astype(bool)
         activations = session.run(None, {name: features[name].numpy() for name in names})
         for node, values in zip(nodes, activations):
@@ -220,10 +232,12 @@ def split_outlier_channels(graph, peaks: dict[str, np.ndarray]) -> int:
         weight = numpy_helper.to_array(weights[node.input[1]])
         weights[node.input[1]].CopyFrom(numpy_helper.from_array(np.concatenate([weight, weight[extra]]), node.input[1]))
         share, picked = f"{node.name}/split_share", f"{node.name}/split_channels"
-        graph.graph.initializer.extend([
-            numpy_helper.from_array((1.0 / copies).astype(np.float32), share),
-            numpy_helper.from_array(extra, picked),
-        ])
+        graph.graph.initializer.extend(
+            [
+                numpy_helper.from_array((1.0 / copies).astype(np.float32), share),
+                numpy_helper.from_array(extra, picked),
+            ]
+        )
         scaled, copied, joined = (f"{node.name}/split_{part}" for part in ("scaled", "copied", "joined"))
         position = list(graph.graph.node).index(node)
         graph.graph.node.insert(position, helper.make_node("Concat", [scaled, copied], [joined], joined, axis=-1))

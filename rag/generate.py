@@ -44,7 +44,11 @@ class LLM(ABC):
 
     @abstractmethod
     def stream_tokens(
-        self, prompt: Prompt, *, max_tokens: int | None = None, stop: Sequence[str] | None = None,
+        self,
+        prompt: Prompt,
+        *,
+        max_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
         grammar: str | None = None,
     ) -> Iterator[str]:
         """Text pieces as the model produces them (one token each where the backend allows).
@@ -67,8 +71,11 @@ class LLM(ABC):
         """Sampling options shared by every backend; callers override length and stops per request."""
         s = self.settings
         return {
-            "max_tokens": max_tokens or s.max_tokens, "stop": list(s.stop if stop is None else stop),
-            "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed,
+            "max_tokens": max_tokens or s.max_tokens,
+            "stop": list(s.stop if stop is None else stop),
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "seed": s.seed,
         }
 
 
@@ -157,10 +164,14 @@ def _load_llama(path: Path, settings: LLMSettings):
     with _construct_lock, extra_buffers(settings.extra_buffers), suppress_stdout_stderr(disable=False):
         try:
             return Llama(
-                model_path=str(path), n_ctx=settings.n_ctx, seed=settings.seed,
+                model_path=str(path),
+                n_ctx=settings.n_ctx,
+                seed=settings.seed,
                 # prompt evaluation too: llama-cpp-python would otherwise give it one thread per core, beyond budget
-                n_threads=settings.n_threads, n_threads_batch=settings.n_threads,
-                chat_format=settings.chat_format, verbose=False,
+                n_threads=settings.n_threads,
+                n_threads_batch=settings.n_threads,
+                chat_format=settings.chat_format,
+                verbose=False,
             )
         except ValueError as exc:  # llama-cpp-python reports every load failure as ValueError
             raise ConfigError(f"llama.cpp cannot load {path}: {exc}; check that it is a GGUF model") from None
@@ -210,8 +221,12 @@ class OpenAICompatibleLLM(LLM):
         if not settings.endpoints:
             raise ConfigError("llm.backend is `openai` but llm.endpoints is empty; add e.g. http://127.0.0.1:8080")
         headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
-        self.pool = EndpointPool(settings.endpoints, cooldown_s=settings.health_interval_s,
-                                 probe_timeout_s=settings.probe_timeout_s, headers=headers)
+        self.pool = EndpointPool(
+            settings.endpoints,
+            cooldown_s=settings.health_interval_s,
+            probe_timeout_s=settings.probe_timeout_s,
+            headers=headers,
+        )
 
     @property
     def info(self) -> LLMInfo:
@@ -219,8 +234,12 @@ class OpenAICompatibleLLM(LLM):
 
     def stream_tokens(self, prompt, *, max_tokens=None, stop=None, grammar=None) -> Iterator[str]:
         chat = not isinstance(prompt, str)
-        body = {"model": self.settings.model_name, "stream": True, **self.sampling(max_tokens, stop),
-                ("messages" if chat else "prompt"): prompt}
+        body = {
+            "model": self.settings.model_name,
+            "stream": True,
+            **self.sampling(max_tokens, stop),
+            ("messages" if chat else "prompt"): prompt,
+        }
         if grammar is not None:
             body["grammar"] = grammar  # llama.cpp servers enforce it; others ignore the field
         yield from self._pieces(f"/v1/{'chat/completions' if chat else 'completions'}", body, chat)

@@ -91,8 +91,16 @@ def _delta_rows(table_a: Table, table_b: Table, resamples: int, seed: int) -> li
     for metric in sorted(base_a.keys() & base_b.keys() - {"questions"}):
         if base_a[metric] is not None and base_b[metric] is not None:
             low, high = np.percentile(deltas.get(metric, [np.nan]), [2.5, 97.5])
-            rows.append({"metric": metric, "a": base_a[metric], "b": base_b[metric],
-                         "delta": base_b[metric] - base_a[metric], "low": float(low), "high": float(high)})
+            rows.append(
+                {
+                    "metric": metric,
+                    "a": base_a[metric],
+                    "b": base_b[metric],
+                    "delta": base_b[metric] - base_a[metric],
+                    "low": float(low),
+                    "high": float(high),
+                }
+            )
     return rows
 
 

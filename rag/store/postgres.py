@@ -46,8 +46,19 @@ log = logging.getLogger("rag.store.postgres")
 PASSWORD_ENV = "RAG_STORE_PASSWORD"
 K1, B = 1.5, 0.75  # bm25s's defaults, which rag/lexical.py uses
 EF_SEARCH_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
-_TS_CONFIG = {"en": "english", "fr": "french", "de": "german", "nl": "dutch", "it": "italian", "es": "spanish",
-              "pt": "portuguese", "sv": "swedish", "da": "danish", "no": "norwegian", "ru": "russian"}
+_TS_CONFIG = {
+    "en": "english",
+    "fr": "french",
+    "de": "german",
+    "nl": "dutch",
+    "it": "italian",
+    "es": "spanish",
+    "pt": "portuguese",
+    "sv": "swedish",
+    "da": "danish",
+    "no": "norwegian",
+    "ru": "russian",
+}
 
 # Migration i (1-based) brings the schema from version i-1 to i. `{dim}` is the embedder's dimension.
 MIGRATIONS: tuple[str, ...] = (
@@ -95,8 +106,9 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 _UPGRADE_LOCK = 0x72616701  # pg_advisory_xact_lock key: one process migrates at a time
 
-_CHUNK_COLUMNS = ('c.id, c.doc_id, c.ordinal, c.start, c."end", c.page, c.heading, c.lang, c.content_hash, c.text, '
-                  "d.title, d.source")
+_CHUNK_COLUMNS = (
+    'c.id, c.doc_id, c.ordinal, c.start, c."end", c.page, c.heading, c.lang, c.content_hash, c.text, d.title, d.source'
+)
 _DOC_COLUMNS = "doc_id, source, title, format, lang, sha256, labels, pages, chars, ingested_at, chunks"
 
 
@@ -120,8 +132,11 @@ def read_password(password_file: Path | None) -> str | None:
     if password_file is None:
         return None
     try:
-        return Path(password_file).read_text(encoding="utf-8").splitlines()[0].strip() if Path(
-            password_file).stat().st_size else ""
+        return (
+            Path(password_file).read_text(encoding="utf-8").splitlines()[0].strip()
+            if Path(password_file).stat().st_size
+            else ""
+        )
     except OSError as exc:
         raise ConfigError(f"store.password_file {password_file} cannot be read: {exc.strerror}") from None
 
@@ -176,8 +191,16 @@ class PostgresStore:
 
     # ---------------------------------------------------------------- opening
     @classmethod
-    def open(cls, *, dsn: str, manifest: dict, password_file: Path | None = None, check: bool = True,
-             upgrade: bool = True, pool_size: int = 4) -> PostgresStore:
+    def open(
+        cls,
+        *,
+        dsn: str,
+        manifest: dict,
+        password_file: Path | None = None,
+        check: bool = True,
+        upgrade: bool = True,
+        pool_size: int = 4,
+    ) -> PostgresStore:
         """Connect, bring the schema up to date (unless `upgrade` is false: then an older schema is refused), and
         refuse an index built with another embedder or chunker (`check`).
 
@@ -191,15 +214,15 @@ class PostgresStore:
         except Exception:
             raise ConfigError("store.dsn is not a valid PostgreSQL connection string") from None
         if has_password:
-            raise ConfigError(f"store.dsn must not carry the password; put it in {PASSWORD_ENV} or "
-                              "store.password_file")
+            raise ConfigError(f"store.dsn must not carry the password; put it in {PASSWORD_ENV} or store.password_file")
         check_hosts(dsn)
         kwargs = {"autocommit": False}
         password = read_password(password_file)
         if password is not None:
             kwargs["password"] = password
-        pool = ConnectionPool(dsn, min_size=1, max_size=pool_size, kwargs=kwargs, configure=_configure, open=False,
-                              name="rag-store")
+        pool = ConnectionPool(
+            dsn, min_size=1, max_size=pool_size, kwargs=kwargs, configure=_configure, open=False, name="rag-store"
+        )
         try:
             pool.open(wait=True, timeout=30)
         except Exception as exc:
@@ -237,8 +260,9 @@ class PostgresStore:
         params: dict = {}
         where = _where(search_filter, "d", params, "lang")
         with self._transaction(search_filter.labels if search_filter else None) as conn:
-            rows = conn.execute(f"SELECT {_DOC_COLUMNS} FROM documents d WHERE true{where} ORDER BY doc_id",
-                                params).fetchall()
+            rows = conn.execute(
+                f"SELECT {_DOC_COLUMNS} FROM documents d WHERE true{where} ORDER BY doc_id", params
+            ).fetchall()
         return [_document(row) for row in rows]
 
     def document(self, doc_id: str, search_filter: SearchFilter | None = None) -> DocumentRecord:
@@ -246,8 +270,9 @@ class PostgresStore:
         params: dict = {"doc_id": doc_id}
         where = _where(search_filter, "d", params, "lang")
         with self._transaction(search_filter.labels if search_filter else None) as conn:
-            row = conn.execute(f"SELECT {_DOC_COLUMNS} FROM documents d WHERE doc_id = %(doc_id)s{where}",
-                               params).fetchone()
+            row = conn.execute(
+                f"SELECT {_DOC_COLUMNS} FROM documents d WHERE doc_id = %(doc_id)s{where}", params
+            ).fetchone()
         if row is None:
             raise NotFoundError(f"no document with id {doc_id!r}; `rag docs` lists the ids")
         return _document(row)
@@ -266,8 +291,11 @@ class PostgresStore:
     def same_bytes(self, sha256: str, labels: tuple[str, ...]) -> str | None:
         """The id of the first-ingested stored document with these file bytes (sha256) and labels, or None."""
         with self._transaction() as conn:
-            row = conn.execute("SELECT doc_id FROM documents WHERE sha256 = %s AND labels = %s::text[] "
-                               "ORDER BY ingested_at, doc_id LIMIT 1", (sha256, list(labels))).fetchone()
+            row = conn.execute(
+                "SELECT doc_id FROM documents WHERE sha256 = %s AND labels = %s::text[] "
+                "ORDER BY ingested_at, doc_id LIMIT 1",
+                (sha256, list(labels)),
+            ).fetchone()
         return row[0] if row else None
 
     def document_text(self, doc_id: str) -> tuple[str, list[dict]]:
@@ -287,13 +315,19 @@ class PostgresStore:
         if not len(ids):
             return {}
         with self._transaction() as conn:
-            rows = conn.execute(f"SELECT {_CHUNK_COLUMNS} FROM chunks c JOIN documents d USING (doc_id) "
-                                "WHERE c.id = ANY(%s)", ([int(i) for i in ids],)).fetchall()
+            rows = conn.execute(
+                f"SELECT {_CHUNK_COLUMNS} FROM chunks c JOIN documents d USING (doc_id) WHERE c.id = ANY(%s)",
+                ([int(i) for i in ids],),
+            ).fetchall()
         return {row[0]: _chunk(row) for row in rows}
 
     # ---------------------------------------------------------------- searching
     def search(
-        self, *, vector: np.ndarray | None, tokens: Sequence[str], depth: int,
+        self,
+        *,
+        vector: np.ndarray | None,
+        tokens: Sequence[str],
+        depth: int,
         search_filter: SearchFilter | None = None,
     ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
         """(dense, lexical): (chunk id, score) best first, each at most `depth` admitted rows, from one committed
@@ -310,39 +344,74 @@ class PostgresStore:
         """Every document as the (document row, chunks) a writer commits, with the stored vectors and tokens (in
         term order: BM25 counts them, it does not read their order), for `rag migrate`."""
         with self._transaction() as conn:
-            doc_ids = [d for d, in conn.execute("SELECT doc_id FROM documents ORDER BY doc_id")]
+            doc_ids = [d for (d,) in conn.execute("SELECT doc_id FROM documents ORDER BY doc_id")]
         for doc_id in doc_ids:
             with self._transaction() as conn:
-                doc = conn.execute(f"SELECT {_DOC_COLUMNS}, text, blocks, pages_ocr, pages_without_text "
-                                   "FROM documents WHERE doc_id = %s", (doc_id,)).fetchone()
-                rows = conn.execute('SELECT ordinal, start, "end", page, heading, lang, content_hash, text, terms, '
-                                    "tfs, embedding FROM chunks WHERE doc_id = %s ORDER BY id", (doc_id,)).fetchall()
+                doc = conn.execute(
+                    f"SELECT {_DOC_COLUMNS}, text, blocks, pages_ocr, pages_without_text "
+                    "FROM documents WHERE doc_id = %s",
+                    (doc_id,),
+                ).fetchone()
+                rows = conn.execute(
+                    'SELECT ordinal, start, "end", page, heading, lang, content_hash, text, terms, '
+                    "tfs, embedding FROM chunks WHERE doc_id = %s ORDER BY id",
+                    (doc_id,),
+                ).fetchall()
             if doc is None:  # deleted meanwhile
                 continue
-            record = {**_document(doc).to_dict(), "text": doc[11], "blocks": json.dumps(doc[12]),
-                      "pages_ocr": doc[13], "pages_without_text": doc[14]}
-            yield record, [
-                NewChunk(ordinal=r[0], start=r[1], end=r[2], page=r[3], heading_path=tuple(r[4]), lang=r[5],
-                         content_hash=r[6], text=r[7], tokens=[t for t, n in zip(r[8], r[9]) for _ in range(n)],
-                         vector=r[10].to_numpy().astype(np.float32, copy=False))
-                for r in rows]
+            record = {
+                **_document(doc).to_dict(),
+                "text": doc[11],
+                "blocks": json.dumps(doc[12]),
+                "pages_ocr": doc[13],
+                "pages_without_text": doc[14],
+            }
+            yield (
+                record,
+                [
+                    NewChunk(
+                        ordinal=r[0],
+                        start=r[1],
+                        end=r[2],
+                        page=r[3],
+                        heading_path=tuple(r[4]),
+                        lang=r[5],
+                        content_hash=r[6],
+                        text=r[7],
+                        tokens=[t for t, n in zip(r[8], r[9]) for _ in range(n)],
+                        vector=r[10].to_numpy().astype(np.float32, copy=False),
+                    )
+                    for r in rows
+                ],
+            )
 
     def stats(self) -> dict:
         with self._transaction() as conn:
             generation, chunks, total = conn.execute(
-                "SELECT generation, chunks, total_length FROM rag_state").fetchone()
+                "SELECT generation, chunks, total_length FROM rag_state"
+            ).fetchone()
             counted, vectors, lexical, tsv = conn.execute(
-                "SELECT count(*), count(embedding), count(terms), count(tsv) FROM chunks").fetchone()
+                "SELECT count(*), count(embedding), count(terms), count(tsv) FROM chunks"
+            ).fetchone()
             languages = dict(conn.execute("SELECT lang, count(*) FROM documents GROUP BY lang ORDER BY lang"))
             documents = sum(languages.values())
             size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
             version = conn.execute("SELECT version FROM rag_schema").fetchone()[0]
         return {
-            "backend": "postgres", "dsn": redact(self.dsn), "generation": generation, "documents": documents,
-            "chunks": counted, "vectors": vectors, "bm25_rows": lexical, "tsvector_rows": tsv,
-            "bm25_statistics": {"chunks": chunks, "tokens": total}, "languages": languages,
+            "backend": "postgres",
+            "dsn": redact(self.dsn),
+            "generation": generation,
+            "documents": documents,
+            "chunks": counted,
+            "vectors": vectors,
+            "bm25_rows": lexical,
+            "tsvector_rows": tsv,
+            "bm25_statistics": {"chunks": chunks, "tokens": total},
+            "languages": languages,
             "dense_index": {"structure": "pgvector hnsw", "m": 16, "ef_construction": 64, "vectors": vectors},
-            "bytes_in_database": size, "schema_version": version, "manifest": self.manifest,
+            "bytes_in_database": size,
+            "schema_version": version,
+            "manifest": self.manifest,
         }
 
     def refresh(self) -> None:
@@ -362,7 +431,10 @@ class _Writer:
         self.store = store
 
     def commit(
-        self, puts: Iterable[tuple[dict, list[NewChunk]]] = (), deletes: Iterable[str] = (), manifest: dict | None = None
+        self,
+        puts: Iterable[tuple[dict, list[NewChunk]]] = (),
+        deletes: Iterable[str] = (),
+        manifest: dict | None = None,
     ) -> int:
         """Replace/add documents (`puts`: document row as dict, its chunks), delete others and optionally swap the
         manifest, in one transaction; returns the new generation.
@@ -373,10 +445,12 @@ class _Writer:
         deletes = list(deletes)
         with self.store._transaction(read_only=False) as conn:
             generation = conn.execute(
-                "UPDATE rag_state SET generation = generation + 1 RETURNING generation").fetchone()[0]
+                "UPDATE rag_state SET generation = generation + 1 RETURNING generation"
+            ).fetchone()[0]
             put_ids = [doc["doc_id"] for doc, _ in puts]
-            for doc_id, source in conn.execute("SELECT doc_id, source FROM documents WHERE doc_id = ANY(%s)",
-                                               (put_ids,)).fetchall():
+            for doc_id, source in conn.execute(
+                "SELECT doc_id, source FROM documents WHERE doc_id = ANY(%s)", (put_ids,)
+            ).fetchall():
                 _check_source(doc_id, next(d["source"] for d, _ in puts if d["doc_id"] == doc_id), source)
             _remove(conn, sorted(set(deletes) | set(put_ids)))
             for doc, chunks in puts:
@@ -387,7 +461,8 @@ class _Writer:
                 if int(manifest["embedder"]["dim"]) != dim:
                     raise IndexMismatchError(
                         f"the PostgreSQL store holds {dim}-dimensional vectors and the new embedder makes "
-                        f"{manifest['embedder']['dim']}; use a new database (rag migrate can copy the documents)")
+                        f"{manifest['embedder']['dim']}; use a new database (rag migrate can copy the documents)"
+                    )
                 conn.execute("UPDATE rag_state SET manifest = %s", (_json(manifest),))
         if manifest is not None:
             self.store.manifest = manifest
@@ -409,8 +484,9 @@ def _prepare(conn, manifest: dict, *, upgrade: bool) -> dict:
     version = schema_version(conn)
     if version < SCHEMA_VERSION:
         if not upgrade:
-            raise IndexMismatchError(f"the database schema is version {version}, this release needs "
-                                     f"{SCHEMA_VERSION}; run `rag db upgrade`")
+            raise IndexMismatchError(
+                f"the database schema is version {version}, this release needs {SCHEMA_VERSION}; run `rag db upgrade`"
+            )
         upgrade_schema(conn, manifest)
     with conn.transaction():
         conn.execute("SELECT set_config('rag.labels', '*', true)")
@@ -425,8 +501,10 @@ def schema_version(conn) -> int:
         exists = conn.execute("SELECT to_regclass('rag_schema') IS NOT NULL").fetchone()[0]
         version = conn.execute("SELECT version FROM rag_schema").fetchone()[0] if exists else 0
     if version > SCHEMA_VERSION:
-        raise IndexMismatchError(f"the database schema is version {version}, newer than this release knows "
-                                 f"({SCHEMA_VERSION}); upgrade the software rather than the database")
+        raise IndexMismatchError(
+            f"the database schema is version {version}, newer than this release knows "
+            f"({SCHEMA_VERSION}); upgrade the software rather than the database"
+        )
     return version
 
 
@@ -439,8 +517,10 @@ def upgrade_schema(conn, manifest: dict) -> tuple[int, int]:
             conn.execute("INSERT INTO rag_schema VALUES (0)")
         start = version = conn.execute("SELECT version FROM rag_schema FOR UPDATE").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise IndexMismatchError(f"the database schema is version {version}, newer than this release knows "
-                                     f"({SCHEMA_VERSION}); upgrade the software rather than the database")
+            raise IndexMismatchError(
+                f"the database schema is version {version}, newer than this release knows "
+                f"({SCHEMA_VERSION}); upgrade the software rather than the database"
+            )
         for script in MIGRATIONS[version:]:
             conn.execute(script.replace("{dim}", str(int(manifest["embedder"]["dim"]))))
             version += 1
@@ -454,9 +534,11 @@ def _warn_if_rls_bypassed(conn) -> None:
     with conn.transaction():
         bypass = conn.execute("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").fetchone()
     if bypass and bypass[0]:
-        log.warning("the PostgreSQL role %s bypasses row-level security (SUPERUSER or BYPASSRLS): access labels are "
-                    "enforced by the service's filters only; connect as a role without them (docs/deployment.md)",
-                    "in use")
+        log.warning(
+            "the PostgreSQL role %s bypasses row-level security (SUPERUSER or BYPASSRLS): access labels are "
+            "enforced by the service's filters only; connect as a role without them (docs/deployment.md)",
+            "in use",
+        )
 
 
 def _remove(conn, doc_ids: list[str]) -> None:
@@ -474,12 +556,15 @@ def _count_terms(conn, doc_ids: list[str], sign: int) -> None:
     conn.execute(
         "INSERT INTO terms (term, df) SELECT t, %(sign)s * count(*) FROM chunks c, unnest(c.terms) t "
         "WHERE c.doc_id = ANY(%(ids)s) GROUP BY t ORDER BY t "
-        "ON CONFLICT (term) DO UPDATE SET df = terms.df + excluded.df", {"sign": sign, "ids": doc_ids})
+        "ON CONFLICT (term) DO UPDATE SET df = terms.df + excluded.df",
+        {"sign": sign, "ids": doc_ids},
+    )
     conn.execute("DELETE FROM terms WHERE df <= 0")
     conn.execute(
         "UPDATE rag_state SET chunks = chunks + %(sign)s * s.n, total_length = total_length + %(sign)s * s.total "
         "FROM (SELECT count(*) n, coalesce(sum(length), 0) total FROM chunks WHERE doc_id = ANY(%(ids)s)) s",
-        {"sign": sign, "ids": doc_ids})
+        {"sign": sign, "ids": doc_ids},
+    )
 
 
 def _insert(conn, doc: dict, chunks: list[NewChunk]) -> None:
@@ -488,21 +573,48 @@ def _insert(conn, doc: dict, chunks: list[NewChunk]) -> None:
         "chunks, text, blocks, pages_ocr, pages_without_text) VALUES (%(doc_id)s, %(source)s, %(title)s, "
         "%(format)s, %(lang)s, %(sha256)s, %(labels)s, %(pages)s, %(chars)s, %(ingested_at)s, %(chunks)s, "
         "%(text)s, %(blocks)s, %(pages_ocr)s, %(pages_without_text)s)",
-        {**doc, "labels": list(doc["labels"]), "ingested_at": doc.get("ingested_at") or time.time(),
-         "chunks": len(chunks), "blocks": _json(json.loads(doc["blocks"]) if isinstance(doc["blocks"], str) else doc["blocks"]), "pages_ocr": list(doc.get("pages_ocr", ())),
-         "pages_without_text": list(doc.get("pages_without_text", ()))})
+        {
+            **doc,
+            "labels": list(doc["labels"]),
+            "ingested_at": doc.get("ingested_at") or time.time(),
+            "chunks": len(chunks),
+            "blocks": _json(json.loads(doc["blocks"]) if isinstance(doc["blocks"], str) else doc["blocks"]),
+            "pages_ocr": list(doc.get("pages_ocr", ())),
+            "pages_without_text": list(doc.get("pages_without_text", ())),
+        },
+    )
     labels = list(doc["labels"])
     rows = []
     for c in chunks:
         counts = Counter(c.tokens)
-        rows.append((doc["doc_id"], c.ordinal, c.start, c.end, c.page, _json(list(c.heading_path)), c.lang,
-                     c.content_hash, c.text, doc["lang"], labels, np.asarray(c.vector, dtype=np.float32),
-                     _TS_CONFIG.get(c.lang, "simple"), c.text, list(counts), list(counts.values()), len(c.tokens)))
+        rows.append(
+            (
+                doc["doc_id"],
+                c.ordinal,
+                c.start,
+                c.end,
+                c.page,
+                _json(list(c.heading_path)),
+                c.lang,
+                c.content_hash,
+                c.text,
+                doc["lang"],
+                labels,
+                np.asarray(c.vector, dtype=np.float32),
+                _TS_CONFIG.get(c.lang, "simple"),
+                c.text,
+                list(counts),
+                list(counts.values()),
+                len(c.tokens),
+            )
+        )
     with conn.cursor() as cursor:
         cursor.executemany(
             'INSERT INTO chunks (doc_id, ordinal, start, "end", page, heading, lang, content_hash, text, doc_lang, '
             "labels, embedding, tsv, terms, tfs, length) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-            "to_tsvector(%s::regconfig, %s), %s, %s, %s)", rows)
+            "to_tsvector(%s::regconfig, %s), %s, %s, %s)",
+            rows,
+        )
 
 
 def _dense(conn, vector: np.ndarray, depth: int, search_filter: SearchFilter | None) -> list[tuple[int, float]]:
@@ -511,13 +623,16 @@ def _dense(conn, vector: np.ndarray, depth: int, search_filter: SearchFilter | N
     filters after its graph search, so a selective filter can leave it short)."""
     params: dict = {"v": np.asarray(vector, dtype=np.float32), "depth": depth}
     where = _where(search_filter, "c", params, "doc_lang")
-    query = (f"SELECT c.id, -(c.embedding <#> %(v)s) FROM chunks c WHERE true{where} "
-             "ORDER BY c.embedding <#> %(v)s LIMIT %(depth)s")  # the distance alone: HNSW can order by it
+    query = (
+        f"SELECT c.id, -(c.embedding <#> %(v)s) FROM chunks c WHERE true{where} "
+        "ORDER BY c.embedding <#> %(v)s LIMIT %(depth)s"
+    )  # the distance alone: HNSW can order by it
     conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(max(depth, 40), EF_SEARCH_MAX)),))
     rows = conn.execute(query, params).fetchall()
     if len(rows) < depth:
-        admitted = conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM chunks c WHERE true{where} "
-                                "LIMIT %(depth)s) s", params).fetchone()[0]
+        admitted = conn.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM chunks c WHERE true{where} LIMIT %(depth)s) s", params
+        ).fetchone()[0]
         if admitted > len(rows):
             conn.execute("SELECT set_config('enable_indexscan', 'off', true)")
             rows = conn.execute(query, params).fetchall()
@@ -540,7 +655,8 @@ def _lexical(conn, terms: list[str], depth: int, search_filter: SearchFilter | N
         "FROM q JOIN chunks c ON c.terms @> ARRAY[q.term] CROSS JOIN s "
         "CROSS JOIN LATERAL (SELECT c.tfs[array_position(c.terms, q.term)] tf) x "
         f"WHERE true{where} GROUP BY c.id ORDER BY score DESC, c.id LIMIT %(depth)s",
-        params).fetchall()
+        params,
+    ).fetchall()
     return [(int(i), float(s)) for i, s in rows if s > 0]
 
 
@@ -560,15 +676,34 @@ def _json(value):
 
 def _document(row) -> DocumentRecord:
     return DocumentRecord(
-        doc_id=row[0], source=row[1], title=row[2], format=row[3], lang=row[4], sha256=row[5], labels=tuple(row[6]),
-        pages=row[7], chars=row[8], ingested_at=row[9], chunks=row[10],
+        doc_id=row[0],
+        source=row[1],
+        title=row[2],
+        format=row[3],
+        lang=row[4],
+        sha256=row[5],
+        labels=tuple(row[6]),
+        pages=row[7],
+        chars=row[8],
+        ingested_at=row[9],
+        chunks=row[10],
     )
 
 
 def _chunk(row) -> ChunkRecord:
     return ChunkRecord(
-        id=row[0], doc_id=row[1], ordinal=row[2], start=row[3], end=row[4], page=row[5], heading_path=tuple(row[6]),
-        lang=row[7], content_hash=row[8], text=row[9], title=row[10], source=row[11],
+        id=row[0],
+        doc_id=row[1],
+        ordinal=row[2],
+        start=row[3],
+        end=row[4],
+        page=row[5],
+        heading_path=tuple(row[6]),
+        lang=row[7],
+        content_hash=row[8],
+        text=row[9],
+        title=row[10],
+        source=row[11],
     )
 
 
@@ -587,12 +722,15 @@ def connect(dsn: str, *, password_file: Path | None = None) -> Iterator:
         yield conn
 
 
-
-
 def open_postgres(settings, manifest: dict, *, check: bool = True) -> PostgresStore:
     """The store of `settings.store` (backend postgres). Raises ConfigError when store.dsn is missing."""
     if not settings.store.dsn:
         raise ConfigError("store.backend is postgres but store.dsn is not set")
     # check=False (a catalog without the embedder, reindex) must not create the schema: it would store `manifest`
-    return PostgresStore.open(dsn=settings.store.dsn, manifest=manifest, password_file=settings.store.password_file,
-                              check=check, upgrade=check)
+    return PostgresStore.open(
+        dsn=settings.store.dsn,
+        manifest=manifest,
+        password_file=settings.store.password_file,
+        check=check,
+        upgrade=check,
+    )
