@@ -35,28 +35,23 @@ _WORD = re.compile(r"[^\W\d_]+")
 
 # Words a question uses to ask rather than to name what it is about, in the served languages (fr, de, en, lb),
 # lower case without accents; with every stop word list they are left out of `question_terms`.
-GENERIC_QUESTION_WORDS = frozenset(
-    fold(
-        " ".join(
-            (
-                # en
-                "what which who whom whose when where why how many much long often does did do is are was were be been get gets "
-                "got receive receives received have has had can could may might must shall should will would there any give "
-                "gives given need needs allowed entitled tell please kind type number amount there",
-                # fr
-                "quel quelle quels quelles qui que quoi quand où comment combien pourquoi est sont peut peuvent doit doivent faut "
-                "ai as avons avez ont avoir obtenir obtient obtiennent recevoir reçoit reçoivent donne donné droit il elle ils "
-                "elles on nombre type y-a-t-il",
-                # de
-                "was wer wen wem wessen wann wo wie warum wieviel wieviele viel viele lange oft gibt es ist sind kann können darf "
-                "dürfen muss müssen bekommen bekommt erhalten erhält hat haben welche welcher welches welchen anzahl man",
-                # lb
-                "wat wien wiem wéini wou wéi firwat vill wéivill laang dacks gëtt ginn ass sinn kann kënnen dierf däerf muss "
-                "mussen kréien kritt kréie huet hunn wéieng wéien zuel een et",
-            )
-        )
-    ).split()
+_QUESTION_WORDS = (
+    # en
+    "what which who whom whose when where why how many much long often does did do is are was were be been get gets "
+    "got receive receives received have has had can could may might must shall should will would there any give "
+    "gives given need needs allowed entitled tell please kind type number amount there",
+    # fr
+    "quel quelle quels quelles qui que quoi quand où comment combien pourquoi est sont peut peuvent doit doivent faut "
+    "ai as avons avez ont avoir obtenir obtient obtiennent recevoir reçoit reçoivent donne donné droit il elle ils "
+    "elles on nombre type y-a-t-il",
+    # de
+    "was wer wen wem wessen wann wo wie warum wieviel wieviele viel viele lange oft gibt es ist sind kann können darf "
+    "dürfen muss müssen bekommen bekommt erhalten erhält hat haben welche welcher welches welchen anzahl man",
+    # lb
+    "wat wien wiem wéini wou wéi firwat vill wéivill laang dacks gëtt ginn ass sinn kann kënnen dierf däerf muss "
+    "mussen kréien kritt kréie huet hunn wéieng wéien zuel een et",
 )
+GENERIC_QUESTION_WORDS = frozenset(fold(" ".join(_QUESTION_WORDS)).split())
 
 
 @dataclass(frozen=True)
@@ -226,7 +221,7 @@ def support(sentence: str, passage: str, lang: str, *, question: str = "", check
     if not words or (question and restates(sentence, question, lang)):  # nothing checkable, or nothing new
         return Support(0.0, tuple(missing_numbers + missing_terms))
     weights = [NAME_WEIGHT if w in names else 1.0 for w in words]
-    found = sum(weight for w, weight in zip(words, weights) if w in passage_words)
+    found = sum(weight for w, weight in zip(words, weights, strict=True) if w in passage_words)
     missing_names = [w for w in dict.fromkeys(words) if w in names and w not in passage_words]
     score = 0.0 if missing_numbers or missing_terms else found / sum(weights)
     return Support(score, tuple(dict.fromkeys(missing_numbers + missing_names + missing_terms)))
@@ -253,7 +248,7 @@ def unmatched_words(question: str, passages: Sequence[Hit]) -> list[str]:
     return [
         w
         for w in dict.fromkeys(words)
-        if not any(set(tokenize(w, h.chunk.lang)) <= tokens for h, tokens in zip(passages, held))
+        if not any(set(tokenize(w, h.chunk.lang)) <= tokens for h, tokens in zip(passages, held, strict=True))
     ]
 
 

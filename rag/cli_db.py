@@ -30,7 +30,7 @@ def upgrade(ctx: typer.Context) -> None:
         raise ConfigError("store.dsn is not set: nothing to upgrade")
     with connect(store.dsn, password_file=store.password_file) as conn:
         before = schema_version(conn)
-        start, end = upgrade_schema(conn, pipeline.manifest())
+        _, end = upgrade_schema(conn, pipeline.manifest())
     typer.echo(f"schema version {before} -> {end}" if end != before else f"schema version {end} is current")
 
 

@@ -125,7 +125,7 @@ class ConfidenceModel:
         """P(the passages answer the question), in [0, 1], for one feature dict (`features`); KeyError when the dict
         lacks one of the model's features (a model file of another version)."""
         z = self.intercept + sum(
-            c * (values[n] - m) / s for n, c, m, s in zip(self.names, self.coef, self.mean, self.scale)
+            c * (values[n] - m) / s for n, c, m, s in zip(self.names, self.coef, self.mean, self.scale, strict=True)
         )
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 

@@ -190,8 +190,8 @@ def channel_peaks(graph, model, texts: list[str]) -> dict[str, np.ndarray]:
         features = model.preprocess(texts[start : start + 8])
         real = features["attention_mask"].numpy().astype(bool)
         activations = session.run(None, {name: features[name].numpy() for name in names})
-        for node, values in zip(nodes, activations):
-            tokens = np.abs(values.reshape(real.shape + (-1,))[real])
+        for node, values in zip(nodes, activations, strict=True):
+            tokens = np.abs(values.reshape((*real.shape, -1))[real])
             peaks[node.name] = np.maximum(peaks[node.name], tokens.max(axis=0))
     return peaks
 
@@ -271,7 +271,7 @@ def _mean_pooled(transformer, names: list[str]):
             self.transformer = transformer
 
         def forward(self, *tensors):
-            inputs = dict(zip(names, tensors))
+            inputs = dict(zip(names, tensors, strict=True))
             hidden = self.transformer(**inputs).last_hidden_state
             mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)

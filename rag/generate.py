@@ -64,7 +64,7 @@ class LLM(ABC):
     def complete(self, prompt: Prompt, **options) -> str:
         return "".join(self.stream_tokens(prompt, **options))
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: a backend holding no model keeps this no-op
         """Free the model's memory now rather than at garbage collection."""
 
     def sampling(self, max_tokens: int | None, stop: Sequence[str] | None) -> dict:

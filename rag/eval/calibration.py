@@ -34,7 +34,7 @@ def split(ids: Sequence[str]) -> tuple[set[str], set[str]]:
 
 
 def matrix(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Features (n × len(FEATURES)) and labels (1 = answerable) of records that carry features."""
+    """Features, shape (n, len(FEATURES)), and labels (1 = answerable) of records that carry features."""
     rows = [r for r in records if r.get("features")]
     x = np.array([[r["features"][name] for name in FEATURES] for r in rows], float).reshape(len(rows), len(FEATURES))
     return x, np.array([r["answerable"] for r in rows], int)
@@ -71,7 +71,7 @@ def fit(x: np.ndarray, y: np.ndarray, strength: float = 1.0) -> ConfidenceModel:
 
 
 def probabilities(model: ConfidenceModel, x: np.ndarray) -> np.ndarray:
-    return np.array([model.probability(dict(zip(FEATURES, row))) for row in x])
+    return np.array([model.probability(dict(zip(FEATURES, row, strict=True))) for row in x])
 
 
 def operating_points(p: np.ndarray, y: np.ndarray, thresholds: Sequence[float]) -> list[dict]:
@@ -80,7 +80,7 @@ def operating_points(p: np.ndarray, y: np.ndarray, thresholds: Sequence[float]) 
     points = []
     for t in thresholds:
         abstain = p < t
-        figures = abstention_metrics(list(zip(abstain.tolist(), y.astype(bool).tolist())))
+        figures = abstention_metrics(list(zip(abstain.tolist(), y.astype(bool).tolist(), strict=True)))
         answerable = y == 1
         points.append(
             {
@@ -142,7 +142,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
         parser.error("give one --dataset per records file")
     folders = iter(args.documents)
     fit_rows, held = [], {}
-    for path, data in zip(args.records, args.dataset):
+    for path, data in zip(args.records, args.dataset, strict=True):
         generic = detect_format(data) == "jsonl"
         dataset = read_dataset(data, documents=next(folders, None) if generic else None)
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -15,6 +15,7 @@ from .calibration import expected_calibration_error, reliability
 from .metrics import recall_at_k
 from .question import DEPTH, RETRIEVERS
 
+NOT_AVAILABLE = "\N{EN DASH}"  # a table cell or figure the run did not produce
 RANKING_METRICS = ("hit@1", "hit@5", "hit@10", "recall@5", "recall@10", "mrr@10", "ndcg@10")
 
 
@@ -49,7 +50,7 @@ def table(header: list[str], rows: list[list]) -> str:
 
 def _cell(value) -> str:
     if value is None:
-        return "–"
+        return NOT_AVAILABLE
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
     return str(value)
@@ -131,7 +132,10 @@ def _abstention(agg: dict, records: list[dict]) -> str:
             f"{expected_calibration_error(bins):.3f}):\n\n"
             + table(
                 ["confidence", "mean predicted", "observed", "questions"],
-                [[f"{b['low']:.1f}–{b['high']:.1f}", b["predicted"], b["observed"], b["n"]] for b in bins],
+                [
+                    [f"{b['low']:.1f}{NOT_AVAILABLE}{b['high']:.1f}", b["predicted"], b["observed"], b["n"]]
+                    for b in bins
+                ],
             )
             + "\n\n![reliability diagram](reliability.png)"
         )
@@ -193,7 +197,9 @@ def _provenance(run: dict) -> str:
         f"- project version {run['version']}; {run['machine']['platform']}, Python {run['machine']['python']}",
         f"- dataset {run['dataset']['path']} sha256 `{run['dataset']['sha256']}`",
         _embedder_line(models["embedder"]),
-        f"- language model {llm.get('model', '–')} sha256 `{llm.get('sha256')}`" if llm else "- no language model",
+        f"- language model {llm.get('model', NOT_AVAILABLE)} sha256 `{llm.get('sha256')}`"
+        if llm
+        else "- no language model",
         f"- index {index['directory']} ({'reused' if index['reused'] else 'built'}, {index['chunks']} chunks, "
         f"{index['build_seconds']} s)",
     ]

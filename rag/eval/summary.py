@@ -59,7 +59,7 @@ def _mean(values: np.ndarray) -> float | None:
 def _abstention(abstained: np.ndarray, answerable: np.ndarray) -> dict[str, float | None]:
     """The abstention rate always; precision/recall/F1 only when some questions are unanswerable, since without
     them there is nothing abstaining could get right."""
-    figures = abstention_metrics(list(zip(abstained.tolist(), answerable.tolist())))
+    figures = abstention_metrics(list(zip(abstained.tolist(), answerable.tolist(), strict=True)))
     out = {"abstention.rate": figures["abstain_rate"]}
     if not answerable.all():
         out |= {f"abstention.{name}": figures[name] for name in ("precision", "recall", "f1")}

@@ -114,11 +114,12 @@ _DOC_COLUMNS = "doc_id, source, title, format, lang, sha256, labels, pages, char
 
 def redact(dsn: str) -> str:
     """The DSN without any password (a `password=` key or the password of a URI), for stats, logs and errors."""
+    import psycopg
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     try:
         parts = conninfo_to_dict(dsn)
-    except Exception:  # unparsable: show nothing of it
+    except (psycopg.ProgrammingError, ValueError):  # unparsable (ValueError: unencodable text): show nothing of it
         return "(unparsable DSN)"
     parts.pop("password", None)
     return make_conninfo(**{k: v for k, v in parts.items() if v is not None})
@@ -206,12 +207,13 @@ class PostgresStore:
 
         Raises ConfigError (a password in the DSN, the database unreachable), EgressBlockedError (a host the guard
         does not admit), IndexMismatchError (a newer or older schema, another embedder)."""
+        import psycopg
         from psycopg.conninfo import conninfo_to_dict
         from psycopg_pool import ConnectionPool
 
         try:
             has_password = "password" in conninfo_to_dict(dsn)
-        except Exception:
+        except (psycopg.ProgrammingError, ValueError):  # ValueError: text that does not encode
             raise ConfigError("store.dsn is not a valid PostgreSQL connection string") from None
         if has_password:
             raise ConfigError(f"store.dsn must not carry the password; put it in {PASSWORD_ENV} or store.password_file")
@@ -225,7 +227,7 @@ class PostgresStore:
         )
         try:
             pool.open(wait=True, timeout=30)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to connect is one ConfigError naming only its class
             pool.close()
             raise ConfigError(f"cannot connect to the PostgreSQL store {redact(dsn)}: {type(exc).__name__}") from None
         try:
@@ -378,7 +380,7 @@ class PostgresStore:
                         lang=r[5],
                         content_hash=r[6],
                         text=r[7],
-                        tokens=[t for t, n in zip(r[8], r[9]) for _ in range(n)],
+                        tokens=[t for t, n in zip(r[8], r[9], strict=True) for _ in range(n)],
                         vector=r[10].to_numpy().astype(np.float32, copy=False),
                     )
                     for r in rows
