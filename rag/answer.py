@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from .cite import Citation, Sentence, parse_sentences, passage_text, unmatched_words, verify
 from .confidence import ConfidenceModel, features, shipped_model
@@ -152,8 +153,9 @@ class Answerer:
         self.settings = settings
         self.confidence = confidence or shipped_model()
 
-    def ask(self, question: str, **options) -> Answer:
+    def ask(self, question: str, **options: Any) -> Answer:
         *_, answer = self.stream(question, **options)
+        assert isinstance(answer, Answer)  # stream() always ends with the Answer
         return answer
 
     def stream(
@@ -291,7 +293,9 @@ class Answerer:
         base.mode = "quote"
         return self._finish(base, shown, quoted[: self.settings.answer.quote_sentences], sentences, started)
 
-    def _finish(self, base: Answer, hits, sentences: list[Sentence], removed: list[Sentence], started) -> Answer:
+    def _finish(
+        self, base: Answer, hits: list[Hit], sentences: list[Sentence], removed: list[Sentence], started: float
+    ) -> Answer:
         """The answer from its verified sentences; when the passages they cite (in the question's language) do not
         speak of some of the question's words, the answer says so first (`NOT_MENTIONED`)."""
         base.sentences, base.removed = sentences, removed

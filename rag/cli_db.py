@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -15,6 +15,10 @@ from .cli_context import invocation
 from .errors import ConfigError, IndexError_, InputError
 
 db_app = typer.Typer(no_args_is_help=True, help="The PostgreSQL store's schema (store.backend: postgres).")
+if TYPE_CHECKING:
+    from .settings import Settings
+    from .store.embedded import IndexStore
+
 _BATCH = 200  # documents per commit while migrating
 
 
@@ -48,7 +52,7 @@ def migrate(
     typer.echo(f"copied {report['documents']} documents, {report['chunks']} chunks to {to}; counts agree")
 
 
-def copy_index(settings, *, to: str, index_dir: Path) -> dict:
+def copy_index(settings: Settings, *, to: str, index_dir: Path) -> dict:
     """Copy the index from the other backend into `to` (empty); returns the target's stats. Raises ConfigError
     (no store.dsn), InputError (the target is not empty), IndexError_ (the counts differ after the copy)."""
     from .store.embedded import IndexStore
@@ -103,7 +107,7 @@ def _embedded_manifest(index_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _export_embedded(store) -> Iterator[tuple[dict, list]]:
+def _export_embedded(store: IndexStore) -> Iterator[tuple[dict, list]]:
     """Every document of an embedded index as the (document row, chunks) a writer commits: stored tokens and
     vectors, nothing recomputed."""
     from .store import NewChunk

@@ -83,7 +83,7 @@ def features(
         "quote_terms": _share_in_text(question, quoted_text, top.chunk.lang) if best_quote else 0.0,
         "quote_score": quote_scores[0] if quote_scores else 0.0,
         "quote_supported": sum(q.supported for q in quotes) / len(quotes) if quotes else 0.0,
-        "quote_restates": float(bool(best_quote) and best_quote.support == 0.0 and not best_quote.missing),
+        "quote_restates": float(best_quote is not None and best_quote.support == 0.0 and not best_quote.missing),
         "lang_match": float(top.chunk.lang == lang),
         "asks_number_missing": float(bool(_ASKS_NUMBER.search(folded)) and not _NUMBER.search(quoted_text)),
         "asks_name_missing": float(bool(_ASKS_NAME.search(folded)) and not _NAME.search(quoted_text)),
@@ -96,7 +96,8 @@ def term_share(question: str, hits: Sequence[Hit]) -> float:
     terms."""
     if not hits:
         return 0.0
-    found, total = set(), set()
+    found: set[int] = set()  # indices into the question's terms
+    total: set[int] = set()
     for hit in hits:
         terms = question_terms(question, hit.chunk.lang)
         words = set(tokenize(passage_text(hit), hit.chunk.lang))

@@ -14,12 +14,16 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from .errors import ConfigError
 from .settings import BUNDLED, EmbedderSettings
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ def bundled_embedder_path() -> Path:
 PACKAGED = {"use-multilingual-v3": "rag.embed_multilingual"}
 
 
-def packaged_module(settings: EmbedderSettings):
+def packaged_module(settings: EmbedderSettings) -> ModuleType | None:
     """The module of a packaged model named by embedder.model, or None for a sentence-transformers folder."""
     from importlib import import_module
 
@@ -80,7 +84,7 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    sha256 = None
+    sha256: str | None = None
 
     def __init__(self, model):
         self._model = model
@@ -164,7 +168,7 @@ class Embedder:
             )
         return [len(ids) for ids in encoded["input_ids"]]
 
-    def encode(self, texts: Sequence[str], *, progress=None, background: bool = False) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, progress: tqdm | None = None, background: bool = False) -> np.ndarray:
         """Unit-length float32 vectors, shape (len(texts), dim); `progress` (a tqdm bar) advances per batch.
 
         `background` work (ingestion) takes the model one batch at a time and lets any other caller (a question, the

@@ -42,7 +42,7 @@ class PieceTokenizer:
 
         self._sp = UseTokenizer(str(folder / "sp.model"))
 
-    def __call__(self, texts: Sequence[str], **_options) -> dict[str, list[list[int]]]:
+    def __call__(self, texts: Sequence[str], **_options: object) -> dict[str, list[list[int]]]:
         return {"input_ids": [self._sp.encode(text, out_type=int) for text in texts]}
 
     @staticmethod
@@ -69,7 +69,7 @@ class UseModel:
     def get_embedding_dimension() -> int:
         return DIM
 
-    def encode(self, texts: list[str], **_options) -> np.ndarray:
+    def encode(self, texts: list[str], **_options: object) -> np.ndarray:
         """(len(texts), 512) float32, L2-normalised by the model itself; sentence-transformers' options are
         accepted and have no effect (the backend's batch is encoded as given)."""
         return np.asarray(self._use.encode(list(texts)), dtype=np.float32).reshape(len(texts), DIM)

@@ -23,12 +23,19 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from .errors import ConfigError
 from .files import fsync
 from .private_files import private_dir
+
+if TYPE_CHECKING:
+    import torch
+    from onnx import ModelProto
+    from sentence_transformers import SentenceTransformer
+    from transformers import PreTrainedModel
 
 log = logging.getLogger("rag.embed")
 
@@ -47,11 +54,11 @@ REDUCE_RANGE = True
 class OnnxBackend:
     """Runs the exported graph; tokenisation is the sentence-transformers model's own, so inputs are identical."""
 
-    def __init__(self, model, path: Path, threads: int | None):
+    def __init__(self, model: SentenceTransformer, path: Path, threads: int | None):
         import onnxruntime as ort
 
         graph = path.read_bytes()
-        self.sha256 = hashlib.sha256(graph).hexdigest()
+        self.sha256: str | None = hashlib.sha256(graph).hexdigest()
         self.path = path
         self._model = model
         options = ort.SessionOptions()
@@ -69,7 +76,7 @@ class OnnxBackend:
         return self._session.run(None, feed)[0]
 
 
-def onnx_path(model, data_dir: Path, fingerprint: str, backend: str) -> Path:
+def onnx_path(model: SentenceTransformer, data_dir: Path, fingerprint: str, backend: str) -> Path:
     """The graph for `backend`, exported (and quantised) now if this model has none yet."""
     folder = Path(data_dir) / "onnx" / fingerprint[:16]
     fp32 = folder / "model.onnx"
@@ -102,13 +109,14 @@ def _derive(path: Path, make: Callable[[Path], None]) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def export_fp32(model, out: Path) -> None:
+def export_fp32(model: SentenceTransformer, out: Path) -> None:
     """Transformer, mean pooling and L2 normalisation as one graph, with ONNX Runtime's BERT fusions applied."""
     import torch
     from onnxruntime.transformers.optimizer import optimize_model
 
     _check_supported(model)
-    transformer = model[0].auto_model
+    # sentence-transformers' Transformer module holds a transformers model; torch types attributes as Tensor | Module
+    transformer = cast("PreTrainedModel", model[0].auto_model)
     sample = model.preprocess(["A first sample sentence, a little longer than the second.", "A second one."])
     names = [n for n in INPUT_NAMES if n in sample]
     raw = out.with_name(out.name + ".raw")
@@ -147,7 +155,7 @@ def export_fp32(model, out: Path) -> None:
         raw.unlink(missing_ok=True)
 
 
-def quantise(model, fp32: Path, out: Path) -> None:
+def quantise(model: SentenceTransformer, fp32: Path, out: Path) -> None:
     """Dynamic int8 after splitting outlier channels (weights per output channel: per-tensor scales lose too much),
     with the 7-bit weights of the one graph every CPU runs (REDUCE_RANGE)."""
     import onnx
@@ -174,18 +182,18 @@ def calibration_texts() -> list[str]:
     return [text.strip() for text in CALIBRATION.read_text(encoding="utf-8").split("\n\n") if text.strip()]
 
 
-def weighted_nodes(graph) -> list:
+def weighted_nodes(graph: ModelProto) -> list:
     """The nodes int8 quantisation turns into integer products: matrix products with a constant weight."""
     constants = {tensor.name for tensor in graph.graph.initializer}
     return [n for n in graph.graph.node if n.op_type in {"MatMul", "Attention"} and n.input[1] in constants]
 
 
-def channel_peaks(graph, model, texts: list[str]) -> dict[str, np.ndarray]:
+def channel_peaks(graph: ModelProto, model: SentenceTransformer, texts: list[str]) -> dict[str, np.ndarray]:
     """The largest |activation| per input channel of every weighted node, over the real tokens of `texts`."""
     nodes = weighted_nodes(graph)
     session = session_with_outputs(graph, [n.input[0] for n in nodes])
     names = [i.name for i in session.get_inputs()]
-    peaks = {n.name: 0.0 for n in nodes}
+    peaks: dict[str, np.ndarray] = {n.name: np.zeros(()) for n in nodes}
     for start in range(0, len(texts), 8):
         features = model.preprocess(texts[start : start + 8])
         real = features["attention_mask"].numpy().astype(bool)
@@ -196,7 +204,7 @@ def channel_peaks(graph, model, texts: list[str]) -> dict[str, np.ndarray]:
     return peaks
 
 
-def session_with_outputs(graph, outputs: list[str]):
+def session_with_outputs(graph: ModelProto, outputs: list[str]) -> Any:
     """A CPU session over a copy of `graph` whose outputs are the named (float) tensors, intermediate ones included."""
     import onnx
     import onnxruntime as ort
@@ -208,7 +216,7 @@ def session_with_outputs(graph, outputs: list[str]):
     return ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def split_outlier_channels(graph, peaks: dict[str, np.ndarray]) -> int:
+def split_outlier_channels(graph: ModelProto, peaks: dict[str, np.ndarray]) -> int:
     """Rewrite `graph` so that no input channel of a weighted node peaks far above the others; the result is equal.
 
     Dynamic quantisation gives an activation tensor one scale, set by its largest value, and a few channels of this
@@ -252,7 +260,7 @@ def _no_preprocess_advice(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Please consider to run pre-processing")
 
 
-def _check_supported(model) -> None:
+def _check_supported(model: SentenceTransformer) -> None:
     kinds = [type(module).__name__ for module in model]
     if kinds[:2] != ["Transformer", "Pooling"] or model[1].pooling_mode != "mean" or set(kinds[2:]) - {"Normalize"}:
         raise ConfigError(
@@ -261,7 +269,7 @@ def _check_supported(model) -> None:
         )
 
 
-def _mean_pooled(transformer, names: list[str]):
+def _mean_pooled(transformer: torch.nn.Module, names: list[str]) -> torch.nn.Module:
     """The transformer with the pooling and normalisation of the sentence-transformers modules, as one module."""
     import torch
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .endpoints import EndpointFailed, EndpointPool
 from .errors import ConfigError, GenerationError
@@ -50,7 +51,7 @@ class LLM(ABC):
         max_tokens: int | None = None,
         stop: Sequence[str] | None = None,
         grammar: str | None = None,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """Text pieces as the model produces them (one token each where the backend allows).
 
         Closing the iterator early stops generation: that is how a client that went away frees the model.
@@ -61,7 +62,7 @@ class LLM(ABC):
     def count_tokens(self, prompt: Prompt) -> int | None:
         """Prompt length in the model's tokens, or None when the backend cannot tell without generating."""
 
-    def complete(self, prompt: Prompt, **options) -> str:
+    def complete(self, prompt: Prompt, **options: Any) -> str:
         return "".join(self.stream_tokens(prompt, **options))
 
     def close(self) -> None:  # noqa: B027 - optional hook: a backend holding no model keeps this no-op
@@ -98,7 +99,14 @@ class LlamaCppLLM(LLM):
     def info(self) -> LLMInfo:
         return LLMInfo("llama_cpp", self.settings.model_name, self._sha256)
 
-    def stream_tokens(self, prompt, *, max_tokens=None, stop=None, grammar=None) -> Iterator[str]:
+    def stream_tokens(
+        self,
+        prompt: Prompt,
+        *,
+        max_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+        grammar: str | None = None,
+    ) -> Generator[str, None, None]:
         options = self.sampling(max_tokens, stop)
         if grammar is not None:
             options["grammar"] = _grammar(grammar)
@@ -110,7 +118,7 @@ class LlamaCppLLM(LLM):
                 pieces = (c["choices"][0]["delta"].get("content") for c in chunks)
             yield from (piece for piece in pieces if piece)  # the closing chunk carries no text, only the reason
 
-    def count_tokens(self, prompt) -> int | None:
+    def count_tokens(self, prompt: Prompt) -> int | None:
         if not isinstance(prompt, str):
             return None  # the chat template is rendered inside llama-cpp-python
         return len(self.llama.tokenize(prompt.encode(), add_bos=True, special=True))
@@ -156,7 +164,7 @@ def _check_sha256(path: Path, expected: str) -> None:
 _construct_lock = threading.Lock()
 
 
-def _load_llama(path: Path, settings: LLMSettings):
+def _load_llama(path: Path, settings: LLMSettings) -> Any:
     """Load quietly: llama.cpp prints context notices to stderr even with verbose=False; failures still raise."""
     from llama_cpp import Llama
     from llama_cpp._utils import suppress_stdout_stderr
@@ -178,7 +186,7 @@ def _load_llama(path: Path, settings: LLMSettings):
 
 
 @contextmanager
-def extra_buffers(enabled: bool):
+def extra_buffers(enabled: bool) -> Iterator[None]:
     """Let llama.cpp use (or not) its extra CPU weight layouts, which include the Intel AMX kernels.
 
     Some virtual machines advertise AMX but fault on its tile instructions (SIGILL on the first matrix product);
@@ -200,7 +208,7 @@ def extra_buffers(enabled: bool):
         native.llama_model_default_params = original
 
 
-def _grammar(text: str):
+def _grammar(text: str) -> Any:
     from llama_cpp import LlamaGrammar
 
     try:
@@ -232,7 +240,14 @@ class OpenAICompatibleLLM(LLM):
     def info(self) -> LLMInfo:
         return LLMInfo("openai", self.settings.model_name, None)
 
-    def stream_tokens(self, prompt, *, max_tokens=None, stop=None, grammar=None) -> Iterator[str]:
+    def stream_tokens(
+        self,
+        prompt: Prompt,
+        *,
+        max_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+        grammar: str | None = None,
+    ) -> Generator[str, None, None]:
         chat = not isinstance(prompt, str)
         body = {
             "model": self.settings.model_name,
@@ -244,7 +259,7 @@ class OpenAICompatibleLLM(LLM):
             body["grammar"] = grammar  # llama.cpp servers enforce it; others ignore the field
         yield from self._pieces(f"/v1/{'chat/completions' if chat else 'completions'}", body, chat)
 
-    def count_tokens(self, prompt) -> int | None:
+    def count_tokens(self, prompt: Prompt) -> int | None:
         return None  # streamed responses of llama.cpp's and vLLM's servers carry no usage
 
     def _pieces(self, path: str, body: dict, chat: bool) -> Iterator[str]:

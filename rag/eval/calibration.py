@@ -74,7 +74,7 @@ def probabilities(model: ConfidenceModel, x: np.ndarray) -> np.ndarray:
     return np.array([model.probability(dict(zip(FEATURES, row, strict=True))) for row in x])
 
 
-def operating_points(p: np.ndarray, y: np.ndarray, thresholds: Sequence[float]) -> list[dict]:
+def operating_points(p: np.ndarray, y: np.ndarray, thresholds: Sequence[float] | np.ndarray) -> list[dict]:
     """Per threshold t (abstain when p < t): abstention precision, recall, F1 (the positives are the unanswerable
     questions) and the share of answerable questions abstained on."""
     points = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from typing import Any
 
 from ..answer import Answer
 from ..cite import Sentence, support
@@ -66,7 +67,7 @@ def evaluate(question: Question, ranker: Ranker, pipeline: Pipeline, mode: str) 
     """The record of one question; `mode` is generate, quote or retrieval (rankings only, no answer)."""
     started = time.perf_counter()
     rankings = ranker.rank(question.text)
-    record = {
+    record: dict[str, Any] = {
         "id": question.id,
         "question": question.text,
         "answerable": question.answerable,
@@ -96,7 +97,7 @@ def retrieval_scores(rankings: dict[str, list[str]], gold: frozenset[str]) -> di
     }
 
 
-def answer_scores(prediction: str, question: Question) -> dict[str, float]:
+def answer_scores(prediction: str, question: Question) -> dict[str, float | None]:
     """EM, token F1 and token recall against the closest gold answer; only answerable questions with answers count
     (an abstention on one is an empty prediction and scores 0)."""
     if not question.answerable or not question.answers:

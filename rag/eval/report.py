@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from ..errors import ConfigError
 from .calibration import expected_calibration_error, reliability
 from .metrics import recall_at_k
 from .question import DEPTH, RETRIEVERS
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 NOT_AVAILABLE = "\N{EN DASH}"  # a table cell or figure the run did not produce
 RANKING_METRICS = ("hit@1", "hit@5", "hit@10", "recall@5", "recall@10", "mrr@10", "ndcg@10")
@@ -48,7 +52,7 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _cell(value) -> str:
+def _cell(value: object) -> str:
     if value is None:
         return NOT_AVAILABLE
     if isinstance(value, float):
@@ -231,7 +235,7 @@ def write_plots(results: dict, out: Path) -> list[Path]:
     return paths
 
 
-def _recall_curves(axes, records: list[dict]) -> bool:
+def _recall_curves(axes: Axes, records: list[dict]) -> bool:
     scored = [r for r in records if r["gold_doc_ids"]]
     if not scored:
         return False
@@ -247,7 +251,7 @@ def _recall_curves(axes, records: list[dict]) -> bool:
     return True
 
 
-def _latency(axes, records: list[dict]) -> bool:
+def _latency(axes: Axes, records: list[dict]) -> bool:
     """On a log scale: a search takes tens of milliseconds, a generation seconds."""
     values = {
         stage: [r["timings"][stage] for r in records if r["timings"].get(stage)]
@@ -260,13 +264,13 @@ def _latency(axes, records: list[dict]) -> bool:
     everything = [x for v in values.values() for x in v]
     bins = np.geomspace(min(everything), max(everything) * 1.01, 40)
     for stage, v in values.items():
-        axes.hist(v, bins=bins, alpha=0.5, label=stage.removesuffix("_ms"))
+        axes.hist(v, bins=bins.tolist(), alpha=0.5, label=stage.removesuffix("_ms"))
     axes.set(xscale="log", xlabel="milliseconds (log scale)", ylabel="questions", title="Latency per stage")
     axes.legend()
     return True
 
 
-def _support(axes, records: list[dict], config: dict) -> bool:
+def _support(axes: Axes, records: list[dict], config: dict) -> bool:
     sentences = [s for r in records for s in r.get("sentences", [])]
     if not sentences:
         return False
@@ -284,7 +288,7 @@ def _support(axes, records: list[dict], config: dict) -> bool:
     return True
 
 
-def _reliability(axes, records: list[dict]) -> bool:
+def _reliability(axes: Axes, records: list[dict]) -> bool:
     """Predicted probability that the passages answer against the observed share of answerable questions, per bin;
     the diagonal is perfect calibration, a marker's area the bin's question count."""
     bins = _reliability_bins(records)

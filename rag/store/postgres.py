@@ -34,12 +34,19 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ConfigError, DocumentConflictError, IndexMismatchError, NotFoundError
 from ..records import ChunkRecord, DocumentRecord, NewChunk, SearchFilter
 from .manifest import _check_manifest
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+    from ..settings import Settings
 
 log = logging.getLogger("rag.store.postgres")
 
@@ -122,7 +129,7 @@ def redact(dsn: str) -> str:
     except (psycopg.ProgrammingError, ValueError):  # unparsable (ValueError: unencodable text): show nothing of it
         return "(unparsable DSN)"
     parts.pop("password", None)
-    return make_conninfo(**{k: v for k, v in parts.items() if v is not None})
+    return make_conninfo("", **{k: v for k, v in parts.items() if v is not None})
 
 
 def read_password(password_file: Path | None) -> str | None:
@@ -150,7 +157,7 @@ def check_hosts(dsn: str) -> None:
 
     parts = conninfo_to_dict(dsn)
     for key in ("host", "hostaddr"):
-        for host in filter(None, (parts.get(key) or "").split(",")):
+        for host in filter(None, str(parts.get(key) or "").split(",")):
             if not host.startswith("/") and not host.startswith("@"):
                 sovereign.check_destination(host, parts.get("port"))
 
@@ -185,7 +192,7 @@ class PostgresStore:
     Thread-safe: a small connection pool serves the threads of one process; processes share nothing but the
     database."""
 
-    def __init__(self, pool, dsn: str, manifest: dict):
+    def __init__(self, pool: ConnectionPool, dsn: str, manifest: dict):
         self._pool = pool
         self.dsn = dsn
         self.manifest = manifest
@@ -218,7 +225,7 @@ class PostgresStore:
         if has_password:
             raise ConfigError(f"store.dsn must not carry the password; put it in {PASSWORD_ENV} or store.password_file")
         check_hosts(dsn)
-        kwargs = {"autocommit": False}
+        kwargs: dict[str, Any] = {"autocommit": False}
         password = read_password(password_file)
         if password is not None:
             kwargs["password"] = password
@@ -242,7 +249,9 @@ class PostgresStore:
         return cls(pool, dsn, stored)
 
     @contextlib.contextmanager
-    def _transaction(self, labels: frozenset[str] | None = None, *, read_only: bool = True):
+    def _transaction(
+        self, labels: frozenset[str] | None = None, *, read_only: bool = True
+    ) -> Iterator[psycopg.Connection]:
         """A connection in a transaction seeing the rows `labels` admit (row-level security); read-only ones run at
         REPEATABLE READ, so that all their statements see one committed generation."""
         with self._pool.connection() as conn:
@@ -255,7 +264,7 @@ class PostgresStore:
     @property
     def generation(self) -> int:
         with self._transaction() as conn:
-            return int(conn.execute("SELECT generation FROM rag_state").fetchone()[0])
+            return int(_one(conn, "SELECT generation FROM rag_state")[0])
 
     # ---------------------------------------------------------------- reading metadata
     def documents(self, search_filter: SearchFilter | None = None) -> list[DocumentRecord]:
@@ -389,16 +398,14 @@ class PostgresStore:
 
     def stats(self) -> dict:
         with self._transaction() as conn:
-            generation, chunks, total = conn.execute(
-                "SELECT generation, chunks, total_length FROM rag_state"
-            ).fetchone()
-            counted, vectors, lexical, tsv = conn.execute(
-                "SELECT count(*), count(embedding), count(terms), count(tsv) FROM chunks"
-            ).fetchone()
+            generation, chunks, total = _one(conn, "SELECT generation, chunks, total_length FROM rag_state")
+            counted, vectors, lexical, tsv = _one(
+                conn, "SELECT count(*), count(embedding), count(terms), count(tsv) FROM chunks"
+            )
             languages = dict(conn.execute("SELECT lang, count(*) FROM documents GROUP BY lang ORDER BY lang"))
             documents = sum(languages.values())
-            size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-            version = conn.execute("SELECT version FROM rag_schema").fetchone()[0]
+            size = _one(conn, "SELECT pg_database_size(current_database())")[0]
+            version = _one(conn, "SELECT version FROM rag_schema")[0]
         return {
             "backend": "postgres",
             "dsn": redact(self.dsn),
@@ -446,9 +453,7 @@ class _Writer:
         puts = list(puts)
         deletes = list(deletes)
         with self.store._transaction(read_only=False) as conn:
-            generation = conn.execute(
-                "UPDATE rag_state SET generation = generation + 1 RETURNING generation"
-            ).fetchone()[0]
+            generation = _one(conn, "UPDATE rag_state SET generation = generation + 1 RETURNING generation")[0]
             put_ids = [doc["doc_id"] for doc, _ in puts]
             for doc_id, source in conn.execute(
                 "SELECT doc_id, source FROM documents WHERE doc_id = ANY(%s)", (put_ids,)
@@ -472,7 +477,19 @@ class _Writer:
 
 
 # -------------------------------------------------------------------- SQL
-def _configure(conn) -> None:
+
+
+def _one(conn: psycopg.Connection, query: str, params: dict | None = None) -> tuple[Any, ...]:
+    """The row of a query that returns exactly one (an aggregate, the one-row state and schema tables).
+
+    Raises IndexMismatchError when it returns none: the store's schema is damaged (its state row deleted)."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise IndexMismatchError(f"the PostgreSQL store returned no row for {query!r}; its schema is damaged")
+    return row
+
+
+def _configure(conn: psycopg.Connection) -> None:
     """Every pooled connection: pgvector's binary types, and no statement left open."""
     from pgvector.psycopg import register_vector
 
@@ -480,7 +497,7 @@ def _configure(conn) -> None:
     conn.commit()
 
 
-def _prepare(conn, manifest: dict, *, upgrade: bool) -> dict:
+def _prepare(conn: psycopg.Connection, manifest: dict, *, upgrade: bool) -> dict:
     """Migrate the schema (or check it is current) and return the stored manifest, writing `manifest` into an
     empty database."""
     version = schema_version(conn)
@@ -492,16 +509,16 @@ def _prepare(conn, manifest: dict, *, upgrade: bool) -> dict:
         upgrade_schema(conn, manifest)
     with conn.transaction():
         conn.execute("SELECT set_config('rag.labels', '*', true)")
-        row = conn.execute("SELECT manifest FROM rag_state").fetchone()
+        row = _one(conn, "SELECT manifest FROM rag_state")
     return row[0]
 
 
-def schema_version(conn) -> int:
+def schema_version(conn: psycopg.Connection) -> int:
     """The schema version of the database (0: empty). Raises IndexMismatchError for a version newer than this
     release knows."""
     with conn.transaction():
-        exists = conn.execute("SELECT to_regclass('rag_schema') IS NOT NULL").fetchone()[0]
-        version = conn.execute("SELECT version FROM rag_schema").fetchone()[0] if exists else 0
+        exists = _one(conn, "SELECT to_regclass('rag_schema') IS NOT NULL")[0]
+        version = _one(conn, "SELECT version FROM rag_schema")[0] if exists else 0
     if version > SCHEMA_VERSION:
         raise IndexMismatchError(
             f"the database schema is version {version}, newer than this release knows "
@@ -510,14 +527,14 @@ def schema_version(conn) -> int:
     return version
 
 
-def upgrade_schema(conn, manifest: dict) -> tuple[int, int]:
+def upgrade_schema(conn: psycopg.Connection, manifest: dict) -> tuple[int, int]:
     """Apply the missing migrations, each in its own transaction, one process at a time; returns (from, to)."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_UPGRADE_LOCK,))
         conn.execute("CREATE TABLE IF NOT EXISTS rag_schema (version integer NOT NULL)")
-        if conn.execute("SELECT count(*) FROM rag_schema").fetchone()[0] == 0:
+        if _one(conn, "SELECT count(*) FROM rag_schema")[0] == 0:
             conn.execute("INSERT INTO rag_schema VALUES (0)")
-        start = version = conn.execute("SELECT version FROM rag_schema FOR UPDATE").fetchone()[0]
+        start = version = _one(conn, "SELECT version FROM rag_schema FOR UPDATE")[0]
         if version > SCHEMA_VERSION:
             raise IndexMismatchError(
                 f"the database schema is version {version}, newer than this release knows "
@@ -532,7 +549,7 @@ def upgrade_schema(conn, manifest: dict) -> tuple[int, int]:
     return start, version
 
 
-def _warn_if_rls_bypassed(conn) -> None:
+def _warn_if_rls_bypassed(conn: psycopg.Connection) -> None:
     with conn.transaction():
         bypass = conn.execute("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").fetchone()
     if bypass and bypass[0]:
@@ -543,7 +560,7 @@ def _warn_if_rls_bypassed(conn) -> None:
         )
 
 
-def _remove(conn, doc_ids: list[str]) -> None:
+def _remove(conn: psycopg.Connection, doc_ids: list[str]) -> None:
     """Delete documents (their chunks cascade) and take their chunks out of the BM25 statistics."""
     if not doc_ids:
         return
@@ -551,7 +568,7 @@ def _remove(conn, doc_ids: list[str]) -> None:
     conn.execute("DELETE FROM documents WHERE doc_id = ANY(%s)", (doc_ids,))
 
 
-def _count_terms(conn, doc_ids: list[str], sign: int) -> None:
+def _count_terms(conn: psycopg.Connection, doc_ids: list[str], sign: int) -> None:
     """Add (+1) or subtract (-1) the chunks of `doc_ids` to/from the document frequencies and the state's totals."""
     if not doc_ids:
         return
@@ -569,7 +586,7 @@ def _count_terms(conn, doc_ids: list[str], sign: int) -> None:
     )
 
 
-def _insert(conn, doc: dict, chunks: list[NewChunk]) -> None:
+def _insert(conn: psycopg.Connection, doc: dict, chunks: list[NewChunk]) -> None:
     conn.execute(
         "INSERT INTO documents (doc_id, source, title, format, lang, sha256, labels, pages, chars, ingested_at, "
         "chunks, text, blocks, pages_ocr, pages_without_text) VALUES (%(doc_id)s, %(source)s, %(title)s, "
@@ -619,7 +636,9 @@ def _insert(conn, doc: dict, chunks: list[NewChunk]) -> None:
         )
 
 
-def _dense(conn, vector: np.ndarray, depth: int, search_filter: SearchFilter | None) -> list[tuple[int, float]]:
+def _dense(
+    conn: psycopg.Connection, vector: np.ndarray, depth: int, search_filter: SearchFilter | None
+) -> list[tuple[int, float]]:
     """The `depth` admitted rows nearest `vector` by inner product: through HNSW (ef_search raised to `depth`),
     then exactly over the admitted rows when the index returned fewer than `depth` and more rows are admitted (HNSW
     filters after its graph search, so a selective filter can leave it short)."""
@@ -632,9 +651,9 @@ def _dense(conn, vector: np.ndarray, depth: int, search_filter: SearchFilter | N
     conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(max(depth, 40), EF_SEARCH_MAX)),))
     rows = conn.execute(query, params).fetchall()
     if len(rows) < depth:
-        admitted = conn.execute(
-            f"SELECT count(*) FROM (SELECT 1 FROM chunks c WHERE true{where} LIMIT %(depth)s) s", params
-        ).fetchone()[0]
+        admitted = _one(
+            conn, f"SELECT count(*) FROM (SELECT 1 FROM chunks c WHERE true{where} LIMIT %(depth)s) s", params
+        )[0]
         if admitted > len(rows):
             conn.execute("SELECT set_config('enable_indexscan', 'off', true)")
             rows = conn.execute(query, params).fetchall()
@@ -642,7 +661,9 @@ def _dense(conn, vector: np.ndarray, depth: int, search_filter: SearchFilter | N
     return [(int(i), float(s)) for i, s in rows]
 
 
-def _lexical(conn, terms: list[str], depth: int, search_filter: SearchFilter | None) -> list[tuple[int, float]]:
+def _lexical(
+    conn: psycopg.Connection, terms: list[str], depth: int, search_filter: SearchFilter | None
+) -> list[tuple[int, float]]:
     """BM25 as rag/lexical.py (Lucene idf, no (k1 + 1) factor), ties by chunk id: per query term, the chunks
     holding it (GIN index on `terms`) and its count there, summed per chunk."""
     if not terms:
@@ -676,7 +697,7 @@ def _json(value):
     return Jsonb(value)
 
 
-def _document(row) -> DocumentRecord:
+def _document(row: Sequence[Any]) -> DocumentRecord:
     return DocumentRecord(
         doc_id=row[0],
         source=row[1],
@@ -692,7 +713,7 @@ def _document(row) -> DocumentRecord:
     )
 
 
-def _chunk(row) -> ChunkRecord:
+def _chunk(row: Sequence[Any]) -> ChunkRecord:
     return ChunkRecord(
         id=row[0],
         doc_id=row[1],
@@ -710,21 +731,22 @@ def _chunk(row) -> ChunkRecord:
 
 
 @contextlib.contextmanager
-def connect(dsn: str, *, password_file: Path | None = None) -> Iterator:
+def connect(dsn: str, *, password_file: Path | None = None) -> Iterator[psycopg.Connection]:
     """One plain connection (for `rag db upgrade`), checked against the egress guard like the store's."""
     import psycopg
 
     check_hosts(dsn)
     password = read_password(password_file)
     try:
-        conn = psycopg.connect(dsn, **({"password": password} if password is not None else {}))
+        extra: dict[str, Any] = {"password": password} if password is not None else {}
+        conn = psycopg.connect(dsn, **extra)
     except psycopg.Error as exc:
         raise ConfigError(f"cannot connect to the PostgreSQL store {redact(dsn)}: {type(exc).__name__}") from None
     with conn:
         yield conn
 
 
-def open_postgres(settings, manifest: dict, *, check: bool = True) -> PostgresStore:
+def open_postgres(settings: Settings, manifest: dict, *, check: bool = True) -> PostgresStore:
     """The store of `settings.store` (backend postgres). Raises ConfigError when store.dsn is missing."""
     if not settings.store.dsn:
         raise ConfigError("store.backend is postgres but store.dsn is not set")
