@@ -67,6 +67,9 @@ class Token:
 
 @dataclass
 class Timings:
+    """Where the time of one answer went: durations in milliseconds, lengths in the model's tokens, speed in tokens
+    per second; None where the backend cannot tell (an HTTP server does not count prompt tokens)."""
+
     retrieval_ms: float = 0.0
     prompt_tokens: int | None = None  # None when the backend cannot count them (HTTP servers)
     ttft_ms: float | None = None  # from the start of the request to the first generated piece
@@ -86,14 +89,20 @@ class Source:
 
     @property
     def chunk(self) -> ChunkRecord:
+        """The passage's chunk record (`hit.chunk`)."""
         return self.hit.chunk
 
     def to_dict(self) -> dict:
+        """JSON form: `n` (the `[n]` marker), `cited` (some kept sentence cites it) and the hit's own fields."""
         return {"n": self.n, "cited": self.cited, **self.hit.to_dict()}
 
 
 @dataclass
 class Answer:
+    """One answer as every front door reports it: the text (kept sentences, or the abstention message), the
+    sentences verification kept and `removed`, the passages shown (`sources`), those `set_aside` as addressing the
+    assistant, `timings`, and `confidence`, a probability in [0, 1] computed from `features` (rag/confidence.py)."""
+
     question: str
     text: str
     lang: str
@@ -112,6 +121,7 @@ class Answer:
     features: dict[str, float] = field(default_factory=dict)  # the confidence model's inputs
 
     def to_dict(self) -> dict:
+        """JSON form of the answer; scores (evidence, confidence, features) rounded to 4 decimals, timings in ms."""
         return {
             "question": self.question,
             "answer": self.text,
@@ -154,6 +164,7 @@ class Answerer:
         self.confidence = confidence or shipped_model()
 
     def ask(self, question: str, **options: Any) -> Answer:
+        """The final `Answer` of `stream(question, **options)`, the tokens dropped; raises what `stream` raises."""
         *_, answer = self.stream(question, **options)
         assert isinstance(answer, Answer)  # stream() always ends with the Answer
         return answer
@@ -166,6 +177,12 @@ class Answerer:
         search_filter: SearchFilter | None = None,
         history: Sequence[str] = (),
     ) -> Iterator[Event]:
+        """`Token`s as the model writes them (generate mode), then one `Answer`.
+
+        `k`: passages to retrieve (None: the settings'); `mode`: generate | quote (None: answer.mode); `search_filter`:
+        the languages, documents and labels the caller may see; `history`: the chat's earlier questions, added to the
+        retrieval query. Raises InputError (an empty question, one over answer.max_question_chars, an unknown mode);
+        the language model's errors pass through."""
         started = time.perf_counter()
         mode = mode or self.settings.answer.mode
         question = self._checked(question, mode)
@@ -348,4 +365,5 @@ def evidence(query: str, hits: Sequence[Hit]) -> float:
 
 
 def sources(hits: Sequence[Hit], cited: set[int]) -> list[Source]:
+    """The passages shown, numbered from 1 as their `[n]` markers; `cited`: the numbers some kept sentence cites."""
     return [Source(n, hit, n in cited) for n, hit in enumerate(hits, 1)]

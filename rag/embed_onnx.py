@@ -71,6 +71,7 @@ class OnnxBackend:
         self._inputs = [i.name for i in self._session.get_inputs()]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length float32 vectors, shape (len(texts), dim): pooling and normalisation run inside the graph."""
         features = self._model.preprocess(list(texts))
         feed = {name: features[name].numpy() for name in self._inputs}
         return self._session.run(None, feed)[0]
@@ -179,6 +180,7 @@ def quantise(model: SentenceTransformer, fp32: Path, out: Path) -> None:
 
 
 def calibration_texts() -> list[str]:
+    """The paragraphs of onnx_calibration.txt (separated by blank lines) whose activations set the int8 ranges."""
     return [text.strip() for text in CALIBRATION.read_text(encoding="utf-8").split("\n\n") if text.strip()]
 
 

@@ -30,18 +30,24 @@ Prompt = str | list[dict]  # completion text, or chat messages [{"role": ..., "c
 
 @dataclass(frozen=True)
 class LLMInfo:
+    """Which language model answered: its backend (llama_cpp | openai), model name, and the weights' sha256."""
+
     backend: str
     model: str
     sha256: str | None  # of the GGUF file; None when the weights live behind an HTTP server or are not pinned
 
 
 class LLM(ABC):
+    """A language model backend: subclasses implement `info`, `stream_tokens` and `count_tokens`; `complete` and
+    `sampling` are built on them here."""
+
     def __init__(self, settings: LLMSettings):
         self.settings = settings
 
     @property
     @abstractmethod
-    def info(self) -> LLMInfo: ...
+    def info(self) -> LLMInfo:
+        """The backend, model name and weights' sha256, as the provenance of an answer records them."""
 
     @abstractmethod
     def stream_tokens(
@@ -63,6 +69,7 @@ class LLM(ABC):
         """Prompt length in the model's tokens, or None when the backend cannot tell without generating."""
 
     def complete(self, prompt: Prompt, **options: Any) -> str:
+        """The whole generated text (`stream_tokens` joined); same options."""
         return "".join(self.stream_tokens(prompt, **options))
 
     def close(self) -> None:  # noqa: B027 - optional hook: a backend holding no model keeps this no-op
@@ -97,6 +104,7 @@ class LlamaCppLLM(LLM):
 
     @property
     def info(self) -> LLMInfo:
+        """llama_cpp, the model name and the sha256 of the GGUF file, verified at load."""
         return LLMInfo("llama_cpp", self.settings.model_name, self._sha256)
 
     def stream_tokens(
@@ -107,6 +115,7 @@ class LlamaCppLLM(LLM):
         stop: Sequence[str] | None = None,
         grammar: str | None = None,
     ) -> Generator[str, None, None]:
+        """See `LLM.stream_tokens`: pieces from llama.cpp in this process, one generation at a time (a lock)."""
         options = self.sampling(max_tokens, stop)
         if grammar is not None:
             options["grammar"] = _grammar(grammar)
@@ -119,11 +128,14 @@ class LlamaCppLLM(LLM):
             yield from (piece for piece in pieces if piece)  # the closing chunk carries no text, only the reason
 
     def count_tokens(self, prompt: Prompt) -> int | None:
+        """Tokens of a text prompt, beginning-of-sequence included; None for a chat prompt (its template is
+        rendered inside llama-cpp-python)."""
         if not isinstance(prompt, str):
             return None  # the chat template is rendered inside llama-cpp-python
         return len(self.llama.tokenize(prompt.encode(), add_bos=True, special=True))
 
     def close(self) -> None:
+        """Free the llama.cpp context and weights now."""
         self.llama.close()
 
 
@@ -238,6 +250,7 @@ class OpenAICompatibleLLM(LLM):
 
     @property
     def info(self) -> LLMInfo:
+        """openai, the model name; no sha256 (the weights live behind the server)."""
         return LLMInfo("openai", self.settings.model_name, None)
 
     def stream_tokens(
@@ -248,6 +261,8 @@ class OpenAICompatibleLLM(LLM):
         stop: Sequence[str] | None = None,
         grammar: str | None = None,
     ) -> Generator[str, None, None]:
+        """See `LLM.stream_tokens`: server-sent events from the first endpoint that answers; another is tried
+        as long as no text reached the caller."""
         chat = not isinstance(prompt, str)
         body = {
             "model": self.settings.model_name,
@@ -260,6 +275,7 @@ class OpenAICompatibleLLM(LLM):
         yield from self._pieces(f"/v1/{'chat/completions' if chat else 'completions'}", body, chat)
 
     def count_tokens(self, prompt: Prompt) -> int | None:
+        """None: the servers' streamed responses carry no usage, so the prompt is not counted."""
         return None  # streamed responses of llama.cpp's and vLLM's servers carry no usage
 
     def _pieces(self, path: str, body: dict, chat: bool) -> Iterator[str]:

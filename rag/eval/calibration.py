@@ -71,6 +71,8 @@ def fit(x: np.ndarray, y: np.ndarray, strength: float = 1.0) -> ConfidenceModel:
 
 
 def probabilities(model: ConfidenceModel, x: np.ndarray) -> np.ndarray:
+    """P(answerable) by `model` (logistic, ConfidenceModel.probability) of each row of `x`: shape (n, len(FEATURES))
+    to (n,)."""
     return np.array([model.probability(dict(zip(FEATURES, row, strict=True))) for row in x])
 
 

@@ -47,6 +47,9 @@ class Ranker:
         self._keys: dict[int, str] = {}  # chunk id -> document key, fetched once per chunk
 
     def rank(self, text: str, weights: tuple[float, ...] = ()) -> dict[str, list[str]]:
+        """Document keys in rank order, duplicates removed, per retriever: dense, bm25 (Robertson & Zaragoza 2009),
+        hybrid (rag.retrieve.fuse, a convex combination of normalised scores) and `hybrid@w=W` for each dense weight
+        in `weights`; returns {retriever: [key, ...]}."""
         lang = detect_language(text)
         retriever = self.retriever
         dense, lexical = retriever.rankings(text, lang, retriever.settings.candidates)
@@ -88,6 +91,8 @@ def evaluate(question: Question, ranker: Ranker, pipeline: Pipeline, mode: str) 
 
 
 def retrieval_scores(rankings: dict[str, list[str]], gold: frozenset[str]) -> dict[str, float]:
+    """Ranking metrics (hit@k, recall@k, MRR@10, nDCG@10; rag/eval/metrics.py) of every retriever against the gold
+    documents, keyed `retrieval.<retriever>.<metric>`, each in [0, 1]; empty when the question has no gold document."""
     if not gold:
         return {}
     return {

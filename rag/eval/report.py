@@ -24,6 +24,9 @@ RANKING_METRICS = ("hit@1", "hit@5", "hit@10", "recall@5", "recall@10", "mrr@10"
 
 
 def write_outputs(results: dict, out: Path) -> list[Path]:
+    """Write results.json, report.md and the PNG plots into `out` (created if needed); returns their paths.
+
+    Raises ConfigError when matplotlib (the `eval` extra) is not installed."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     (out / "report.md").write_text(report_markdown(results))
@@ -32,6 +35,8 @@ def write_outputs(results: dict, out: Path) -> list[Path]:
 
 # ---------------------------------------------------------------------------------------------- markdown
 def report_markdown(results: dict) -> str:
+    """The Markdown report of `results` (results.json's content): header, retrieval, answers, citations, abstention,
+    cost and provenance; a section without data is left out."""
     run, agg = results["run"], results["aggregates"]
     records = results["records"]
     sections = [
@@ -47,6 +52,7 @@ def report_markdown(results: dict) -> str:
 
 
 def table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table; a None cell shows as an en dash, a float with 3 decimals (none from 100 on)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -212,6 +218,8 @@ def _provenance(run: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------- plots
 def write_plots(results: dict, out: Path) -> list[Path]:
+    """Draw the plots the run has data for (recall@k, latency per stage, support, reliability) as PNG files in `out`,
+    with matplotlib's Agg backend; returns their paths. Raises ConfigError without matplotlib."""
     try:
         import matplotlib
     except ImportError:

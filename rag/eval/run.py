@@ -42,6 +42,9 @@ SPEED_ONLY = {
 
 @dataclass(frozen=True)
 class EvalRequest:
+    """One `rag eval` run: the dataset (format recognised from the path unless given) and the folder to write into,
+    the documents of a generic JSONL set, at most `limit` questions, the answer mode, and the command as typed."""
+
     dataset: Path
     out: Path
     format: str | None = None  # None: recognised from the path

@@ -263,11 +263,13 @@ class PostgresStore:
 
     @property
     def generation(self) -> int:
+        """The store's generation: one more with every committed write, so a cache keyed by it sees every change."""
         with self._transaction() as conn:
             return int(_one(conn, "SELECT generation FROM rag_state")[0])
 
     # ---------------------------------------------------------------- reading metadata
     def documents(self, search_filter: SearchFilter | None = None) -> list[DocumentRecord]:
+        """The stored documents `search_filter` admits (languages, document ids, labels), ordered by doc_id."""
         params: dict = {}
         where = _where(search_filter, "d", params, "lang")
         with self._transaction(search_filter.labels if search_filter else None) as conn:
@@ -310,6 +312,7 @@ class PostgresStore:
         return row[0] if row else None
 
     def document_text(self, doc_id: str) -> tuple[str, list[dict]]:
+        """The document's extracted text and its blocks; NotFoundError for an unknown id."""
         with self._transaction() as conn:
             row = conn.execute("SELECT text, blocks FROM documents WHERE doc_id = %s", (doc_id,)).fetchone()
         if row is None:
@@ -323,6 +326,7 @@ class PostgresStore:
         return {h: v.to_numpy().astype(np.float32, copy=False) for h, v in rows}
 
     def chunks(self, ids: Sequence[int]) -> dict[int, ChunkRecord]:
+        """The chunk records of `ids` by id; ids not stored are left out."""
         if not len(ids):
             return {}
         with self._transaction() as conn:
@@ -397,6 +401,8 @@ class PostgresStore:
             )
 
     def stats(self) -> dict:
+        """Counts and sizes for `rag stats`: documents, chunks, vectors, BM25 and tsvector rows, languages, the HNSW
+        index's parameters, bytes in the database, schema version, the manifest, and the DSN without its password."""
         with self._transaction() as conn:
             generation, chunks, total = _one(conn, "SELECT generation, chunks, total_length FROM rag_state")
             counted, vectors, lexical, tsv = _one(
@@ -432,6 +438,7 @@ class PostgresStore:
         return contextlib.nullcontext(_Writer(self))
 
     def close(self) -> None:
+        """Close the connection pool; the store is unusable afterwards."""
         self._pool.close()
 
 
