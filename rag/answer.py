@@ -22,13 +22,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from .cite import Citation, Sentence, parse_sentences, passage_text, unmatched_words, verify
 from .confidence import ConfidenceModel, features, shipped_model
 from .errors import InputError
+from .focus import coverage, focus, rank_sentences
 from .generate import LLM, Prompt
 from .language import UNDETERMINED, detect_language
-from .focus import coverage, focus, rank_sentences
 from .prompt import build_prompt, citation_grammar
 from .retrieve import Hit
 from .settings import Settings
@@ -66,6 +67,9 @@ class Token:
 
 @dataclass
 class Timings:
+    """Where the time of one answer went: durations in milliseconds, lengths in the model's tokens, speed in tokens
+    per second; None where the backend cannot tell (an HTTP server does not count prompt tokens)."""
+
     retrieval_ms: float = 0.0
     prompt_tokens: int | None = None  # None when the backend cannot count them (HTTP servers)
     ttft_ms: float | None = None  # from the start of the request to the first generated piece
@@ -85,14 +89,20 @@ class Source:
 
     @property
     def chunk(self) -> ChunkRecord:
+        """The passage's chunk record (`hit.chunk`)."""
         return self.hit.chunk
 
     def to_dict(self) -> dict:
+        """JSON form: `n` (the `[n]` marker), `cited` (some kept sentence cites it) and the hit's own fields."""
         return {"n": self.n, "cited": self.cited, **self.hit.to_dict()}
 
 
 @dataclass
 class Answer:
+    """One answer as every front door reports it: the text (kept sentences, or the abstention message), the
+    sentences verification kept and `removed`, the passages shown (`sources`), those `set_aside` as addressing the
+    assistant, `timings`, and `confidence`, a probability in [0, 1] computed from `features` (rag/confidence.py)."""
+
     question: str
     text: str
     lang: str
@@ -111,13 +121,24 @@ class Answer:
     features: dict[str, float] = field(default_factory=dict)  # the confidence model's inputs
 
     def to_dict(self) -> dict:
+        """JSON form of the answer; scores (evidence, confidence, features) rounded to 4 decimals, timings in ms."""
         return {
-            "question": self.question, "answer": self.text, "lang": self.lang, "mode": self.mode,
-            "abstained": self.abstained, "evidence": round(self.evidence, 4), "sentences": [s.to_dict() for s in self.sentences],
-            "removed": [s.to_dict() for s in self.removed], "sources": [s.to_dict() for s in self.sources],
-            "timings": asdict(self.timings), "model": self.model, "raw": self.raw,
-            "set_aside": [h.to_dict() for h in self.set_aside], "unmatched": self.unmatched,
-            "confidence": round(self.confidence, 4), "features": {k: round(v, 4) for k, v in self.features.items()},
+            "question": self.question,
+            "answer": self.text,
+            "lang": self.lang,
+            "mode": self.mode,
+            "abstained": self.abstained,
+            "evidence": round(self.evidence, 4),
+            "sentences": [s.to_dict() for s in self.sentences],
+            "removed": [s.to_dict() for s in self.removed],
+            "sources": [s.to_dict() for s in self.sources],
+            "timings": asdict(self.timings),
+            "model": self.model,
+            "raw": self.raw,
+            "set_aside": [h.to_dict() for h in self.set_aside],
+            "unmatched": self.unmatched,
+            "confidence": round(self.confidence, 4),
+            "features": {k: round(v, 4) for k, v in self.features.items()},
         }
 
 
@@ -127,22 +148,41 @@ Event = Token | Answer
 class Answerer:
     """Turns a question into an `Answer`; the language model is asked for only when a generation needs it."""
 
-    def __init__(self, search: Search, llm: Callable[[], LLM], encode: Callable, settings: Settings, *,
-                 confidence: ConfidenceModel | None = None):
+    def __init__(
+        self,
+        search: Search,
+        llm: Callable[[], LLM],
+        encode: Callable,
+        settings: Settings,
+        *,
+        confidence: ConfidenceModel | None = None,
+    ):
         self.search = search
         self.llm = llm
         self.encode = encode  # the embedder's encode(texts) -> unit vectors, for quote mode
         self.settings = settings
         self.confidence = confidence or shipped_model()
 
-    def ask(self, question: str, **options) -> Answer:
+    def ask(self, question: str, **options: Any) -> Answer:
+        """The final `Answer` of `stream(question, **options)`, the tokens dropped; raises what `stream` raises."""
         *_, answer = self.stream(question, **options)
+        assert isinstance(answer, Answer)  # stream() always ends with the Answer
         return answer
 
     def stream(
-        self, question: str, k: int | None = None, mode: str | None = None,
-        search_filter: SearchFilter | None = None, history: Sequence[str] = (),
+        self,
+        question: str,
+        k: int | None = None,
+        mode: str | None = None,
+        search_filter: SearchFilter | None = None,
+        history: Sequence[str] = (),
     ) -> Iterator[Event]:
+        """`Token`s as the model writes them (generate mode), then one `Answer`.
+
+        `k`: passages to retrieve (None: the settings'); `mode`: generate | quote (None: answer.mode); `search_filter`:
+        the languages, documents and labels the caller may see; `history`: the chat's earlier questions, added to the
+        retrieval query. Raises InputError (an empty question, one over answer.max_question_chars, an unknown mode);
+        the language model's errors pass through."""
         started = time.perf_counter()
         mode = mode or self.settings.answer.mode
         question = self._checked(question, mode)
@@ -150,8 +190,16 @@ class Answerer:
         found = self.search(query, k=k, search_filter=search_filter)
         hits = [h for h in found if not addresses_assistant(h.chunk.text)]
         timings = Timings(retrieval_ms=_ms(started))
-        base = Answer(question, "", question_language(question, hits or found), mode, False, evidence(query, hits),
-                      timings=timings, set_aside=[h for h in found if h not in hits])
+        base = Answer(
+            question,
+            "",
+            question_language(question, hits or found),
+            mode,
+            False,
+            evidence(query, hits),
+            timings=timings,
+            set_aside=[h for h in found if h not in hits],
+        )
         quotes, scores = self._quotes(question, base.lang, hits)
         base.features = features(question, base.lang, hits, quotes, scores)
         base.confidence = self.confidence.probability(base.features)
@@ -178,8 +226,10 @@ class Answerer:
         if not question:
             raise InputError("the question is empty; ask something about the indexed documents")
         if len(question) > limit:
-            raise InputError(f"the question has {len(question)} characters, more than answer.max_question_chars "
-                             f"({limit}); shorten it or raise the limit")
+            raise InputError(
+                f"the question has {len(question)} characters, more than answer.max_question_chars "
+                f"({limit}); shorten it or raise the limit"
+            )
         if mode not in ("generate", "quote"):
             raise InputError(f"the answer mode must be generate or quote, not {mode!r}")
         return question
@@ -215,8 +265,9 @@ class Answerer:
         s, llm = self.settings.llm, self.llm()
         excerpts = None
         if self.settings.answer.passage_tokens:
-            hits, excerpts = focus(question, hits, self.encode, self.settings.answer.passage_tokens,
-                                   lambda text: text_tokens(llm, text))
+            hits, excerpts = focus(
+                question, hits, self.encode, self.settings.answer.passage_tokens, lambda text: text_tokens(llm, text)
+            )
         while True:
             prompt = build_prompt(question, hits, s.prompt_format, excerpts)
             tokens = llm.count_tokens(prompt)
@@ -229,8 +280,9 @@ class Answerer:
                 )
             hits, excerpts = hits[:-1], excerpts[:-1] if excerpts else None
 
-    def _verified(self, base: Answer, shown: list[Hit], raw: str, started: float, quotes: list[Sentence],
-                  hits: list[Hit]) -> Answer:
+    def _verified(
+        self, base: Answer, shown: list[Hit], raw: str, started: float, quotes: list[Sentence], hits: list[Hit]
+    ) -> Answer:
         """The generated text verified against the passages the prompt `shown`; when no sentence survives, the
         `quotes` of those passages in the question's language instead (a quote in another language cannot
         be checked against the question), or an abstention."""
@@ -246,16 +298,21 @@ class Answerer:
         if any(s.supported for s in kept):
             return self._finish(base, shown, kept, removed, started)
         marker = {hit.chunk.id: n for n, hit in enumerate(shown, 1)}
-        quoted = [Sentence(q.text, [Citation.of(marker[c.chunk_id], shown[marker[c.chunk_id] - 1])], q.support, True)
-                  for q in quotes for c in q.citations[:1]
-                  if q.supported and c.chunk_id in marker and shown[marker[c.chunk_id] - 1].chunk.lang == base.lang]
+        quoted = [
+            Sentence(q.text, [Citation.of(marker[c.chunk_id], shown[marker[c.chunk_id] - 1])], q.support, True)
+            for q in quotes
+            for c in q.citations[:1]
+            if q.supported and c.chunk_id in marker and shown[marker[c.chunk_id] - 1].chunk.lang == base.lang
+        ]
         if not quoted:
             base.removed = sentences
             return self._abstain(base, hits, started)
         base.mode = "quote"
         return self._finish(base, shown, quoted[: self.settings.answer.quote_sentences], sentences, started)
 
-    def _finish(self, base: Answer, hits, sentences: list[Sentence], removed: list[Sentence], started) -> Answer:
+    def _finish(
+        self, base: Answer, hits: list[Hit], sentences: list[Sentence], removed: list[Sentence], started: float
+    ) -> Answer:
         """The answer from its verified sentences; when the passages they cite (in the question's language) do not
         speak of some of the question's words, the answer says so first (`NOT_MENTIONED`)."""
         base.sentences, base.removed = sentences, removed
@@ -308,4 +365,5 @@ def evidence(query: str, hits: Sequence[Hit]) -> float:
 
 
 def sources(hits: Sequence[Hit], cited: set[int]) -> list[Source]:
+    """The passages shown, numbered from 1 as their `[n]` markers; `cited`: the numbers some kept sentence cites."""
     return [Source(n, hit, n in cited) for n, hit in enumerate(hits, 1)]

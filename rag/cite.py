@@ -35,7 +35,7 @@ _WORD = re.compile(r"[^\W\d_]+")
 
 # Words a question uses to ask rather than to name what it is about, in the served languages (fr, de, en, lb),
 # lower case without accents; with every stop word list they are left out of `question_terms`.
-GENERIC_QUESTION_WORDS = frozenset(fold(" ".join((
+_QUESTION_WORDS = (
     # en
     "what which who whom whose when where why how many much long often does did do is are was were be been get gets "
     "got receive receives received have has had can could may might must shall should will would there any give "
@@ -50,11 +50,15 @@ GENERIC_QUESTION_WORDS = frozenset(fold(" ".join((
     # lb
     "wat wien wiem wéini wou wéi firwat vill wéivill laang dacks gëtt ginn ass sinn kann kënnen dierf däerf muss "
     "mussen kréien kritt kréie huet hunn wéieng wéien zuel een et",
-))).split())
+)
+GENERIC_QUESTION_WORDS = frozenset(fold(" ".join(_QUESTION_WORDS)).split())
 
 
 @dataclass(frozen=True)
 class Citation:
+    """Where a `[n]` marker points: the passage's chunk and document, its title and page, and its character span
+    [start, end) in the document's extracted text."""
+
     marker: int  # n of the `[n]` marker: 1-based position of the passage in the prompt and in the sources
     chunk_id: int
     doc_id: str
@@ -66,12 +70,16 @@ class Citation:
 
     @classmethod
     def of(cls, marker: int, hit: Hit) -> Citation:
+        """The citation of `hit`, shown to the model as passage `marker` (1-based)."""
         c = hit.chunk
         return cls(marker, c.id, c.doc_id, c.title, c.page, c.start, c.end, c.content_hash)
 
 
 @dataclass
 class Sentence:
+    """One sentence of an answer with the passages it cites and the verdict of `verify`: `support` in [0, 1] (see
+    the module docstring), `supported` when it reaches the threshold, `missing` the facts the passages lack."""
+
     text: str  # without citation markers
     citations: list[Citation] = field(default_factory=list)
     support: float = 0.0  # 0..1, see the module docstring
@@ -80,6 +88,7 @@ class Sentence:
 
     @property
     def markers(self) -> str:
+        """The citation markers as written after the sentence, e.g. "[1][3]"; "" without citations."""
         return "".join(f"[{c.marker}]" for c in self.citations)
 
     def render(self) -> str:
@@ -90,12 +99,21 @@ class Sentence:
         return f"{body} {self.markers}{end}"
 
     def to_dict(self) -> dict:
-        return {"text": self.text, "citations": [c.marker for c in self.citations], "support": round(self.support, 4),
-                "supported": self.supported, "missing": self.missing}
+        """JSON form: the text, the cited marker numbers, support rounded to 4 decimals, supported, missing."""
+        return {
+            "text": self.text,
+            "citations": [c.marker for c in self.citations],
+            "support": round(self.support, 4),
+            "supported": self.supported,
+            "missing": self.missing,
+        }
 
 
 @dataclass(frozen=True)
 class Support:
+    """What `support` found: `score` in [0, 1] (the weighted share of the sentence's content words the passage holds;
+    0 when a number or a question term is missing) and the numbers and terms the passage lacks (`missing`)."""
+
     score: float
     missing: tuple[str, ...]
 
@@ -126,7 +144,7 @@ def _split_marked(answer: str) -> list[tuple[str, list[int]]]:
         lead = _LEADING_MARKERS.match(piece)
         if lead:
             items.append(("", marker_numbers(lead.group())))
-            piece = piece[lead.end():]
+            piece = piece[lead.end() :]
         items.append((_tidy(_MARKERS.sub("", piece)), marker_numbers(piece)))
     return items
 
@@ -143,7 +161,11 @@ def _tidy(text: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- verification
 def verify(
-    sentences: list[Sentence], hits: Sequence[Hit], min_support: float, *, question: str = "",
+    sentences: list[Sentence],
+    hits: Sequence[Hit],
+    min_support: float,
+    *,
+    question: str = "",
     question_lang: str | None = None,
 ) -> None:
     """Score every sentence in place; uncited sentences get the citation of the passage that supports them best.
@@ -156,8 +178,13 @@ def verify(
     for sentence in sentences:
         if sentence.citations:
             cited = [hits[c.marker - 1] for c in sentence.citations]
-            result = support(sentence.text, " ".join(passage_text(h) for h in cited), cited[0].chunk.lang,
-                             question=question, check_terms=question_lang in (None, cited[0].chunk.lang))
+            result = support(
+                sentence.text,
+                " ".join(passage_text(h) for h in cited),
+                cited[0].chunk.lang,
+                question=question,
+                check_terms=question_lang in (None, cited[0].chunk.lang),
+            )
         else:
             result, best = _best_passage(sentence.text, hits, question, question_lang)
             if best is not None and result.score >= min_support:
@@ -174,8 +201,19 @@ def passage_text(hit: Hit) -> str:
 def _best_passage(
     text: str, hits: Sequence[Hit], question: str, question_lang: str | None
 ) -> tuple[Support, int | None]:
-    scored = [(support(text, passage_text(h), h.chunk.lang, question=question,
-                       check_terms=question_lang in (None, h.chunk.lang)), i) for i, h in enumerate(hits)]
+    scored = [
+        (
+            support(
+                text,
+                passage_text(h),
+                h.chunk.lang,
+                question=question,
+                check_terms=question_lang in (None, h.chunk.lang),
+            ),
+            i,
+        )
+        for i, h in enumerate(hits)
+    ]
     if not scored:
         return Support(0.0, ()), None
     best, index = max(scored, key=lambda item: (item[0].score, -item[1]))
@@ -195,7 +233,7 @@ def support(sentence: str, passage: str, lang: str, *, question: str = "", check
     if not words or (question and restates(sentence, question, lang)):  # nothing checkable, or nothing new
         return Support(0.0, tuple(missing_numbers + missing_terms))
     weights = [NAME_WEIGHT if w in names else 1.0 for w in words]
-    found = sum(weight for w, weight in zip(words, weights) if w in passage_words)
+    found = sum(weight for w, weight in zip(words, weights, strict=True) if w in passage_words)
     missing_names = [w for w in dict.fromkeys(words) if w in names and w not in passage_words]
     score = 0.0 if missing_numbers or missing_terms else found / sum(weights)
     return Support(score, tuple(dict.fromkeys(missing_numbers + missing_names + missing_terms)))
@@ -206,8 +244,11 @@ def question_terms(question: str, lang: str) -> list[str]:
     (`GENERIC_QUESTION_WORDS`) in any served language, tokenised as `lang` tokenises (distinct, in order).
 
     "How many days of annual leave do interns get?" -> ["day", "annual", "leav", "intern"]."""
-    words = [w for w in _WORD.findall(question) if len(w) > 1 and w.lower() not in any_stopwords()
-             and fold(w) not in GENERIC_QUESTION_WORDS]
+    words = [
+        w
+        for w in _WORD.findall(question)
+        if len(w) > 1 and w.lower() not in any_stopwords() and fold(w) not in GENERIC_QUESTION_WORDS
+    ]
     return list(dict.fromkeys(tokenize(" ".join(words), lang)))
 
 
@@ -216,8 +257,11 @@ def unmatched_words(question: str, passages: Sequence[Hit]) -> list[str]:
     own language: what the question asks about that the cited passages do not speak of ("interns")."""
     words = [w for w in _WORD.findall(question) if question_terms(w, passages[0].chunk.lang)] if passages else []
     held = [set(tokenize(passage_text(h), h.chunk.lang)) for h in passages]
-    return [w for w in dict.fromkeys(words)
-            if not any(set(tokenize(w, h.chunk.lang)) <= tokens for h, tokens in zip(passages, held))]
+    return [
+        w
+        for w in dict.fromkeys(words)
+        if not any(set(tokenize(w, h.chunk.lang)) <= tokens for h, tokens in zip(passages, held, strict=True))
+    ]
 
 
 def restates(sentence: str, question: str, lang: str) -> bool:

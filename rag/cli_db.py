@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -15,6 +15,10 @@ from .cli_context import invocation
 from .errors import ConfigError, IndexError_, InputError
 
 db_app = typer.Typer(no_args_is_help=True, help="The PostgreSQL store's schema (store.backend: postgres).")
+if TYPE_CHECKING:
+    from .settings import Settings
+    from .store.embedded import IndexStore
+
 _BATCH = 200  # documents per commit while migrating
 
 
@@ -30,7 +34,7 @@ def upgrade(ctx: typer.Context) -> None:
         raise ConfigError("store.dsn is not set: nothing to upgrade")
     with connect(store.dsn, password_file=store.password_file) as conn:
         before = schema_version(conn)
-        start, end = upgrade_schema(conn, pipeline.manifest())
+        _, end = upgrade_schema(conn, pipeline.manifest())
     typer.echo(f"schema version {before} -> {end}" if end != before else f"schema version {end} is current")
 
 
@@ -48,7 +52,7 @@ def migrate(
     typer.echo(f"copied {report['documents']} documents, {report['chunks']} chunks to {to}; counts agree")
 
 
-def copy_index(settings, *, to: str, index_dir: Path) -> dict:
+def copy_index(settings: Settings, *, to: str, index_dir: Path) -> dict:
     """Copy the index from the other backend into `to` (empty); returns the target's stats. Raises ConfigError
     (no store.dsn), InputError (the target is not empty), IndexError_ (the counts differ after the copy)."""
     from .store.embedded import IndexStore
@@ -57,8 +61,13 @@ def copy_index(settings, *, to: str, index_dir: Path) -> dict:
     if not settings.store.dsn:
         raise ConfigError("store.dsn is not set: say which PostgreSQL database to use")
     embedded_manifest = _embedded_manifest(index_dir) if to == "postgres" else None
-    postgres = PostgresStore.open(dsn=settings.store.dsn, manifest=embedded_manifest or {}, check=False,
-                                  upgrade=to == "postgres", password_file=settings.store.password_file)
+    postgres = PostgresStore.open(
+        dsn=settings.store.dsn,
+        manifest=embedded_manifest or {},
+        check=False,
+        upgrade=to == "postgres",
+        password_file=settings.store.password_file,
+    )
     try:
         manifest = embedded_manifest or postgres.manifest
         embedded = IndexStore.open(index_dir, manifest, check=True, dense=settings.retrieval.dense_index)
@@ -80,8 +89,10 @@ def copy_index(settings, *, to: str, index_dir: Path) -> dict:
             before, after = source.stats(), target.stats()
             counts = ("documents", "chunks", "vectors", "bm25_rows")
             if any(before[key] != after[key] for key in counts) or len({after[k] for k in counts[1:]}) != 1:
-                raise IndexError_("the copy's counts differ from the source's: "
-                                  + ", ".join(f"{k} {before[k]} -> {after[k]}" for k in counts))
+                raise IndexError_(
+                    "the copy's counts differ from the source's: "
+                    + ", ".join(f"{k} {before[k]} -> {after[k]}" for k in counts)
+                )
             return after
         finally:
             embedded.close()
@@ -96,7 +107,7 @@ def _embedded_manifest(index_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _export_embedded(store) -> Iterator[tuple[dict, list]]:
+def _export_embedded(store: IndexStore) -> Iterator[tuple[dict, list]]:
     """Every document of an embedded index as the (document row, chunks) a writer commits: stored tokens and
     vectors, nothing recomputed."""
     from .store import NewChunk
@@ -105,8 +116,22 @@ def _export_embedded(store) -> Iterator[tuple[dict, list]]:
         text, blocks = store.document_text(doc.doc_id)
         rows = store.db.execute(
             'SELECT ordinal, start, "end", page, heading, lang, content_hash, text, tokens, vector FROM chunks '
-            "WHERE doc_id = ? ORDER BY id", (doc.doc_id,)).fetchall()
-        chunks = [NewChunk(ordinal=r[0], start=r[1], end=r[2], page=r[3], heading_path=tuple(json.loads(r[4])),
-                           lang=r[5], content_hash=r[6], text=r[7], tokens=r[8].split(),
-                           vector=np.frombuffer(r[9], dtype=np.float32)) for r in rows]
+            "WHERE doc_id = ? ORDER BY id",
+            (doc.doc_id,),
+        ).fetchall()
+        chunks = [
+            NewChunk(
+                ordinal=r[0],
+                start=r[1],
+                end=r[2],
+                page=r[3],
+                heading_path=tuple(json.loads(r[4])),
+                lang=r[5],
+                content_hash=r[6],
+                text=r[7],
+                tokens=r[8].split(),
+                vector=np.frombuffer(r[9], dtype=np.float32),
+            )
+            for r in rows
+        ]
         yield {**doc.to_dict(), "text": text, "blocks": json.dumps(blocks)}, chunks

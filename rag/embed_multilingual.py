@@ -42,11 +42,14 @@ class PieceTokenizer:
 
         self._sp = UseTokenizer(str(folder / "sp.model"))
 
-    def __call__(self, texts: Sequence[str], **_options) -> dict[str, list[list[int]]]:
+    def __call__(self, texts: Sequence[str], **_options: object) -> dict[str, list[list[int]]]:
+        """SentencePiece ids of each text, in a Hugging Face tokenizer's `{"input_ids": [[id, ...], ...]}` form; no
+        special tokens (`encode` adds them); options accepted and ignored."""
         return {"input_ids": [self._sp.encode(text, out_type=int) for text in texts]}
 
     @staticmethod
     def num_special_tokens_to_add(pair: bool = False) -> int:
+        """2: the beginning and end of sentence ids `encode` adds; `pair` accepted for the Hugging Face signature."""
         return 2  # beginning and end of sentence, added by `encode`
 
 
@@ -67,9 +70,10 @@ class UseModel:
 
     @staticmethod
     def get_embedding_dimension() -> int:
+        """512, the vector size of Universal Sentence Encoder Multilingual v3 (Yang et al. 2019)."""
         return DIM
 
-    def encode(self, texts: list[str], **_options) -> np.ndarray:
+    def encode(self, texts: list[str], **_options: object) -> np.ndarray:
         """(len(texts), 512) float32, L2-normalised by the model itself; sentence-transformers' options are
         accepted and have no effect (the backend's batch is encoded as given)."""
         return np.asarray(self._use.encode(list(texts)), dtype=np.float32).reshape(len(texts), DIM)

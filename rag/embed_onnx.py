@@ -23,12 +23,19 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from .errors import ConfigError
 from .files import fsync
 from .private_files import private_dir
+
+if TYPE_CHECKING:
+    import torch
+    from onnx import ModelProto
+    from sentence_transformers import SentenceTransformer
+    from transformers import PreTrainedModel
 
 log = logging.getLogger("rag.embed")
 
@@ -47,11 +54,11 @@ REDUCE_RANGE = True
 class OnnxBackend:
     """Runs the exported graph; tokenisation is the sentence-transformers model's own, so inputs are identical."""
 
-    def __init__(self, model, path: Path, threads: int | None):
+    def __init__(self, model: SentenceTransformer, path: Path, threads: int | None):
         import onnxruntime as ort
 
         graph = path.read_bytes()
-        self.sha256 = hashlib.sha256(graph).hexdigest()
+        self.sha256: str | None = hashlib.sha256(graph).hexdigest()
         self.path = path
         self._model = model
         options = ort.SessionOptions()
@@ -64,12 +71,13 @@ class OnnxBackend:
         self._inputs = [i.name for i in self._session.get_inputs()]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length float32 vectors, shape (len(texts), dim): pooling and normalisation run inside the graph."""
         features = self._model.preprocess(list(texts))
         feed = {name: features[name].numpy() for name in self._inputs}
         return self._session.run(None, feed)[0]
 
 
-def onnx_path(model, data_dir: Path, fingerprint: str, backend: str) -> Path:
+def onnx_path(model: SentenceTransformer, data_dir: Path, fingerprint: str, backend: str) -> Path:
     """The graph for `backend`, exported (and quantised) now if this model has none yet."""
     folder = Path(data_dir) / "onnx" / fingerprint[:16]
     fp32 = folder / "model.onnx"
@@ -102,15 +110,14 @@ def _derive(path: Path, make: Callable[[Path], None]) -> None:
             tmp.unlink(missing_ok=True)
 
 
-
-
-def export_fp32(model, out: Path) -> None:
+def export_fp32(model: SentenceTransformer, out: Path) -> None:
     """Transformer, mean pooling and L2 normalisation as one graph, with ONNX Runtime's BERT fusions applied."""
     import torch
     from onnxruntime.transformers.optimizer import optimize_model
 
     _check_supported(model)
-    transformer = model[0].auto_model
+    # sentence-transformers' Transformer module holds a transformers model; torch types attributes as Tensor | Module
+    transformer = cast("PreTrainedModel", model[0].auto_model)
     sample = model.preprocess(["A first sample sentence, a little longer than the second.", "A second one."])
     names = [n for n in INPUT_NAMES if n in sample]
     raw = out.with_name(out.name + ".raw")
@@ -124,13 +131,23 @@ def export_fp32(model, out: Path) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _mean_pooled(transformer, names), tuple(sample[n] for n in names), str(raw),
-                input_names=names, output_names=["sentence_embedding"], opset_version=17, dynamo=False,
+                _mean_pooled(transformer, names),
+                tuple(sample[n] for n in names),
+                str(raw),
+                input_names=names,
+                output_names=["sentence_embedding"],
+                opset_version=17,
+                dynamo=False,
                 dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names},
             )
         config = transformer.config
-        fused = optimize_model(str(raw), model_type="bert", num_heads=config.num_attention_heads,
-                               hidden_size=config.hidden_size, opt_level=0)
+        fused = optimize_model(
+            str(raw),
+            model_type="bert",
+            num_heads=config.num_attention_heads,
+            hidden_size=config.hidden_size,
+            opt_level=0,
+        )
         fused.save_model_to_file(str(out))
     except Exception as exc:  # exporter and optimiser failures come in many types; all mean "use torch"
         raise ConfigError(f"ONNX export of the embedder failed ({exc}); set embedder.backend: torch") from exc
@@ -139,7 +156,7 @@ def export_fp32(model, out: Path) -> None:
         raw.unlink(missing_ok=True)
 
 
-def quantise(model, fp32: Path, out: Path) -> None:
+def quantise(model: SentenceTransformer, fp32: Path, out: Path) -> None:
     """Dynamic int8 after splitting outlier channels (weights per output channel: per-tensor scales lose too much),
     with the 7-bit weights of the one graph every CPU runs (REDUCE_RANGE)."""
     import onnx
@@ -151,7 +168,11 @@ def quantise(model, fp32: Path, out: Path) -> None:
     root.addFilter(_no_preprocess_advice)
     try:
         quantize_dynamic(
-            graph, out, weight_type=QuantType.QInt8, per_channel=True, reduce_range=REDUCE_RANGE,
+            graph,
+            out,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=REDUCE_RANGE,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},  # the fused ops' outputs carry no type
         )
     finally:
@@ -159,32 +180,33 @@ def quantise(model, fp32: Path, out: Path) -> None:
 
 
 def calibration_texts() -> list[str]:
+    """The paragraphs of onnx_calibration.txt (separated by blank lines) whose activations set the int8 ranges."""
     return [text.strip() for text in CALIBRATION.read_text(encoding="utf-8").split("\n\n") if text.strip()]
 
 
-def weighted_nodes(graph) -> list:
+def weighted_nodes(graph: ModelProto) -> list:
     """The nodes int8 quantisation turns into integer products: matrix products with a constant weight."""
     constants = {tensor.name for tensor in graph.graph.initializer}
     return [n for n in graph.graph.node if n.op_type in {"MatMul", "Attention"} and n.input[1] in constants]
 
 
-def channel_peaks(graph, model, texts: list[str]) -> dict[str, np.ndarray]:
+def channel_peaks(graph: ModelProto, model: SentenceTransformer, texts: list[str]) -> dict[str, np.ndarray]:
     """The largest |activation| per input channel of every weighted node, over the real tokens of `texts`."""
     nodes = weighted_nodes(graph)
     session = session_with_outputs(graph, [n.input[0] for n in nodes])
     names = [i.name for i in session.get_inputs()]
-    peaks = {n.name: 0.0 for n in nodes}
+    peaks: dict[str, np.ndarray] = {n.name: np.zeros(()) for n in nodes}
     for start in range(0, len(texts), 8):
-        features = model.preprocess(texts[start:start + 8])
+        features = model.preprocess(texts[start : start + 8])
         real = features["attention_mask"].numpy().astype(bool)
         activations = session.run(None, {name: features[name].numpy() for name in names})
-        for node, values in zip(nodes, activations):
-            tokens = np.abs(values.reshape(real.shape + (-1,))[real])
+        for node, values in zip(nodes, activations, strict=True):
+            tokens = np.abs(values.reshape((*real.shape, -1))[real])
             peaks[node.name] = np.maximum(peaks[node.name], tokens.max(axis=0))
     return peaks
 
 
-def session_with_outputs(graph, outputs: list[str]):
+def session_with_outputs(graph: ModelProto, outputs: list[str]) -> Any:
     """A CPU session over a copy of `graph` whose outputs are the named (float) tensors, intermediate ones included."""
     import onnx
     import onnxruntime as ort
@@ -196,7 +218,7 @@ def session_with_outputs(graph, outputs: list[str]):
     return ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def split_outlier_channels(graph, peaks: dict[str, np.ndarray]) -> int:
+def split_outlier_channels(graph: ModelProto, peaks: dict[str, np.ndarray]) -> int:
     """Rewrite `graph` so that no input channel of a weighted node peaks far above the others; the result is equal.
 
     Dynamic quantisation gives an activation tensor one scale, set by its largest value, and a few channels of this
@@ -220,10 +242,12 @@ def split_outlier_channels(graph, peaks: dict[str, np.ndarray]) -> int:
         weight = numpy_helper.to_array(weights[node.input[1]])
         weights[node.input[1]].CopyFrom(numpy_helper.from_array(np.concatenate([weight, weight[extra]]), node.input[1]))
         share, picked = f"{node.name}/split_share", f"{node.name}/split_channels"
-        graph.graph.initializer.extend([
-            numpy_helper.from_array((1.0 / copies).astype(np.float32), share),
-            numpy_helper.from_array(extra, picked),
-        ])
+        graph.graph.initializer.extend(
+            [
+                numpy_helper.from_array((1.0 / copies).astype(np.float32), share),
+                numpy_helper.from_array(extra, picked),
+            ]
+        )
         scaled, copied, joined = (f"{node.name}/split_{part}" for part in ("scaled", "copied", "joined"))
         position = list(graph.graph.node).index(node)
         graph.graph.node.insert(position, helper.make_node("Concat", [scaled, copied], [joined], joined, axis=-1))
@@ -238,7 +262,7 @@ def _no_preprocess_advice(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Please consider to run pre-processing")
 
 
-def _check_supported(model) -> None:
+def _check_supported(model: SentenceTransformer) -> None:
     kinds = [type(module).__name__ for module in model]
     if kinds[:2] != ["Transformer", "Pooling"] or model[1].pooling_mode != "mean" or set(kinds[2:]) - {"Normalize"}:
         raise ConfigError(
@@ -247,7 +271,7 @@ def _check_supported(model) -> None:
         )
 
 
-def _mean_pooled(transformer, names: list[str]):
+def _mean_pooled(transformer: torch.nn.Module, names: list[str]) -> torch.nn.Module:
     """The transformer with the pooling and normalisation of the sentence-transformers modules, as one module."""
     import torch
 
@@ -257,7 +281,7 @@ def _mean_pooled(transformer, names: list[str]):
             self.transformer = transformer
 
         def forward(self, *tensors):
-            inputs = dict(zip(names, tensors))
+            inputs = dict(zip(names, tensors, strict=True))
             hidden = self.transformer(**inputs).last_hidden_state
             mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)

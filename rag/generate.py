@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .endpoints import EndpointFailed, EndpointPool
 from .errors import ConfigError, GenerationError
@@ -29,24 +30,34 @@ Prompt = str | list[dict]  # completion text, or chat messages [{"role": ..., "c
 
 @dataclass(frozen=True)
 class LLMInfo:
+    """Which language model answered: its backend (llama_cpp | openai), model name, and the weights' sha256."""
+
     backend: str
     model: str
     sha256: str | None  # of the GGUF file; None when the weights live behind an HTTP server or are not pinned
 
 
 class LLM(ABC):
+    """A language model backend: subclasses implement `info`, `stream_tokens` and `count_tokens`; `complete` and
+    `sampling` are built on them here."""
+
     def __init__(self, settings: LLMSettings):
         self.settings = settings
 
     @property
     @abstractmethod
-    def info(self) -> LLMInfo: ...
+    def info(self) -> LLMInfo:
+        """The backend, model name and weights' sha256, as the provenance of an answer records them."""
 
     @abstractmethod
     def stream_tokens(
-        self, prompt: Prompt, *, max_tokens: int | None = None, stop: Sequence[str] | None = None,
+        self,
+        prompt: Prompt,
+        *,
+        max_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
         grammar: str | None = None,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """Text pieces as the model produces them (one token each where the backend allows).
 
         Closing the iterator early stops generation: that is how a client that went away frees the model.
@@ -57,18 +68,22 @@ class LLM(ABC):
     def count_tokens(self, prompt: Prompt) -> int | None:
         """Prompt length in the model's tokens, or None when the backend cannot tell without generating."""
 
-    def complete(self, prompt: Prompt, **options) -> str:
+    def complete(self, prompt: Prompt, **options: Any) -> str:
+        """The whole generated text (`stream_tokens` joined); same options."""
         return "".join(self.stream_tokens(prompt, **options))
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: a backend holding no model keeps this no-op
         """Free the model's memory now rather than at garbage collection."""
 
     def sampling(self, max_tokens: int | None, stop: Sequence[str] | None) -> dict:
         """Sampling options shared by every backend; callers override length and stops per request."""
         s = self.settings
         return {
-            "max_tokens": max_tokens or s.max_tokens, "stop": list(s.stop if stop is None else stop),
-            "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed,
+            "max_tokens": max_tokens or s.max_tokens,
+            "stop": list(s.stop if stop is None else stop),
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "seed": s.seed,
         }
 
 
@@ -89,9 +104,18 @@ class LlamaCppLLM(LLM):
 
     @property
     def info(self) -> LLMInfo:
+        """llama_cpp, the model name and the sha256 of the GGUF file, verified at load."""
         return LLMInfo("llama_cpp", self.settings.model_name, self._sha256)
 
-    def stream_tokens(self, prompt, *, max_tokens=None, stop=None, grammar=None) -> Iterator[str]:
+    def stream_tokens(
+        self,
+        prompt: Prompt,
+        *,
+        max_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+        grammar: str | None = None,
+    ) -> Generator[str, None, None]:
+        """See `LLM.stream_tokens`: pieces from llama.cpp in this process, one generation at a time (a lock)."""
         options = self.sampling(max_tokens, stop)
         if grammar is not None:
             options["grammar"] = _grammar(grammar)
@@ -103,12 +127,15 @@ class LlamaCppLLM(LLM):
                 pieces = (c["choices"][0]["delta"].get("content") for c in chunks)
             yield from (piece for piece in pieces if piece)  # the closing chunk carries no text, only the reason
 
-    def count_tokens(self, prompt) -> int | None:
+    def count_tokens(self, prompt: Prompt) -> int | None:
+        """Tokens of a text prompt, beginning-of-sequence included; None for a chat prompt (its template is
+        rendered inside llama-cpp-python)."""
         if not isinstance(prompt, str):
             return None  # the chat template is rendered inside llama-cpp-python
         return len(self.llama.tokenize(prompt.encode(), add_bos=True, special=True))
 
     def close(self) -> None:
+        """Free the llama.cpp context and weights now."""
         self.llama.close()
 
 
@@ -149,7 +176,7 @@ def _check_sha256(path: Path, expected: str) -> None:
 _construct_lock = threading.Lock()
 
 
-def _load_llama(path: Path, settings: LLMSettings):
+def _load_llama(path: Path, settings: LLMSettings) -> Any:
     """Load quietly: llama.cpp prints context notices to stderr even with verbose=False; failures still raise."""
     from llama_cpp import Llama
     from llama_cpp._utils import suppress_stdout_stderr
@@ -157,17 +184,21 @@ def _load_llama(path: Path, settings: LLMSettings):
     with _construct_lock, extra_buffers(settings.extra_buffers), suppress_stdout_stderr(disable=False):
         try:
             return Llama(
-                model_path=str(path), n_ctx=settings.n_ctx, seed=settings.seed,
+                model_path=str(path),
+                n_ctx=settings.n_ctx,
+                seed=settings.seed,
                 # prompt evaluation too: llama-cpp-python would otherwise give it one thread per core, beyond budget
-                n_threads=settings.n_threads, n_threads_batch=settings.n_threads,
-                chat_format=settings.chat_format, verbose=False,
+                n_threads=settings.n_threads,
+                n_threads_batch=settings.n_threads,
+                chat_format=settings.chat_format,
+                verbose=False,
             )
         except ValueError as exc:  # llama-cpp-python reports every load failure as ValueError
             raise ConfigError(f"llama.cpp cannot load {path}: {exc}; check that it is a GGUF model") from None
 
 
 @contextmanager
-def extra_buffers(enabled: bool):
+def extra_buffers(enabled: bool) -> Iterator[None]:
     """Let llama.cpp use (or not) its extra CPU weight layouts, which include the Intel AMX kernels.
 
     Some virtual machines advertise AMX but fault on its tile instructions (SIGILL on the first matrix product);
@@ -189,7 +220,7 @@ def extra_buffers(enabled: bool):
         native.llama_model_default_params = original
 
 
-def _grammar(text: str):
+def _grammar(text: str) -> Any:
     from llama_cpp import LlamaGrammar
 
     try:
@@ -210,22 +241,41 @@ class OpenAICompatibleLLM(LLM):
         if not settings.endpoints:
             raise ConfigError("llm.backend is `openai` but llm.endpoints is empty; add e.g. http://127.0.0.1:8080")
         headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
-        self.pool = EndpointPool(settings.endpoints, cooldown_s=settings.health_interval_s,
-                                 probe_timeout_s=settings.probe_timeout_s, headers=headers)
+        self.pool = EndpointPool(
+            settings.endpoints,
+            cooldown_s=settings.health_interval_s,
+            probe_timeout_s=settings.probe_timeout_s,
+            headers=headers,
+        )
 
     @property
     def info(self) -> LLMInfo:
+        """openai, the model name; no sha256 (the weights live behind the server)."""
         return LLMInfo("openai", self.settings.model_name, None)
 
-    def stream_tokens(self, prompt, *, max_tokens=None, stop=None, grammar=None) -> Iterator[str]:
+    def stream_tokens(
+        self,
+        prompt: Prompt,
+        *,
+        max_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+        grammar: str | None = None,
+    ) -> Generator[str, None, None]:
+        """See `LLM.stream_tokens`: server-sent events from the first endpoint that answers; another is tried
+        as long as no text reached the caller."""
         chat = not isinstance(prompt, str)
-        body = {"model": self.settings.model_name, "stream": True, **self.sampling(max_tokens, stop),
-                ("messages" if chat else "prompt"): prompt}
+        body = {
+            "model": self.settings.model_name,
+            "stream": True,
+            **self.sampling(max_tokens, stop),
+            ("messages" if chat else "prompt"): prompt,
+        }
         if grammar is not None:
             body["grammar"] = grammar  # llama.cpp servers enforce it; others ignore the field
         yield from self._pieces(f"/v1/{'chat/completions' if chat else 'completions'}", body, chat)
 
-    def count_tokens(self, prompt) -> int | None:
+    def count_tokens(self, prompt: Prompt) -> int | None:
+        """None: the servers' streamed responses carry no usage, so the prompt is not counted."""
         return None  # streamed responses of llama.cpp's and vLLM's servers carry no usage
 
     def _pieces(self, path: str, body: dict, chat: bool) -> Iterator[str]:

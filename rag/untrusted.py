@@ -19,14 +19,20 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_AI = (r"(?:ai|a\.i\.|ki|ia|llm|gpt|chat ?bot|chatgpt|assistant|assistants|assistent|assistenten|assistentin|"
-       r"model|modele|modell|sprachmodell|language model|modele de langage|intelligence artificielle|"
-       r"artificial intelligence|kunstliche intelligenz|kenstlech intelligenz|ki-assistent|ai-assistant)")
-_OVERRIDE = (r"(?:ignor(?:e|es|ez|er|ing)|disregard|forget|override|oubliez|oublie|ignorier\w*|"
-             r"vergiss|vergessen|missachte\w*|ignoreier\w*|vergiess\w*)")
-_TARGET = (r"(?:instruction|instructions|question|questions|passage|passages|prompt|rule|rules|context|document|"
-           r"documents|consigne|consignes|regle|regles|contexte|anweisung|anweisungen|frage|fragen|regel|regeln|"
-           r"kontext|dokument|dokumente|uweisung|uweisungen|fro|froen|reegel|reegelen|everything|tout|alles)")
+_AI = (
+    r"(?:ai|a\.i\.|ki|ia|llm|gpt|chat ?bot|chatgpt|assistant|assistants|assistent|assistenten|assistentin|"
+    r"model|modele|modell|sprachmodell|language model|modele de langage|intelligence artificielle|"
+    r"artificial intelligence|kunstliche intelligenz|kenstlech intelligenz|ki-assistent|ai-assistant)"
+)
+_OVERRIDE = (
+    r"(?:ignor(?:e|es|ez|er|ing)|disregard|forget|override|oubliez|oublie|ignorier\w*|"
+    r"vergiss|vergessen|missachte\w*|ignoreier\w*|vergiess\w*)"
+)
+_TARGET = (
+    r"(?:instruction|instructions|question|questions|passage|passages|prompt|rule|rules|context|document|"
+    r"documents|consigne|consignes|regle|regles|contexte|anweisung|anweisungen|frage|fragen|regel|regeln|"
+    r"kontext|dokument|dokumente|uweisung|uweisungen|fro|froen|reegel|reegelen|everything|tout|alles)"
+)
 _PATTERNS = [
     rf"\b{_OVERRIDE}\b[^.!?]{{0,60}}\b{_TARGET}\b",
     rf"\b(?:instructions?|note|notes|message|hinweis|anweisung\w*|consignes?|remarque|uweisung\w*|befehl)\b"

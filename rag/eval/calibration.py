@@ -34,7 +34,7 @@ def split(ids: Sequence[str]) -> tuple[set[str], set[str]]:
 
 
 def matrix(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Features (n × len(FEATURES)) and labels (1 = answerable) of records that carry features."""
+    """Features, shape (n, len(FEATURES)), and labels (1 = answerable) of records that carry features."""
     rows = [r for r in records if r.get("features")]
     x = np.array([[r["features"][name] for name in FEATURES] for r in rows], float).reshape(len(rows), len(FEATURES))
     return x, np.array([r["answerable"] for r in rows], int)
@@ -61,24 +61,36 @@ def fit(x: np.ndarray, y: np.ndarray, strength: float = 1.0) -> ConfidenceModel:
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
     model = LogisticRegression(C=strength, max_iter=1000).fit((x - mean) / scale, y)
-    return ConfidenceModel(FEATURES, tuple(model.coef_[0].tolist()), float(model.intercept_[0]),
-                           tuple(mean.tolist()), tuple(scale.tolist()))
+    return ConfidenceModel(
+        FEATURES,
+        tuple(model.coef_[0].tolist()),
+        float(model.intercept_[0]),
+        tuple(mean.tolist()),
+        tuple(scale.tolist()),
+    )
 
 
 def probabilities(model: ConfidenceModel, x: np.ndarray) -> np.ndarray:
-    return np.array([model.probability(dict(zip(FEATURES, row))) for row in x])
+    """P(answerable) by `model` (logistic, ConfidenceModel.probability) of each row of `x`: shape (n, len(FEATURES))
+    to (n,)."""
+    return np.array([model.probability(dict(zip(FEATURES, row, strict=True))) for row in x])
 
 
-def operating_points(p: np.ndarray, y: np.ndarray, thresholds: Sequence[float]) -> list[dict]:
+def operating_points(p: np.ndarray, y: np.ndarray, thresholds: Sequence[float] | np.ndarray) -> list[dict]:
     """Per threshold t (abstain when p < t): abstention precision, recall, F1 (the positives are the unanswerable
     questions) and the share of answerable questions abstained on."""
     points = []
     for t in thresholds:
         abstain = p < t
-        figures = abstention_metrics(list(zip(abstain.tolist(), y.astype(bool).tolist())))
+        figures = abstention_metrics(list(zip(abstain.tolist(), y.astype(bool).tolist(), strict=True)))
         answerable = y == 1
-        points.append({"threshold": round(float(t), 3), **{k: round(v, 4) for k, v in figures.items()},
-                       "answerable_abstained": round(float(abstain[answerable].mean()) if answerable.any() else 0.0, 4)})
+        points.append(
+            {
+                "threshold": round(float(t), 3),
+                **{k: round(v, 4) for k, v in figures.items()},
+                "answerable_abstained": round(float(abstain[answerable].mean()) if answerable.any() else 0.0, 4),
+            }
+        )
     return points
 
 
@@ -87,9 +99,17 @@ def reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict]:
     left out)."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    return [{"low": round(float(edges[b]), 2), "high": round(float(edges[b + 1]), 2),
-             "predicted": round(float(p[which == b].mean()), 4), "observed": round(float(y[which == b].mean()), 4),
-             "n": int((which == b).sum())} for b in range(bins) if (which == b).any()]
+    return [
+        {
+            "low": round(float(edges[b]), 2),
+            "high": round(float(edges[b + 1]), 2),
+            "predicted": round(float(p[which == b].mean()), 4),
+            "observed": round(float(y[which == b].mean()), 4),
+            "n": int((which == b).sum()),
+        }
+        for b in range(bins)
+        if (which == b).any()
+    ]
 
 
 def expected_calibration_error(bins: Sequence[dict]) -> float:
@@ -103,10 +123,20 @@ def _main(argv: Sequence[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m rag.eval.calibration", description=__doc__.split("\n")[0])
     parser.add_argument("records", type=Path, nargs="+", help="records.jsonl of runs with answer.min_confidence 0")
-    parser.add_argument("--dataset", type=Path, nargs="+", required=True,
-                        help="the dataset of each run, in the same order (for the split)")
-    parser.add_argument("--documents", type=Path, nargs="*", default=[],
-                        help="documents folder of each generic JSONL dataset, in their order")
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="the dataset of each run, in the same order (for the split)",
+    )
+    parser.add_argument(
+        "--documents",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="documents folder of each generic JSONL dataset, in their order",
+    )
     parser.add_argument("--write", type=Path, help="write the fitted model here (e.g. rag/confidence.json)")
     parser.add_argument("--strength", type=float, default=1.0, help="inverse L2 regularisation (C)")
     args = parser.parse_args(argv)
@@ -114,7 +144,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
         parser.error("give one --dataset per records file")
     folders = iter(args.documents)
     fit_rows, held = [], {}
-    for path, data in zip(args.records, args.dataset):
+    for path, data in zip(args.records, args.dataset, strict=True):
         generic = detect_format(data) == "jsonl"
         dataset = read_dataset(data, documents=next(folders, None) if generic else None)
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -124,22 +154,44 @@ def _main(argv: Sequence[str] | None = None) -> None:
     x_fit, y_fit = matrix(fit_rows)
     model = fit(x_fit, y_fit, args.strength)
     everything = [r for rows in held.values() for r in rows]
-    report = {"fitted_on": {"datasets": list(held), "questions": len(y_fit), "answerable": int(y_fit.sum()),
-                            "strength": args.strength},
-              "held_back": {name: _judged(model, rows) for name, rows in {"all": everything, **held}.items()}}
+    report = {
+        "fitted_on": {
+            "datasets": list(held),
+            "questions": len(y_fit),
+            "answerable": int(y_fit.sum()),
+            "strength": args.strength,
+        },
+        "held_back": {name: _judged(model, rows) for name, rows in {"all": everything, **held}.items()},
+    }
     if args.write:
-        args.write.write_text(json.dumps({"features": list(model.names), "coef": list(model.coef),
-                                          "intercept": model.intercept, "mean": list(model.mean),
-                                          "scale": list(model.scale), **report}, indent=1) + "\n", encoding="utf-8")
+        args.write.write_text(
+            json.dumps(
+                {
+                    "features": list(model.names),
+                    "coef": list(model.coef),
+                    "intercept": model.intercept,
+                    "mean": list(model.mean),
+                    "scale": list(model.scale),
+                    **report,
+                },
+                indent=1,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
     print(json.dumps(report, indent=1))
 
 
 def _judged(model: ConfidenceModel, rows: list[dict]) -> dict:
     p, y = decided(model, rows)
     bins = reliability(p, y)
-    return {"questions": len(y), "answerable": int(y.sum()),
-            "expected_calibration_error": round(expected_calibration_error(bins), 4), "reliability": bins,
-            "operating_points": operating_points(p, y, np.round(np.arange(0.05, 1.0, 0.05), 2))}
+    return {
+        "questions": len(y),
+        "answerable": int(y.sum()),
+        "expected_calibration_error": round(expected_calibration_error(bins), 4),
+        "reliability": bins,
+        "operating_points": operating_points(p, y, np.round(np.arange(0.05, 1.0, 0.05), 2)),
+    }
 
 
 if __name__ == "__main__":

@@ -10,15 +10,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from typing import Any
 
 from ..answer import Answer
 from ..cite import Sentence, support
-from .datasets import Dataset, Question
 from ..language import detect_language
-from .metrics import (alce_citations, best_over_answers, dedupe, exact_match, lexical_support, ranking_metrics,
-                       token_f1, token_recall)
 from ..pipeline import Pipeline
 from ..store import ChunkRecord
+from .datasets import Dataset, Question
+from .metrics import (
+    alce_citations,
+    best_over_answers,
+    dedupe,
+    exact_match,
+    lexical_support,
+    ranking_metrics,
+    token_f1,
+    token_recall,
+)
 
 RETRIEVERS = ("dense", "bm25", "hybrid")
 DEPTH = 20  # documents kept per ranking in a record: the recall@k curves go this far
@@ -38,14 +47,19 @@ class Ranker:
         self._keys: dict[int, str] = {}  # chunk id -> document key, fetched once per chunk
 
     def rank(self, text: str, weights: tuple[float, ...] = ()) -> dict[str, list[str]]:
+        """Document keys in rank order, duplicates removed, per retriever: dense, bm25 (Robertson & Zaragoza 2009),
+        hybrid (rag.retrieve.fuse, a convex combination of normalised scores) and `hybrid@w=W` for each dense weight
+        in `weights`; returns {retriever: [key, ...]}."""
         lang = detect_language(text)
         retriever = self.retriever
         dense, lexical = retriever.rankings(text, lang, retriever.settings.candidates)
         chunks = {"dense": dense, "bm25": lexical, "hybrid": retriever.fuse(dense, lexical, lang)}
         chunks |= {f"hybrid@w={w}": retriever.fuse(dense, lexical, lang, w) for w in weights}
         self._learn({cid for ranking in chunks.values() for cid, _ in ranking})
-        return {name: dedupe([self._keys[cid] for cid, _ in ranking if cid in self._keys])
-                for name, ranking in chunks.items()}
+        return {
+            name: dedupe([self._keys[cid] for cid, _ in ranking if cid in self._keys])
+            for name, ranking in chunks.items()
+        }
 
     def _learn(self, chunk_ids: set[int]) -> None:
         missing = sorted(chunk_ids - self._keys.keys())
@@ -56,11 +70,15 @@ def evaluate(question: Question, ranker: Ranker, pipeline: Pipeline, mode: str) 
     """The record of one question; `mode` is generate, quote or retrieval (rankings only, no answer)."""
     started = time.perf_counter()
     rankings = ranker.rank(question.text)
-    record = {
-        "id": question.id, "question": question.text, "answerable": question.answerable,
-        "answers": list(question.answers), "gold_doc_ids": sorted(question.gold_doc_ids),
+    record: dict[str, Any] = {
+        "id": question.id,
+        "question": question.text,
+        "answerable": question.answerable,
+        "answers": list(question.answers),
+        "gold_doc_ids": sorted(question.gold_doc_ids),
         "retrieved": {name: rankings[name][:DEPTH] for name in RETRIEVERS},
-        "timings": {"rank_ms": _ms(started)}, "scores": retrieval_scores(rankings, question.gold_doc_ids),
+        "timings": {"rank_ms": _ms(started)},
+        "scores": retrieval_scores(rankings, question.gold_doc_ids),
     }
     if mode != "retrieval":
         answer = pipeline.ask(question.text, mode=mode)
@@ -73,19 +91,26 @@ def evaluate(question: Question, ranker: Ranker, pipeline: Pipeline, mode: str) 
 
 
 def retrieval_scores(rankings: dict[str, list[str]], gold: frozenset[str]) -> dict[str, float]:
+    """Ranking metrics (hit@k, recall@k, MRR@10, nDCG@10; rag/eval/metrics.py) of every retriever against the gold
+    documents, keyed `retrieval.<retriever>.<metric>`, each in [0, 1]; empty when the question has no gold document."""
     if not gold:
         return {}
-    return {f"retrieval.{name}.{metric}": value for name in RETRIEVERS
-            for metric, value in ranking_metrics(rankings[name], set(gold)).items()}
+    return {
+        f"retrieval.{name}.{metric}": value
+        for name in RETRIEVERS
+        for metric, value in ranking_metrics(rankings[name], set(gold)).items()
+    }
 
 
-def answer_scores(prediction: str, question: Question) -> dict[str, float]:
+def answer_scores(prediction: str, question: Question) -> dict[str, float | None]:
     """EM, token F1 and token recall against the closest gold answer; only answerable questions with answers count
     (an abstention on one is an empty prediction and scores 0)."""
     if not question.answerable or not question.answers:
         return {}
-    return {f"answer.{name}": best_over_answers(metric, prediction, question.answers)
-            for name, metric in (("em", exact_match), ("f1", token_f1), ("token_recall", token_recall))}
+    return {
+        f"answer.{name}": best_over_answers(metric, prediction, question.answers)
+        for name, metric in (("em", exact_match), ("f1", token_f1), ("token_recall", token_recall))
+    }
 
 
 def answer_record(answer: Answer) -> dict:
@@ -93,11 +118,18 @@ def answer_record(answer: Answer) -> dict:
     passages = _passages(answer)
     kept = [_sentence_row(s, True, verifier_support(s.text, _cited(s, passages))) for s in answer.sentences]
     removed = [_sentence_row(s, False, s.support) for s in answer.removed]
-    return {"abstained": answer.abstained, "prediction": "" if answer.abstained else answer_text(answer),
-            "answer": answer.text, "evidence": round(answer.evidence, 4), "confidence": round(answer.confidence, 4),
-            "features": {name: round(value, 4) for name, value in answer.features.items()}, "sentences": kept + removed,
-            "sources": [{"n": s.n, "doc_id": s.chunk.doc_id, "source": s.chunk.source, "cited": s.cited}
-                        for s in answer.sources]}
+    return {
+        "abstained": answer.abstained,
+        "prediction": "" if answer.abstained else answer_text(answer),
+        "answer": answer.text,
+        "evidence": round(answer.evidence, 4),
+        "confidence": round(answer.confidence, 4),
+        "features": {name: round(value, 4) for name, value in answer.features.items()},
+        "sentences": kept + removed,
+        "sources": [
+            {"n": s.n, "doc_id": s.chunk.doc_id, "source": s.chunk.source, "cited": s.cited} for s in answer.sources
+        ],
+    }
 
 
 def answer_text(answer: Answer) -> str:
@@ -109,8 +141,12 @@ def _sentence_row(sentence: Sentence, kept: bool, score: float) -> dict:
     """A kept sentence's support is recomputed on its cited passages: in generate mode that equals the Answer's own
     verifier score, in quote mode the Answer holds a ranking score instead. A removed sentence keeps the verifier's
     score (only generation removes sentences), whose passages an abstention no longer lists."""
-    return {"text": sentence.text, "citations": [c.marker for c in sentence.citations], "kept": kept,
-            "support": round(score, 4)}
+    return {
+        "text": sentence.text,
+        "citations": [c.marker for c in sentence.citations],
+        "kept": kept,
+        "support": round(score, 4),
+    }
 
 
 def _passages(answer: Answer) -> dict[int, ChunkRecord]:

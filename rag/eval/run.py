@@ -14,16 +14,16 @@ import os
 import platform
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tqdm import tqdm
 
 from .. import __version__
-from .datasets import Dataset, Question, read_dataset
 from ..errors import InputError
 from ..pipeline import Pipeline
 from ..settings import Settings
+from .datasets import Dataset, Question, read_dataset
 from .index import open_index
 from .question import Ranker, evaluate
 from .report import write_outputs
@@ -31,12 +31,20 @@ from .summary import Table, summarise
 
 MODES = ("generate", "quote", "retrieval")
 # settings that change how fast a run goes, not its numbers: a run may be resumed with other values
-SPEED_ONLY = {"config.embedder.threads", "config.embedder.batch_size", "config.embedder.device",
-              "config.llm.n_threads", "config.llm.request_timeout_s"}
+SPEED_ONLY = {
+    "config.embedder.threads",
+    "config.embedder.batch_size",
+    "config.embedder.device",
+    "config.llm.n_threads",
+    "config.llm.request_timeout_s",
+}
 
 
 @dataclass(frozen=True)
 class EvalRequest:
+    """One `rag eval` run: the dataset (format recognised from the path unless given) and the folder to write into,
+    the documents of a generic JSONL set, at most `limit` questions, the answer mode, and the command as typed."""
+
     dataset: Path
     out: Path
     format: str | None = None  # None: recognised from the path
@@ -74,12 +82,25 @@ def subset(questions: list[Question], limit: int | None) -> list[Question]:
     return [questions[i * len(questions) // limit] for i in range(limit)]
 
 
-def _ask_all(pipeline: Pipeline, dataset: Dataset, questions: list[Question], mode: str, out: Path,
-             identity: dict, progress: bool) -> list[dict]:
+def _ask_all(
+    pipeline: Pipeline,
+    dataset: Dataset,
+    questions: list[Question],
+    mode: str,
+    out: Path,
+    identity: dict,
+    progress: bool,
+) -> list[dict]:
     done = resume(out, identity)
     ranker = Ranker(pipeline, dataset)
-    bar = tqdm(total=len(questions), initial=sum(q.id in done for q in questions), unit="q", desc=f"eval {mode}",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(questions),
+        initial=sum(q.id in done for q in questions),
+        unit="q",
+        desc=f"eval {mode}",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     with (out / "records.jsonl").open("a", encoding="utf-8") as sink:
         for question in questions:
             if question.id not in done:
@@ -101,8 +122,10 @@ def resume(out: Path, identity: dict) -> dict[str, dict]:
         # a setting only one side has comes from a newer version of the settings, not from the user: not a change
         changed = sorted(k for k in identity.keys() & previous.keys() if identity[k] != previous[k])
         if changed:
-            raise InputError(f"{out} holds a run with another {', '.join(changed)}; pass another --out, or delete "
-                             f"{records} to start this one afresh")
+            raise InputError(
+                f"{out} holds a run with another {', '.join(changed)}; pass another --out, or delete "
+                f"{records} to start this one afresh"
+            )
     marker.write_text(json.dumps(identity, indent=1))
     done = {}
     if records.is_file():
@@ -118,8 +141,13 @@ def resume(out: Path, identity: dict) -> dict[str, dict]:
 
 def _identity(request: EvalRequest, settings: Settings, dataset: Dataset, mode: str, index_key: str) -> dict:
     """What decides the numbers, one entry per setting so that a refused resume can name the setting that changed."""
-    entries = {"dataset_sha256": dataset.sha256, "format": dataset.format, "mode": mode, "limit": request.limit,
-               "index": index_key}
+    entries = {
+        "dataset_sha256": dataset.sha256,
+        "format": dataset.format,
+        "mode": mode,
+        "limit": request.limit,
+        "index": index_key,
+    }
     for section, fields in _config(settings).items():
         if isinstance(fields, dict):
             entries |= {f"config.{section}.{name}": value for name, value in fields.items()}
@@ -134,22 +162,46 @@ def _config(settings: Settings) -> dict:
     return settings.model_dump(mode="json", exclude={"index_dir", "data_dir", "server", "audit"})
 
 
-def _provenance(request: EvalRequest, settings: Settings, dataset: Dataset, questions: list[Question], mode: str,
-                index: dict, pipeline: Pipeline, started: float) -> dict:
+def _provenance(
+    request: EvalRequest,
+    settings: Settings,
+    dataset: Dataset,
+    questions: list[Question],
+    mode: str,
+    index: dict,
+    pipeline: Pipeline,
+    started: float,
+) -> dict:
     info = pipeline.embedder.info
     llm = pipeline.llm.info if mode == "generate" else None
     return {
-        "command": request.command, "mode": mode, "version": __version__, "config": _config(settings),
-        "dataset": {"path": str(request.dataset), "name": dataset.name, "format": dataset.format,
-                    "sha256": dataset.sha256, "documents": index["documents"], "questions": len(dataset.questions),
-                    "evaluated": len(questions), "limit": request.limit},
-        "models": {"embedder": info.manifest(),
-                   "llm": {"backend": llm.backend, "model": llm.model, "sha256": llm.sha256} if llm else None},
+        "command": request.command,
+        "mode": mode,
+        "version": __version__,
+        "config": _config(settings),
+        "dataset": {
+            "path": str(request.dataset),
+            "name": dataset.name,
+            "format": dataset.format,
+            "sha256": dataset.sha256,
+            "documents": index["documents"],
+            "questions": len(dataset.questions),
+            "evaluated": len(questions),
+            "limit": request.limit,
+        },
+        "models": {
+            "embedder": info.manifest(),
+            "llm": {"backend": llm.backend, "model": llm.model, "sha256": llm.sha256} if llm else None,
+        },
         "index": index,
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                    "processor": platform.processor() or platform.machine()},
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+        },
         "seconds": round(time.perf_counter() - started, 1),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

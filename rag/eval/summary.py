@@ -35,7 +35,7 @@ def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
     return {key: np.array([_number(row.get(key)) for row in rows], float) for key in keys}
 
 
-def _number(value) -> float:
+def _number(value: float | None) -> float:
     return np.nan if value is None else float(value)
 
 
@@ -59,8 +59,8 @@ def _mean(values: np.ndarray) -> float | None:
 def _abstention(abstained: np.ndarray, answerable: np.ndarray) -> dict[str, float | None]:
     """The abstention rate always; precision/recall/F1 only when some questions are unanswerable, since without
     them there is nothing abstaining could get right."""
-    figures = abstention_metrics(list(zip(abstained.tolist(), answerable.tolist())))
-    out = {"abstention.rate": figures["abstain_rate"]}
+    figures = abstention_metrics(list(zip(abstained.tolist(), answerable.tolist(), strict=True)))
+    out: dict[str, float | None] = {"abstention.rate": figures["abstain_rate"]}
     if not answerable.all():
         out |= {f"abstention.{name}": figures[name] for name in ("precision", "recall", "f1")}
     return out
@@ -89,10 +89,19 @@ def _delta_rows(table_a: Table, table_b: Table, resamples: int, seed: int) -> li
     deltas = _bootstrap_deltas(table_a, table_b, resamples, seed)
     rows = []
     for metric in sorted(base_a.keys() & base_b.keys() - {"questions"}):
-        if base_a[metric] is not None and base_b[metric] is not None:
+        a, b = base_a[metric], base_b[metric]
+        if a is not None and b is not None:
             low, high = np.percentile(deltas.get(metric, [np.nan]), [2.5, 97.5])
-            rows.append({"metric": metric, "a": base_a[metric], "b": base_b[metric],
-                         "delta": base_b[metric] - base_a[metric], "low": float(low), "high": float(high)})
+            rows.append(
+                {
+                    "metric": metric,
+                    "a": a,
+                    "b": b,
+                    "delta": b - a,
+                    "low": float(low),
+                    "high": float(high),
+                }
+            )
     return rows
 
 
@@ -102,8 +111,9 @@ def _bootstrap_deltas(table_a: Table, table_b: Table, resamples: int, seed: int)
     for rows in np.random.default_rng(seed).integers(0, len(table_a), size=(resamples, len(table_a))):
         sample_a, sample_b = summarise(table_a, rows), summarise(table_b, rows)
         for metric, value in sample_b.items():
-            if value is not None and sample_a.get(metric) is not None:
-                deltas.setdefault(metric, []).append(value - sample_a[metric])
+            reference = sample_a.get(metric)
+            if value is not None and reference is not None:
+                deltas.setdefault(metric, []).append(value - reference)
     return deltas
 
 

@@ -34,6 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,13 +42,30 @@ from ..errors import ConfigError, DocumentConflictError, IndexMismatchError, Not
 from ..records import ChunkRecord, DocumentRecord, NewChunk, SearchFilter
 from .manifest import _check_manifest
 
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+    from ..settings import Settings
+
 log = logging.getLogger("rag.store.postgres")
 
 PASSWORD_ENV = "RAG_STORE_PASSWORD"
 K1, B = 1.5, 0.75  # bm25s's defaults, which rag/lexical.py uses
 EF_SEARCH_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
-_TS_CONFIG = {"en": "english", "fr": "french", "de": "german", "nl": "dutch", "it": "italian", "es": "spanish",
-              "pt": "portuguese", "sv": "swedish", "da": "danish", "no": "norwegian", "ru": "russian"}
+_TS_CONFIG = {
+    "en": "english",
+    "fr": "french",
+    "de": "german",
+    "nl": "dutch",
+    "it": "italian",
+    "es": "spanish",
+    "pt": "portuguese",
+    "sv": "swedish",
+    "da": "danish",
+    "no": "norwegian",
+    "ru": "russian",
+}
 
 # Migration i (1-based) brings the schema from version i-1 to i. `{dim}` is the embedder's dimension.
 MIGRATIONS: tuple[str, ...] = (
@@ -95,21 +113,23 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 _UPGRADE_LOCK = 0x72616701  # pg_advisory_xact_lock key: one process migrates at a time
 
-_CHUNK_COLUMNS = ('c.id, c.doc_id, c.ordinal, c.start, c."end", c.page, c.heading, c.lang, c.content_hash, c.text, '
-                  "d.title, d.source")
+_CHUNK_COLUMNS = (
+    'c.id, c.doc_id, c.ordinal, c.start, c."end", c.page, c.heading, c.lang, c.content_hash, c.text, d.title, d.source'
+)
 _DOC_COLUMNS = "doc_id, source, title, format, lang, sha256, labels, pages, chars, ingested_at, chunks"
 
 
 def redact(dsn: str) -> str:
     """The DSN without any password (a `password=` key or the password of a URI), for stats, logs and errors."""
+    import psycopg
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     try:
         parts = conninfo_to_dict(dsn)
-    except Exception:  # unparsable: show nothing of it
+    except (psycopg.ProgrammingError, ValueError):  # unparsable (ValueError: unencodable text): show nothing of it
         return "(unparsable DSN)"
     parts.pop("password", None)
-    return make_conninfo(**{k: v for k, v in parts.items() if v is not None})
+    return make_conninfo("", **{k: v for k, v in parts.items() if v is not None})
 
 
 def read_password(password_file: Path | None) -> str | None:
@@ -120,8 +140,11 @@ def read_password(password_file: Path | None) -> str | None:
     if password_file is None:
         return None
     try:
-        return Path(password_file).read_text(encoding="utf-8").splitlines()[0].strip() if Path(
-            password_file).stat().st_size else ""
+        return (
+            Path(password_file).read_text(encoding="utf-8").splitlines()[0].strip()
+            if Path(password_file).stat().st_size
+            else ""
+        )
     except OSError as exc:
         raise ConfigError(f"store.password_file {password_file} cannot be read: {exc.strerror}") from None
 
@@ -134,7 +157,7 @@ def check_hosts(dsn: str) -> None:
 
     parts = conninfo_to_dict(dsn)
     for key in ("host", "hostaddr"):
-        for host in filter(None, (parts.get(key) or "").split(",")):
+        for host in filter(None, str(parts.get(key) or "").split(",")):
             if not host.startswith("/") and not host.startswith("@"):
                 sovereign.check_destination(host, parts.get("port"))
 
@@ -169,40 +192,49 @@ class PostgresStore:
     Thread-safe: a small connection pool serves the threads of one process; processes share nothing but the
     database."""
 
-    def __init__(self, pool, dsn: str, manifest: dict):
+    def __init__(self, pool: ConnectionPool, dsn: str, manifest: dict):
         self._pool = pool
         self.dsn = dsn
         self.manifest = manifest
 
     # ---------------------------------------------------------------- opening
     @classmethod
-    def open(cls, *, dsn: str, manifest: dict, password_file: Path | None = None, check: bool = True,
-             upgrade: bool = True, pool_size: int = 4) -> PostgresStore:
+    def open(
+        cls,
+        *,
+        dsn: str,
+        manifest: dict,
+        password_file: Path | None = None,
+        check: bool = True,
+        upgrade: bool = True,
+        pool_size: int = 4,
+    ) -> PostgresStore:
         """Connect, bring the schema up to date (unless `upgrade` is false: then an older schema is refused), and
         refuse an index built with another embedder or chunker (`check`).
 
         Raises ConfigError (a password in the DSN, the database unreachable), EgressBlockedError (a host the guard
         does not admit), IndexMismatchError (a newer or older schema, another embedder)."""
+        import psycopg
         from psycopg.conninfo import conninfo_to_dict
         from psycopg_pool import ConnectionPool
 
         try:
             has_password = "password" in conninfo_to_dict(dsn)
-        except Exception:
+        except (psycopg.ProgrammingError, ValueError):  # ValueError: text that does not encode
             raise ConfigError("store.dsn is not a valid PostgreSQL connection string") from None
         if has_password:
-            raise ConfigError(f"store.dsn must not carry the password; put it in {PASSWORD_ENV} or "
-                              "store.password_file")
+            raise ConfigError(f"store.dsn must not carry the password; put it in {PASSWORD_ENV} or store.password_file")
         check_hosts(dsn)
-        kwargs = {"autocommit": False}
+        kwargs: dict[str, Any] = {"autocommit": False}
         password = read_password(password_file)
         if password is not None:
             kwargs["password"] = password
-        pool = ConnectionPool(dsn, min_size=1, max_size=pool_size, kwargs=kwargs, configure=_configure, open=False,
-                              name="rag-store")
+        pool = ConnectionPool(
+            dsn, min_size=1, max_size=pool_size, kwargs=kwargs, configure=_configure, open=False, name="rag-store"
+        )
         try:
             pool.open(wait=True, timeout=30)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to connect is one ConfigError naming only its class
             pool.close()
             raise ConfigError(f"cannot connect to the PostgreSQL store {redact(dsn)}: {type(exc).__name__}") from None
         try:
@@ -217,7 +249,9 @@ class PostgresStore:
         return cls(pool, dsn, stored)
 
     @contextlib.contextmanager
-    def _transaction(self, labels: frozenset[str] | None = None, *, read_only: bool = True):
+    def _transaction(
+        self, labels: frozenset[str] | None = None, *, read_only: bool = True
+    ) -> Iterator[psycopg.Connection]:
         """A connection in a transaction seeing the rows `labels` admit (row-level security); read-only ones run at
         REPEATABLE READ, so that all their statements see one committed generation."""
         with self._pool.connection() as conn:
@@ -229,16 +263,19 @@ class PostgresStore:
 
     @property
     def generation(self) -> int:
+        """The store's generation: one more with every committed write, so a cache keyed by it sees every change."""
         with self._transaction() as conn:
-            return int(conn.execute("SELECT generation FROM rag_state").fetchone()[0])
+            return int(_one(conn, "SELECT generation FROM rag_state")[0])
 
     # ---------------------------------------------------------------- reading metadata
     def documents(self, search_filter: SearchFilter | None = None) -> list[DocumentRecord]:
+        """The stored documents `search_filter` admits (languages, document ids, labels), ordered by doc_id."""
         params: dict = {}
         where = _where(search_filter, "d", params, "lang")
         with self._transaction(search_filter.labels if search_filter else None) as conn:
-            rows = conn.execute(f"SELECT {_DOC_COLUMNS} FROM documents d WHERE true{where} ORDER BY doc_id",
-                                params).fetchall()
+            rows = conn.execute(
+                f"SELECT {_DOC_COLUMNS} FROM documents d WHERE true{where} ORDER BY doc_id", params
+            ).fetchall()
         return [_document(row) for row in rows]
 
     def document(self, doc_id: str, search_filter: SearchFilter | None = None) -> DocumentRecord:
@@ -246,8 +283,9 @@ class PostgresStore:
         params: dict = {"doc_id": doc_id}
         where = _where(search_filter, "d", params, "lang")
         with self._transaction(search_filter.labels if search_filter else None) as conn:
-            row = conn.execute(f"SELECT {_DOC_COLUMNS} FROM documents d WHERE doc_id = %(doc_id)s{where}",
-                               params).fetchone()
+            row = conn.execute(
+                f"SELECT {_DOC_COLUMNS} FROM documents d WHERE doc_id = %(doc_id)s{where}", params
+            ).fetchone()
         if row is None:
             raise NotFoundError(f"no document with id {doc_id!r}; `rag docs` lists the ids")
         return _document(row)
@@ -266,11 +304,15 @@ class PostgresStore:
     def same_bytes(self, sha256: str, labels: tuple[str, ...]) -> str | None:
         """The id of the first-ingested stored document with these file bytes (sha256) and labels, or None."""
         with self._transaction() as conn:
-            row = conn.execute("SELECT doc_id FROM documents WHERE sha256 = %s AND labels = %s::text[] "
-                               "ORDER BY ingested_at, doc_id LIMIT 1", (sha256, list(labels))).fetchone()
+            row = conn.execute(
+                "SELECT doc_id FROM documents WHERE sha256 = %s AND labels = %s::text[] "
+                "ORDER BY ingested_at, doc_id LIMIT 1",
+                (sha256, list(labels)),
+            ).fetchone()
         return row[0] if row else None
 
     def document_text(self, doc_id: str) -> tuple[str, list[dict]]:
+        """The document's extracted text and its blocks; NotFoundError for an unknown id."""
         with self._transaction() as conn:
             row = conn.execute("SELECT text, blocks FROM documents WHERE doc_id = %s", (doc_id,)).fetchone()
         if row is None:
@@ -284,16 +326,23 @@ class PostgresStore:
         return {h: v.to_numpy().astype(np.float32, copy=False) for h, v in rows}
 
     def chunks(self, ids: Sequence[int]) -> dict[int, ChunkRecord]:
+        """The chunk records of `ids` by id; ids not stored are left out."""
         if not len(ids):
             return {}
         with self._transaction() as conn:
-            rows = conn.execute(f"SELECT {_CHUNK_COLUMNS} FROM chunks c JOIN documents d USING (doc_id) "
-                                "WHERE c.id = ANY(%s)", ([int(i) for i in ids],)).fetchall()
+            rows = conn.execute(
+                f"SELECT {_CHUNK_COLUMNS} FROM chunks c JOIN documents d USING (doc_id) WHERE c.id = ANY(%s)",
+                ([int(i) for i in ids],),
+            ).fetchall()
         return {row[0]: _chunk(row) for row in rows}
 
     # ---------------------------------------------------------------- searching
     def search(
-        self, *, vector: np.ndarray | None, tokens: Sequence[str], depth: int,
+        self,
+        *,
+        vector: np.ndarray | None,
+        tokens: Sequence[str],
+        depth: int,
         search_filter: SearchFilter | None = None,
     ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
         """(dense, lexical): (chunk id, score) best first, each at most `depth` admitted rows, from one committed
@@ -310,39 +359,74 @@ class PostgresStore:
         """Every document as the (document row, chunks) a writer commits, with the stored vectors and tokens (in
         term order: BM25 counts them, it does not read their order), for `rag migrate`."""
         with self._transaction() as conn:
-            doc_ids = [d for d, in conn.execute("SELECT doc_id FROM documents ORDER BY doc_id")]
+            doc_ids = [d for (d,) in conn.execute("SELECT doc_id FROM documents ORDER BY doc_id")]
         for doc_id in doc_ids:
             with self._transaction() as conn:
-                doc = conn.execute(f"SELECT {_DOC_COLUMNS}, text, blocks, pages_ocr, pages_without_text "
-                                   "FROM documents WHERE doc_id = %s", (doc_id,)).fetchone()
-                rows = conn.execute('SELECT ordinal, start, "end", page, heading, lang, content_hash, text, terms, '
-                                    "tfs, embedding FROM chunks WHERE doc_id = %s ORDER BY id", (doc_id,)).fetchall()
+                doc = conn.execute(
+                    f"SELECT {_DOC_COLUMNS}, text, blocks, pages_ocr, pages_without_text "
+                    "FROM documents WHERE doc_id = %s",
+                    (doc_id,),
+                ).fetchone()
+                rows = conn.execute(
+                    'SELECT ordinal, start, "end", page, heading, lang, content_hash, text, terms, '
+                    "tfs, embedding FROM chunks WHERE doc_id = %s ORDER BY id",
+                    (doc_id,),
+                ).fetchall()
             if doc is None:  # deleted meanwhile
                 continue
-            record = {**_document(doc).to_dict(), "text": doc[11], "blocks": json.dumps(doc[12]),
-                      "pages_ocr": doc[13], "pages_without_text": doc[14]}
-            yield record, [
-                NewChunk(ordinal=r[0], start=r[1], end=r[2], page=r[3], heading_path=tuple(r[4]), lang=r[5],
-                         content_hash=r[6], text=r[7], tokens=[t for t, n in zip(r[8], r[9]) for _ in range(n)],
-                         vector=r[10].to_numpy().astype(np.float32, copy=False))
-                for r in rows]
+            record = {
+                **_document(doc).to_dict(),
+                "text": doc[11],
+                "blocks": json.dumps(doc[12]),
+                "pages_ocr": doc[13],
+                "pages_without_text": doc[14],
+            }
+            yield (
+                record,
+                [
+                    NewChunk(
+                        ordinal=r[0],
+                        start=r[1],
+                        end=r[2],
+                        page=r[3],
+                        heading_path=tuple(r[4]),
+                        lang=r[5],
+                        content_hash=r[6],
+                        text=r[7],
+                        tokens=[t for t, n in zip(r[8], r[9], strict=True) for _ in range(n)],
+                        vector=r[10].to_numpy().astype(np.float32, copy=False),
+                    )
+                    for r in rows
+                ],
+            )
 
     def stats(self) -> dict:
+        """Counts and sizes for `rag stats`: documents, chunks, vectors, BM25 and tsvector rows, languages, the HNSW
+        index's parameters, bytes in the database, schema version, the manifest, and the DSN without its password."""
         with self._transaction() as conn:
-            generation, chunks, total = conn.execute(
-                "SELECT generation, chunks, total_length FROM rag_state").fetchone()
-            counted, vectors, lexical, tsv = conn.execute(
-                "SELECT count(*), count(embedding), count(terms), count(tsv) FROM chunks").fetchone()
+            generation, chunks, total = _one(conn, "SELECT generation, chunks, total_length FROM rag_state")
+            counted, vectors, lexical, tsv = _one(
+                conn, "SELECT count(*), count(embedding), count(terms), count(tsv) FROM chunks"
+            )
             languages = dict(conn.execute("SELECT lang, count(*) FROM documents GROUP BY lang ORDER BY lang"))
             documents = sum(languages.values())
-            size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-            version = conn.execute("SELECT version FROM rag_schema").fetchone()[0]
+            size = _one(conn, "SELECT pg_database_size(current_database())")[0]
+            version = _one(conn, "SELECT version FROM rag_schema")[0]
         return {
-            "backend": "postgres", "dsn": redact(self.dsn), "generation": generation, "documents": documents,
-            "chunks": counted, "vectors": vectors, "bm25_rows": lexical, "tsvector_rows": tsv,
-            "bm25_statistics": {"chunks": chunks, "tokens": total}, "languages": languages,
+            "backend": "postgres",
+            "dsn": redact(self.dsn),
+            "generation": generation,
+            "documents": documents,
+            "chunks": counted,
+            "vectors": vectors,
+            "bm25_rows": lexical,
+            "tsvector_rows": tsv,
+            "bm25_statistics": {"chunks": chunks, "tokens": total},
+            "languages": languages,
             "dense_index": {"structure": "pgvector hnsw", "m": 16, "ef_construction": 64, "vectors": vectors},
-            "bytes_in_database": size, "schema_version": version, "manifest": self.manifest,
+            "bytes_in_database": size,
+            "schema_version": version,
+            "manifest": self.manifest,
         }
 
     def refresh(self) -> None:
@@ -354,6 +438,7 @@ class PostgresStore:
         return contextlib.nullcontext(_Writer(self))
 
     def close(self) -> None:
+        """Close the connection pool; the store is unusable afterwards."""
         self._pool.close()
 
 
@@ -362,7 +447,10 @@ class _Writer:
         self.store = store
 
     def commit(
-        self, puts: Iterable[tuple[dict, list[NewChunk]]] = (), deletes: Iterable[str] = (), manifest: dict | None = None
+        self,
+        puts: Iterable[tuple[dict, list[NewChunk]]] = (),
+        deletes: Iterable[str] = (),
+        manifest: dict | None = None,
     ) -> int:
         """Replace/add documents (`puts`: document row as dict, its chunks), delete others and optionally swap the
         manifest, in one transaction; returns the new generation.
@@ -372,11 +460,11 @@ class _Writer:
         puts = list(puts)
         deletes = list(deletes)
         with self.store._transaction(read_only=False) as conn:
-            generation = conn.execute(
-                "UPDATE rag_state SET generation = generation + 1 RETURNING generation").fetchone()[0]
+            generation = _one(conn, "UPDATE rag_state SET generation = generation + 1 RETURNING generation")[0]
             put_ids = [doc["doc_id"] for doc, _ in puts]
-            for doc_id, source in conn.execute("SELECT doc_id, source FROM documents WHERE doc_id = ANY(%s)",
-                                               (put_ids,)).fetchall():
+            for doc_id, source in conn.execute(
+                "SELECT doc_id, source FROM documents WHERE doc_id = ANY(%s)", (put_ids,)
+            ).fetchall():
                 _check_source(doc_id, next(d["source"] for d, _ in puts if d["doc_id"] == doc_id), source)
             _remove(conn, sorted(set(deletes) | set(put_ids)))
             for doc, chunks in puts:
@@ -387,7 +475,8 @@ class _Writer:
                 if int(manifest["embedder"]["dim"]) != dim:
                     raise IndexMismatchError(
                         f"the PostgreSQL store holds {dim}-dimensional vectors and the new embedder makes "
-                        f"{manifest['embedder']['dim']}; use a new database (rag migrate can copy the documents)")
+                        f"{manifest['embedder']['dim']}; use a new database (rag migrate can copy the documents)"
+                    )
                 conn.execute("UPDATE rag_state SET manifest = %s", (_json(manifest),))
         if manifest is not None:
             self.store.manifest = manifest
@@ -395,7 +484,19 @@ class _Writer:
 
 
 # -------------------------------------------------------------------- SQL
-def _configure(conn) -> None:
+
+
+def _one(conn: psycopg.Connection, query: str, params: dict | None = None) -> tuple[Any, ...]:
+    """The row of a query that returns exactly one (an aggregate, the one-row state and schema tables).
+
+    Raises IndexMismatchError when it returns none: the store's schema is damaged (its state row deleted)."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise IndexMismatchError(f"the PostgreSQL store returned no row for {query!r}; its schema is damaged")
+    return row
+
+
+def _configure(conn: psycopg.Connection) -> None:
     """Every pooled connection: pgvector's binary types, and no statement left open."""
     from pgvector.psycopg import register_vector
 
@@ -403,44 +504,49 @@ def _configure(conn) -> None:
     conn.commit()
 
 
-def _prepare(conn, manifest: dict, *, upgrade: bool) -> dict:
+def _prepare(conn: psycopg.Connection, manifest: dict, *, upgrade: bool) -> dict:
     """Migrate the schema (or check it is current) and return the stored manifest, writing `manifest` into an
     empty database."""
     version = schema_version(conn)
     if version < SCHEMA_VERSION:
         if not upgrade:
-            raise IndexMismatchError(f"the database schema is version {version}, this release needs "
-                                     f"{SCHEMA_VERSION}; run `rag db upgrade`")
+            raise IndexMismatchError(
+                f"the database schema is version {version}, this release needs {SCHEMA_VERSION}; run `rag db upgrade`"
+            )
         upgrade_schema(conn, manifest)
     with conn.transaction():
         conn.execute("SELECT set_config('rag.labels', '*', true)")
-        row = conn.execute("SELECT manifest FROM rag_state").fetchone()
+        row = _one(conn, "SELECT manifest FROM rag_state")
     return row[0]
 
 
-def schema_version(conn) -> int:
+def schema_version(conn: psycopg.Connection) -> int:
     """The schema version of the database (0: empty). Raises IndexMismatchError for a version newer than this
     release knows."""
     with conn.transaction():
-        exists = conn.execute("SELECT to_regclass('rag_schema') IS NOT NULL").fetchone()[0]
-        version = conn.execute("SELECT version FROM rag_schema").fetchone()[0] if exists else 0
+        exists = _one(conn, "SELECT to_regclass('rag_schema') IS NOT NULL")[0]
+        version = _one(conn, "SELECT version FROM rag_schema")[0] if exists else 0
     if version > SCHEMA_VERSION:
-        raise IndexMismatchError(f"the database schema is version {version}, newer than this release knows "
-                                 f"({SCHEMA_VERSION}); upgrade the software rather than the database")
+        raise IndexMismatchError(
+            f"the database schema is version {version}, newer than this release knows "
+            f"({SCHEMA_VERSION}); upgrade the software rather than the database"
+        )
     return version
 
 
-def upgrade_schema(conn, manifest: dict) -> tuple[int, int]:
+def upgrade_schema(conn: psycopg.Connection, manifest: dict) -> tuple[int, int]:
     """Apply the missing migrations, each in its own transaction, one process at a time; returns (from, to)."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_UPGRADE_LOCK,))
         conn.execute("CREATE TABLE IF NOT EXISTS rag_schema (version integer NOT NULL)")
-        if conn.execute("SELECT count(*) FROM rag_schema").fetchone()[0] == 0:
+        if _one(conn, "SELECT count(*) FROM rag_schema")[0] == 0:
             conn.execute("INSERT INTO rag_schema VALUES (0)")
-        start = version = conn.execute("SELECT version FROM rag_schema FOR UPDATE").fetchone()[0]
+        start = version = _one(conn, "SELECT version FROM rag_schema FOR UPDATE")[0]
         if version > SCHEMA_VERSION:
-            raise IndexMismatchError(f"the database schema is version {version}, newer than this release knows "
-                                     f"({SCHEMA_VERSION}); upgrade the software rather than the database")
+            raise IndexMismatchError(
+                f"the database schema is version {version}, newer than this release knows "
+                f"({SCHEMA_VERSION}); upgrade the software rather than the database"
+            )
         for script in MIGRATIONS[version:]:
             conn.execute(script.replace("{dim}", str(int(manifest["embedder"]["dim"]))))
             version += 1
@@ -450,16 +556,18 @@ def upgrade_schema(conn, manifest: dict) -> tuple[int, int]:
     return start, version
 
 
-def _warn_if_rls_bypassed(conn) -> None:
+def _warn_if_rls_bypassed(conn: psycopg.Connection) -> None:
     with conn.transaction():
         bypass = conn.execute("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").fetchone()
     if bypass and bypass[0]:
-        log.warning("the PostgreSQL role %s bypasses row-level security (SUPERUSER or BYPASSRLS): access labels are "
-                    "enforced by the service's filters only; connect as a role without them (docs/deployment.md)",
-                    "in use")
+        log.warning(
+            "the PostgreSQL role %s bypasses row-level security (SUPERUSER or BYPASSRLS): access labels are "
+            "enforced by the service's filters only; connect as a role without them (docs/deployment.md)",
+            "in use",
+        )
 
 
-def _remove(conn, doc_ids: list[str]) -> None:
+def _remove(conn: psycopg.Connection, doc_ids: list[str]) -> None:
     """Delete documents (their chunks cascade) and take their chunks out of the BM25 statistics."""
     if not doc_ids:
         return
@@ -467,57 +575,92 @@ def _remove(conn, doc_ids: list[str]) -> None:
     conn.execute("DELETE FROM documents WHERE doc_id = ANY(%s)", (doc_ids,))
 
 
-def _count_terms(conn, doc_ids: list[str], sign: int) -> None:
+def _count_terms(conn: psycopg.Connection, doc_ids: list[str], sign: int) -> None:
     """Add (+1) or subtract (-1) the chunks of `doc_ids` to/from the document frequencies and the state's totals."""
     if not doc_ids:
         return
     conn.execute(
         "INSERT INTO terms (term, df) SELECT t, %(sign)s * count(*) FROM chunks c, unnest(c.terms) t "
         "WHERE c.doc_id = ANY(%(ids)s) GROUP BY t ORDER BY t "
-        "ON CONFLICT (term) DO UPDATE SET df = terms.df + excluded.df", {"sign": sign, "ids": doc_ids})
+        "ON CONFLICT (term) DO UPDATE SET df = terms.df + excluded.df",
+        {"sign": sign, "ids": doc_ids},
+    )
     conn.execute("DELETE FROM terms WHERE df <= 0")
     conn.execute(
         "UPDATE rag_state SET chunks = chunks + %(sign)s * s.n, total_length = total_length + %(sign)s * s.total "
         "FROM (SELECT count(*) n, coalesce(sum(length), 0) total FROM chunks WHERE doc_id = ANY(%(ids)s)) s",
-        {"sign": sign, "ids": doc_ids})
+        {"sign": sign, "ids": doc_ids},
+    )
 
 
-def _insert(conn, doc: dict, chunks: list[NewChunk]) -> None:
+def _insert(conn: psycopg.Connection, doc: dict, chunks: list[NewChunk]) -> None:
     conn.execute(
         "INSERT INTO documents (doc_id, source, title, format, lang, sha256, labels, pages, chars, ingested_at, "
         "chunks, text, blocks, pages_ocr, pages_without_text) VALUES (%(doc_id)s, %(source)s, %(title)s, "
         "%(format)s, %(lang)s, %(sha256)s, %(labels)s, %(pages)s, %(chars)s, %(ingested_at)s, %(chunks)s, "
         "%(text)s, %(blocks)s, %(pages_ocr)s, %(pages_without_text)s)",
-        {**doc, "labels": list(doc["labels"]), "ingested_at": doc.get("ingested_at") or time.time(),
-         "chunks": len(chunks), "blocks": _json(json.loads(doc["blocks"]) if isinstance(doc["blocks"], str) else doc["blocks"]), "pages_ocr": list(doc.get("pages_ocr", ())),
-         "pages_without_text": list(doc.get("pages_without_text", ()))})
+        {
+            **doc,
+            "labels": list(doc["labels"]),
+            "ingested_at": doc.get("ingested_at") or time.time(),
+            "chunks": len(chunks),
+            "blocks": _json(json.loads(doc["blocks"]) if isinstance(doc["blocks"], str) else doc["blocks"]),
+            "pages_ocr": list(doc.get("pages_ocr", ())),
+            "pages_without_text": list(doc.get("pages_without_text", ())),
+        },
+    )
     labels = list(doc["labels"])
     rows = []
     for c in chunks:
         counts = Counter(c.tokens)
-        rows.append((doc["doc_id"], c.ordinal, c.start, c.end, c.page, _json(list(c.heading_path)), c.lang,
-                     c.content_hash, c.text, doc["lang"], labels, np.asarray(c.vector, dtype=np.float32),
-                     _TS_CONFIG.get(c.lang, "simple"), c.text, list(counts), list(counts.values()), len(c.tokens)))
+        rows.append(
+            (
+                doc["doc_id"],
+                c.ordinal,
+                c.start,
+                c.end,
+                c.page,
+                _json(list(c.heading_path)),
+                c.lang,
+                c.content_hash,
+                c.text,
+                doc["lang"],
+                labels,
+                np.asarray(c.vector, dtype=np.float32),
+                _TS_CONFIG.get(c.lang, "simple"),
+                c.text,
+                list(counts),
+                list(counts.values()),
+                len(c.tokens),
+            )
+        )
     with conn.cursor() as cursor:
         cursor.executemany(
             'INSERT INTO chunks (doc_id, ordinal, start, "end", page, heading, lang, content_hash, text, doc_lang, '
             "labels, embedding, tsv, terms, tfs, length) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-            "to_tsvector(%s::regconfig, %s), %s, %s, %s)", rows)
+            "to_tsvector(%s::regconfig, %s), %s, %s, %s)",
+            rows,
+        )
 
 
-def _dense(conn, vector: np.ndarray, depth: int, search_filter: SearchFilter | None) -> list[tuple[int, float]]:
+def _dense(
+    conn: psycopg.Connection, vector: np.ndarray, depth: int, search_filter: SearchFilter | None
+) -> list[tuple[int, float]]:
     """The `depth` admitted rows nearest `vector` by inner product: through HNSW (ef_search raised to `depth`),
     then exactly over the admitted rows when the index returned fewer than `depth` and more rows are admitted (HNSW
     filters after its graph search, so a selective filter can leave it short)."""
     params: dict = {"v": np.asarray(vector, dtype=np.float32), "depth": depth}
     where = _where(search_filter, "c", params, "doc_lang")
-    query = (f"SELECT c.id, -(c.embedding <#> %(v)s) FROM chunks c WHERE true{where} "
-             "ORDER BY c.embedding <#> %(v)s LIMIT %(depth)s")  # the distance alone: HNSW can order by it
+    query = (
+        f"SELECT c.id, -(c.embedding <#> %(v)s) FROM chunks c WHERE true{where} "
+        "ORDER BY c.embedding <#> %(v)s LIMIT %(depth)s"
+    )  # the distance alone: HNSW can order by it
     conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(max(depth, 40), EF_SEARCH_MAX)),))
     rows = conn.execute(query, params).fetchall()
     if len(rows) < depth:
-        admitted = conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM chunks c WHERE true{where} "
-                                "LIMIT %(depth)s) s", params).fetchone()[0]
+        admitted = _one(
+            conn, f"SELECT count(*) FROM (SELECT 1 FROM chunks c WHERE true{where} LIMIT %(depth)s) s", params
+        )[0]
         if admitted > len(rows):
             conn.execute("SELECT set_config('enable_indexscan', 'off', true)")
             rows = conn.execute(query, params).fetchall()
@@ -525,7 +668,9 @@ def _dense(conn, vector: np.ndarray, depth: int, search_filter: SearchFilter | N
     return [(int(i), float(s)) for i, s in rows]
 
 
-def _lexical(conn, terms: list[str], depth: int, search_filter: SearchFilter | None) -> list[tuple[int, float]]:
+def _lexical(
+    conn: psycopg.Connection, terms: list[str], depth: int, search_filter: SearchFilter | None
+) -> list[tuple[int, float]]:
     """BM25 as rag/lexical.py (Lucene idf, no (k1 + 1) factor), ties by chunk id: per query term, the chunks
     holding it (GIN index on `terms`) and its count there, summed per chunk."""
     if not terms:
@@ -540,7 +685,8 @@ def _lexical(conn, terms: list[str], depth: int, search_filter: SearchFilter | N
         "FROM q JOIN chunks c ON c.terms @> ARRAY[q.term] CROSS JOIN s "
         "CROSS JOIN LATERAL (SELECT c.tfs[array_position(c.terms, q.term)] tf) x "
         f"WHERE true{where} GROUP BY c.id ORDER BY score DESC, c.id LIMIT %(depth)s",
-        params).fetchall()
+        params,
+    ).fetchall()
     return [(int(i), float(s)) for i, s in rows if s > 0]
 
 
@@ -558,41 +704,64 @@ def _json(value):
     return Jsonb(value)
 
 
-def _document(row) -> DocumentRecord:
+def _document(row: Sequence[Any]) -> DocumentRecord:
     return DocumentRecord(
-        doc_id=row[0], source=row[1], title=row[2], format=row[3], lang=row[4], sha256=row[5], labels=tuple(row[6]),
-        pages=row[7], chars=row[8], ingested_at=row[9], chunks=row[10],
+        doc_id=row[0],
+        source=row[1],
+        title=row[2],
+        format=row[3],
+        lang=row[4],
+        sha256=row[5],
+        labels=tuple(row[6]),
+        pages=row[7],
+        chars=row[8],
+        ingested_at=row[9],
+        chunks=row[10],
     )
 
 
-def _chunk(row) -> ChunkRecord:
+def _chunk(row: Sequence[Any]) -> ChunkRecord:
     return ChunkRecord(
-        id=row[0], doc_id=row[1], ordinal=row[2], start=row[3], end=row[4], page=row[5], heading_path=tuple(row[6]),
-        lang=row[7], content_hash=row[8], text=row[9], title=row[10], source=row[11],
+        id=row[0],
+        doc_id=row[1],
+        ordinal=row[2],
+        start=row[3],
+        end=row[4],
+        page=row[5],
+        heading_path=tuple(row[6]),
+        lang=row[7],
+        content_hash=row[8],
+        text=row[9],
+        title=row[10],
+        source=row[11],
     )
 
 
 @contextlib.contextmanager
-def connect(dsn: str, *, password_file: Path | None = None) -> Iterator:
+def connect(dsn: str, *, password_file: Path | None = None) -> Iterator[psycopg.Connection]:
     """One plain connection (for `rag db upgrade`), checked against the egress guard like the store's."""
     import psycopg
 
     check_hosts(dsn)
     password = read_password(password_file)
     try:
-        conn = psycopg.connect(dsn, **({"password": password} if password is not None else {}))
+        extra: dict[str, Any] = {"password": password} if password is not None else {}
+        conn = psycopg.connect(dsn, **extra)
     except psycopg.Error as exc:
         raise ConfigError(f"cannot connect to the PostgreSQL store {redact(dsn)}: {type(exc).__name__}") from None
     with conn:
         yield conn
 
 
-
-
-def open_postgres(settings, manifest: dict, *, check: bool = True) -> PostgresStore:
+def open_postgres(settings: Settings, manifest: dict, *, check: bool = True) -> PostgresStore:
     """The store of `settings.store` (backend postgres). Raises ConfigError when store.dsn is missing."""
     if not settings.store.dsn:
         raise ConfigError("store.backend is postgres but store.dsn is not set")
     # check=False (a catalog without the embedder, reindex) must not create the schema: it would store `manifest`
-    return PostgresStore.open(dsn=settings.store.dsn, manifest=manifest, password_file=settings.store.password_file,
-                              check=check, upgrade=check)
+    return PostgresStore.open(
+        dsn=settings.store.dsn,
+        manifest=manifest,
+        password_file=settings.store.password_file,
+        check=check,
+        upgrade=check,
+    )
