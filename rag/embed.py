@@ -15,15 +15,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from .errors import ConfigError
 from .settings import BUNDLED, EmbedderSettings
-
-if TYPE_CHECKING:
-    from tqdm import tqdm
 
 
 @dataclass(frozen=True)
@@ -82,6 +79,14 @@ def resolve_model_dir(settings: EmbedderSettings) -> Path:
             f"embedder folder {path} holds no sentence-transformers model; set embedder.model to a local model folder"
         )
     return path
+
+
+class Progress(Protocol):
+    """What `Embedder.encode` needs of a progress bar (tqdm's interface): advance by `n` texts."""
+
+    def update(self, n: float = 1) -> bool | None:
+        """Advance the bar by `n` units."""
+        ...
 
 
 class Backend(Protocol):
@@ -192,8 +197,8 @@ class Embedder:
             )
         return [len(ids) for ids in encoded["input_ids"]]
 
-    def encode(self, texts: Sequence[str], *, progress: tqdm | None = None, background: bool = False) -> np.ndarray:
-        """Unit-length float32 vectors, shape (len(texts), dim); `progress` (a tqdm bar) advances per batch.
+    def encode(self, texts: Sequence[str], *, progress: Progress | None = None, background: bool = False) -> np.ndarray:
+        """Unit-length float32 vectors, shape (len(texts), dim); `progress` (e.g. a tqdm bar) advances per batch.
 
         `background` work (ingestion) takes the model one batch at a time and lets any other caller (a question, the
         sentences of an answer's passages) go first, so these wait for at most the one batch in flight; the others

@@ -48,7 +48,7 @@ def write_manifest_file(directory: Path, manifest: dict) -> None:
     os.replace(tmp, directory / "manifest.json")
 
 
-def _check_manifest(directory: Path, stored: dict, wanted: dict) -> None:
+def _check_manifest(directory: Path | str, stored: dict, wanted: dict) -> None:
     if stored.get("format") != FORMAT:
         raise IndexMismatchError(
             f"index {directory} has format {stored.get('format')!r}, this version reads {FORMAT!r}; run `rag reindex`"
