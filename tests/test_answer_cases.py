@@ -37,11 +37,13 @@ def _ingested(pipeline, folder):
 
 
 @pytest.fixture
-def answering(fresh_pipeline, llm):
-    """An empty index of its own answering with the session's model (which outlives it: not closed with it)."""
-    fresh_pipeline.__dict__["llm"] = llm
-    yield fresh_pipeline
-    del fresh_pipeline.__dict__["llm"]
+def answering(make_settings, embedder, llm):
+    """An empty index of its own answering with the session's models (injected: they outlive it, not closed with it)."""
+    from rag.pipeline import Pipeline
+
+    pipeline = Pipeline(make_settings(), embedder=embedder, llm=llm)
+    yield pipeline
+    pipeline.close()
 
 
 # ---------------------------------------------------------------------------------------------- 10: folding
@@ -255,17 +257,13 @@ def test_case_23_a_restated_question_is_not_verified(answering):
 # ---------------------------------------------------------------------------------------------- calibrated abstention
 @pytest.mark.integration
 @pytest.mark.parametrize("mode", ["quote", "generate"])
-def test_an_off_topic_follow_up_abstains_and_an_answerable_question_does_not(fresh_pipeline, llm, mode):
+def test_an_off_topic_follow_up_abstains_and_an_answerable_question_does_not(answering, mode):
     """The web test's questions (tests/test_web.py) over the example corpus: the decision comes from the shipped
     confidence model, before generation, so the quote fallback cannot answer the off-topic one."""
-    fresh_pipeline.__dict__["llm"] = llm
-    try:
-        _ingested(fresh_pipeline, EXAMPLES)
-        answerable = fresh_pipeline.ask("How many days per week may staff work remotely?", mode=mode)
-        off_topic = fresh_pipeline.ask("What is the capital of Mongolia?", mode=mode,
-                                       history=["How many days per week may staff work remotely?"])
-    finally:
-        del fresh_pipeline.__dict__["llm"]
+    _ingested(answering, EXAMPLES)
+    answerable = answering.ask("How many days per week may staff work remotely?", mode=mode)
+    off_topic = answering.ask("What is the capital of Mongolia?", mode=mode,
+                              history=["How many days per week may staff work remotely?"])
     assert not answerable.abstained, answerable.to_dict()
     assert off_topic.abstained and off_topic.raw == "", off_topic.to_dict()  # the model was not asked
-    assert off_topic.confidence < fresh_pipeline.settings.answer.min_confidence <= answerable.confidence
+    assert off_topic.confidence < answering.settings.answer.min_confidence <= answerable.confidence

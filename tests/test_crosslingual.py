@@ -44,8 +44,7 @@ def multilingual_embedder(multilingual_settings):
 def pipeline(multilingual_settings, multilingual_embedder):
     from rag.pipeline import Pipeline
 
-    with closing(Pipeline(multilingual_settings())) as pipeline:
-        pipeline.__dict__["embedder"] = multilingual_embedder
+    with closing(Pipeline(multilingual_settings(), embedder=multilingual_embedder)) as pipeline:
         yield pipeline
 
 
@@ -101,7 +100,7 @@ def test_passages_in_another_language_take_the_across_weight():
 
 def test_the_multilingual_model_is_pinned_and_runs_on_its_own_runtime(multilingual_settings, tmp_path):
     from rag.embed import Embedder
-    from rag.provenance import verify_embedder
+    from rag.verify import verify_embedder
 
     settings = multilingual_settings()
     folder, fingerprint, _ = verify_embedder(settings)
