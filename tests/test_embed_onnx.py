@@ -188,7 +188,8 @@ def test_an_index_refuses_another_int8_graph(onnx_embedders, tmp_path):
     """Same model, same backend name, other graph bytes (e.g. made by other package versions): refused, not mixed."""
     from rag.errors import IndexMismatchError
     from rag.settings import ChunkSettings
-    from rag.store import IndexStore, new_manifest
+    from rag.store import new_manifest
+    from rag.store.embedded import IndexStore
 
     chunking = ChunkSettings().model_dump()
     entry = onnx_embedders["onnx-int8"].info.manifest()
