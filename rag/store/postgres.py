@@ -9,7 +9,7 @@ Every row lives in the database and every search runs there, so a commit is sear
                 configuration, `simple` for languages PostgreSQL has no stemmer for) and our own lexical tokens as
                 (terms, tfs, length), from which `postings` and `terms` are kept
     postings    one row per (term, chunk): the term's count in the chunk, the chunk's length, language and labels,
-                in one covering B-tree by (term, chunk): BM25 reads the query's terms' postings only (an index range
+                with a B-tree on (term, chunk): BM25 reads the query's terms' postings only (an index range
                 scan each), scores them and sums per chunk, exactly as rag/lexical.py, so that fusion ranks alike on
                 both backends (PostgreSQL's ts_rank is not BM25; docs/benchmarks.md measures the gap). Language and
                 labels are copies of the chunk's, so that filters and row-level security apply inside that scan
@@ -124,7 +124,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO postings SELECT t.term, c.id, t.tf, c.length, c.doc_lang, c.labels
         FROM chunks c, unnest(c.terms, c.tfs) t (term, tf) ORDER BY 1, 2;
-    CREATE INDEX postings_by_term ON postings (term, chunk_id) INCLUDE (tf, length, doc_lang, labels);
+    CREATE INDEX postings_by_term ON postings (term, chunk_id);
     DROP INDEX chunks_by_terms;
     ALTER TABLE postings ENABLE ROW LEVEL SECURITY;
     ALTER TABLE postings FORCE ROW LEVEL SECURITY;
