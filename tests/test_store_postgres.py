@@ -18,6 +18,7 @@ import pytest
 
 from rag.errors import ConfigError, DocumentConflictError, IndexMismatchError, NotFoundError
 from rag.store import NewChunk, SearchFilter, new_manifest
+from rag.store.postgres import SCHEMA_VERSION
 
 from .conftest import EXAMPLES, ROOT
 
@@ -135,9 +136,11 @@ def test_row_level_security_hides_what_the_labels_do_not_admit(postgres):
         conn.execute("SET rag.labels = '{public}'")
         assert conn.execute("SELECT doc_id FROM chunks").fetchall() == [("open",)]
         assert conn.execute("SELECT doc_id FROM documents").fetchall() == [("open",)]
+        assert conn.execute("SELECT term FROM postings").fetchall() == [("word",)]
         conn.execute("RESET rag.labels")  # no setting at all: only unlabelled rows, and there are none
         assert conn.execute("SELECT count(*) FROM chunks").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM documents").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM postings").fetchone()[0] == 0
         conn.execute("SET rag.labels = '{hr}'")  # hr alone does not admit a public+hr document
         assert conn.execute("SELECT count(*) FROM chunks").fetchone()[0] == 0
     public = SearchFilter(labels=frozenset({"public"}))
@@ -180,6 +183,9 @@ def _check_consistent(store) -> dict:
             stats["bm25_statistics"]["chunks"], stats["bm25_statistics"]["tokens"])
         recount = dict(conn.execute("SELECT t, count(*) FROM chunks, unnest(terms) t GROUP BY t").fetchall())
         assert dict(conn.execute("SELECT term, df FROM terms").fetchall()) == recount
+        assert sorted(conn.execute("SELECT term, chunk_id, tf, length, doc_lang, labels FROM postings")) == sorted(
+            conn.execute("SELECT t.term, c.id, t.tf, c.length, c.doc_lang, c.labels FROM chunks c, "
+                         "unnest(c.terms, c.tfs) t (term, tf)"))
         assert conn.execute("SELECT count(*) - count(DISTINCT source) FROM documents").fetchone()[0] == 0
     return stats
 
@@ -225,7 +231,7 @@ def test_schema_versions_upgrade_and_refusal(postgres, pg_settings, tmp_path):
     run = [sys.executable, "-m", "rag", "db", "upgrade"]
     first = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
-    assert "schema version 0 -> 1" in first.stdout
+    assert f"schema version 0 -> {SCHEMA_VERSION}" in first.stdout
     assert "is current" in subprocess.run(run, env=env, capture_output=True, text=True, timeout=300).stdout
     for command in (["stats"], ["config", "show"]):  # the password never shows; the DSN does
         shown = subprocess.run([sys.executable, "-m", "rag", *command], env=env, capture_output=True, text=True,
@@ -240,6 +246,34 @@ def test_schema_versions_upgrade_and_refusal(postgres, pg_settings, tmp_path):
     assert len(refused.stderr.strip().splitlines()) == 1
     with pytest.raises(IndexMismatchError, match="version 99"):
         _open(postgres, dsn=pg_settings.store.dsn)
+
+
+def test_a_version_1_database_upgrades_to_postings_that_rank_alike(postgres):
+    """Migration 2 builds the posting table from the stored chunks: a database at schema version 1 (no postings, the
+    GIN index over chunks.terms) holding documents gives, once upgraded, the same BM25 ranking and a consistent
+    state."""
+    dsn = postgres.database()
+    store = _open(postgres, dsn=dsn)
+    words = ["alpha", "beta", "gamma", "delta"]
+    with store.writer() as writer:
+        for d in range(6):
+            writer.commit([(_doc(f"d{d}", ("public",) if d % 2 else ()), [
+                _chunk(i, [d + 1, i, 1, 1, 1, 1, 1, 1], [words[(d + i + j) % 4] for j in range(1 + (d * i) % 5)])
+                for i in range(5)])])
+    before = store.search(vector=None, tokens=words, depth=50)[1]
+    assert len(before) == 30
+    store.close()
+    with postgres.admin(dsn.split("dbname=")[1].split()[0]) as conn:  # back to version 1
+        conn.execute("DROP TABLE postings")
+        conn.execute("CREATE INDEX chunks_by_terms ON chunks USING gin (terms)")
+        conn.execute("UPDATE rag_schema SET version = 1")
+    store = _open(postgres, dsn=dsn)
+    assert store.stats()["schema_version"] == SCHEMA_VERSION
+    after = store.search(vector=None, tokens=words, depth=50)[1]
+    assert sorted(dict(after)) == sorted(dict(before))  # equal scores may swap places: sums in another order
+    np.testing.assert_allclose([dict(after)[cid] for cid, _ in before], [s for _, s in before], rtol=1e-12)
+    _check_consistent(store)
+    store.close()
 
 
 def test_migrate_both_ways_without_embedding(example_pipeline, pg_settings, tmp_path):
