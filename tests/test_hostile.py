@@ -69,13 +69,13 @@ def test_the_good_files_of_the_batch_are_indexed(batch):
 
 def test_heading_chains_are_shortened_to_fit_the_budget(batch, embedder):
     """The chains once crashed the batch with a RecursionError; now their heading line takes at most its share."""
-    from rag.pipeline import _stored_document
+    from rag.ingest import stored_document
 
     pipeline, report, paths = batch
     budget = pipeline.settings.chunking.max_tokens
     for name in ("heading-chain.md", "heading-chain.html", "heading-chain.xml"):
         record = pipeline.document(document_id(str(paths[name])))
-        chunks = pipeline.chunker.split(_stored_document(pipeline.store, record))
+        chunks = pipeline.chunker.split(stored_document(pipeline.store, record))
         assert chunks, name
         for chunk in chunks:
             heading = " > ".join(chunk.heading_path)

@@ -146,6 +146,16 @@ class AskResponse(BaseModel):
     timings: TimingsPublic = Field(description="where the time went")
     model: str | None = Field(description="language model id; null when none was needed (quote, abstention)")
     raw: str = Field(description="the model's output before parsing and verification")
+    set_aside: list[HitPublic] = Field(
+        description="retrieved passages set aside because they address the assistant (instructions to the model): "
+        "shown, never given to the model (rag/untrusted.py)"
+    )
+    unmatched: list[str] = Field(description="content words of the question that no cited passage speaks of")
+    confidence: float = Field(
+        description="0..1: calibrated probability that the passages answer the question; below answer.min_confidence "
+        "the service abstains before generating (rag/confidence.py, docs/evaluation.md)"
+    )
+    features: dict[str, float] = Field(description="the values `confidence` was computed from (docs/verification.md)")
 
 
 # ------------------------------------------------------------------------------------------------ search
@@ -287,3 +297,6 @@ class Status(BaseModel):
 
     status: str = Field(description="ok (healthz), ready or loading or failed (readyz)")
     detail: str | None = Field(None, description="why the server is not ready")
+
+
+AskResponse.model_rebuild()  # `set_aside` names HitPublic, defined below it
