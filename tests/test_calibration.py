@@ -35,6 +35,20 @@ def test_split_alternates_positions_and_limits_dividing_half_pick_held_back_ques
         assert set(subset(ids, limit)) <= held
 
 
+def test_a_run_stopped_early_has_asked_both_halves_and_both_sides_of_the_split():
+    from rag.eval.run import ask_order, subset
+
+    ids = [f"q{i}" for i in range(600)]  # ClapNQ dev: 300 answerable, then 300 unanswerable
+    fitted, _ = split(ids)
+    for questions in (ids, subset(ids, 200)):
+        order = ask_order(questions)
+        assert sorted(order) == sorted(questions)  # each question once
+        first = order[: len(order) // 10]
+        assert abs(sum(int(q[1:]) < 300 for q in first) - len(first) / 2) <= 2  # answerable and unanswerable
+        assert abs(sum(q in fitted for q in first) - len(first) / 2) <= 1  # fitting and held-back positions
+    assert ask_order([]) == [] and ask_order(["q0"]) == ["q0"]
+
+
 def test_fit_separates_and_its_probabilities_rank_answerable_first():
     rng = np.random.default_rng(0)
     y = np.array([1] * 100 + [0] * 100)
