@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rag.confidence import FEATURES, ConfidenceModel, shipped_model
-from rag.eval.calibration import (expected_calibration_error, fit, matrix, operating_points, probabilities,
+from rag.eval.calibration import (STRENGTHS, expected_calibration_error, fit, matrix, operating_points, probabilities,
                                   reliability, split)
 
 
@@ -54,7 +54,8 @@ def test_fit_separates_and_its_probabilities_rank_answerable_first():
     y = np.array([1] * 100 + [0] * 100)
     x = rng.normal(0.0, 1.0, (200, len(FEATURES)))
     x[:, FEATURES.index("terms_top")] += 2.0 * y  # one informative feature
-    model = fit(x, y)
+    model, strength = fit(x, y)  # strength chosen by cross-validation on (x, y)
+    assert strength in STRENGTHS and fit(x, y, 0.3)[1] == 0.3
     p = probabilities(model, x)
     assert p[y == 1].mean() > 0.7 > 0.3 > p[y == 0].mean()
     assert model.coef[FEATURES.index("terms_top")] == max(model.coef)
