@@ -17,8 +17,8 @@ def _model(coef: dict[str, float], intercept: float = 0.0) -> ConfidenceModel:
 
 
 def test_probability_is_the_logistic_of_the_standardised_sum():
-    model = ConfidenceModel(FEATURES, (2.0,) + (0.0,) * (len(FEATURES) - 1), -1.0, (0.5,) + (0.0,) * 13,
-                            (0.25,) + (1.0,) * 13)
+    rest = len(FEATURES) - 1
+    model = ConfidenceModel(FEATURES, (2.0,) + (0.0,) * rest, -1.0, (0.5,) + (0.0,) * rest, (0.25,) + (1.0,) * rest)
     values = dict.fromkeys(FEATURES, 0.0) | {FEATURES[0]: 1.0}
     assert model.probability(values) == pytest.approx(1 / (1 + np.exp(-(-1.0 + 2.0 * (1.0 - 0.5) / 0.25))))
     assert _model({}, 0.0).probability(dict.fromkeys(FEATURES, 3.0)) == 0.5
