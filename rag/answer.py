@@ -201,7 +201,7 @@ class Answerer:
             set_aside=[h for h in found if h not in hits],
         )
         quotes, scores = self._quotes(question, base.lang, hits)
-        base.features = features(question, base.lang, hits, quotes, scores)
+        base.features = features(question, hits, quotes, scores)
         base.confidence = self.confidence.probability(base.features)
         answer = self.settings.answer
         if not hits or base.evidence < answer.min_retrieval_score or base.confidence < answer.min_confidence:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rag.confidence import FEATURES, ConfidenceModel, shipped_model
-from rag.eval.calibration import (expected_calibration_error, fit, matrix, operating_points, probabilities,
+from rag.eval.calibration import (STRENGTHS, expected_calibration_error, fit, matrix, operating_points, probabilities,
                                   reliability, split)
 
 
@@ -17,8 +17,8 @@ def _model(coef: dict[str, float], intercept: float = 0.0) -> ConfidenceModel:
 
 
 def test_probability_is_the_logistic_of_the_standardised_sum():
-    model = ConfidenceModel(FEATURES, (2.0,) + (0.0,) * (len(FEATURES) - 1), -1.0, (0.5,) + (0.0,) * 13,
-                            (0.25,) + (1.0,) * 13)
+    rest = len(FEATURES) - 1
+    model = ConfidenceModel(FEATURES, (2.0,) + (0.0,) * rest, -1.0, (0.5,) + (0.0,) * rest, (0.25,) + (1.0,) * rest)
     values = dict.fromkeys(FEATURES, 0.0) | {FEATURES[0]: 1.0}
     assert model.probability(values) == pytest.approx(1 / (1 + np.exp(-(-1.0 + 2.0 * (1.0 - 0.5) / 0.25))))
     assert _model({}, 0.0).probability(dict.fromkeys(FEATURES, 3.0)) == 0.5
@@ -35,12 +35,27 @@ def test_split_alternates_positions_and_limits_dividing_half_pick_held_back_ques
         assert set(subset(ids, limit)) <= held
 
 
+def test_a_run_stopped_early_has_asked_both_halves_and_both_sides_of_the_split():
+    from rag.eval.run import ask_order, subset
+
+    ids = [f"q{i}" for i in range(600)]  # ClapNQ dev: 300 answerable, then 300 unanswerable
+    fitted, _ = split(ids)
+    for questions in (ids, subset(ids, 200)):
+        order = ask_order(questions)
+        assert sorted(order) == sorted(questions)  # each question once
+        first = order[: len(order) // 10]
+        assert abs(sum(int(q[1:]) < 300 for q in first) - len(first) / 2) <= 2  # answerable and unanswerable
+        assert abs(sum(q in fitted for q in first) - len(first) / 2) <= 1  # fitting and held-back positions
+    assert ask_order([]) == [] and ask_order(["q0"]) == ["q0"]
+
+
 def test_fit_separates_and_its_probabilities_rank_answerable_first():
     rng = np.random.default_rng(0)
     y = np.array([1] * 100 + [0] * 100)
     x = rng.normal(0.0, 1.0, (200, len(FEATURES)))
     x[:, FEATURES.index("terms_top")] += 2.0 * y  # one informative feature
-    model = fit(x, y)
+    model, strength = fit(x, y)  # strength chosen by cross-validation on (x, y)
+    assert strength in STRENGTHS and fit(x, y, 0.3)[1] == 0.3
     p = probabilities(model, x)
     assert p[y == 1].mean() > 0.7 > 0.3 > p[y == 0].mean()
     assert model.coef[FEATURES.index("terms_top")] == max(model.coef)

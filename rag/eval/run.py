@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import platform
 import time
@@ -82,6 +83,18 @@ def subset(questions: list[Question], limit: int | None) -> list[Question]:
     return [questions[i * len(questions) // limit] for i in range(limit)]
 
 
+def ask_order(questions: list[Question]) -> list[Question]:
+    """The order to ask `questions` in: a golden-ratio stride (step ~0.618·n, coprime with n) through them, so that
+    a run stopped early (or resumed) holds questions spread over the whole list, ClapNQ's answerable and unanswerable
+    halves alike, and, n being even, alternating odd and even positions: both sides of the calibration split
+    (rag.eval.calibration.split). Records are reported in the dataset's order whatever the asking order."""
+    n = len(questions)
+    if n == 0:
+        return []
+    step = next(s for s in range(round(n * 0.618), n + 1) if math.gcd(s, n) == 1)
+    return [questions[i * step % n] for i in range(n)]
+
+
 def _ask_all(
     pipeline: Pipeline,
     dataset: Dataset,
@@ -102,7 +115,7 @@ def _ask_all(
         dynamic_ncols=True,
     )
     with (out / "records.jsonl").open("a", encoding="utf-8") as sink:
-        for question in questions:
+        for question in ask_order(questions):
             if question.id not in done:
                 done[question.id] = evaluate(question, ranker, pipeline, mode)
                 sink.write(json.dumps(done[question.id], ensure_ascii=False) + "\n")
