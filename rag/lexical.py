@@ -24,7 +24,7 @@ from .files import fsync
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 _GROUP = 64  # scores per group in top_k
 
-_SNOWBALL = {
+SNOWBALL = {
     "en": "english",
     "fr": "french",
     "de": "german",
@@ -51,7 +51,7 @@ _STOPWORDS = {
 @cache
 def _stemmer(lang: str) -> Stemmer.Stemmer | None:
     """PyStemmer's Snowball stemmer for `lang` (ISO 639-1), or None for a language Snowball lacks."""
-    algorithm = _SNOWBALL.get(lang)
+    algorithm = SNOWBALL.get(lang)
     return Stemmer.Stemmer(algorithm) if algorithm else None
 
 

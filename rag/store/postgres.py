@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigError, DocumentConflictError, IndexMismatchError, NotFoundError
+from ..lexical import SNOWBALL
 from ..records import ChunkRecord, DocumentRecord, NewChunk, SearchFilter
 from .manifest import _check_manifest
 
@@ -58,19 +59,9 @@ log = logging.getLogger("rag.store.postgres")
 PASSWORD_ENV = "RAG_STORE_PASSWORD"
 K1, B = 1.5, 0.75  # bm25s's defaults, which rag/lexical.py uses
 EF_SEARCH_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
-_TS_CONFIG = {
-    "en": "english",
-    "fr": "french",
-    "de": "german",
-    "nl": "dutch",
-    "it": "italian",
-    "es": "spanish",
-    "pt": "portuguese",
-    "sv": "swedish",
-    "da": "danish",
-    "no": "norwegian",
-    "ru": "russian",
-}
+# PostgreSQL's Snowball text-search configurations carry the stemmers' names; Luxembourgish (stemmed as German by
+# rag/lexical.py) and any language without one get 'simple'.
+_TS_CONFIG = {lang: name for lang, name in SNOWBALL.items() if lang != "lb"}
 
 # Migration i (1-based) brings the schema from version i-1 to i. `{dim}` is the embedder's dimension.
 MIGRATIONS: tuple[str, ...] = (
