@@ -132,7 +132,7 @@ class KeyStore:
             self._loaded = version
 
     # ------------------------------------------------------------------ writing (the `rag keys` commands)
-    def create(self, principal: str, labels: Iterable[str], admin: bool = False) -> tuple[str, KeyRecord]:
+    def create(self, principal: str, labels: Iterable[str], *, admin: bool = False) -> tuple[str, KeyRecord]:
         """A new key and its record; the key itself is returned once and stored nowhere.
 
         Raises InputError for an invalid principal id or labels, ConfigError if the key file is damaged."""

@@ -67,7 +67,7 @@ def keys_create(
     """Create a key and print it once: it is stored hashed and cannot be shown again."""
     from .auth import KeyStore, keys_path
 
-    key, record = KeyStore(keys_path(invocation(ctx).settings())).create(principal, label, admin)
+    key, record = KeyStore(keys_path(invocation(ctx).settings())).create(principal, label, admin=admin)
     typer.echo(key)
     typer.echo(
         f"key {record.key_id} for {record.principal} [{','.join(record.labels)}]"

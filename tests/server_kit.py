@@ -85,7 +85,7 @@ def build_index(pipeline) -> list[str]:
 
 def create_keys(settings) -> dict[str, str]:
     store = KeyStore(keys_path(settings))
-    return {name: store.create(name, labels, admin)[0] for name, (labels, admin) in PRINCIPALS.items()}
+    return {name: store.create(name, labels, admin=admin)[0] for name, (labels, admin) in PRINCIPALS.items()}
 
 
 def start(settings, pipeline, secret_doc_ids: list[str], *, host: str = "127.0.0.1") -> tuple[Service, callable]:

@@ -12,7 +12,7 @@ import yaml
 
 from rag.auth import KeyStore, keys_path
 from rag.doctor import check_cpu, check_exposure, check_guard
-from rag.settings import Settings
+from rag.settings import Settings, usable_cores
 
 from .conftest import ROOT
 
@@ -34,10 +34,12 @@ def test_the_guard_check_fails_in_a_process_without_the_guard():
     assert not check.ok and "not active" in check.detail
 
 
-def test_cpu_features_come_from_llama_cpp():
-    check = check_cpu(Settings())
-    assert check.data["features"], check.detail
-    assert check.ok == any(f in ("AVX2", "AVX512", "NEON") for f in check.data["features"])
+def test_cpu_features_come_from_llama_cpp_and_oversubscription_fails():
+    fitting = check_cpu(Settings(llm={"n_threads": 1}, server={"ingest_threads": 1}))
+    assert fitting.data["features"], fitting.detail
+    assert fitting.ok == any(f in ("AVX2", "AVX512", "NEON") for f in fitting.data["features"])
+    oversubscribed = check_cpu(Settings(llm={"n_threads": usable_cores() + 1}, server={"ingest_threads": 1}))
+    assert not oversubscribed.ok and "oversubscribed" in oversubscribed.detail
 
 
 def doctor(env: dict) -> tuple[int, dict]:
