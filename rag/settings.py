@@ -463,6 +463,13 @@ class StoreSettings(Section):
     password_file: Path | None = Field(
         None, description="file whose first line is the database password (RAG_STORE_PASSWORD wins); never printed"
     )
+    lock_wait_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="embedded backend: how long a writer (ingest, delete, reindex, an upload) waits for another "
+        "process's writer lock before failing with 'locked by another writer'; 0 fails at once",
+    )
 
 
 class Settings(BaseSettings):

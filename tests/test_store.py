@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import replace
 
@@ -109,6 +110,29 @@ def test_second_writer_is_refused(fresh_pipeline):
             with other.writer():
                 pass
         other.close()
+
+
+def test_a_writer_waits_for_the_lock_up_to_lock_wait_s(fresh_pipeline):
+    fresh_pipeline.ingest_documents(_docs()[:1])
+    directory, manifest = fresh_pipeline.settings.index_dir, fresh_pipeline.manifest()
+    holder = fresh_pipeline.store.writer()
+    holder.__enter__()
+    release = threading.Timer(0.5, holder.__exit__, (None, None, None))
+    release.start()
+    waiting = IndexStore.open(directory, manifest, lock_wait_s=30)
+    try:
+        with waiting.writer() as writer:  # taken once the holder lets go, long before 30 s
+            assert writer.commit(deletes=["no-such-document"]) > 0
+        assert not release.is_alive()
+        with fresh_pipeline.store.writer():
+            impatient = IndexStore.open(directory, manifest, lock_wait_s=0.3)
+            with pytest.raises(IndexLockedError, match=r"locked by another writer \(pid \d+\) for 0.3 s"):
+                with impatient.writer():
+                    pass
+            impatient.close()
+    finally:
+        release.join()
+        waiting.close()
 
 
 def test_other_embedder_is_refused_until_reindex(fresh_pipeline, make_settings, embedder):

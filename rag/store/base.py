@@ -130,5 +130,11 @@ def open_store(settings: Settings, manifest: dict, *, check: bool = True) -> Sto
     if backend == "embedded":  # FAISS and bm25s load only when an index is opened
         from .embedded import IndexStore
 
-        return IndexStore.open(settings.index_dir, manifest, check=check, dense=settings.retrieval.dense_index)
+        return IndexStore.open(
+            settings.index_dir,
+            manifest,
+            check=check,
+            dense=settings.retrieval.dense_index,
+            lock_wait_s=settings.store.lock_wait_s,
+        )
     raise RagError(f"store.backend {backend!r} is not available; use 'embedded' or 'postgres'")

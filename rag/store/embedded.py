@@ -26,6 +26,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -42,6 +43,7 @@ from .generations import Snapshot, load_snapshot
 from .manifest import stored_manifest, write_manifest_file
 
 log = logging.getLogger("rag.store")
+LOCK_POLL_S = 0.1  # how often a waiting writer tries the lock again
 
 
 def _serialised(method):
@@ -61,12 +63,19 @@ class IndexStore:
     `with store.writer() as w: w.commit(...)`; searches use `store.search(...)`."""
 
     def __init__(
-        self, directory: Path, db: sqlite3.Connection, manifest: dict, dense: DenseIndexSettings | None = None
+        self,
+        directory: Path,
+        db: sqlite3.Connection,
+        manifest: dict,
+        dense: DenseIndexSettings | None = None,
+        *,
+        lock_wait_s: float = 0.0,
     ):
         self.directory = directory
         self.db = db
         self.manifest = manifest
         self.dense_settings = dense or DenseIndexSettings()
+        self.lock_wait_s = lock_wait_s
         self._lock_handle: IO[str] | None = None
         self.lock = threading.RLock()  # see _serialised
         self._refreshing = threading.Lock()  # held by the one thread loading or building the next Snapshot
@@ -75,10 +84,18 @@ class IndexStore:
 
     @classmethod
     def open(
-        cls, directory: str | Path, manifest: dict, *, check: bool = True, dense: DenseIndexSettings | None = None
+        cls,
+        directory: str | Path,
+        manifest: dict,
+        *,
+        check: bool = True,
+        dense: DenseIndexSettings | None = None,
+        lock_wait_s: float = 0.0,
     ) -> IndexStore:
         """Open or create the index; refuse one built with a different embedder or chunker (IndexMismatchError).
-        `dense` chooses the FAISS structure, which is not part of the manifest: the same vectors serve any of them."""
+        `dense` chooses the FAISS structure, which is not part of the manifest: the same vectors serve any of them.
+        `lock_wait_s`: how long `writer()` waits for another process's writer lock (store.lock_wait_s) before
+        IndexLockedError; 0 fails at once."""
         directory = private_dir(Path(directory))  # document text: the owner's only (rag/private_files.py)
         db = database.connect(directory)
         try:
@@ -86,7 +103,7 @@ class IndexStore:
         except BaseException:
             db.close()
             raise
-        return cls(directory, db, stored, dense)
+        return cls(directory, db, stored, dense, lock_wait_s=lock_wait_s)
 
     @property
     @_serialised
@@ -96,25 +113,49 @@ class IndexStore:
 
     # ---------------------------------------------------------------- writing
     def writer(self) -> _Writer:
-        """The one writer of this index (a context manager); IndexLockedError when another process holds it."""
+        """The one writer of this index (a context manager); IndexLockedError when another writer still holds the
+        lock after `lock_wait_s` seconds."""
         self._check_open()
         return _Writer(self)
 
     def _acquire_lock(self) -> None:
         handle = open(self.directory / "writer.lock", "a+")  # noqa: SIM115 - held until _release_lock
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+            self._wait_for_lock(handle)
+        except BaseException:  # the deadline, or Ctrl-C while waiting
             handle.close()
-            raise IndexLockedError(
-                f"index {self.directory} is locked by another writer (pid {holder}); wait for it to finish"
-            ) from None
+            raise
         handle.truncate(0)
         handle.write(str(os.getpid()))
         handle.flush()
         self._lock_handle = handle
+
+    def _wait_for_lock(self, handle: IO[str]) -> None:
+        """Take the exclusive flock on `handle`, trying every LOCK_POLL_S until `lock_wait_s` has passed."""
+        deadline = time.monotonic() + self.lock_wait_s
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+            if time.monotonic() >= deadline:
+                waited = f" for {self.lock_wait_s:g} s" if self.lock_wait_s else ""
+                raise IndexLockedError(
+                    f"index {self.directory} is locked by another writer (pid {holder}){waited}; wait for it to "
+                    "finish (store.lock_wait_s sets how long a writer waits)"
+                )
+            if not waiting:
+                waiting = True
+                log.warning(
+                    "index %s is locked by another writer (pid %s); waiting up to %g s",
+                    self.directory,
+                    holder,
+                    self.lock_wait_s,
+                )
+            time.sleep(LOCK_POLL_S)
 
     def _release_lock(self) -> None:
         if self._lock_handle is not None:
