@@ -1,0 +1,92 @@
+"""The tables of docs/evaluation.md's "Issue 16 through `rag eval`" section, from the outputs of `rag eval run`.
+
+Reads bench/results/eval/<set>-retrieval-<config>/results.json for every set of SETS and both configurations
+(`default`, `multilingual`: `--config configs/multilingual.yaml`) and prints three markdown tables:
+
+1. per set and configuration, dense / BM25 / hybrid hit@1, hit@5 and nDCG@10, with the questions scored;
+2. multilingual minus default (the hybrid's hit@1, hit@5, nDCG@10), with the paired bootstrap 95% interval of
+   `rag eval compare` (`rag.eval.compare_runs`: the same 1000 resamples, seed 0, over the questions both runs share);
+3. hybrid minus the better single retriever (dense or BM25, by nDCG@10 over the set), nDCG@10 points, with the same
+   paired bootstrap over the questions of one run (issue 16, item 2).
+
+A set whose run is missing is left out of the tables. Run the evaluations first (docs/evaluation.md gives the
+commands), then:
+
+    python -m bench.eval_tables
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rag.eval.summary import compare_runs
+
+RESULTS = Path(__file__).with_name("results") / "eval"
+SETS = {  # folder prefix -> label
+    "xquad-en": "XQuAD-en",
+    "xquad-de": "XQuAD-de",
+    "piaf-fr": "PIAF-fr",
+    "xquad-de-over-en": "XQuAD de>en",
+    "xquad-en-over-de": "XQuAD en>de",
+    "legal": "legal",
+}
+CONFIGS = ("default", "multilingual")
+METRICS = ("hit@1", "hit@5", "ndcg@10")
+SINGLE = ("dense", "bm25")
+
+
+def records(folder: str, config: str) -> list[dict] | None:
+    """The per-question records of one run, or None when it was not run."""
+    path = RESULTS / f"{folder}-retrieval-{config}" / "results.json"
+    return json.loads(path.read_text())["records"] if path.is_file() else None
+
+
+def mean(rows: list[dict], metric: str) -> float:
+    """The mean of `retrieval.<retriever>.<metric>` over the records that have it."""
+    values = [r["scores"][metric] for r in rows if metric in r["scores"]]
+    return sum(values) / len(values)
+
+
+def single_metric(rows: list[dict], retriever: str, metric: str) -> list[dict]:
+    """Records holding one score under one name, so that two retrievers of one run can be compared by
+    `compare_runs` as if they were two runs."""
+    return [
+        {"id": r["id"], "answerable": True, "timings": {}, "scores": {metric: r["scores"][key]}}
+        for r in rows
+        if (key := f"retrieval.{retriever}.{metric}") in r["scores"]
+    ]
+
+
+def interval(row: dict, scale: float = 1.0) -> str:
+    star = " *" if row["low"] > 0 or row["high"] < 0 else ""
+    return f"{scale * row['delta']:+.3f} [{scale * row['low']:+.3f}, {scale * row['high']:+.3f}]{star}"
+
+
+def main() -> None:
+    runs = {(s, c): rows for s in SETS for c in CONFIGS if (rows := records(s, c)) is not None}
+    print("| set | configuration | questions | retriever | hit@1 | hit@5 | nDCG@10 |\n|---|---|---|---|---|---|---|")
+    for (folder, config), rows in runs.items():
+        for retriever in ("dense", "bm25", "hybrid"):
+            cells = " | ".join(f"{mean(rows, f'retrieval.{retriever}.{m}'):.3f}" for m in METRICS)
+            print(f"| {SETS[folder]} | {config} | {len(rows)} | {retriever} | {cells} |")
+
+    print("\nmultilingual - default, hybrid, paired bootstrap 95% interval (* excludes 0):\n")
+    print("| set | questions | hit@1 | hit@5 | nDCG@10 |\n|---|---|---|---|---|")
+    for folder in SETS:
+        if (folder, "default") in runs and (folder, "multilingual") in runs:
+            comparison = compare_runs(runs[folder, "default"], runs[folder, "multilingual"])
+            by_metric = {r["metric"]: r for r in comparison["rows"]}
+            cells = " | ".join(interval(by_metric[f"retrieval.hybrid.{m}"]) for m in METRICS)
+            print(f"| {SETS[folder]} | {comparison['questions']} | {cells} |")
+
+    print("\nhybrid - the better single retriever, nDCG@10 points, paired bootstrap 95% interval:\n")
+    print("| set | configuration | better single | hybrid - it |\n|---|---|---|---|")
+    for (folder, config), rows in runs.items():
+        best = max(SINGLE, key=lambda retriever: mean(rows, f"retrieval.{retriever}.ndcg@10"))
+        comparison = compare_runs(single_metric(rows, best, "ndcg@10"), single_metric(rows, "hybrid", "ndcg@10"))
+        print(f"| {SETS[folder]} | {config} | {best} | {interval(comparison['rows'][0], 100)} |")
+
+
+if __name__ == "__main__":
+    main()
