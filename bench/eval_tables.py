@@ -7,7 +7,9 @@ Reads bench/results/eval/<set>-retrieval-<config>/results.json for every set of 
 2. multilingual minus default (the hybrid's hit@1, hit@5, nDCG@10), with the paired bootstrap 95% interval of
    `rag eval compare` (`rag.eval.compare_runs`: the same 1000 resamples, seed 0, over the questions both runs share);
 3. hybrid minus the better single retriever (dense or BM25, by nDCG@10 over the set), nDCG@10 points, with the same
-   paired bootstrap over the questions of one run (issue 16, item 2).
+   paired bootstrap over the questions of one run (issue 16, item 2);
+4. the index cost beside it: chunks, chunks/s of the build (when the run built its index: a cross-lingual set
+   reuses its documents' index) and bytes per chunk of the scratch index on disk (while it is still cached).
 
 A set whose run is missing is left out of the tables. Run the evaluations first (docs/evaluation.md gives the
 commands), then:
@@ -36,10 +38,18 @@ METRICS = ("hit@1", "hit@5", "ndcg@10")
 SINGLE = ("dense", "bm25")
 
 
-def records(folder: str, config: str) -> list[dict] | None:
-    """The per-question records of one run, or None when it was not run."""
+def results(folder: str, config: str) -> dict | None:
+    """The results.json of one run, or None when it was not run."""
     path = RESULTS / f"{folder}-retrieval-{config}" / "results.json"
-    return json.loads(path.read_text())["records"] if path.is_file() else None
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def index_cost(index: dict) -> str:
+    """`chunks | chunks/s | bytes per chunk` of a run's scratch index (its `run.index`), "-" for what is unknown."""
+    rate = f"{index['chunks'] / max(index['build_seconds'], 0.1):.1f}" if not index["reused"] else "- (reused)"
+    files = [f for f in Path(index["directory"]).rglob("*") if f.is_file()]
+    size = f"{sum(f.stat().st_size for f in files) / max(index['chunks'], 1):.0f}" if files else "-"
+    return f"{index['chunks']} | {rate} | {size}"
 
 
 def mean(rows: list[dict], metric: str) -> float:
@@ -64,7 +74,8 @@ def interval(row: dict, scale: float = 1.0) -> str:
 
 
 def main() -> None:
-    runs = {(s, c): rows for s in SETS for c in CONFIGS if (rows := records(s, c)) is not None}
+    outputs = {(s, c): out for s in SETS for c in CONFIGS if (out := results(s, c)) is not None}
+    runs = {key: out["records"] for key, out in outputs.items()}
     print("| set | configuration | questions | retriever | hit@1 | hit@5 | nDCG@10 |\n|---|---|---|---|---|---|---|")
     for (folder, config), rows in runs.items():
         for retriever in ("dense", "bm25", "hybrid"):
@@ -86,6 +97,11 @@ def main() -> None:
         best = max(SINGLE, key=lambda retriever: mean(rows, f"retrieval.{retriever}.ndcg@10"))
         comparison = compare_runs(single_metric(rows, best, "ndcg@10"), single_metric(rows, "hybrid", "ndcg@10"))
         print(f"| {SETS[folder]} | {config} | {best} | {interval(comparison['rows'][0], 100)} |")
+
+    print("\nindex cost:\n")
+    print("| set | configuration | chunks | chunks/s | bytes per chunk |\n|---|---|---|---|---|")
+    for (folder, config), out in outputs.items():
+        print(f"| {SETS[folder]} | {config} | {index_cost(out['run']['index'])} |")
 
 
 if __name__ == "__main__":
