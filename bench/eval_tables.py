@@ -3,8 +3,8 @@
 Reads bench/results/eval/<set>-retrieval-<config>/results.json for every set of SETS and both configurations
 (`default`, `multilingual`: `--config configs/multilingual.yaml`) and prints three markdown tables:
 
-1. per set and configuration, dense / BM25 / hybrid hit@1, hit@5 and nDCG@10, with the questions scored;
-2. multilingual minus default (the hybrid's hit@1, hit@5, nDCG@10), with the paired bootstrap 95% interval of
+1. per set and retriever (dense, BM25, hybrid), hit@1 / hit@5 / nDCG@10 of each configuration, with the questions;
+2. multilingual minus default (the hybrid's hit@1, hit@5, nDCG@10, in points), with the paired bootstrap 95% interval of
    `rag eval compare` (`rag.eval.compare_runs`: the same 1000 resamples, seed 0, over the questions both runs share);
 3. hybrid minus the better single retriever (dense or BM25, by nDCG@10 over the set), nDCG@10 points, with the same
    paired bootstrap over the questions of one run (issue 16, item 2);
@@ -68,21 +68,29 @@ def single_metric(rows: list[dict], retriever: str, metric: str) -> list[dict]:
     ]
 
 
-def interval(row: dict, scale: float = 1.0) -> str:
+def interval(row: dict) -> str:
+    """A `compare_runs` row's B - A and its 95% interval in points (x 100), `*` when the interval excludes 0."""
     star = " *" if row["low"] > 0 or row["high"] < 0 else ""
-    return f"{scale * row['delta']:+.3f} [{scale * row['low']:+.3f}, {scale * row['high']:+.3f}]{star}"
+    return f"{100 * row['delta']:+.1f} [{100 * row['low']:+.1f}, {100 * row['high']:+.1f}]{star}"
 
 
 def main() -> None:
     outputs = {(s, c): out for s in SETS for c in CONFIGS if (out := results(s, c)) is not None}
     runs = {key: out["records"] for key, out in outputs.items()}
-    print("| set | configuration | questions | retriever | hit@1 | hit@5 | nDCG@10 |\n|---|---|---|---|---|---|---|")
-    for (folder, config), rows in runs.items():
+    print(f"| set | questions | retriever | {' | '.join(CONFIGS)} |\n|---|---|---|{'---|' * len(CONFIGS)}")
+    for folder in SETS:
         for retriever in ("dense", "bm25", "hybrid"):
-            cells = " | ".join(f"{mean(rows, f'retrieval.{retriever}.{m}'):.3f}" for m in METRICS)
-            print(f"| {SETS[folder]} | {config} | {len(rows)} | {retriever} | {cells} |")
+            cells = [
+                " / ".join(f"{mean(runs[folder, c], f'retrieval.{retriever}.{m}'):.3f}" for m in METRICS)
+                if (folder, c) in runs
+                else "-"
+                for c in CONFIGS
+            ]
+            questions = next((len(runs[folder, c]) for c in CONFIGS if (folder, c) in runs), None)
+            if questions is not None:
+                print(f"| {SETS[folder]} | {questions} | {retriever} | {' | '.join(cells)} |")
 
-    print("\nmultilingual - default, hybrid, paired bootstrap 95% interval (* excludes 0):\n")
+    print("\nmultilingual - default, hybrid, points, paired bootstrap 95% interval (* excludes 0):\n")
     print("| set | questions | hit@1 | hit@5 | nDCG@10 |\n|---|---|---|---|---|")
     for folder in SETS:
         if (folder, "default") in runs and (folder, "multilingual") in runs:
@@ -96,7 +104,7 @@ def main() -> None:
     for (folder, config), rows in runs.items():
         best = max(SINGLE, key=lambda retriever: mean(rows, f"retrieval.{retriever}.ndcg@10"))
         comparison = compare_runs(single_metric(rows, best, "ndcg@10"), single_metric(rows, "hybrid", "ndcg@10"))
-        print(f"| {SETS[folder]} | {config} | {best} | {interval(comparison['rows'][0], 100)} |")
+        print(f"| {SETS[folder]} | {config} | {best} | {interval(comparison['rows'][0])} |")
 
     print("\nindex cost:\n")
     print("| set | configuration | chunks | chunks/s | bytes per chunk |\n|---|---|---|---|---|")
