@@ -50,16 +50,8 @@ def run(
     from .eval.run import EvalRequest, gate_failures, parse_gate, run_eval
 
     gates = [parse_gate(g) for g in fail_under or []]
-    request = EvalRequest(
-        dataset=dataset,
-        out=out,
-        format=format,
-        documents=documents,
-        documents_of=documents_of,
-        limit=limit,
-        mode=mode,
-        command=shlex.join(["rag", *sys.argv[1:]]),
-    )
+    command = shlex.join(["rag", *sys.argv[1:]])
+    request = EvalRequest(dataset, out, format, documents, limit, mode, command, documents_of=documents_of)
     try:
         results = run_eval(request, invocation(ctx).settings(config), progress=not quiet)
     except KeyboardInterrupt:
