@@ -353,3 +353,4 @@ def test_cross_lingual_sets_end_to_end(rag_eval, tmp_path):
     assert result.returncode == 0, result.stderr
     record = json.loads((tmp_path / "legal" / "results.json").read_text())["records"][0]
     assert record["retrieved"]["hybrid"][0] == "law/fr.txt#2" and record["retrieved"]["bm25"][0] == "law/fr.txt#2"
+    assert "gold document; article level" in (tmp_path / "legal" / "report.md").read_text()
