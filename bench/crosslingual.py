@@ -7,7 +7,10 @@ Sets (each a question language over a document language; a question's gold is it
                                     paragraphs are parallel, the ids shared)
     legal                           bench/data/crosslingual_legal.jsonl: questions in one language whose answer is an
                                     article of another language's version of the Constitution or the GDPR; the
-                                    corpus holds every language version, the gold is the article in the others
+                                    index holds the versions the gold names (rag.eval.datasets.read_articles)
+
+The sets are the evaluation harness's readers (rag/eval/datasets.py: `read_squad_across`, `read_articles`), so
+`rag eval run` scores the same questions against the same gold (docs/evaluation.md, "Cross-lingual sets").
 
 Reports dense, BM25, the configured hybrid (rag/retrieve.py's `Retriever.fuse`, `retrieval.dense_weight_across`
 included) and, with `--sweep`, hybrids with one dense share for every passage. Indexes are the evaluation harness's
@@ -22,24 +25,20 @@ embedder's load time and resident memory. Writes bench/results/crosslingual-<emb
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
-import re
 import resource
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
 
-from rag.eval.datasets import Dataset, Question, read_squad
+from rag.eval.datasets import Dataset, read_articles, read_squad, read_squad_across
 from rag.eval.index import open_index
+from rag.eval.metrics import dedupe, retrieval_metrics
 from rag.eval.run import subset
 from rag.language import detect_language
-from rag.load import load_document
-from rag.eval.metrics import dedupe, retrieval_metrics
 from rag.pipeline import Pipeline
 from rag.retrieve import fuse
 from rag.settings import Settings, load_settings
@@ -49,28 +48,11 @@ from .retrieval import DATASETS
 LEGAL = Path(__file__).with_name("data") / "crosslingual_legal.jsonl"
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "corpus"
 SWEEP = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-ARTICLE = re.compile(r"(?:art\.?|article|artikel)\s*(\d+)", re.IGNORECASE)
 
 
 def cross(questions_of: str, documents_of: str) -> Dataset:
-    """`questions_of`'s questions over `documents_of`'s paragraphs; gold sources renamed to the documents'. The
-    dataset keeps the documents' sha256, so it shares their scratch index with the same-language set."""
-    asked, read = read_squad(DATASETS[questions_of], questions_of), read_squad(DATASETS[documents_of], documents_of)
-    prefix = f"{questions_of}/"
-    questions = [replace(q, gold_doc_ids=frozenset(documents_of + "/" + g.removeprefix(prefix) for g in q.gold_doc_ids))
-                 for q in asked.questions]
-    return Dataset(f"{questions_of}>{documents_of}", read.documents, questions, read.sha256, read.format)
-
-
-def legal() -> Dataset:
-    """The legal question set over the versions its gold articles are in (the constitution's French text and the
-    GDPR's English one): each line {"id", "lang", "question", "gold": ["<path under the corpus>#<article>"]}."""
-    rows = [json.loads(line) for line in LEGAL.read_text(encoding="utf-8").splitlines() if line.strip()]
-    files = sorted({gold.partition("#")[0] for row in rows for gold in row["gold"]})
-    documents = [replace(load_document(CORPUS / name), source=name) for name in files]
-    questions = [Question(row["id"], row["question"], (), frozenset(row["gold"])) for row in rows]
-    digest = hashlib.sha256(b"".join((CORPUS / name).read_bytes() for name in files)).hexdigest()
-    return Dataset("legal", documents, questions, digest, "jsonl")
+    """`questions_of`'s questions over `documents_of`'s paragraphs (`rag eval run Q.json --documents-of D.json`)."""
+    return read_squad_across(DATASETS[questions_of], DATASETS[documents_of], names=(questions_of, documents_of))
 
 
 def sets() -> dict:
@@ -80,7 +62,7 @@ def sets() -> dict:
         "piaf-fr": lambda: read_squad(DATASETS["piaf-fr"], "piaf-fr"),
         "xquad-de>en": lambda: cross("xquad-de", "xquad-en"),
         "xquad-en>de": lambda: cross("xquad-en", "xquad-de"),
-        "legal": legal,
+        "legal": lambda: read_articles(LEGAL, CORPUS, "legal"),
     }
 
 
@@ -97,7 +79,7 @@ def evaluate(dataset: Dataset, limit: int | None, sweep: bool, settings: Setting
         rankings = {"dense": dense, "bm25": lexical, "hybrid": retriever.fuse(dense, lexical, lang)}
         rankings |= {f"hybrid@w={w}": fuse(dense, lexical, w) for w in (SWEEP if sweep else ())}
         missing = sorted({cid for r in rankings.values() for cid, _ in r} - keys.keys())
-        keys.update({cid: _key(dataset, chunk) for cid, chunk in store.chunks(missing).items()})
+        keys.update({cid: dataset.chunk_key(chunk) for cid, chunk in store.chunks(missing).items()})
         for name, ranking in rankings.items():
             ranked = dedupe([keys[cid] for cid, _ in ranking if cid in keys])
             runs.setdefault(name, []).append((ranked, set(question.gold_doc_ids)))
@@ -113,20 +95,6 @@ def evaluate(dataset: Dataset, limit: int | None, sweep: bool, settings: Setting
         "query_ms_mean": round(1000 * query_seconds / max(1, len(questions)), 2),
         "metrics": {name: {m: round(v, 4) for m, v in retrieval_metrics(run).items()} for name, run in runs.items()},
     }
-
-
-def _key(dataset: Dataset, chunk) -> str:
-    """The gold key of a chunk: its document's, and for the legal set its article's."""
-    return f"{chunk.source}#{article_of(chunk.heading_path)}" if dataset.name == "legal" else chunk.source
-
-
-def article_of(heading_path) -> str:
-    """The article number in a chunk's heading path ("Art. 1er", "Artikel 12 - ...", "Article 12" -> "1", "12"),
-    or "" outside articles (recitals, chapter headings)."""
-    for heading in heading_path:
-        if match := ARTICLE.match(heading):
-            return match.group(1)
-    return ""
 
 
 def model_cost(settings: Settings) -> dict:

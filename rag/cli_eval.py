@@ -24,9 +24,18 @@ def run(
     ctx: typer.Context,
     dataset: Annotated[Path, typer.Argument(help="dataset file or folder (docs/evaluation.md)")],
     format: Annotated[
-        str | None, typer.Option("--format", help="squad | beir | clapnq | jsonl (default: recognised from the path)")
+        str | None,
+        typer.Option("--format", help="squad | beir | clapnq | articles | jsonl (default: recognised from the path)"),
     ] = None,
-    documents: Annotated[Path | None, typer.Option(help="documents folder of a generic JSONL dataset")] = None,
+    documents: Annotated[Path | None, typer.Option(help="documents folder of a generic JSONL or articles set")] = None,
+    documents_of: Annotated[
+        Path | None,
+        typer.Option(
+            "--documents-of",
+            help="SQuAD file parallel to DATASET (e.g. another XQuAD language) whose paragraphs are indexed instead "
+            "of DATASET's own: its questions over another language's documents",
+        ),
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="N questions evenly spaced through the dataset")] = None,
     mode: Annotated[str | None, typer.Option(help="generate | quote | retrieval (default: answer.mode)")] = None,
     out: Annotated[Path, typer.Option(help="output folder; rerunning into it resumes")] = Path("eval-out"),
@@ -41,7 +50,8 @@ def run(
     from .eval.run import EvalRequest, gate_failures, parse_gate, run_eval
 
     gates = [parse_gate(g) for g in fail_under or []]
-    request = EvalRequest(dataset, out, format, documents, limit, mode, shlex.join(["rag", *sys.argv[1:]]))
+    command = shlex.join(["rag", *sys.argv[1:]])
+    request = EvalRequest(dataset, out, format, documents, limit, mode, command, documents_of=documents_of)
     try:
         results = run_eval(request, invocation(ctx).settings(config), progress=not quiet)
     except KeyboardInterrupt:

@@ -10,8 +10,18 @@ import sys
 
 import pytest
 
-from rag.eval.datasets import read_beir, read_clapnq, read_dataset, read_jsonl
+from rag.eval.datasets import (
+    article_number,
+    read_articles,
+    read_beir,
+    read_clapnq,
+    read_dataset,
+    read_jsonl,
+    read_squad,
+)
+from rag.eval.index import cache_key
 from rag.errors import InputError
+from rag.settings import Settings
 from rag.eval.run import gate_failures, parse_gate, resume, subset
 from rag.eval.summary import Table, compare_runs, summarise
 
@@ -174,6 +184,76 @@ def test_clapnq_malformed_item(tmp_path):
         read_clapnq(path)
 
 
+def _squad(path, paragraphs: list[list[str]]) -> None:
+    """A SQuAD file with one article per list, one paragraph per string and one question per paragraph."""
+    data = [{"title": f"t{a}", "paragraphs": [{"context": text, "qas": [{"id": f"q{a}-{p}", "question": f"{text}?",
+                                                                          "answers": [{"text": text}]}]}
+                                              for p, text in enumerate(article)]}
+            for a, article in enumerate(paragraphs)]
+    path.write_text(json.dumps({"data": data}))
+
+
+def test_squad_questions_over_the_parallel_paragraphs_of_another_language():
+    de, en = shared("qa/xquad/xquad.de.json"), shared("qa/xquad/xquad.en.json")
+    cross = read_dataset(de, documents_of=en)
+    asked, read = read_squad(de), read_squad(en)
+    assert cross.name == "xquad.de>xquad.en" and cross.format == "squad"
+    assert [q.text for q in cross.questions] == [q.text for q in asked.questions]  # German questions
+    assert cross.documents == read.documents  # English paragraphs
+    # each German question's gold is the English paragraph at its own paragraph's place
+    assert [q.gold_doc_ids for q in cross.questions] == [
+        frozenset(g.replace("xquad.de/", "xquad.en/", 1) for g in q.gold_doc_ids) for q in asked.questions]
+    assert all(q.gold_doc_ids <= {d.source for d in read.documents} for q in cross.questions)
+    # its identity covers both files; its scratch index is the English set's own
+    assert cross.sha256 not in (asked.sha256, read.sha256)
+    embedder = {"model": "m", "fingerprint": "f"}
+    assert cache_key(embedder, Settings(), cross) == cache_key(embedder, Settings(), read)
+    assert cache_key(embedder, Settings(), cross) != cache_key(embedder, Settings(), asked)
+
+
+def test_documents_of_must_be_a_parallel_squad_file(tmp_path):
+    a, b, gold = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "gold.jsonl"
+    _squad(a, [["Cats purr.", "Dogs bark."]])
+    _squad(b, [["Le chat ronronne."], ["Le chien aboie."]])  # two articles of one paragraph: another layout
+    with pytest.raises(InputError, match=r"--documents-of .*b.json is not parallel to .*a.json"):
+        read_dataset(a, documents_of=b)
+    gold.write_text('{"question": "q"}\n')
+    with pytest.raises(InputError, match="--documents-of pairs two parallel SQuAD-format files"):
+        read_dataset(gold, documents_of=b)
+    with pytest.raises(InputError, match="missing.json does not exist"):
+        read_dataset(a, documents_of=tmp_path / "missing.json")
+
+
+def test_articles_set_indexes_the_versions_its_gold_names(tmp_path):
+    (tmp_path / "law").mkdir()
+    (tmp_path / "law" / "fr.txt").write_text("Art. 1er. Le chat ronronne.\n\nArt. 2. Le chien aboie.\n")
+    (tmp_path / "law" / "de.txt").write_text("Art. 1. Die Katze schnurrt.\n\nArt. 2. Der Hund bellt.\n")
+    gold = tmp_path / "legal.jsonl"
+    gold.write_text('{"id": "q1", "lang": "de", "question": "Wer bellt?", "gold": ["law/fr.txt#2"]}\n'
+                    '{"question": "Wer schnurrt?", "gold": ["law/fr.txt#1"]}\n')
+    dataset = read_dataset(gold, documents=tmp_path)
+    assert dataset.format == "articles" and dataset.articles
+    assert [d.source for d in dataset.documents] == ["law/fr.txt"]  # not the German version: it would answer
+    assert [(q.id, q.gold_doc_ids) for q in dataset.questions] == [("q1", frozenset({"law/fr.txt#2"})),
+                                                                  ("line-2", frozenset({"law/fr.txt#1"}))]
+    assert article_number(("Chapitre II", "Art. 1er.")) == "1" and article_number(("Artikel 12 - Zweck",)) == "12"
+    assert article_number(("Considérant 3",)) == ""
+    for line, message in (('{"question": "q", "gold": ["law/fr.txt"]}', r"legal.jsonl:1: 'gold' must list articles"),
+                          ('{"question": "q", "gold": ["law/en.txt#1"]}', r"gold names \['law/en.txt'\] that are no"),
+                          ('{"question": "q", "gold": ["law/fr.txt#7"]}', r"legal.jsonl:1: gold \['law/fr.txt#7'\]")):
+        gold.write_text(line + "\n")
+        with pytest.raises(InputError, match=message):
+            read_articles(gold, tmp_path)
+
+
+def test_the_legal_set_names_articles_of_the_shared_corpus():
+    """bench/data/crosslingual_legal.jsonl over ../shared/data/corpus: every gold article exists in its version."""
+    dataset = read_dataset(ROOT / "bench" / "data" / "crosslingual_legal.jsonl", documents=shared("corpus"))
+    assert len(dataset.questions) == 48 and sorted(d.source for d in dataset.documents) == [
+        "gdpr/gdpr-consolidated-with-corrected-preamble-en.xml",
+        "legilux/works/constitution-1868-10-17-n1/versions/2023-07-01/fr.xml"]
+
+
 # ---------------------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def rag_eval(tmp_path_factory):
@@ -248,3 +328,29 @@ def test_generic_jsonl_over_real_files(rag_eval, tmp_path):
     assert [r["retrieved"]["hybrid"][0] for r in results["records"][:2]] == [
         "travel-expenses-policy.docx", "datenaufbewahrung.html"]
     assert "answer.f1" not in results["aggregates"], "retrieval mode answers nothing"
+
+
+@pytest.mark.integration
+def test_cross_lingual_sets_end_to_end(rag_eval, tmp_path):
+    de, en = str(shared("qa/xquad/xquad.de.json")), str(shared("qa/xquad/xquad.en.json"))
+    out = tmp_path / "de-en"
+    result = rag_eval("run", de, "--documents-of", en, "--limit", "4", "--mode", "retrieval", "--out", str(out), "-q")
+    assert result.returncode == 0, result.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["run"]["dataset"]["name"] == "xquad.de>xquad.en"
+    assert results["run"]["dataset"]["documents_of"] == en and results["run"]["dataset"]["documents"] == 240
+    assert all(r["retrieved"]["hybrid"][0].startswith("xquad.en/") for r in results["records"])
+    assert all(r["gold_doc_ids"][0].startswith("xquad.en/") for r in results["records"])
+
+    (tmp_path / "law").mkdir()
+    (tmp_path / "law" / "fr.txt").write_text(
+        "Art. 1er. Les chats ronronnent quand ils sont contents.\n\n"
+        "Art. 2. Le chien aboie devant la maison la nuit.\n\nArt. 3. Les oiseaux chantent le matin.\n")
+    gold = tmp_path / "legal.jsonl"
+    gold.write_text('{"id": "dog", "question": "Le chien aboie-t-il la nuit?", "gold": ["law/fr.txt#2"]}\n')
+    result = rag_eval("run", str(gold), "--documents", str(tmp_path), "--mode", "retrieval", "--out",
+                      str(tmp_path / "legal"), "-q", "--fail-under", "retrieval.hybrid.hit@1=1")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "legal" / "results.json").read_text())["records"][0]
+    assert record["retrieved"]["hybrid"][0] == "law/fr.txt#2" and record["retrieved"]["bm25"][0] == "law/fr.txt#2"
+    assert "gold document; article level" in (tmp_path / "legal" / "report.md").read_text()

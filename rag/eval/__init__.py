@@ -5,7 +5,7 @@ question.py  one question -> one plain record (rankings, answer, citations, scor
 summary.py   records -> aggregate metrics; paired bootstrap comparison of two runs
 report.py    results.json, report.md and the PNG plots
 run.py       the runner: progress, resume, provenance, quality gates
-datasets.py  readers of the evaluation sets (SQuAD, BEIR, ClapNQ, JSONL) into documents and questions
+datasets.py  readers of the evaluation sets (SQuAD and parallel SQuAD pairs, BEIR, ClapNQ, articles, JSONL)
 metrics.py   metric arithmetic: pure functions over plain data, fed by the modules above
 """
 

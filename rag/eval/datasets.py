@@ -2,26 +2,33 @@
 
 Each reader returns a `Dataset`. Its documents are either parsed texts (`text_document`, so they go through the same
 chunker and index as real files) or a folder of real files ingested through the normal loaders. A question's gold
-document ids are *keys*: the dataset's own document ids (SQuAD paragraph, BEIR `_id`, ClapNQ passage hash) or, for
-a documents folder, file paths relative to that folder; `Dataset.doc_key` maps an indexed document back to its key.
+document ids are *keys*: the dataset's own document ids (SQuAD paragraph, BEIR `_id`, ClapNQ passage hash), for a
+documents folder file paths relative to that folder, or for the `articles` format `<file>#<article number>`;
+`Dataset.chunk_key` maps an indexed chunk back to its key.
 
-Formats (docs/evaluation.md): `squad` (SQuAD v1/v2, XQuAD, PIAF), `beir`, `clapnq`, and the generic `jsonl`. A
-malformed record raises one `InputError` naming the file and line.
+Formats (docs/evaluation.md): `squad` (SQuAD v1/v2, XQuAD, PIAF; with `documents_of`, the questions of one SQuAD file
+over the parallel paragraphs of another: one language's questions over another's documents), `beir`, `clapnq`,
+`articles` (questions whose gold is an article of a legal text), and the generic `jsonl`. A malformed record raises
+one `InputError` naming the file and line.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import InputError
 from ..language import detect_language
-from ..load import Block, Document, iter_input_files
+from ..load import Block, Document, iter_input_files, load_document
+from ..records import ChunkRecord
 
-FORMATS = ("squad", "beir", "clapnq", "jsonl")
+FORMATS = ("squad", "beir", "clapnq", "articles", "jsonl")
+# the number of an article heading: "Art. 1er", "Artikel 12 - ...", "Article 12"
+ARTICLE = re.compile(r"(?:art\.?|article|artikel)\s*(\d+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -50,12 +57,31 @@ class Dataset:
     sha256: str = ""  # of every input file, documents folder included: the identity of the evaluation data
     format: str = ""
     documents_dir: Path | None = None  # real files to ingest instead of `documents`
+    # of the documents alone, when the questions come from another file (`read_squad_across`): the scratch index is
+    # then the one of the documents' own set
+    corpus_sha256: str = ""
+    articles: bool = False  # gold ids name articles, `<document key>#<article number>` (`read_articles`)
 
     def doc_key(self, source: str) -> str:
         """The key gold ids use for an indexed document, whose `source` is the key itself or the file's path."""
         if self.documents_dir is None:
             return source
         return Path(source).resolve().relative_to(self.documents_dir.resolve()).as_posix()
+
+    def chunk_key(self, chunk: ChunkRecord) -> str:
+        """The key gold ids use for an indexed chunk: its document's, and in an `articles` set the article number of
+        its heading path after a `#` (empty outside articles: recitals, chapter headings)."""
+        key = self.doc_key(chunk.source)
+        return f"{key}#{article_number(chunk.heading_path)}" if self.articles else key
+
+
+def article_number(heading_path: tuple[str, ...]) -> str:
+    """The number of the article in a heading path ("Art. 1er", "Artikel 12 - ...", "Article 12" -> "1", "12"), or
+    "" when no heading is an article."""
+    for heading in heading_path:
+        if match := ARTICLE.match(heading):
+            return match.group(1)
+    return ""
 
 
 def text_document(source: str, title: str, text: str, lang: str | None = None) -> Document:
@@ -71,20 +97,28 @@ def text_document(source: str, title: str, text: str, lang: str | None = None) -
     )
 
 
-def read_dataset(path: Path, fmt: str | None = None, documents: Path | None = None) -> Dataset:
-    """Read any supported format; without `fmt` it is recognised from the path (see `detect_format`)."""
+def read_dataset(
+    path: Path, fmt: str | None = None, documents: Path | None = None, *, documents_of: Path | None = None
+) -> Dataset:
+    """Read any supported format; without `fmt` it is recognised from the path (see `detect_format`). `documents` is
+    the folder of a `jsonl` or `articles` set; `documents_of` a SQuAD file parallel to `path` whose paragraphs are
+    indexed instead of its own (`read_squad_across`)."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"dataset {path} does not exist")
+    for given in (path, documents_of):
+        if given is not None and not Path(given).exists():
+            raise InputError(f"dataset {given} does not exist")
     readers = {
-        "squad": read_squad,
+        "squad": (lambda p: read_squad_across(p, documents_of)) if documents_of else read_squad,
         "beir": read_beir,
         "clapnq": read_clapnq,
+        "articles": lambda p: read_articles(p, documents),
         "jsonl": lambda p: read_jsonl(p, documents),
     }
     fmt = fmt or detect_format(path)
     if fmt not in readers:
         raise InputError(f"unknown dataset format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if documents_of is not None and fmt != "squad":
+        raise InputError(f"--documents-of pairs two parallel SQuAD-format files; {path} is read as {fmt}")
     dataset = readers[fmt](path)
     _check_unique_ids(dataset, path)
     return dataset
@@ -101,7 +135,8 @@ def _check_unique_ids(dataset: Dataset, path: Path) -> None:
 
 def detect_format(path: Path) -> str:
     """A folder with corpus.jsonl is BEIR; .json is SQuAD; JSONL whose first record has ClapNQ's `input` and
-    `passages` (or a folder of such files) is ClapNQ; other JSONL is the generic format."""
+    `passages` (or a folder of such files) is ClapNQ; JSONL whose first record has `gold` is `articles`; other JSONL
+    is the generic format."""
     if path.is_dir():
         if (path / "corpus.jsonl").is_file():
             return "beir"
@@ -111,12 +146,18 @@ def detect_format(path: Path) -> str:
         raise InputError(f"cannot tell the format of folder {path}; pass --format ({', '.join(FORMATS)})")
     if path.suffix == ".json":
         return "squad"
-    return "clapnq" if _first_record_is_clapnq(path) else "jsonl"
+    if _first_record_is_clapnq(path):
+        return "clapnq"
+    return "articles" if "gold" in _first_record(path) else "jsonl"
 
 
 def _first_record_is_clapnq(path: Path) -> bool:
+    return {"input", "passages"} <= _first_record(path).keys()
+
+
+def _first_record(path: Path) -> dict:
     first = next(_jsonl(path), (0, {}))[1]
-    return isinstance(first, dict) and {"input", "passages"} <= first.keys()
+    return first if isinstance(first, dict) else {}
 
 
 # ---------------------------------------------------------------------------------------------- SQuAD
@@ -144,6 +185,37 @@ def read_squad(path: Path, name: str | None = None) -> Dataset:
                     )
                 )
     return dataset
+
+
+def read_squad_across(questions: Path, documents: Path, *, names: tuple[str, str] | None = None) -> Dataset:
+    """The questions of one SQuAD-format file over the paragraphs of another, parallel one: XQuAD's language versions
+    hold the same articles and paragraphs in the same order (and share the question ids), so German questions can be
+    asked of the English paragraphs. A question's gold is the paragraph at its own paragraph's place in `documents`.
+
+    `names` (questions', documents'; default: the file stems) name the two sets; the dataset is `<q>><d>`. Its
+    documents are exactly those of `read_squad(documents)`, and `corpus_sha256` is that file's hash, so the scratch
+    index is the documents' own set's; `sha256` covers both files. Files laid out differently are an InputError."""
+    asked = read_squad(questions, names[0] if names else None)
+    read = read_squad(documents, names[1] if names else None)
+    places = [d.source.removeprefix(f"{read.name}/") for d in read.documents]
+    if [d.source.removeprefix(f"{asked.name}/") for d in asked.documents] != places:
+        raise InputError(
+            f"--documents-of {documents} is not parallel to {questions}: it needs the same articles and paragraphs "
+            f"in the same order ({len(read.documents)} paragraphs against {len(asked.documents)})"
+        )
+    prefix = f"{asked.name}/"
+    moved = [
+        replace(q, gold_doc_ids=frozenset(f"{read.name}/{g.removeprefix(prefix)}" for g in q.gold_doc_ids))
+        for q in asked.questions
+    ]
+    return Dataset(
+        name=f"{asked.name}>{read.name}",
+        documents=read.documents,
+        questions=moved,
+        sha256=files_sha256([Path(questions), Path(documents)]),
+        format="squad",
+        corpus_sha256=read.sha256,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- BEIR
@@ -238,12 +310,7 @@ def read_jsonl(path: Path, documents: Path | None = None, name: str | None = Non
     `question` (required), `id`, `answers` (list), `gold_doc_ids` (paths relative to the folder), `answerable`
     (default: true). Every gold id must name a document file of the folder."""
     path = Path(path)
-    folder = Path(documents) if documents else path.parent / "documents"
-    if not folder.is_dir():
-        raise InputError(
-            f"{folder} is not a folder; the generic JSONL format needs the documents to index: "
-            "pass --documents DIR (default: documents/ beside the JSONL file)"
-        )
+    folder = _folder(path, documents, "generic JSONL")
     files = list(iter_input_files([folder]))
     present = {f.resolve().relative_to(folder.resolve()).as_posix() for f in files}
     dataset = Dataset(name=name or path.stem, sha256=files_sha256([path, *files]), format="jsonl", documents_dir=folder)
@@ -254,12 +321,64 @@ def read_jsonl(path: Path, documents: Path | None = None, name: str | None = Non
         answerable = row.get("answerable", True)
         if not isinstance(answerable, bool):
             raise InputError(f"{where}: 'answerable' must be true or false, not {answerable!r}")
-        question_id = str(row.get("id", f"line-{where.rsplit(':', 1)[1]}"))
         dataset.questions.append(
             Question(
-                question_id, _text(row, "question", where), tuple(_strings(row, "answers", where)), gold, answerable
+                _id(row, where), _text(row, "question", where), tuple(_strings(row, "answers", where)), gold, answerable
             )
         )
+    return dataset
+
+
+def _folder(path: Path, documents: Path | None, fmt: str) -> Path:
+    """The documents folder of a JSONL set: `documents`, by default documents/ beside the file; it must exist."""
+    folder = Path(documents) if documents else path.parent / "documents"
+    if not folder.is_dir():
+        raise InputError(
+            f"{folder} is not a folder; the {fmt} format needs the documents to index: "
+            "pass --documents DIR (default: documents/ beside the JSONL file)"
+        )
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------- articles
+def read_articles(path: Path, documents: Path | None = None, name: str | None = None) -> Dataset:
+    """Questions whose answer is an article of a legal text, one per line: `question` (required), `id`, and `gold`,
+    a non-empty list of `<file under the folder>#<article number>` (other fields, such as `lang`, are ignored). The
+    folder defaults to documents/ beside the file.
+
+    The index holds the files the gold ids name, and only those: a folder of parallel language versions (the
+    Constitution in FR/DE/LB, the GDPR in DE/FR/EN) then supplies a cross-lingual set's documents without the
+    question's own language's version answering it. A chunk's key is its file and the article number of its
+    heading path (`Dataset.chunk_key`); a gold article that no heading of its file names is an InputError."""
+    path = Path(path)
+    folder = _folder(path, documents, "articles")
+    rows = list(_records(path))
+    for where, row in rows:
+        gold = _strings(row, "gold", where)
+        if not gold or not all(g.partition("#")[2].isdigit() for g in gold):
+            raise InputError(f"{where}: 'gold' must list articles as '<file>#<article number>', got {gold!r}")
+    files = sorted({g.partition("#")[0] for _, row in rows for g in row["gold"]})
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        raise InputError(f"{path}: gold names {missing} that are no files of {folder}")
+    loaded = [replace(load_document(folder / f), source=f) for f in files]
+    articles = {
+        f"{doc.source}#{number}"
+        for doc in loaded
+        for block in doc.blocks
+        if (number := article_number(block.heading_path))
+    }
+    dataset = Dataset(
+        name=name or path.stem,
+        documents=loaded,
+        sha256=files_sha256([path, *(folder / f for f in files)]),
+        format="articles",
+        articles=True,
+    )
+    for where, row in rows:
+        if unknown := sorted(set(row["gold"]) - articles):
+            raise InputError(f"{where}: gold {unknown} names an article no heading of its file holds")
+        dataset.questions.append(Question(_id(row, where), _text(row, "question", where), (), frozenset(row["gold"])))
     return dataset
 
 
@@ -290,6 +409,11 @@ def _jsonl(path: Path) -> Iterator[tuple[int, object]]:
                 yield number, json.loads(line)
             except ValueError as exc:
                 raise InputError(f"{path}:{number}: not valid JSON ({exc})") from None
+
+
+def _id(row: dict, where: str) -> str:
+    """A question's `id`, by default `line-N`."""
+    return str(row.get("id", f"line-{where.rsplit(':', 1)[1]}"))
 
 
 def _text(row: dict, key: str, where: str) -> str:

@@ -19,10 +19,11 @@ from .datasets import Dataset
 
 def cache_key(embedder: dict, settings: Settings, dataset: Dataset) -> str:
     """Documents are stored under their sources, so those count too: the same bytes read under another dataset name
-    must not add a second copy of every document to a reused index."""
+    must not add a second copy of every document to a reused index. A set whose questions come from another file than
+    its documents (`corpus_sha256`) shares the index of the documents' own set."""
     sources = [str(dataset.documents_dir.resolve())] if dataset.documents_dir else [d.source for d in dataset.documents]
     identity = {
-        "dataset": dataset.sha256,
+        "dataset": dataset.corpus_sha256 or dataset.sha256,
         "sources": hashlib.sha256("\n".join(sources).encode()).hexdigest(),
         "embedder": embedder,
         "chunking": settings.chunking.model_dump(),

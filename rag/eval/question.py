@@ -43,8 +43,8 @@ class Ranker:
     def __init__(self, pipeline: Pipeline, dataset: Dataset):
         self.retriever = pipeline.retriever
         self.store = pipeline.store
-        self.doc_key = dataset.doc_key
-        self._keys: dict[int, str] = {}  # chunk id -> document key, fetched once per chunk
+        self.chunk_key = dataset.chunk_key
+        self._keys: dict[int, str] = {}  # chunk id -> gold key (document, or article), fetched once per chunk
 
     def rank(self, text: str, weights: tuple[float, ...] = ()) -> dict[str, list[str]]:
         """Document keys in rank order, duplicates removed, per retriever: dense, bm25 (Robertson & Zaragoza 2009),
@@ -63,7 +63,7 @@ class Ranker:
 
     def _learn(self, chunk_ids: set[int]) -> None:
         missing = sorted(chunk_ids - self._keys.keys())
-        self._keys.update({cid: self.doc_key(chunk.source) for cid, chunk in self.store.chunks(missing).items()})
+        self._keys.update({cid: self.chunk_key(chunk) for cid, chunk in self.store.chunks(missing).items()})
 
 
 def evaluate(question: Question, ranker: Ranker, pipeline: Pipeline, mode: str) -> dict:

@@ -41,7 +41,7 @@ def report_markdown(results: dict) -> str:
     records = results["records"]
     sections = [
         _header(run, records),
-        _retrieval(agg),
+        _retrieval(agg, run["dataset"]["format"]),
         _answers(agg),
         _citations(agg),
         _abstention(agg, records),
@@ -82,14 +82,16 @@ def _limit(limit: int | None) -> str:
     return "all" if limit is None else f"--limit {limit}, evenly spaced"
 
 
-def _retrieval(agg: dict) -> str:
+def _retrieval(agg: dict, fmt: str) -> str:
+    """The ranking metrics per retriever; an `articles` set is scored per article, every other per document."""
+    level = "article" if fmt == "articles" else "document"
     rows = [
         [name, *(agg.get(f"retrieval.{name}.{m}") for m in RANKING_METRICS)]
         for name in RETRIEVERS
         if agg.get(f"retrieval.{name}.hit@1") is not None
     ]
     return (
-        "## Retrieval (questions with a gold document; document level)\n\n"
+        f"## Retrieval (questions with a gold document; {level} level)\n\n"
         + table(["retriever", *RANKING_METRICS], rows)
         if rows
         else ""

@@ -44,7 +44,8 @@ SPEED_ONLY = {
 @dataclass(frozen=True)
 class EvalRequest:
     """One `rag eval` run: the dataset (format recognised from the path unless given) and the folder to write into,
-    the documents of a generic JSONL set, at most `limit` questions, the answer mode, and the command as typed."""
+    the documents folder of a generic JSONL or articles set, at most `limit` questions, the answer mode, the command
+    as typed, and a SQuAD file parallel to the dataset whose paragraphs are indexed instead of its own."""
 
     dataset: Path
     out: Path
@@ -53,6 +54,7 @@ class EvalRequest:
     limit: int | None = None
     mode: str | None = None  # None: answer.mode of the settings
     command: str = ""  # as typed, for the report
+    documents_of: Path | None = None  # SQuAD only: the questions of `dataset` over this file's paragraphs
 
 
 def run_eval(request: EvalRequest, settings: Settings, progress: bool = True) -> dict:
@@ -61,7 +63,7 @@ def run_eval(request: EvalRequest, settings: Settings, progress: bool = True) ->
     mode = request.mode or settings.answer.mode
     if mode not in MODES:
         raise InputError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
-    dataset = read_dataset(request.dataset, request.format, request.documents)
+    dataset = read_dataset(request.dataset, request.format, request.documents, documents_of=request.documents_of)
     questions = subset(dataset.questions, request.limit)
     pipeline, index = open_index(settings, dataset, progress)
     try:
@@ -194,6 +196,7 @@ def _provenance(
         "config": _config(settings),
         "dataset": {
             "path": str(request.dataset),
+            "documents_of": str(request.documents_of) if request.documents_of else None,
             "name": dataset.name,
             "format": dataset.format,
             "sha256": dataset.sha256,
