@@ -24,7 +24,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .cite import Citation, Sentence, parse_sentences, passage_text, unmatched_words, verify
+from .cite import (
+    Citation,
+    Sentence,
+    asks_for_number,
+    parse_sentences,
+    passage_text,
+    states_number,
+    unmatched_words,
+    verify,
+)
 from .confidence import ConfidenceModel, features, shipped_model
 from .errors import InputError
 from .focus import coverage, focus, rank_sentences
@@ -283,9 +292,10 @@ class Answerer:
     def _verified(
         self, base: Answer, shown: list[Hit], raw: str, started: float, quotes: list[Sentence], hits: list[Hit]
     ) -> Answer:
-        """The generated text verified against the passages the prompt `shown`; when no sentence survives, the
-        `quotes` of those passages in the question's language instead (a quote in another language cannot
-        be checked against the question), or an abstention."""
+        """The generated text verified against the passages the prompt `shown`; when no sentence survives, or none
+        gives what the question asks for (`answers_kind`: a number for "how many"), the `quotes` of those passages
+        in the question's language instead (a quote in another language cannot be checked against the question),
+        or an abstention."""
         checked = time.perf_counter()
         sentences = parse_sentences(raw, shown)
         verify(sentences, shown, self.settings.answer.min_support, question=base.question, question_lang=base.lang)
@@ -295,7 +305,7 @@ class Answerer:
             kept, removed = [s for s in sentences if s.supported], [s for s in sentences if not s.supported]
         else:
             kept, removed = sentences, []
-        if any(s.supported for s in kept):
+        if any(s.supported for s in kept) and answers_kind(base.question, kept):
             return self._finish(base, shown, kept, removed, started)
         marker = {hit.chunk.id: n for n, hit in enumerate(shown, 1)}
         quoted = [
@@ -367,3 +377,11 @@ def evidence(query: str, hits: Sequence[Hit]) -> float:
 def sources(hits: Sequence[Hit], cited: set[int]) -> list[Source]:
     """The passages shown, numbered from 1 as their `[n]` markers; `cited`: the numbers some kept sentence cites."""
     return [Source(n, hit, n in cited) for n, hit in enumerate(hits, 1)]
+
+
+def answers_kind(question: str, sentences: Sequence[Sentence]) -> bool:
+    """Whether the supported `sentences` give the kind of thing the question asks for: a question asking for a
+    number, a date, a duration or an amount ("how many", "wie lange", "combien") needs one stated (digits or
+    words); "Die Daten werden in einem sicheren Lagerraum aufbewahrt" does not answer "Wie lange werden Daten
+    aufbewahrt?". Other questions: True."""
+    return not asks_for_number(question) or any(s.supported and states_number(s.text) for s in sentences)

@@ -53,6 +53,21 @@ _QUESTION_WORDS = (
 )
 GENERIC_QUESTION_WORDS = frozenset(fold(" ".join(_QUESTION_WORDS)).split())
 
+# Question words that ask for a number, a date or an amount (folded, in the served languages).
+_ASKS_NUMBER = re.compile(
+    r"\b(?:how (?:many|much|long|old|often|far|big|tall|high)|what year|which year|when|combien|quand|"
+    r"en quelle annee|quelle annee|wie (?:viele?|lange|alt|oft|hoch)|wann|in welchem jahr|weivill|weini)\b"
+)
+# A number in digits or in words (folded; not "one"'s article forms un/une/ein/een, which would match nearly every
+# sentence): "trois jours par semaine" answers "combien de jours".
+_STATED_NUMBER = re.compile(
+    r"\d|\b(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|hundred|"
+    r"thousand|million|billion|half|dozen|deux|trois|quatre|cinq|sept|huit|neuf|dix|onze|douze|quinze|vingt|trente|"
+    r"quarante|cinquante|soixante|cent|mille|milliard|moitie|demi|zwei|drei|vier|funf|sechs|sieben|acht|neun|zehn|"
+    r"elf|zwolf|zwanzig|dreissig|hundert|tausend|millionen?|milliarden?|halb|halfte|zwee|drai|veier|fennef|siwen|"
+    r"aacht|neng|zeng)\b"
+)
+
 
 @dataclass(frozen=True)
 class Citation:
@@ -225,9 +240,11 @@ def support(sentence: str, passage: str, lang: str, *, question: str = "", check
     it 0. `question` empty skips the question rules; `check_terms` False skips only the question-term rule."""
     passage_words = set(tokenize(passage, lang))
     passage_numbers = set(_NUMBER.findall(passage))
-    missing_numbers = [n for n in dict.fromkeys(_NUMBER.findall(sentence)) if n not in passage_numbers]
-    names = set(tokenize(" ".join(capitalised_words(sentence)), lang))
+    numbers = list(dict.fromkeys(_NUMBER.findall(sentence)))
     words = tokenize(sentence, lang)
+    missing_numbers = [n for n in numbers if n not in passage_numbers]
+    missing_numbers += misplaced_numbers([n for n in numbers if n in passage_numbers], set(words), passage, lang)
+    names = set(tokenize(" ".join(capitalised_words(sentence)), lang))
     terms = question_terms(question, lang) if question and check_terms else []
     missing_terms = [t for t in terms if t in words and t not in passage_words]
     if not words or (question and restates(sentence, question, lang)):  # nothing checkable, or nothing new
@@ -237,6 +254,66 @@ def support(sentence: str, passage: str, lang: str, *, question: str = "", check
     missing_names = [w for w in dict.fromkeys(words) if w in names and w not in passage_words]
     score = 0.0 if missing_numbers or missing_terms else found / sum(weights)
     return Support(score, tuple(dict.fromkeys(missing_numbers + missing_names + missing_terms)))
+
+
+def misplaced_numbers(numbers: Sequence[str], words: set[str], passage: str, lang: str) -> list[str]:
+    """The `numbers` (digit groups of a sentence, each present in `passage`) that the passage holds only in table
+    cells of another row or column than the ones the sentence names: "The hotel ceiling in Brussels is 60 euros"
+    from a row "Brussels | 60 euros | 170 euros" under "Destination | Daily allowance | Hotel ceiling per night".
+
+    A table is a run of lines with the same number (two or more) of " | "-separated cells, its first line the
+    header (how the loaders write DOCX, HTML, ODF and spreadsheet tables). `words` are the sentence's terms as
+    `tokenize(sentence, lang)` gives them. A number also written outside a table, or in a cell whose column header
+    and row label the sentence names at least as much as any other column's and row's, is in place."""
+    if not numbers or " | " not in passage:
+        return []
+    tables = _tables(passage)
+    prose = _NUMBER.findall(_TABLE_LINE.sub(" ", passage))
+    misplaced = []
+    for number in numbers:
+        if number in prose:
+            continue
+        cells = [
+            (table, r, c)
+            for table in tables
+            for r, row in enumerate(table)
+            for c, cell in enumerate(row)
+            if number in _NUMBER.findall(cell)
+        ]
+        if cells and not any(_names_cell(table, r, c, words, lang) for table, r, c in cells):
+            misplaced.append(number)
+    return misplaced
+
+
+_TABLE_LINE = re.compile(r"^.* \| .*$", re.MULTILINE)
+
+
+def _tables(passage: str) -> list[list[list[str]]]:
+    """Each table of the passage (a run of lines with the same number of " | " cells) as rows of cell texts."""
+    tables: list[list[list[str]]] = []
+    previous = 0
+    for line in (line.strip() for line in passage.splitlines() if line.strip()):
+        cells = [cell.strip() for cell in line.split(" | ")] if " | " in line else []
+        if cells and len(cells) == previous:
+            tables[-1].append(cells)
+        elif cells:
+            tables.append([cells])
+        previous = len(cells)
+    return tables
+
+
+def _names_cell(table: list[list[str]], row: int, column: int, words: set[str], lang: str) -> bool:
+    """Whether the sentence's `words` name the cell's column header and row label at least as much as any other
+    column's header and row's label (row 0 is the header)."""
+
+    def named(text: str) -> int:
+        return len(set(tokenize(text, lang)) & words)
+
+    headers = [named(cell) for cell in table[0]]
+    labels = [named(r[0]) for r in table[1:]]
+    column_ok = headers[column] >= max(headers)
+    row_ok = row == 0 or labels[row - 1] >= max(labels)
+    return column_ok and row_ok
 
 
 def question_terms(question: str, lang: str) -> list[str]:
@@ -276,3 +353,14 @@ def capitalised_words(sentence: str) -> list[str]:
     """Words written with a capital anywhere but at the start of the sentence: names, acronyms, (German) nouns."""
     words = _WORD.findall(sentence)
     return [w for w in words[1:] if w[0].isupper()]
+
+
+def asks_for_number(question: str) -> bool:
+    """Whether the question asks for a number, a date, a duration or an amount ("how many", "wie lange", "combien",
+    "wéivill"), in the served languages."""
+    return bool(_ASKS_NUMBER.search(fold(question)))
+
+
+def states_number(text: str) -> bool:
+    """Whether `text` states a number, in digits or in words ("trois jours", "zwei Wochen")."""
+    return bool(_STATED_NUMBER.search(fold(text)))

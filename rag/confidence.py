@@ -26,28 +26,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .cite import Sentence, passage_text, question_terms
+from .cite import Sentence, asks_for_number, passage_text, question_terms, states_number
 from .lexical import tokenize
 from .retrieve import Hit
 from .untrusted import fold
 
 MODEL_FILE = Path(__file__).with_name("confidence.json")
 
-# Question words that ask for a number, a date or an amount (folded, in the served languages).
-_ASKS_NUMBER = re.compile(
-    r"\b(?:how (?:many|much|long|old|often|far|big|tall|high)|what year|which year|when|combien|quand|"
-    r"en quelle annee|quelle annee|wie (?:viele?|lange|alt|oft|hoch)|wann|in welchem jahr|weivill|weini)\b"
-)
 _ASKS_NAME = re.compile(r"\b(?:who|whom|whose|qui|wer|wem|wen|wessen|wien|wiem)\b")
-# A number in digits or in words (folded; not "one"'s article forms un/une/ein/een, which would match nearly every
-# sentence): "trois jours par semaine" answers "combien de jours".
-_NUMBER = re.compile(
-    r"\d|\b(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|hundred|"
-    r"thousand|million|billion|half|dozen|deux|trois|quatre|cinq|sept|huit|neuf|dix|onze|douze|quinze|vingt|trente|"
-    r"quarante|cinquante|soixante|cent|mille|milliard|moitie|demi|zwei|drei|vier|funf|sechs|sieben|acht|neun|zehn|"
-    r"elf|zwolf|zwanzig|dreissig|hundert|tausend|millionen?|milliarden?|halb|halfte|zwee|drai|veier|fennef|siwen|"
-    r"aacht|neng|zeng)\b"
-)
 _NAME = re.compile(r"(?<=\S\s)[A-ZÀ-Ý][\w-]+")
 
 FEATURES = (
@@ -94,7 +80,7 @@ def features(
         "quote_terms": _share_in_text(question, quoted_text, top.chunk.lang) if best_quote else 0.0,
         "quote_score": quote_scores[0] if quote_scores else 0.0,
         "quote_restates": float(best_quote is not None and best_quote.support == 0.0 and not best_quote.missing),
-        "asks_number_missing": float(bool(_ASKS_NUMBER.search(folded)) and not _NUMBER.search(fold(quoted_text))),
+        "asks_number_missing": float(asks_for_number(question) and not states_number(quoted_text)),
         "asks_name_missing": float(bool(_ASKS_NAME.search(folded)) and not _NAME.search(quoted_text)),
     }
 

@@ -77,3 +77,39 @@ def test_uncited_sentence_is_checked_against_all_passages_and_cites_the_best():
     invented = Sentence("The boiling point of mercury is 357 degrees.")
     verify([invented], HITS, min_support=0.5)
     assert not invented.supported and not invented.citations and "357" in invented.missing
+
+
+TABLE = ("Daily allowances\n\nDestination | Daily allowance | Hotel ceiling per night\n\n"
+         "Luxembourg and neighbouring regions | 45 euros | 130 euros\n\nBrussels | 60 euros | 170 euros\n\n"
+         "Other EU capitals | 70 euros | 190 euros")
+
+
+def test_a_number_from_another_column_or_row_of_a_table_is_not_supported():
+    wrong_column = support("The hotel ceiling per night in Brussels is 60 euros.", TABLE, "en")
+    wrong_row = support("The daily allowance in Brussels is 70 euros.", TABLE, "en")
+    assert (wrong_column.score, wrong_column.missing) == (0.0, ("60",))
+    assert (wrong_row.score, wrong_row.missing) == (0.0, ("70",))
+    for right in ("The hotel ceiling per night in Brussels is 170 euros.", "The daily allowance in Brussels is 60 euros.",
+                  "In Brussels it is 60 euros a day."):  # names neither column: nothing to contradict
+        assert support(right, TABLE, "en").score >= 0.5, right
+
+
+def test_a_number_also_stated_outside_the_table_or_in_a_matching_row_is_in_place():
+    passage = "Files are kept 10 years.\n\nKategorie | Frist\n\nPersonalakten | 10 Jahre\n\nRechnungen | 10 Jahre\n\nLogs | 90 Tage"
+    assert support("Personalakten werden 10 Jahre aufbewahrt.", passage, "de").score > 0.5
+    assert support("Logs werden 10 Jahre aufbewahrt.", passage, "de").score > 0.5  # 10 is in the prose too
+    table = passage.split("\n\n", 1)[1]
+    assert support("Logs werden 10 Jahre aufbewahrt.", table, "de").missing == ("10",)
+    assert support("Logs werden 90 Tage aufbewahrt.", table, "de").score > 0.5
+
+
+def test_a_question_asking_for_a_number_is_answered_only_by_a_sentence_stating_one():
+    from rag.answer import answers_kind
+
+    stated = Sentence("Die Daten werden zehn Jahre aufbewahrt.", supported=True)
+    vague = Sentence("Die Daten werden in einem sicheren Lagerraum aufbewahrt.", supported=True)
+    unsupported = Sentence("Die Daten werden 10 Jahre aufbewahrt.", supported=False)
+    assert not answers_kind("Wie lange werden Daten aufbewahrt?", [vague, unsupported])
+    assert answers_kind("Wie lange werden Daten aufbewahrt?", [vague, stated])
+    assert not answers_kind("Combien de jours de télétravail ?", [Sentence("Le télétravail est possible.", supported=True)])
+    assert answers_kind("Who approves remote work?", [vague])  # does not ask for a number
