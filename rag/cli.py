@@ -206,8 +206,15 @@ def docs(ctx: typer.Context, json_out: JsonOption = False) -> None:
         pages = page_notes(d)
         if pages:
             typer.echo(f"    {pages}")
-    where = "" if pipeline is not None else " (no index yet: `rag ingest FILES` creates it)"
-    typer.echo(f"{len(records)} documents in {settings.index_dir}{where}")
+    if settings.store.backend == "postgres":  # the DSN as `rag stats` shows it, without any password
+        from .store.postgres import redact
+
+        place = f"the PostgreSQL store {redact(settings.store.dsn or '')}"
+    else:
+        place = str(settings.index_dir) + (
+            "" if pipeline is not None else " (no index yet: `rag ingest FILES` creates it)"
+        )
+    typer.echo(f"{len(records)} documents in {place}")
 
 
 def page_notes(record: DocumentRecord) -> str:

@@ -16,20 +16,18 @@ and a graph that differs (other package versions) is refused by the manifest che
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from .errors import ConfigError
-from .files import fsync
-from .private_files import private_dir
+from .files import create_once
 
 if TYPE_CHECKING:
     import torch
@@ -81,33 +79,12 @@ def onnx_path(model: SentenceTransformer, data_dir: Path, fingerprint: str, back
     """The graph for `backend`, exported (and quantised) now if this model has none yet."""
     folder = Path(data_dir) / "onnx" / fingerprint[:16]
     fp32 = folder / "model.onnx"
-    _derive(fp32, lambda out: export_fp32(model, out))
+    create_once(fp32, lambda out: export_fp32(model, out))
     if backend == "onnx":
         return fp32
     int8 = folder / "model-int8.onnx"
-    _derive(int8, lambda out: quantise(model, fp32, out))
+    create_once(int8, lambda out: quantise(model, fp32, out))
     return int8
-
-
-def _derive(path: Path, make: Callable[[Path], None]) -> None:
-    """Create `path` once, atomically; a second process waits for the first one's file instead of redoing it."""
-    if path.is_file():
-        return
-    private_dir(path.parent)  # inside data_dir, which also holds the audit log and keys
-    with open(path.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.is_file():
-            return
-        for stale in path.parent.glob(".*.tmp*"):  # left by a killed export; nobody else writes while we hold the lock
-            stale.unlink()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            make(tmp)
-            fsync(tmp)
-            os.replace(tmp, path)
-            fsync(path.parent)
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 def export_fp32(model: SentenceTransformer, out: Path) -> None:

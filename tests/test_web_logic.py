@@ -75,8 +75,21 @@ def test_originals_are_private_found_by_content_and_pruned(tmp_path):
     assert originals.read(from_path) == b"ingested from a path"
     on_disk.write_bytes(b"changed since")  # a different file now: not the document's original any more
     assert originals.read(from_path) is None
-    assert originals.prune(keep={sha}) == 0 and originals.prune(keep=set()) == 1
-    assert originals.read(record) is None and list((tmp_path / "originals").iterdir()) == []
+    assert originals.prune(keep=lambda: {sha}) == 0 and originals.prune(keep=set) == 1
+    assert originals.read(record) is None and list((tmp_path / "originals").glob("[!.]*")) == []
+
+
+def test_a_prune_never_removes_the_files_of_an_upload_not_committed_yet(tmp_path):
+    """Two writers on one folder (workers or replicas of one host, each with its own `Originals`): while one holds
+    its upload's files until its commit, the other's prune, which does not see that upload's document yet, removes
+    nothing; the next prune after the commit removes only what no document refers to."""
+    uploader, deleter = Originals(tmp_path / "originals"), Originals(tmp_path / "originals")
+    stale = deleter.put(b"the file of a deleted document")
+    with uploader.kept([b"an upload being embedded"]) as (new,):
+        assert deleter.prune(keep=set) == 0
+        assert (tmp_path / "originals" / new).is_file() and (tmp_path / "originals" / stale).is_file()
+    assert deleter.prune(keep=lambda: {new}) == 1
+    assert [p.name for p in (tmp_path / "originals").glob("[!.]*")] == [new]
 
 
 def test_security_headers_keep_a_policy_the_route_sets_itself():

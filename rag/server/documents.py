@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import unicodedata
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
 
@@ -26,6 +27,10 @@ from .answers import ERRORS, in_thread
 from .deps import admin, principal, ready, services
 from .forms import UploadRoute
 from .schemas import DeleteResponse, DocumentList, DocumentPublic, Text, UploadResponse
+
+if TYPE_CHECKING:
+    from ..ingest import IngestReport
+    from ..pipeline import Pipeline
 
 router = APIRouter(tags=["documents"], dependencies=[Depends(ready)], route_class=UploadRoute)
 
@@ -53,10 +58,7 @@ async def upload(
     _check_unique(name for name, _ in named)
     documents = await in_thread(_parse_all, s.parsers, named, f"{caller.id}/{'+'.join(sorted(label_set))}")
     async with s.writes:
-        for _, data in named:  # before the commit: a crash leaves an unreferenced file, never a missing one
-            await in_thread(s.pipeline.originals.put, data)
-        report = await in_thread(s.pipeline.ingest_documents, documents, labels=sorted(label_set), atomic=True)
-        await in_thread(s.pipeline.prune_originals)
+        report = await in_thread(_store, s.pipeline, [data for _, data in named], documents, sorted(label_set))
     copies = dict(report.duplicates)
     stored = [
         await in_thread(s.pipeline.document, d.doc_id, caller.search_filter())
@@ -116,6 +118,16 @@ async def delete_document(request: Request, doc_id: Text = DocId, caller: Princi
         await in_thread(s.pipeline.delete, [doc_id], caller.search_filter())
     await s.record(request, 200, doc_id=doc_id)
     return {"deleted": doc_id}
+
+
+def _store(pipeline: Pipeline, contents: list[bytes], documents: list[Document], labels: list[str]) -> IngestReport:
+    """Keep the files, then commit their documents in one transaction, then prune. The files are written before the
+    commit (a crash leaves an unreferenced file, never a missing one) and held from other writers' prunes until it
+    (rag/originals.py)."""
+    with pipeline.originals.kept(contents):
+        report = pipeline.ingest_documents(documents, labels=labels, atomic=True)
+    pipeline.prune_originals()
+    return report
 
 
 def _upload_labels(labels: list[str] | None, caller: Principal, default: list[str]) -> frozenset[str]:

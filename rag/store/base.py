@@ -32,7 +32,8 @@ class StoreWriter(Protocol):
 
         Each put is (document dict, its chunks); the dict has the keys doc_id, source, title, format, lang, sha256,
         labels (list), pages, chars, text, blocks (JSON text) and optionally pages_ocr and pages_without_text
-        (lists of 1-based pages; missing = empty). Returns the new generation. Raises DocumentConflictError, storing
+        (lists of 1-based pages; missing = empty) and ingested_at (Unix seconds, kept by `rag migrate`; missing =
+        now). Returns the new generation. Raises DocumentConflictError, storing
         nothing, when a put's id belongs to a stored document from another source."""
         ...
 

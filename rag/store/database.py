@@ -12,7 +12,6 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -122,7 +121,7 @@ def _put(db: sqlite3.Connection, doc: dict, chunks: list[NewChunk]) -> None:
         {
             **doc,
             "labels": json.dumps(list(doc["labels"])),
-            "ingested_at": time.time(),
+            "ingested_at": doc.get("ingested_at") or time.time(),  # kept by `rag migrate`
             "pages_ocr": json.dumps(list(doc.get("pages_ocr", ()))),
             "pages_without_text": json.dumps(list(doc.get("pages_without_text", ()))),
         },
@@ -168,7 +167,7 @@ def documents(db: sqlite3.Connection) -> list[DocumentRecord]:
         "(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.doc_id), pages_ocr, pages_without_text "
         "FROM documents d ORDER BY d.doc_id"
     ).fetchall()
-    return [_document(row) for row in rows]
+    return [DocumentRecord.from_row(row, decode=json.loads) for row in rows]
 
 
 def chunks(db: sqlite3.Connection, ids: list[int]) -> dict[int, ChunkRecord]:
@@ -181,44 +180,9 @@ def chunks(db: sqlite3.Connection, ids: list[int]) -> dict[int, ChunkRecord]:
         f"d.source FROM chunks c JOIN documents d USING (doc_id) WHERE c.id IN ({marks})",
         ids,
     )
-    return {row[0]: _chunk(row) for row in rows}
+    return {row[0]: ChunkRecord.from_row(row, decode=json.loads) for row in rows}
 
 
 def vector(blob: bytes) -> np.ndarray:
     """A stored vector, (dim,) float32, read-only view of `blob`."""
     return np.frombuffer(blob, dtype=np.float32)
-
-
-def _document(row: sqlite3.Row | tuple[Any, ...]) -> DocumentRecord:
-    return DocumentRecord(
-        doc_id=row[0],
-        source=row[1],
-        title=row[2],
-        format=row[3],
-        lang=row[4],
-        sha256=row[5],
-        labels=tuple(json.loads(row[6])),
-        pages=row[7],
-        chars=row[8],
-        ingested_at=row[9],
-        chunks=row[10],
-        pages_ocr=tuple(json.loads(row[11])),
-        pages_without_text=tuple(json.loads(row[12])),
-    )
-
-
-def _chunk(row: sqlite3.Row | tuple[Any, ...]) -> ChunkRecord:
-    return ChunkRecord(
-        id=row[0],
-        doc_id=row[1],
-        ordinal=row[2],
-        start=row[3],
-        end=row[4],
-        page=row[5],
-        heading_path=tuple(json.loads(row[6])),
-        lang=row[7],
-        content_hash=row[8],
-        text=row[9],
-        title=row[10],
-        source=row[11],
-    )

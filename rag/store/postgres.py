@@ -3,7 +3,8 @@
 Every row lives in the database and every search runs there, so a commit is searchable from every replica at once
 (no structures to rebuild) and several writers can commit side by side:
 
-    documents   one row per document: metadata, labels, extracted text and blocks
+    documents   one row per document: metadata, labels, extracted text and blocks, the pages read by OCR and those
+                still without text
     chunks      one row per passage: text, position, its document's labels and language (for the filters), the unit
                 vector (pgvector, HNSW index, inner product), a tsvector in the chunk's language (Snowball
                 configuration, `simple` for languages PostgreSQL has no stemmer for) and our own lexical tokens as
@@ -45,7 +46,7 @@ import numpy as np
 
 from ..errors import ConfigError, DocumentConflictError, IndexMismatchError, NotFoundError
 from ..lexical import SNOWBALL
-from ..records import ChunkRecord, DocumentRecord, NewChunk, SearchFilter
+from ..records import DOCUMENT_ROW, ChunkRecord, DocumentRecord, NewChunk, SearchFilter
 from .manifest import _check_manifest
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ _UPGRADE_LOCK = 0x72616701  # pg_advisory_xact_lock key: one process migrates at
 _CHUNK_COLUMNS = (
     'c.id, c.doc_id, c.ordinal, c.start, c."end", c.page, c.heading, c.lang, c.content_hash, c.text, d.title, d.source'
 )
-_DOC_COLUMNS = "doc_id, source, title, format, lang, sha256, labels, pages, chars, ingested_at, chunks"
+_DOC_COLUMNS = ", ".join(DOCUMENT_ROW)  # the columns are named as DocumentRecord's fields
 
 
 def redact(dsn: str) -> str:
@@ -293,7 +294,7 @@ class PostgresStore:
             rows = conn.execute(
                 f"SELECT {_DOC_COLUMNS} FROM documents d WHERE true{where} ORDER BY doc_id", params
             ).fetchall()
-        return [_document(row) for row in rows]
+        return [DocumentRecord.from_row(row, decode=tuple) for row in rows]
 
     def document(self, doc_id: str, search_filter: SearchFilter | None = None) -> DocumentRecord:
         """One document; one the filter hides is reported exactly like one that does not exist."""
@@ -305,7 +306,7 @@ class PostgresStore:
             ).fetchone()
         if row is None:
             raise NotFoundError(f"no document with id {doc_id!r}; `rag docs` lists the ids")
-        return _document(row)
+        return DocumentRecord.from_row(row, decode=tuple)
 
     def document_sha(self, doc_id: str, source: str) -> tuple[str, tuple[str, ...]] | None:
         """(sha256, labels) of the stored document `doc_id` from `source`, None when there is none.
@@ -351,7 +352,7 @@ class PostgresStore:
                 f"SELECT {_CHUNK_COLUMNS} FROM chunks c JOIN documents d USING (doc_id) WHERE c.id = ANY(%s)",
                 ([int(i) for i in ids],),
             ).fetchall()
-        return {row[0]: _chunk(row) for row in rows}
+        return {row[0]: ChunkRecord.from_row(row, decode=tuple) for row in rows}
 
     # ---------------------------------------------------------------- searching
     def search(
@@ -380,9 +381,7 @@ class PostgresStore:
         for doc_id in doc_ids:
             with self._transaction() as conn:
                 doc = conn.execute(
-                    f"SELECT {_DOC_COLUMNS}, text, blocks, pages_ocr, pages_without_text "
-                    "FROM documents WHERE doc_id = %s",
-                    (doc_id,),
+                    f"SELECT {_DOC_COLUMNS}, text, blocks FROM documents WHERE doc_id = %s", (doc_id,)
                 ).fetchone()
                 rows = conn.execute(
                     'SELECT ordinal, start, "end", page, heading, lang, content_hash, text, terms, '
@@ -392,11 +391,9 @@ class PostgresStore:
             if doc is None:  # deleted meanwhile
                 continue
             record = {
-                **_document(doc).to_dict(),
-                "text": doc[11],
-                "blocks": json.dumps(doc[12]),
-                "pages_ocr": doc[13],
-                "pages_without_text": doc[14],
+                **DocumentRecord.from_row(doc[:-2], decode=tuple).to_dict(),
+                "text": doc[-2],
+                "blocks": json.dumps(doc[-1]),  # JSON text, as a writer takes it
             }
             yield (
                 record,
@@ -744,39 +741,6 @@ def _json(value):
     from psycopg.types.json import Jsonb
 
     return Jsonb(value)
-
-
-def _document(row: Sequence[Any]) -> DocumentRecord:
-    return DocumentRecord(
-        doc_id=row[0],
-        source=row[1],
-        title=row[2],
-        format=row[3],
-        lang=row[4],
-        sha256=row[5],
-        labels=tuple(row[6]),
-        pages=row[7],
-        chars=row[8],
-        ingested_at=row[9],
-        chunks=row[10],
-    )
-
-
-def _chunk(row: Sequence[Any]) -> ChunkRecord:
-    return ChunkRecord(
-        id=row[0],
-        doc_id=row[1],
-        ordinal=row[2],
-        start=row[3],
-        end=row[4],
-        page=row[5],
-        heading_path=tuple(row[6]),
-        lang=row[7],
-        content_hash=row[8],
-        text=row[9],
-        title=row[10],
-        source=row[11],
-    )
 
 
 @contextlib.contextmanager
