@@ -147,7 +147,9 @@ def _hnsw_recall(dsn: str, vectors: list, ef_searches: list[int], depth: int) ->
         with store._transaction() as conn:
 
             def nearest(vector) -> list[int]:
-                return [i for (i,) in conn.execute(query, (np.asarray(vector, dtype=np.float32), depth))]
+                # never prepared: a prepared statement's generic plan would ignore enable_indexscan
+                row = (np.asarray(vector, dtype=np.float32), depth)
+                return [i for (i,) in conn.execute(query, row, prepare=False)]
 
             conn.execute("SELECT set_config('enable_indexscan', 'off', true)")
             exact = [nearest(v) for v in vectors]
