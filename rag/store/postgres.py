@@ -687,14 +687,16 @@ def _dense(
         "ORDER BY c.embedding <#> %(v)s LIMIT %(depth)s"
     )  # the distance alone: HNSW can order by it
     conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(max(depth, 40), EF_SEARCH_MAX)),))
-    rows = conn.execute(query, params).fetchall()
+    # never prepared: psycopg prepares a query run 5 times on a connection, and PostgreSQL may then keep one generic
+    # plan, which ignores enable_indexscan (the fallback ran the index again and stayed short, even empty)
+    rows = conn.execute(query, params, prepare=False).fetchall()
     if len(rows) < depth:
         admitted = _one(
             conn, f"SELECT count(*) FROM (SELECT 1 FROM chunks c WHERE true{where} LIMIT %(depth)s) s", params
         )[0]
         if admitted > len(rows):
             conn.execute("SELECT set_config('enable_indexscan', 'off', true)")
-            rows = conn.execute(query, params).fetchall()
+            rows = conn.execute(query, params, prepare=False).fetchall()
             conn.execute("SELECT set_config('enable_indexscan', 'on', true)")
     return [(int(i), float(s)) for i, s in rows]
 
