@@ -243,7 +243,7 @@ def _legal_sample() -> list:
 
 
 def test_legal_text_has_no_instructions():
-    """GDPR (en, fr, de), the Constitution (fr, de, lb, en) and twelve Legilux texts, sentence by sentence: laws are
+    """GDPR (en, fr, de), the Constitution (fr, de, lb) and twelve Legilux texts, sentence by sentence: laws are
     full of "shall", "doit" and "muss", and none of it is an instruction to the model. The whole Legilux collection
     is measured in docs/verification.md."""
     from rag.load import load_document
