@@ -11,8 +11,9 @@ abstains. It also abstains when no passage is found, when the best passage holds
 content words (`answer.min_retrieval_score`), and when nothing survives verification. An abstention says so in the
 question's language and lists the closest passages as its sources.
 
-Passages that address the assistant (rag/untrusted.py) are set aside before anything else: the model never sees
-them, they are neither quoted nor support, and the answer lists them under `set_aside`. When no generated sentence
+Sentences of the passages that instruct the model (rag/untrusted.py) are cut out before anything else: the model
+never sees them, they are neither quoted nor support, and the answer lists them, with their passage and the reason,
+under `set_aside`; the rest of their passage still answers. When no generated sentence
 survives verification, the answer falls back to quoting the passages (`quote`): the quoted sentences in the
 question's language that pass the same verification; it abstains when none does.
 """
@@ -43,7 +44,7 @@ from .prompt import build_prompt, citation_grammar
 from .retrieve import Hit
 from .settings import Settings
 from .store import ChunkRecord, SearchFilter
-from .untrusted import addresses_assistant
+from .untrusted import SetAside, screen
 
 NO_ANSWER = {
     "en": "The documents do not contain the answer to this question.",
@@ -109,8 +110,9 @@ class Source:
 @dataclass
 class Answer:
     """One answer as every front door reports it: the text (kept sentences, or the abstention message), the
-    sentences verification kept and `removed`, the passages shown (`sources`), those `set_aside` as addressing the
-    assistant, `timings`, and `confidence`, a probability in [0, 1] computed from `features` (rag/confidence.py)."""
+    sentences verification kept and `removed`, the passages shown (`sources`), the passages whose instructions to
+    the model were `set_aside` (rag/untrusted.py), `timings`, and `confidence`, a probability in [0, 1] computed
+    from `features` (rag/confidence.py)."""
 
     question: str
     text: str
@@ -124,7 +126,7 @@ class Answer:
     timings: Timings = field(default_factory=Timings)
     model: str | None = None
     raw: str = ""  # the model's output before parsing and verification
-    set_aside: list[Hit] = field(default_factory=list)  # retrieved passages that address the assistant, unused
+    set_aside: list[SetAside] = field(default_factory=list)  # passages with text instructing the model, cut out
     unmatched: list[str] = field(default_factory=list)  # question words no cited passage speaks of (see `_finish`)
     confidence: float = 0.0  # probability that the passages answer the question (rag/confidence.py)
     features: dict[str, float] = field(default_factory=dict)  # the confidence model's inputs
@@ -197,7 +199,7 @@ class Answerer:
         question = self._checked(question, mode)
         query = retrieval_query(question, history)
         found = self.search(query, k=k, search_filter=search_filter)
-        hits = [h for h in found if not addresses_assistant(h.chunk.text)]
+        hits, set_aside = screen(found)
         timings = Timings(retrieval_ms=_ms(started))
         base = Answer(
             question,
@@ -207,7 +209,7 @@ class Answerer:
             False,
             evidence(query, hits),
             timings=timings,
-            set_aside=[h for h in found if h not in hits],
+            set_aside=set_aside,
         )
         quotes, scores = self._quotes(question, base.lang, hits)
         base.features = features(question, hits, quotes, scores)

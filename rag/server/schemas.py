@@ -146,9 +146,10 @@ class AskResponse(BaseModel):
     timings: TimingsPublic = Field(description="where the time went")
     model: str | None = Field(description="language model id; null when none was needed (quote, abstention)")
     raw: str = Field(description="the model's output before parsing and verification")
-    set_aside: list[HitPublic] = Field(
-        description="retrieved passages set aside because they address the assistant (instructions to the model): "
-        "shown, never given to the model (rag/untrusted.py)"
+    set_aside: list[SetAsidePublic] = Field(
+        description="retrieved passages with text that instructs the model (rag/untrusted.py): that text is shown "
+        "here, never given to the model, quoted or used as support; the rest of the passage still answers unless "
+        "`whole`"
     )
     unmatched: list[str] = Field(description="content words of the question that no cited passage speaks of")
     confidence: float = Field(
@@ -188,6 +189,23 @@ class HitPublic(BaseModel):
     bm25_score: float | None = Field(description="BM25 score, null when BM25 did not return it")
     dense_rank: int | None = Field(description="1-based rank in the dense list")
     bm25_rank: int | None = Field(description="1-based rank in the BM25 list")
+
+
+class InstructionPublic(BaseModel):
+    """A sentence, heading or title of a passage that instructs the model, and why it was recognised."""
+
+    text: str = Field(description="the sentence (or heading, or title) as in the document, whitespace collapsed")
+    part: Literal["text", "heading", "title"] = Field(description="where in the passage it is")
+    start: int | None = Field(description="offset of the sentence in the passage's `text`; null for a heading or title")
+    end: int | None = Field(description="offset just after the sentence; null for a heading or title")
+    reason: str = Field(description='the rule that recognised it, e.g. "dictates what to answer, say or output"')
+
+
+class SetAsidePublic(HitPublic):
+    """A retrieved passage some of whose text instructs the model; `text` is the passage as retrieved."""
+
+    whole: bool = Field(description="nothing else was left: the passage was not used at all")
+    instructions: list[InstructionPublic] = Field(description="what was cut out of the passage, and why")
 
 
 class SourcePublic(HitPublic):
@@ -299,4 +317,4 @@ class Status(BaseModel):
     detail: str | None = Field(None, description="why the server is not ready")
 
 
-AskResponse.model_rebuild()  # `set_aside` names HitPublic, defined below it
+AskResponse.model_rebuild()  # `set_aside` names SetAsidePublic, defined below it
