@@ -72,7 +72,8 @@ def load_bytes(data: bytes, name: str, *, ocr: OcrOptions | None = None) -> Docu
     text = parsed.builder.text
     if not text:
         hint = (
-            " - scanned pages without a text layer, and OCR found no text or is off (ingest.ocr)"
+            " - scanned pages without a text layer, and OCR found no text, is off (ingest.ocr) or ran out of "
+            "time (ingest.ocr_time_share)"
             if fmt == "pdf"
             else ""
         )
