@@ -39,8 +39,8 @@ def load_pdf(data: bytes, name: str, ocr: OcrOptions) -> Parsed:
 
     Running headers and footers are dropped, hyphenated line ends rejoined. Pages without text are read by OCR
     when `ocr.enabled` (at most `ocr.max_pages`, within `ocr.budget_s` from the start of this call); those still
-    blank are listed in `pages_without_text`. The title is
-    the metadata title, else the first line. Raises `LoadError` for an encrypted, corrupt or truncated PDF."""
+    blank are listed in `pages_without_text`. The title is the metadata title, else the first line. Raises
+    `LoadError` for an encrypted, corrupt or truncated PDF."""
     started = ocr.clock()
     with PDFIUM_LOCK:
         pages, metadata_title = pdf_page_texts(data, name)
