@@ -103,6 +103,8 @@ def ingest(
     else:
         for _, reason in report.failed:
             typer.echo(f"failed: {reason}", err=True)
+        for _, reason in report.skipped:
+            typer.echo(f"skipped: {reason}", err=True)
         for source, pages in report.pages_ocr:
             typer.echo(f"note: {source}: page(s) {', '.join(map(str, pages))} read by OCR (no text layer)", err=True)
         for source, pages in report.pages_without_text:
@@ -114,7 +116,7 @@ def ingest(
             typer.echo(f"duplicate: {source} has the same bytes as {original}; not indexed again", err=True)
         typer.echo(
             f"{len(report.added)} added, {len(report.updated)} updated, {len(report.unchanged)} unchanged, "
-            f"{len(report.duplicates)} duplicates, "
+            f"{len(report.duplicates)} duplicates, {len(report.skipped)} skipped, "
             f"{len(report.failed)} failed; {report.chunks} chunks ({report.chunks_embedded} embedded) "
             f"in {report.seconds:.1f}s"
         )

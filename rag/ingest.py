@@ -35,6 +35,7 @@ class IngestReport:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): not a regular file, never opened
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (file, doc_id of the same bytes, not indexed)
     pages_without_text: list[tuple[str, list[int]]] = field(default_factory=list)  # (file, 1-based PDF pages)
     pages_ocr: list[tuple[str, list[int]]] = field(default_factory=list)  # (file, PDF pages read by OCR)
@@ -115,7 +116,7 @@ class Ingestion:
         if isinstance(document, LoadError):
             report.failed.append((source, str(document)))
             if self.progress:
-                tqdm.write(f"skipped: {document}")
+                tqdm.write(f"failed: {document}")
             return None
         if document.pages_without_text:  # scanned pages: what a search cannot find must be said
             report.pages_without_text.append((source, document.pages_without_text))

@@ -7,7 +7,8 @@ freeze everything else (the HTTP server's event loop, health checks included). H
 in its worker:
 
 - over `ingest.parse_timeout_s` of wall-clock time (counted from when a worker starts the file), the worker is
-  killed and replaced;
+  killed and replaced; OCR, the slowest part (seconds per scanned page, many more under load), stops starting pages
+  once `ingest.ocr_time_share` of that time is spent (rag/load/ocr.py), so a scanned PDF keeps what was read;
 - over `ingest.parse_memory_mb` of address space beyond what the worker maps at start (`RLIMIT_AS`, set in each
   worker), allocations fail: the file ends with MemoryError, or the worker dies and is replaced;
 - a worker that dies for any other reason (a segfault in a parser) is replaced too.
@@ -68,6 +69,7 @@ class ParsePool:
             max_pages=settings.ocr_max_pages,
             dpi=settings.ocr_dpi,
             languages=tuple(settings.ocr_languages),
+            budget_s=settings.ocr_time_share * settings.parse_timeout_s,
         )
         self.workers = settings.parse_workers or min(2, os.cpu_count() or 1)
         self._pool = pebble.ProcessPool(

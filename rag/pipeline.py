@@ -9,6 +9,7 @@ Nothing happens at import.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -21,7 +22,7 @@ from . import load
 from .answer import Answer, Answerer, Event
 from .chunk import Chunker
 from .embed import Embedder
-from .errors import NotFoundError, RagError
+from .errors import LoadError, NotFoundError, RagError
 from .generate import LLM, create_llm
 from .ingest import (
     Ingestion,
@@ -184,20 +185,26 @@ class Pipeline:
         progress: bool = True,
         on_commit: OnCommit | None = None,
     ) -> IngestReport:
-        """Add or update every readable file under `paths`; unreadable ones are reported, not fatal.
+        """Add or update every readable file under `paths`; unreadable ones are reported, not fatal: `failed`
+        (dangling or looping symlinks among them, named by their own path), or `skipped` for what is not a regular
+        file (FIFOs, sockets, devices: never opened; rag/load/loader.py `input_files`).
 
         Files are parsed in worker processes (rag/parse_pool.py) while the embedder works; a file that fails, hangs
         past `ingest.parse_timeout_s` or needs more than `ingest.parse_memory_mb` is one entry of `failed`.
         `on_commit(generation, doc_ids)` runs after each commit. Whatever ends the ingest (an exception, Ctrl-C),
         the parser processes, the writer lock and the progress bars are released before it propagates."""
-        files = [p.resolve() for p in load.iter_input_files([Path(p) for p in paths])]  # a missing path: LoadError
+        found = load.input_files([Path(p) for p in paths])  # a missing path: LoadError
+        files = [p.resolve() for p in found.files]
+        broken: list[tuple[str, Document | LoadError]] = [(path, LoadError(reason)) for path, reason in found.broken]
         ingestion = self._ingestion(labels, progress, on_commit, atomic=False)
         with ParsePool(self.settings.ingest) as pool:
             parsed = pool.parse_files(files, ahead=self.settings.ingest.parse_ahead)
             try:
-                return ingestion.run(parsed, len(files))
+                report = ingestion.run(itertools.chain(broken, parsed), len(broken) + len(files))
             finally:
                 parsed.close()  # cancels what it queued, before the pool stops
+        report.skipped = found.skipped
+        return report
 
     def ingest_documents(
         self,

@@ -170,8 +170,17 @@ class IngestSettings(Section):
         4,
         ge=0,
         le=10_000,
-        description="pages OCR'd per document (2.5-5 CPU s each at 400 dpi, bench/ocr.py: keep "
-        "pages x seconds under parse_timeout_s); the rest are reported as pages without text",
+        description="pages OCR'd per document (2.5-5 CPU s each at 400 dpi idle, bench/ocr.py; more under load, "
+        "which ocr_time_share bounds); the rest are reported as pages without text",
+    )
+    ocr_time_share: float = Field(
+        0.5,
+        gt=0,
+        le=0.9,
+        description="share of parse_timeout_s a document's OCR may use: no further page is started once the "
+        "parse has run so long that the slowest page read so far would end past it; the text layer and the pages "
+        "read are kept, the pages not reached are reported as pages without text (instead of the whole file "
+        "timing out)",
     )
     ocr_dpi: int = Field(
         400,

@@ -157,3 +157,46 @@ def test_upload_named_like_another_principals_document_replaces_nothing(service,
             assert "ZEBRA-7731-SECRET" in str(hits)
         finally:
             assert client.delete(f"/v1/documents/{uploaded}").status_code == 200
+
+
+def _special_folder(folder):
+    """A folder with a memo, a FIFO and a symlink to it, a socket, a dangling and a looping symlink, all with
+    document suffixes; returns the socket (closed by the caller)."""
+    import socket
+
+    folder.mkdir()
+    (folder / "memo.md").write_text("# Bicycles\n\nBicycles are parked in the courtyard, never in the corridors.\n")
+    os.mkfifo(folder / "pipe.txt")
+    (folder / "to-pipe.md").symlink_to(folder / "pipe.txt")
+    (folder / "dangling.md").symlink_to("/nonexistent")
+    (folder / "loop.md").symlink_to(folder / "loop.md")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(folder / "sock.txt"))
+    return server
+
+
+def test_cli_skips_special_files_unopened_and_names_broken_links_by_their_own_path(tmp_path, make_settings):
+    """A FIFO (read, it would wait for a writer until the parse limit), a socket and a symlink to the FIFO are one
+    `skipped:` line each; a dangling and a looping symlink one `failed:` line each, named by the link; the memo is
+    ingested. Named on the command line, the FIFO is skipped alike. No file is opened: the FIFO never gets a reader,
+    so a parser that opened it would block (and time out) rather than pass."""
+    folder = tmp_path / "docs"
+    server = _special_folder(folder)
+    settings = make_settings()
+    env = {**os.environ, "RAG_INDEX_DIR": str(tmp_path / "index"), "RAG_DATA_DIR": str(settings.data_dir),
+           "RAG_INGEST__PARSE_TIMEOUT_S": "600"}  # a parser blocked on the FIFO would outlast the run's timeout
+    try:
+        result = subprocess.run([sys.executable, "-m", "rag", "ingest", "-q", str(folder), str(folder / "pipe.txt")],
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        server.close()
+    lines = result.stderr.splitlines()
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert sorted(line for line in lines if line.startswith(("skipped: ", "failed: "))) == [
+        f"failed: {folder}/dangling.md: dangling symbolic link (to /nonexistent), not read",
+        f"failed: {folder}/loop.md: symbolic link loop, not read",
+        f"skipped: {folder}/pipe.txt: not a regular file (a FIFO), not read",
+        f"skipped: {folder}/sock.txt: not a regular file (a socket), not read",
+        f"skipped: {folder}/to-pipe.md: not a regular file (a FIFO), not read",
+    ], result.stderr
+    assert "1 added" in result.stdout and "3 skipped, 2 failed" in result.stdout, result.stdout

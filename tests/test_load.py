@@ -13,7 +13,7 @@ import pytest
 
 from rag.errors import LoadError
 from rag.language import detect_language
-from rag.load import Document, detect_format, iter_input_files, load_bytes, load_document
+from rag.load import Document, detect_format, input_files, load_bytes, load_document
 
 from .conftest import shared
 from .hostile_corpus import pdf_bytes
@@ -148,7 +148,7 @@ def make_zip_bomb(path: Path, megabytes: int) -> Path:
 
 
 def test_sample_corpus_loads_in_every_format():
-    files = list(iter_input_files([CORPUS]))
+    files = input_files([CORPUS]).files
     docs = {path.name: load_document(path) for path in files}
     assert {doc.format for doc in docs.values()} == {"markdown", "html", "text", "docx"}
     assert {name: doc.lang for name, doc in docs.items()} == {
@@ -314,7 +314,7 @@ def test_xml_external_entities_are_not_resolved():
 
 def test_missing_paths(tmp_path):
     with pytest.raises(LoadError, match="no such file or directory"):
-        list(iter_input_files([tmp_path / "nowhere"]))
+        input_files([tmp_path / "nowhere"]).files
     with pytest.raises(LoadError, match=r"nowhere\.pdf: cannot read file"):
         load_document(tmp_path / "nowhere.pdf")
 
@@ -352,12 +352,12 @@ def test_detect_format_from_content(content, name, expected):
     assert detect_format(content, name) == expected
 
 
-def test_iter_input_files_recurses_sorted_and_skips_hidden(tmp_path):
+def test_input_files_recurses_sorted_and_skips_hidden(tmp_path):
     for relative in ["b/z.md", "b/a.txt", "a.html", ".hidden.txt", ".git/config.txt", "b/.cache/x.md", "img.png"]:
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_text("x")
     explicit = tmp_path / "img.png"
-    found = list(iter_input_files([tmp_path, explicit, tmp_path / "a.html"]))
+    found = input_files([tmp_path, explicit, tmp_path / "a.html"]).files
     assert found == [tmp_path / "a.html", tmp_path / "b/a.txt", tmp_path / "b/z.md", explicit]
 
 

@@ -4,14 +4,16 @@ them (tests/office_samples.py), read back word for word with their structure; co
 from __future__ import annotations
 
 import io
+import os
 import re
 import zipfile
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
 from rag.errors import LoadError
-from rag.load import detect_format, iter_input_files, load_bytes
+from rag.load import detect_format, input_files, load_bytes, load_document
 
 from .hostile_corpus import forward_chain_eml, zip_bomb_odt, zip_bomb_pptx, zip_bomb_xlsx
 from .office_samples import HOMEOFFICE, SAMPLES, TELEWORK, csv_sample, odt_sample
@@ -131,7 +133,7 @@ def test_eml_html_only_body_and_a_text_that_merely_quotes_headers():
 def test_shared_drive_folders_pick_up_the_new_suffixes(tmp_path):
     for name in ["a.pptx", "b.xlsx", "c.csv", "d.odt", "e.ods", "f.odp", "g.eml", "h.png"]:
         (tmp_path / name).write_bytes(b"x")
-    assert [path.name for path in iter_input_files([tmp_path])] == ["a.pptx", "b.xlsx", "c.csv", "d.odt", "e.ods",
+    assert [path.name for path in input_files([tmp_path]).files] == ["a.pptx", "b.xlsx", "c.csv", "d.odt", "e.ods",
                                                                     "f.odp", "g.eml"]
 
 
@@ -219,3 +221,32 @@ def test_the_fidelity_measure_counts_words_in_order_only():
     shuffled = fidelity("one two three four", "four three two one extra")
     assert shuffled["recall"] == 0.25 and shuffled["precision"] == 0.2
     assert fidelity("a b", "")["recall"] == 0.0
+
+
+def test_input_files_sorts_out_what_is_not_a_regular_file(tmp_path):
+    """Special files are classified without being opened, by their own path, each once; the exit code policy is
+    the CLI's (tests/test_hostile.py)."""
+    (tmp_path / "a.md").write_text("# A\n\nText.\n")
+    (tmp_path / "b.md").symlink_to(tmp_path / "a.md")  # the same file: once, under its first name
+    os.mkfifo(tmp_path / "pipe.txt")
+    (tmp_path / "dangling.md").symlink_to("/nonexistent")
+    (tmp_path / "loop.md").symlink_to(tmp_path / "loop.md")
+    found = input_files([tmp_path, tmp_path / "pipe.txt", tmp_path / "dangling.md", Path("/dev/null")])
+    assert found.files == [tmp_path / "a.md"]
+    assert found.skipped == [(f"{tmp_path}/pipe.txt", f"{tmp_path}/pipe.txt: not a regular file (a FIFO), not read"),
+                             ("/dev/null", "/dev/null: not a regular file (a character device), not read")]
+    assert found.broken == [
+        (f"{tmp_path}/dangling.md", f"{tmp_path}/dangling.md: dangling symbolic link (to /nonexistent), not read"),
+        (f"{tmp_path}/loop.md", f"{tmp_path}/loop.md: symbolic link loop, not read")]
+    with pytest.raises(LoadError, match="no such file or directory"):
+        input_files([tmp_path / "missing.md"])
+
+
+def test_load_document_refuses_a_fifo_without_waiting_for_a_writer(tmp_path):
+    """A FIFO put where a file was after the folder was listed: refused at once (opened without blocking, checked
+    with fstat); a blocking open would wait here for ever, with no writer."""
+    os.mkfifo(tmp_path / "late.txt")
+    with pytest.raises(LoadError, match=r"late\.txt: not a regular file \(a FIFO\), not read"):
+        load_document(tmp_path / "late.txt")
+    with pytest.raises(LoadError, match=r": not a regular file \(a folder\), not read"):
+        load_document(tmp_path)

@@ -103,3 +103,63 @@ def test_ingest_report_names_pages_read_by_ocr_and_pages_left_without_text(memor
                                        timeout=600, check=True).stdout)
     assert report["updated"] and report["pages_ocr"] == [[str(pdf), [3]]]
     assert report["pages_without_text"] == [[str(pdf), [4]]]
+
+
+# ------------------------------------------------------------------------------------------------ time budget
+LINES = ["Article 1. Le congé annuel des salariés est de vingt-six jours", "ouvrables par année de travail entière.",
+         "Article 2. Le salarié peut reporter le congé non pris.", "Article 3. Le présent accord entre en vigueur."]
+
+
+def _scanned(pages: int, *, text_pages: int = 0) -> bytes:
+    """A PDF of `pages` text pages (tests/test_load.py `make_pdf`), all but the first `text_pages` replaced by
+    150 dpi images of themselves: a scan without a text layer."""
+    from .test_load import make_pdf
+
+    data = make_pdf([[f"Page {n}", *LINES] for n in range(1, pages + 1)])
+    for number in range(text_pages + 1, pages + 1):
+        data = scanned_copy(data, number, dpi=150)
+    return data
+
+
+class Ticks:
+    """A clock that advances `step` seconds each time it is read: OCR's budget decisions without timing."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_ocr_starts_no_page_past_its_budget_and_keeps_the_pages_it_read():
+    """Each clock reading is 10 s later: the parse starts at 10, page 1 starts at 20 (10 s spent) and ends at 30;
+    page 2 would start with 30 s spent, within a 35 s budget, but the slowest page's 10 s would end past it: not
+    started, and pages 2 and 3 are reported, not lost with page 1. With 45 s, page 2 is read too."""
+    scan = _scanned(3)
+    doc = load_bytes(scan, "scan.pdf", ocr=OcrOptions(dpi=150, languages=("fra",), budget_s=35, clock=Ticks(10)))
+    assert doc.pages_ocr == [1] and doc.pages_without_text == [2, 3] and doc.pages == 3
+    assert "vingt-six jours" in page_text(doc, 1)
+    roomy = load_bytes(scan, "scan.pdf", ocr=OcrOptions(dpi=150, languages=("fra",), budget_s=45, clock=Ticks(10)))
+    assert roomy.pages_ocr == [1, 2] and roomy.pages_without_text == [3]
+
+
+def test_a_scan_past_its_ocr_budget_in_the_parser_process_keeps_its_text_layer_and_reports_the_rest(tmp_path):
+    """Real parser processes (rag/parse_pool.py) with `ingest.ocr_time_share` so small that the budget is spent
+    before OCR starts: the PDF with a text page is a Document with its scanned pages reported, not a parse timeout;
+    a wholly scanned one fails with a reason naming the setting. The default share reads the same page."""
+    from rag.errors import LoadError
+    from rag.parse_pool import ParsePool
+    from rag.settings import IngestSettings
+
+    (tmp_path / "partly.pdf").write_bytes(_scanned(3, text_pages=1))
+    (tmp_path / "wholly.pdf").write_bytes(_scanned(2))
+    common = {"parse_workers": 1, "parse_timeout_s": 600, "ocr_dpi": 150, "ocr_languages": ["fra"]}
+    with ParsePool(IngestSettings(**common, ocr_time_share=1e-9)) as pool:
+        (_, partly), (_, wholly) = pool.parse_files([tmp_path / "partly.pdf", tmp_path / "wholly.pdf"], ahead=1)
+    assert not isinstance(partly, LoadError), partly
+    assert partly.pages_ocr == [] and partly.pages_without_text == [2, 3] and "vingt-six jours" in partly.text
+    assert isinstance(wholly, LoadError) and "ran out of time (ingest.ocr_time_share)" in str(wholly), wholly
+    with ParsePool(IngestSettings(**common, ocr_max_pages=1)) as pool:
+        [(_, read)] = pool.parse_files([tmp_path / "partly.pdf"], ahead=1)
+    assert not isinstance(read, LoadError) and read.pages_ocr == [2] and read.pages_without_text == [3], read

@@ -164,8 +164,8 @@ def test_every_text_field_refuses_what_is_not_text_with_a_422(service, bad, word
 
 @pytest.mark.integration
 def test_form_fields_and_file_names_refuse_what_is_not_text(service):
-    """Multipart text arrives as bytes: NUL is the character that can come through; bytes that are not UTF-8 are
-    read as Latin-1 by Starlette and then meet the label and file-name rules."""
+    """Multipart text arrives as bytes: NUL is the character that can come through and meets the label and
+    file-name rules; bytes that are not UTF-8 are refused before (the next test)."""
     with service.client("public-admin") as client:
         labels = client.post("/v1/documents", files={"files": ("memo.txt", b"A memo.")}, data={"labels": f"pub{NUL}"})
         assert labels.status_code == 422 and "body.labels" in labels.json()["error"]["message"], labels.text
@@ -295,6 +295,31 @@ def test_upload_named_only_by_rfc5987_filename_keeps_its_real_name(service):
             assert admin.delete(f"/v1/documents/{document['doc_id']}").status_code == 200
         folder = admin.post("/v1/documents", **_multipart(f"form-data; name=\"files\"; filename*=UTF-8''a%2Fb.md", data))
         assert folder.status_code == 400 and "bare file name" in folder.json()["error"]["message"]
+
+
+@pytest.mark.integration
+def test_upload_names_and_fields_whose_bytes_are_not_text_are_a_400_naming_the_field(service):
+    """shared/cases/15-lone-surrogate kind, for multipart: bytes that are not UTF-8 in a `filename*` (after
+    percent-decoding), a plain `filename`, a field value or a field name are refused, never stored as U+FFFD or
+    read as Latin-1, and the message names the field and the byte."""
+    data = b"# Parking\n\nVisitors park on level -2 of the north car park, never in the delivery bay.\n"
+    names = [  # (Content-Disposition of the file part, words of the message)
+        (b"form-data; name=\"files\"; filename*=UTF-8''a%ED%A0%BDb.md", "(`filename*`) is not valid utf-8 (byte 0xED"),
+        (b"form-data; name=\"files\"; filename*=UTF-8''%ZZ%ff.md", "`filename*`) is not valid utf-8 (byte 0xFF"),
+        (b'form-data; name="files"; filename="pub\xff.md"', "file name (`filename`) is not valid utf-8 text (byte 0xFF"),
+        (b'form-data; name="fi\xffles"; filename="memo.md"', "field name (`name`) is not valid utf-8 text (byte 0xFF"),
+    ]
+    with service.client("public-admin") as admin:
+        before = admin.get("/v1/documents").json()["documents"]
+        for disposition, words in names:
+            response = admin.post("/v1/documents", **_multipart(disposition, data))
+            assert response.status_code == 400 and words in response.json()["error"]["message"], response.text
+        for labels in (b"pub\xff", b"public,\xc3"):
+            response = admin.post("/v1/documents", files={"files": ("parking.md", data)}, data={"labels": labels})
+            error = response.json()["error"]["message"]
+            assert response.status_code == 400 and "form field 'labels' is not valid utf-8" in error, response.text
+            assert "ÿ" not in error and "Ã" not in error  # not read as Latin-1
+        assert admin.get("/v1/documents").json()["documents"] == before  # nothing stored
 
 
 # ------------------------------------------------------------------------------------------------ CLI

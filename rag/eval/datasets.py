@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..language import detect_language
-from ..load import Block, Document, iter_input_files, load_document
+from ..load import Block, Document, input_files, load_document
 from ..records import ChunkRecord
 
 FORMATS = ("squad", "beir", "clapnq", "articles", "jsonl")
@@ -311,7 +311,7 @@ def read_jsonl(path: Path, documents: Path | None = None, name: str | None = Non
     (default: true). Every gold id must name a document file of the folder."""
     path = Path(path)
     folder = _folder(path, documents, "generic JSONL")
-    files = list(iter_input_files([folder]))
+    files = input_files([folder]).files
     present = {f.resolve().relative_to(folder.resolve()).as_posix() for f in files}
     dataset = Dataset(name=name or path.stem, sha256=files_sha256([path, *files]), format="jsonl", documents_dir=folder)
     for where, row in _records(path):

@@ -3,7 +3,7 @@
 Every loader returns one flat `text` and `blocks` that point into it by character offsets, so that any chunk can be
 traced back to the exact span of the extracted text (and, for PDFs, to its page). One module per format family:
 
-    loader.py      load_document / load_bytes / iter_input_files: the entry points and the parser of each format
+    loader.py      load_document / load_bytes / input_files: the entry points and the parser of each format
     detect.py      format detection from the content
     document.py    Document, Block and the text assembly every parser shares
     text.py        plain text and its decoding        markdown.py   Markdown
@@ -16,17 +16,18 @@ traced back to the exact span of the extracted text (and, for PDFs, to its page)
 
 from .detect import detect_format
 from .document import Block, Document, document_id
-from .loader import DOCUMENT_SUFFIXES, iter_input_files, load_bytes, load_document
+from .loader import DOCUMENT_SUFFIXES, InputFiles, input_files, load_bytes, load_document
 from .ocr import OcrOptions
 
 __all__ = [
     "DOCUMENT_SUFFIXES",
     "Block",
     "Document",
+    "InputFiles",
     "OcrOptions",
     "detect_format",
     "document_id",
-    "iter_input_files",
+    "input_files",
     "load_bytes",
     "load_document",
 ]

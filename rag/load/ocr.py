@@ -11,12 +11,19 @@ pages that have text, by their share of its characters (a bilingual Mémorial pa
 all scans has its first page read with every configured language and the rest with the language(s) read so far. A
 page whose reading comes out in another configured language (a German annex scanned into a French act) is read
 again with that language first.
+
+Time: a page takes seconds of CPU (2.5-5 s at 400 dpi on an idle core) and several times that on a loaded machine,
+so a document's OCR has a budget (`OcrOptions.budget_s`, from `ingest.ocr_time_share` x `ingest.parse_timeout_s`),
+counted from the start of the PDF's parse: a page is started only while the time spent plus the slowest page read
+so far stays within it. The pages not reached stay pages without text (reported), and the parse ends before the
+parser process is killed for its time limit, which would lose the whole file.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -43,6 +50,8 @@ class OcrOptions:
     max_pages: int = 4  # per document; further pages without text are only reported
     dpi: int = 400  # small print (tables of contents, 7-8 pt) reads better than at 300, for ~15% more CPU
     languages: tuple[str, ...] = ("fra", "deu", "eng", "ltz")  # Tesseract language data, all installed
+    budget_s: float | None = None  # seconds from the start of a PDF's parse after which no page is started; None: any
+    clock: Callable[[], float] = time.monotonic  # seconds; a module-level function, so the options can be pickled
 
 
 def ocr_languages(texts: Sequence[str], *, options: OcrOptions) -> str:
@@ -63,10 +72,14 @@ def ocr_languages(texts: Sequence[str], *, options: OcrOptions) -> str:
     return "+".join(chosen or options.languages)
 
 
-def ocr_pages(data: bytes, numbers: Sequence[int], *, options: OcrOptions, texts: Sequence[str]) -> dict[int, str]:
+def ocr_pages(
+    data: bytes, numbers: Sequence[int], *, options: OcrOptions, texts: Sequence[str], started: float
+) -> dict[int, str]:
     """Text of the given 1-based pages of the PDF `data`, {page: text}, read by Tesseract from grayscale PDFium
     renders at `options.dpi`, in the languages of `texts` (the document's pages that have text; see the module
-    docstring); {} when `numbers` is empty.
+    docstring); {} when `numbers` is empty. Pages are read in the order given while the time budget allows
+    (`options.budget_s` from `started`, an `options.clock()` reading, module docstring): the pages left out are
+    those at the end of `numbers`.
 
     Raises LoadError when Tesseract is not installed (naming the package) or fails on a page."""
     if not numbers:
@@ -77,8 +90,12 @@ def ocr_pages(data: bytes, numbers: Sequence[int], *, options: OcrOptions, texts
     known = list(texts)
     pdf = pdfium.PdfDocument(data)
     try:
-        read = {}
+        read: dict[int, str] = {}
+        slowest = 0.0
         for number in numbers:
+            begun = options.clock()
+            if options.budget_s is not None and begun - started + slowest >= options.budget_s:
+                break
             page = pdf[number - 1]
             try:
                 image = page.render(scale=options.dpi / 72, grayscale=True).to_pil()
@@ -91,6 +108,7 @@ def ocr_pages(data: bytes, numbers: Sequence[int], *, options: OcrOptions, texts
                 text = _tesseract(pytesseract, image, f"{found}+{languages.split('+')[0]}")
             read[number] = text
             known.append(text)
+            slowest = max(slowest, options.clock() - begun)
         return read
     finally:
         pdf.close()

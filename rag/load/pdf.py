@@ -38,14 +38,16 @@ def load_pdf(data: bytes, name: str, ocr: OcrOptions) -> Parsed:
     """A PDF's text layer (pdfium), in reading order, as paragraphs with their 1-based page and article path.
 
     Running headers and footers are dropped, hyphenated line ends rejoined. Pages without text are read by OCR
-    when `ocr.enabled` (at most `ocr.max_pages`); those still blank are listed in `pages_without_text`. The title is
-    the metadata title, else the first line. Raises `LoadError` for an encrypted, corrupt or truncated PDF."""
+    when `ocr.enabled` (at most `ocr.max_pages`, within `ocr.budget_s` from the start of this call); those still
+    blank are listed in `pages_without_text`. The title is the metadata title, else the first line. Raises
+    `LoadError` for an encrypted, corrupt or truncated PDF."""
+    started = ocr.clock()
     with PDFIUM_LOCK:
         pages, metadata_title = pdf_page_texts(data, name)
         page_lines = [_pdf_lines(text) for text in pages]
         blank = [number for number, lines in enumerate(page_lines, start=1) if not lines]
         texts = ["\n".join(lines) for lines in page_lines if lines]
-        read = ocr_pages(data, blank[: ocr.max_pages], options=ocr, texts=texts) if ocr.enabled else {}
+        read = ocr_pages(data, blank[: ocr.max_pages], options=ocr, texts=texts, started=started) if ocr.enabled else {}
     for number, text in read.items():
         pages[number - 1], page_lines[number - 1] = text, _pdf_lines(text)
     running = _running_lines(page_lines)

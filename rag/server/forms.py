@@ -4,6 +4,10 @@ Clients use it for names that are not ASCII, some of them without a plain `filen
 ignores `filename*` (RFC 7578 §4.2 says form-data should not need it), so Starlette would take such a part for a
 plain form field and the upload would fail as "not a file". `UploadRoute` parses uploads with a parser that turns
 `filename*` into the plain `filename` Starlette reads; when both are present, `filename*` wins, as RFC 6266 asks.
+The parser also refuses, with a 400 naming the field, a field name, file name or field value whose bytes are not
+text in the form's charset (UTF-8 unless the request says otherwise), where Starlette would fall back to Latin-1
+(`pub\xff` read as `pubÿ`) and Python's RFC 2231 decoding to U+FFFD (`filename*=UTF-8''a%ED%A0%BDb.md`): every
+text field of every endpoint is validated alike (rag/server/schemas.py `Text` for JSON).
 This leans on two internals of Starlette's multipart parser (`_current_part`, `_charset`) and on `Request._get_form`;
 tests/test_server_input.py uploads such parts through a real server, so a Starlette change that breaks it fails there.
 """
@@ -26,8 +30,8 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 def with_plain_filename(disposition: bytes, charset: str) -> bytes:
     """A part's Content-Disposition value with its RFC 5987/2231 `filename*` (if any) decoded into a quoted plain
-    `filename`, encoded in the form's `charset`; the other parameters are kept. MultiPartException when the decoded
-    name cannot be written in that charset."""
+    `filename`, encoded in the form's `charset`; the other parameters are kept. MultiPartException when the
+    percent-decoded bytes are not text in the charset they declare, or the name cannot be written in `charset`."""
     if b"filename*" not in disposition.lower():
         return disposition
     header = Message()
@@ -43,11 +47,18 @@ def with_plain_filename(disposition: bytes, charset: str) -> bytes:
         )
     except UnicodeEncodeError:
         raise MultiPartException(f"a part's file name cannot be written in the form's charset {charset}") from None
+    except UnicodeDecodeError as exc:
+        raise MultiPartException(
+            f"a part's file name (`filename*`) is not valid {exc.encoding} ({_bad_byte(exc)} after percent-decoding); "
+            "send the name's bytes in the charset it declares"
+        ) from None
 
 
 def _raw(value: str | tuple[str, str, str], charset: str) -> bytes:
     """A parameter as the bytes Starlette decodes: RFC 2231 values in the form's charset, plain ones as they came."""
-    return collapse_rfc2231_value(value).encode(charset) if isinstance(value, tuple) else value.encode("latin-1")
+    if isinstance(value, tuple):
+        return collapse_rfc2231_value(value, errors="strict").encode(charset)
+    return value.encode("latin-1")
 
 
 def _quoted(value: bytes) -> bytes:
@@ -55,14 +66,39 @@ def _quoted(value: bytes) -> bytes:
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
+def checked_text(raw: bytes | bytearray, charset: str, *, what: str) -> None:
+    """MultiPartException naming `what` (e.g. "form field 'labels'") when `raw` is not text in `charset` (a codec
+    name Python knows: Starlette has already replaced an unknown one by latin-1)."""
+    try:
+        raw.decode(charset)
+    except UnicodeDecodeError as exc:
+        raise MultiPartException(
+            f"{what} is not valid {exc.encoding} text ({_bad_byte(exc)}); send whole characters in the form's charset"
+        ) from None
+
+
+def _bad_byte(exc: UnicodeDecodeError) -> str:
+    return f"byte 0x{exc.object[exc.start]:02X} at offset {exc.start}"
+
+
 class _ExtendedNameParser(MultiPartParser):
-    """Starlette's parser, with each part's `filename*` turned into `filename` before Starlette reads it."""
+    """Starlette's parser, with each part's `filename*` turned into `filename` before Starlette reads it, and each
+    part's name, file name and (for a field) value refused unless they are text in the form's charset."""
 
     def on_headers_finished(self) -> None:
         part = self._current_part
         if part.content_disposition:
             part.content_disposition = with_plain_filename(part.content_disposition, self._charset)
+            _, options = parse_options_header(part.content_disposition)
+            checked_text(options.get(b"name", b""), self._charset, what="a part's field name (`name`)")
+            checked_text(options.get(b"filename", b""), self._charset, what="a part's file name (`filename`)")
         super().on_headers_finished()
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            checked_text(part.data, self._charset, what=f"form field {part.field_name!r}")
+        super().on_part_end()
 
 
 class _UploadRequest(Request):
