@@ -203,17 +203,34 @@ def _widest_gap(covered: list[tuple[float, float]], width: float) -> tuple[float
 
 
 def _column_sections(lines: list[list[_Segment]], gutter: float) -> Iterator[list[list[_Segment]]]:
-    """Consecutive lines grouped while they keep a common gutter; lines crossing it (a title) stand alone."""
+    """Consecutive lines grouped while they keep a common gutter; lines crossing it (a title) stand alone, and so
+    do the lines of a group that is no columns (`_section_gutter`)."""
     section: list[list[_Segment]] = []
     covered: list[tuple[float, float]] = []
     for line in lines:
         grown = _covered(covered, line)
         if section and _widest_gap(grown, gutter) is None and (len(section) < 2 or _widest_gap(covered, gutter)):
-            yield from [section] if len(section) >= PDF_MIN_COLUMN_LINES else ([single] for single in section)
+            yield from [section] if _section_gutter(section, gutter) else ([single] for single in section)
             section, grown = [], _covered([], line)
         section.append(line)
         covered = grown
-    yield from [section] if len(section) >= PDF_MIN_COLUMN_LINES else ([single] for single in section)
+    yield from [section] if _section_gutter(section, gutter) else ([single] for single in section)
+
+
+def _section_gutter(section: list[list[_Segment]], width: float) -> tuple[float, float] | None:
+    """The gutter (widest empty strip at least `width` points wide) of a group of lines that may be read column by
+    column: one of PDF_MIN_COLUMN_LINES lines or more, or of two lines of which one has text on both sides of it
+    (short columns side by side). Two lines that each stay on one side (a paragraph's short last line beside a
+    centred heading) keep their order: None."""
+    if len(section) < 2:
+        return None
+    covered: list[tuple[float, float]] = []
+    for line in section:
+        covered = _covered(covered, line)
+    strip = _widest_gap(covered, width)
+    if strip is None or len(section) >= PDF_MIN_COLUMN_LINES:
+        return strip
+    return strip if any(line[0].right <= strip[0] and line[-1].left >= strip[1] for line in section) else None
 
 
 def _median_width(lines: list[list[_Segment]]) -> float:
@@ -222,15 +239,12 @@ def _median_width(lines: list[list[_Segment]]) -> float:
 
 
 def _read_section(section: list[list[_Segment]], gutter_width: float) -> list[str]:
-    covered: list[tuple[float, float]] = []
-    for line in section:
-        covered = _covered(covered, line)
-    gutter = _widest_gap(covered, gutter_width) if len(section) >= PDF_MIN_COLUMN_LINES else None
+    gutter = _section_gutter(section, gutter_width)
     if gutter is None:
         return [text for line in section if (text := _line_text(line))]
     left = [[s for s in line if s.right <= gutter[0]] for line in section]
     right = [[s for s in line if s.left >= gutter[1]] for line in section]
-    width = covered[-1][1] - covered[0][0]
+    width = max(s.right for line in section for s in line) - min(s.left for line in section for s in line)
     if min(_median_width(left), _median_width(right)) < PDF_MIN_COLUMN_SHARE * width:  # labels and values, a table
         return [text for line in section if (text := _line_text(line))]
     return _read_section([line for line in left if line], gutter_width) + _read_section(
