@@ -174,7 +174,7 @@ def test_short_columns_are_read_one_after_the_other_on_any_page_rotation(rotate,
     assert _paragraphs(_pdf([_lines_at(_side_by_side(left, right))], rotate)) == " ".join(left + right)
 
 
-@pytest.mark.parametrize("right", [SHORT_RIGHT[:1], SHORT_RIGHT,
+@pytest.mark.parametrize("right", [SHORT_RIGHT,
                                    [*SHORT_RIGHT, "Visitors register at the gate.", "Bicycles go to the yard."]])
 def test_a_full_width_title_is_read_before_the_columns_below_it(right):
     drawn = [(72, 640, TITLE), *_side_by_side(SHORT_LEFT, right)]

@@ -139,6 +139,7 @@ def _reading_box(box: tuple[float, float, float, float], turn: int) -> tuple[flo
 
 PDF_GUTTER_EM = 1.5  # a vertical strip free of text this many line heights wide, down several lines, splits columns
 PDF_MIN_COLUMN_LINES = 3
+PDF_SHORT_COLUMN_GUTTER = 2.0  # two lines make columns across a gutter this many times PDF_GUTTER_EM wide
 PDF_MIN_COLUMN_SHARE = (
     0.3  # each column's typical line fills this share of the section's width (a form's labels do not)
 )
@@ -219,18 +220,21 @@ def _column_sections(lines: list[list[_Segment]], gutter: float) -> Iterator[lis
 
 def _section_gutter(section: list[list[_Segment]], width: float) -> tuple[float, float] | None:
     """The gutter (widest empty strip at least `width` points wide) of a group of lines that may be read column by
-    column: one of PDF_MIN_COLUMN_LINES lines or more, or of two lines of which one has text on both sides of it
-    (short columns side by side). Two lines that each stay on one side (a paragraph's short last line beside a
-    centred heading) keep their order: None."""
+    column: one of PDF_MIN_COLUMN_LINES lines or more, or of two lines that each have text on both sides of a strip
+    PDF_SHORT_COLUMN_GUTTER times as wide (two short columns side by side; two justified lines often share a stretched
+    word space of 1.5-2.6 line heights, Legilux Mémorial pages). Two lines of which one stays on one side (a
+    paragraph's short last line beside a centred heading) keep their order: None."""
     if len(section) < 2:
         return None
     covered: list[tuple[float, float]] = []
     for line in section:
         covered = _covered(covered, line)
-    strip = _widest_gap(covered, width)
-    if strip is None or len(section) >= PDF_MIN_COLUMN_LINES:
-        return strip
-    return strip if any(line[0].right <= strip[0] and line[-1].left >= strip[1] for line in section) else None
+    if len(section) >= PDF_MIN_COLUMN_LINES:
+        return _widest_gap(covered, width)
+    strip = _widest_gap(covered, PDF_SHORT_COLUMN_GUTTER * width)
+    if strip is None:
+        return None
+    return strip if all(line[0].right <= strip[0] and line[-1].left >= strip[1] for line in section) else None
 
 
 def _median_width(lines: list[list[_Segment]]) -> float:
