@@ -136,9 +136,11 @@ class Retriever:
         lexical: list[tuple[int, float]],
         k: int,
     ) -> list[Hit]:
-        """The best `k` passages with their scores; a passage identical to a better one (same heading and text, its
-        `content_hash`: a copy of a file, a repeated clause) is dropped, so one passage never fills several places.
-        The candidates beyond `k` (retrieval.candidates deep) fill the places of the dropped ones."""
+        """The best `k` passages with their scores; a passage whose text is that of a better-ranked one (`same_text`:
+        a copy of a file, a clause repeated in documents of different titles or headings) is dropped, so one passage
+        never fills several places. The candidates beyond `k` (retrieval.candidates deep) fill the places of the
+        dropped ones. `ranked` holds only what the search filter admitted, so a passage the caller may not see never
+        removes one it may."""
         records = self.store.chunks([cid for cid, _ in ranked])
         dense_at = {cid: (rank, s) for rank, (cid, s) in enumerate(dense, 1)}
         lexical_at = {cid: (rank, s) for rank, (cid, s) in enumerate(lexical, 1)}
@@ -147,13 +149,19 @@ class Retriever:
         for cid, score in ranked:
             if len(hits) == k:
                 break
-            if cid not in records or records[cid].content_hash in seen:  # deleted meanwhile, or a repeat
+            if cid not in records or same_text(records[cid].text) in seen:  # deleted meanwhile, or a repeat
                 continue
-            seen.add(records[cid].content_hash)
+            seen.add(same_text(records[cid].text))
             d_rank, d_score = dense_at.get(cid, (None, None))
             b_rank, b_score = lexical_at.get(cid, (None, None))
             hits.append(Hit(records[cid], float(score), d_score, b_score, d_rank, b_rank))
         return hits
+
+
+def same_text(text: str) -> str:
+    """What two passages must share to count as one: the passage text (heading path excluded, it carries the
+    document's title) with whitespace runs collapsed to one space, ends trimmed and case folded."""
+    return " ".join(text.split()).casefold()
 
 
 def fuse(

@@ -18,6 +18,7 @@ from docx.oxml import parse_xml
 
 from rag.errors import LoadError
 from rag.load import OcrOptions, detect_format, load_bytes, load_document
+from rag.load.pdf_layout import pdf_page_texts
 
 from .hostile_corpus import pdf_bytes
 
@@ -148,6 +149,48 @@ def test_two_columns_are_read_one_after_the_other():
     text = _paragraphs(pdf)
     assert text.index(left[-1]) < text.index(right[0])
     assert text.startswith("Two-column newsletter")
+
+
+SHORT_LEFT = ["Left column starts here. The cafeteria", "opens at eight and the library at nine."]
+SHORT_RIGHT = ["Right column starts here. Parking is", "free after six and on weekends."]
+TITLE = "Notices of the staff committee for the month of March, across the page"
+
+
+def _side_by_side(left: list[str], right: list[str], top: float = 600) -> list[tuple[float, float, str]]:
+    """Two columns at x = 72 and x = 320, drawn row by row (left line, right line, ...), 14 points apart."""
+    drawn = []
+    for i in range(max(len(left), len(right))):
+        drawn += [(72, top - 14 * i, left[i])] if i < len(left) else []
+        drawn += [(320, top - 14 * i, right[i])] if i < len(right) else []
+    return drawn
+
+
+@pytest.mark.parametrize("rotate", [0, 90, 270])
+@pytest.mark.parametrize("rows", [2, 3])
+def test_short_columns_are_read_one_after_the_other_on_any_page_rotation(rotate, rows):
+    """Two columns of two lines each were read row by row ("The cafeteria Right column starts here. ...")."""
+    left = [*SHORT_LEFT, "Both close at six."][:rows]
+    right = [*SHORT_RIGHT, "Visitors register at the gate."][:rows]
+    assert _paragraphs(_pdf([_lines_at(_side_by_side(left, right))], rotate)) == " ".join(left + right)
+
+
+@pytest.mark.parametrize("right", [SHORT_RIGHT,
+                                   [*SHORT_RIGHT, "Visitors register at the gate.", "Bicycles go to the yard."]])
+def test_a_full_width_title_is_read_before_the_columns_below_it(right):
+    drawn = [(72, 640, TITLE), *_side_by_side(SHORT_LEFT, right)]
+    assert _paragraphs(_pdf([_lines_at(drawn)])) == " ".join([TITLE, *SHORT_LEFT, *right])
+
+
+@pytest.mark.parametrize("after", [[], ["Notice."]])
+def test_a_centred_short_line_on_a_single_column_page_keeps_its_place(after):
+    """A paragraph's short last line, a centred heading (and a short line after it) share an empty strip, but are
+    no columns: the page reads top to bottom."""
+    lines = [(72, 700, "The first paragraph of the contract runs over the full width of the page."),
+             (72, 686, "It ends here."), (280, 660, "Article 2"),
+             *[(72, 640 - 14 * i, line) for i, line in enumerate(after)],
+             (72, 600, "The second paragraph of the contract also runs over the full page width.")]  # fmt: skip
+    text = words(" ".join(pdf_page_texts(_pdf([_lines_at(lines)]), "contract.pdf")[0]))
+    assert text == " ".join(line for _, _, line in lines)
 
 
 # ----------------------------------------------------------------------------------------- 05: PDF forms

@@ -139,6 +139,7 @@ def _reading_box(box: tuple[float, float, float, float], turn: int) -> tuple[flo
 
 PDF_GUTTER_EM = 1.5  # a vertical strip free of text this many line heights wide, down several lines, splits columns
 PDF_MIN_COLUMN_LINES = 3
+PDF_SHORT_COLUMN_GUTTER = 2.0  # two lines make columns across a gutter this many times PDF_GUTTER_EM wide
 PDF_MIN_COLUMN_SHARE = (
     0.3  # each column's typical line fills this share of the section's width (a form's labels do not)
 )
@@ -203,17 +204,37 @@ def _widest_gap(covered: list[tuple[float, float]], width: float) -> tuple[float
 
 
 def _column_sections(lines: list[list[_Segment]], gutter: float) -> Iterator[list[list[_Segment]]]:
-    """Consecutive lines grouped while they keep a common gutter; lines crossing it (a title) stand alone."""
+    """Consecutive lines grouped while they keep a common gutter; lines crossing it (a title) stand alone, and so
+    do the lines of a group that is no columns (`_section_gutter`)."""
     section: list[list[_Segment]] = []
     covered: list[tuple[float, float]] = []
     for line in lines:
         grown = _covered(covered, line)
         if section and _widest_gap(grown, gutter) is None and (len(section) < 2 or _widest_gap(covered, gutter)):
-            yield from [section] if len(section) >= PDF_MIN_COLUMN_LINES else ([single] for single in section)
+            yield from [section] if _section_gutter(section, gutter) else ([single] for single in section)
             section, grown = [], _covered([], line)
         section.append(line)
         covered = grown
-    yield from [section] if len(section) >= PDF_MIN_COLUMN_LINES else ([single] for single in section)
+    yield from [section] if _section_gutter(section, gutter) else ([single] for single in section)
+
+
+def _section_gutter(section: list[list[_Segment]], width: float) -> tuple[float, float] | None:
+    """The gutter (widest empty strip at least `width` points wide) of a group of lines that may be read column by
+    column: one of PDF_MIN_COLUMN_LINES lines or more, or of two lines that each have text on both sides of a strip
+    PDF_SHORT_COLUMN_GUTTER times as wide (two short columns side by side; two justified lines often share a stretched
+    word space of 1.5-2.6 line heights, Legilux Mémorial pages). Two lines of which one stays on one side (a
+    paragraph's short last line beside a centred heading) keep their order: None."""
+    if len(section) < 2:
+        return None
+    covered: list[tuple[float, float]] = []
+    for line in section:
+        covered = _covered(covered, line)
+    if len(section) >= PDF_MIN_COLUMN_LINES:
+        return _widest_gap(covered, width)
+    strip = _widest_gap(covered, PDF_SHORT_COLUMN_GUTTER * width)
+    if strip is None:
+        return None
+    return strip if all(line[0].right <= strip[0] and line[-1].left >= strip[1] for line in section) else None
 
 
 def _median_width(lines: list[list[_Segment]]) -> float:
@@ -222,15 +243,12 @@ def _median_width(lines: list[list[_Segment]]) -> float:
 
 
 def _read_section(section: list[list[_Segment]], gutter_width: float) -> list[str]:
-    covered: list[tuple[float, float]] = []
-    for line in section:
-        covered = _covered(covered, line)
-    gutter = _widest_gap(covered, gutter_width) if len(section) >= PDF_MIN_COLUMN_LINES else None
+    gutter = _section_gutter(section, gutter_width)
     if gutter is None:
         return [text for line in section if (text := _line_text(line))]
     left = [[s for s in line if s.right <= gutter[0]] for line in section]
     right = [[s for s in line if s.left >= gutter[1]] for line in section]
-    width = covered[-1][1] - covered[0][0]
+    width = max(s.right for line in section for s in line) - min(s.left for line in section for s in line)
     if min(_median_width(left), _median_width(right)) < PDF_MIN_COLUMN_SHARE * width:  # labels and values, a table
         return [text for line in section if (text := _line_text(line))]
     return _read_section([line for line in left if line], gutter_width) + _read_section(
