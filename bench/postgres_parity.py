@@ -67,10 +67,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=300)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from tests.pg import start
+    from bench.stores import postgres_server
 
     work = Path(tempfile.mkdtemp(prefix="parity-"))
-    server = start(work / "postgres")
+    server = postgres_server(work / "postgres")
     base = {**os.environ, "PYTHONPATH": str(ROOT), "RAG_DATA_DIR": str(work / "data"),
             "RAG_INDEX_DIR": str(work / "index"), "RAG_STORE_PASSWORD": server.password}
     results = {}
