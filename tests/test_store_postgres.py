@@ -123,42 +123,6 @@ def test_a_selective_filter_still_gets_depth_admitted_rows(postgres):
     store.close()
 
 
-def test_bm25_skipping_frequent_terms_returns_the_list_of_every_posting(postgres, monkeypatch):
-    """A query with common words and a rare one: the pruned BM25 (frequent terms' postings read only for chunks that
-    can reach the list) returns exactly the ids and scores of scoring every posting, under filters and at every
-    depth; it is taken where its bound holds and falls back where it does not."""
-    from rag.store import postgres as store_postgres
-
-    store = _open(postgres)
-    with store.writer() as writer:
-        for d in range(30):
-            chunks = []
-            for i in range(d * 10, d * 10 + 10):
-                # `mid` (10 short chunks, tf 3) outscores `rare` (5 long chunks): there the bound must refuse
-                tokens = ["common"] * (1 + i % 3) + ["mid"] * 3 * (i % 30 == 0) + ["rare"] * (i % 61 == 0)
-                tokens += ["rarer"] * (1 + i % 2) * (i % 97 == 0)
-                tokens += [f"f{i % 50}"] * (20 if i % 61 == 0 else 0 if i % 30 == 0 else 1 + i % 7)
-                chunks.append(_chunk(i % 10, [1, i % 5, 0, 0, 0, 0, 0, 1], tokens))
-            writer.commit([(_doc(f"d{d}", ("public",) if d % 2 else ("public", "hr"), "en" if d % 3 else "fr"),
-                            chunks)])
-    taken = []
-    pruned = store_postgres._lexical_pruned
-    monkeypatch.setattr(store_postgres, "_lexical_pruned", lambda *args: taken.append(bool(r := pruned(*args))) or r)
-    filters = [None, SearchFilter(labels=frozenset({"public"})), SearchFilter(langs=frozenset({"en"})),
-               SearchFilter(doc_ids=frozenset({"d0", "d6", "d9", "d12"}))]
-    for tokens in (["common", "rarer"], ["common", "mid", "rare"], ["mid", "rare", "rarer"], ["common", "mid"]):
-        for search_filter in filters:
-            for depth in range(1, 9):
-                got = store.search(vector=None, tokens=tokens, depth=depth, search_filter=search_filter)[1]
-                with monkeypatch.context() as every:
-                    every.setattr(store_postgres, "FREQUENT_SHARE", float("inf"))
-                    want = store.search(vector=None, tokens=tokens, depth=depth, search_filter=search_filter)[1]
-                assert [i for i, _ in got] == [i for i, _ in want]
-                np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=1e-12)
-    assert any(taken) and not all(taken)  # both paths were exercised
-    store.close()
-
-
 def test_row_level_security_hides_what_the_labels_do_not_admit(postgres):
     """A raw query that forgot the filter, as the service's role, sees only what `rag.labels` admits."""
     import psycopg

@@ -58,9 +58,6 @@ log = logging.getLogger("rag.store.postgres")
 
 PASSWORD_ENV = "RAG_STORE_PASSWORD"
 K1, B = 1.5, 0.75  # bm25s's defaults, which rag/lexical.py uses
-# Query terms in more than this share of the chunks are scored only where they can change the top of the list
-# (`_lexical`): a common word's postings are most of what an exact BM25 reads.
-FREQUENT_SHARE = 0.02
 EF_SEARCH_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
 # PostgreSQL's Snowball text-search configurations carry the stemmers' names; Luxembourgish (stemmed as German by
 # rag/lexical.py) and any language without one get 'simple'.
@@ -705,23 +702,12 @@ def _dense(
     return [(int(i), float(s)) for i, s in rows]
 
 
-# BM25 of one posting, as rag/lexical.py: idf · tf / (tf + k1 (1 - b + b length / avg)), the length norm passed in
-# as k + l · length; `q` holds the query's terms and their idf, computed once (MATERIALIZED), so that the planner sees
-# a few rows there and reads each term's postings by an index range scan.
-_TERMS = (
-    "q AS MATERIALIZED (SELECT term, ln(1 + (%(n)s - df::float8 + 0.5) / (df::float8 + 0.5)) idf "
-    "FROM terms WHERE term = ANY(%(terms)s))"
-)
-_SCORE = "q.idf * p.tf / (p.tf + %(k)s + %(l)s * p.length)"
-
-
 def _lexical(
     conn: psycopg.Connection, terms: list[str], depth: int, search_filter: SearchFilter | None
 ) -> list[tuple[int, float]]:
     """BM25 as rag/lexical.py (Lucene idf, no (k1 + 1) factor), ties by chunk id: the postings of the query's terms
     (one index range scan each, the filter and row-level security applied to them), scored in double precision and
-    summed per chunk; with frequent terms among rarer ones, `_lexical_pruned` first, which returns the same list
-    reading fewer postings, or nothing when it cannot prove that."""
+    summed per chunk."""
     if not terms:
         return []
     n, total = _one(conn, "SELECT chunks, total_length FROM rag_state")
@@ -733,46 +719,17 @@ def _lexical(
         "l": K1 * B / max(total / n if n else 0.0, 1e-9),
     }
     where = _where(search_filter, "p", params, "doc_lang")
-    rows = _lexical_pruned(conn, params, where)
-    if not rows:
-        rows = conn.execute(
-            f"WITH {_TERMS} SELECT p.chunk_id, sum({_SCORE}) score FROM q JOIN postings p ON p.term = q.term "
-            f"WHERE true{where} GROUP BY p.chunk_id ORDER BY score DESC, p.chunk_id LIMIT %(depth)s",
-            params,
-        ).fetchall()
-    return [(int(i), float(s)) for i, s in rows if s > 0]
-
-
-def _lexical_pruned(conn: psycopg.Connection, params: dict, where: str) -> list[tuple[int, float]]:
-    """`_lexical`'s list without reading the postings of its frequent terms (in more than FREQUENT_SHARE of the
-    chunks), or [] when the query has none or only those, or when the bound below does not hold.
-
-    A term adds less than its idf to any chunk (tf / (tf + k + l length) < 1), so the frequent terms together add
-    less than `bound`, the sum of their idf. The rarer terms' postings give every chunk holding one of them a
-    partial score (a lower bound of its score); θ is the depth-th best partial score. When θ > bound, a chunk
-    holding no rarer term scores below θ, as does one whose partial score plus `bound` is below θ, while at least
-    `depth` chunks score θ or more: only the other candidates can be in the list, and they are scored exactly, every
-    query term's posting looked up by (term, chunk) in the B-tree."""
-    n = params["n"]
-    dfs: dict[str, int] = dict(
-        conn.execute("SELECT term, df FROM terms WHERE term = ANY(%(terms)s)", params).fetchall()
-    )
-    frequent = sorted(t for t, df in dfs.items() if df > FREQUENT_SHARE * n)
-    if not frequent or len(frequent) == len(dfs):
-        return []
-    # the idf as the SQL computes it, widened by a relative 1e-9 against rounding
-    bound = sum(np.log1p((n - dfs[t] + 0.5) / (dfs[t] + 0.5)) for t in frequent) * (1 + 1e-9)
-    return conn.execute(
-        f"WITH {_TERMS}, "
-        f"r AS MATERIALIZED (SELECT p.chunk_id, sum({_SCORE}) partial FROM q JOIN postings p ON p.term = q.term "
-        f"   WHERE q.term <> ALL(%(frequent)s){where} GROUP BY p.chunk_id), "
-        "t AS MATERIALIZED (SELECT partial FROM r ORDER BY partial DESC LIMIT 1 OFFSET %(depth)s - 1) "
-        "SELECT r.chunk_id, s.score FROM r, "
-        f"LATERAL (SELECT sum({_SCORE}) score FROM q JOIN postings p ON p.term = q.term AND p.chunk_id = r.chunk_id) s "
-        "WHERE (SELECT partial FROM t) > %(bound)s AND r.partial + %(bound)s >= (SELECT partial FROM t) "
-        "ORDER BY s.score DESC, r.chunk_id LIMIT %(depth)s",
-        params | {"frequent": frequent, "bound": float(bound)},
+    rows = conn.execute(
+        # q: the query's terms and their idf, computed once (MATERIALIZED): a posting costs a multiply-add and a
+        # division; the planner sees a few rows there and reads each term's postings by an index range scan
+        "WITH q AS MATERIALIZED (SELECT term, ln(1 + (%(n)s - df::float8 + 0.5) / (df::float8 + 0.5)) idf "
+        "     FROM terms WHERE term = ANY(%(terms)s)) "
+        "SELECT p.chunk_id, sum(q.idf * p.tf / (p.tf + %(k)s + %(l)s * p.length)) score "
+        "FROM q JOIN postings p ON p.term = q.term "
+        f"WHERE true{where} GROUP BY p.chunk_id ORDER BY score DESC, p.chunk_id LIMIT %(depth)s",
+        params,
     ).fetchall()
+    return [(int(i), float(s)) for i, s in rows if s > 0]
 
 
 def _check_source(doc_id: str, source: str, stored_source: str) -> None:
