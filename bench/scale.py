@@ -264,8 +264,6 @@ def measure_postgres(dsn: str, scratch: Path) -> dict:
                     "dense_index": store.stats()["dense_index"], "rss_before_open_mb": _rss()["rss_mb"]}
     retriever = Retriever(store, LookupEmbedder(texts, vectors), Settings().retrieval)
     result["runs"] = query_runs(retriever, texts, vectors, raw=False)
-    result["pruning_check"] = _same_lists(result["runs"]["lexical list"]["rankings"],
-                                          result["runs"]["lexical list, every posting"]["rankings"])
     order = np.argsort(result["runs"]["bm25"]["millis"])
     result["explain"] = {which: explain(store, texts[i], vectors[i]) for which, i in
                          (("median bm25", int(order[len(order) // 2])), ("slowest bm25", int(order[-1])))}
@@ -289,19 +287,18 @@ class _Explained:
 
 
 def explain(store, text: str, vector: np.ndarray) -> dict:
-    """The plans of one question's dense and BM25 statements as `search` runs them (depth DEPTH, no filter), the
-    BM25 ones also with every posting scored, and how many postings its terms have."""
+    """The plans of one question's dense and BM25 statements as `search` runs them (depth DEPTH, no filter), and
+    how many postings its terms have."""
     from rag.store import postgres
 
     tokens = list(dict.fromkeys(query_tokens(text, "fr")))
     with store._transaction() as conn:
-        dense, lexical, every = _Explained(conn), _Explained(conn), _Explained(conn)
+        dense, lexical = _Explained(conn), _Explained(conn)
         postgres._dense(dense, vector, DEPTH, None)
         postgres._lexical(lexical, tokens, DEPTH, None)
-        _every_posting(lambda: postgres._lexical(every, tokens, DEPTH, None))
         postings = conn.execute("SELECT coalesce(sum(df), 0) FROM terms WHERE term = ANY(%s)", (tokens,)).fetchone()[0]
     return {"question": text, "tokens": tokens, "postings": int(postings), "dense": dense.plans,
-            "lexical": lexical.plans, "lexical_every_posting": every.plans}
+            "lexical": lexical.plans}
 
 
 def query_runs(retriever: Retriever, texts: list[str], vectors: np.ndarray, *, raw: bool) -> dict:
@@ -314,32 +311,7 @@ def query_runs(retriever: Retriever, texts: list[str], vectors: np.ndarray, *, r
     if raw:
         searches["raw faiss"] = lambda t, v: _raw_faiss(store, v)
         searches["raw bm25s"] = lambda t, v: _raw_bm25s(store, t)
-    else:  # PostgreSQL: the store's BM25 list (depth 50, with scores) as searched, and with every posting scored
-        searches["lexical list"] = lambda t, v: _lexical_list(store, t)
-        searches["lexical list, every posting"] = lambda t, v: _every_posting(lambda: _lexical_list(store, t))
     return _timed(searches, texts, vectors)
-
-
-def _lexical_list(store: Store, text: str) -> list[tuple[int, float]]:
-    return store.search(vector=None, tokens=query_tokens(text, "fr"), depth=DEPTH)[1]
-
-
-def _every_posting(search):
-    """`search()` with rag/store/postgres.py's BM25 pruning off (no term counts as frequent)."""
-    from rag.store import postgres
-
-    share, postgres.FREQUENT_SHARE = postgres.FREQUENT_SHARE, float("inf")
-    try:
-        return search()
-    finally:
-        postgres.FREQUENT_SHARE = share
-
-
-def _same_lists(pruned: list[list[tuple[int, float]]], full: list[list[tuple[int, float]]]) -> dict:
-    """How many questions got the same BM25 list (ids in order) both ways, and the largest score difference."""
-    same = sum([i for i, _ in a] == [i for i, _ in b] for a, b in zip(pruned, full, strict=True))
-    diffs = [abs(x - y) for a, b in zip(pruned, full, strict=True) for (_, x), (_, y) in zip(a, b, strict=False)]
-    return {"questions": len(full), "identical_lists": same, "max_abs_score_difference": max(diffs, default=0.0)}
 
 
 def sweep_runs(store: IndexStore, vectors: np.ndarray, kind: str, values: list[int]) -> dict:
