@@ -13,6 +13,14 @@ model + FAISS over the same folder. The figure compared is the time to index the
 are ~127 tokens, LlamaIndex's ~391, most of them truncated by the embedder); pages/s and chunks/s are given beside it.
 Wall time moves with the load of other jobs on a shared machine, so each run also reports its CPU seconds (all
 threads of the process) and the load average around it.
+
+Stores: `--stores embedded postgres` runs every backend's ingestion into each store in turn (PostgreSQL: a fresh
+database of the bundled test server per run, bench/stores.py), reported as `<backend>` and `<backend>+postgres`:
+the same parsing and embedding, then commits into the database (HNSW, GIN and postings updated per commit) instead
+of SQLite and the rebuild of the embedded structures. CPU seconds count this process only, not the database
+server's.
+
+    python -m bench.ingest --backends onnx-int8 --stores embedded postgres --no-raw --pdfs 5
 """
 
 from __future__ import annotations
@@ -24,10 +32,12 @@ import platform
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.stores import SERVER_SETTINGS, STORES, bench_settings, postgres_server, server_facts
 from rag.chunk import embed_text
 from rag.embed import bundled_embedder_path
 from rag.pipeline import Pipeline
@@ -62,9 +72,10 @@ def build_corpus(folder: Path, pdf_count: int, paragraphs: int) -> dict:
     return {"pdfs": len(pdfs), "xquad_paragraphs": len(contexts)}
 
 
-def settings_for(backend: str, scratch: Path, batch_size: int | None) -> Settings:
-    """The configured settings (env, YAML) with this backend, a scratch index and, if asked, another batch size."""
-    base = Settings()
+def settings_for(backend: str, scratch: Path, batch_size: int | None, dsn: str | None = None) -> Settings:
+    """The configured settings (env, YAML) with this backend, a scratch index (or the PostgreSQL database at `dsn`)
+    and, if asked, another batch size."""
+    base = bench_settings("postgres", dsn) if dsn else Settings()
     embedder = {"backend": backend} | ({"batch_size": batch_size} if batch_size else {})
     return base.model_copy(update={
         "index_dir": scratch / f"index-{backend}", "embedder": base.embedder.model_copy(update=embedder),
@@ -92,14 +103,17 @@ class Meter:
         }
 
 
-def run_pipeline(backend: str, corpus: Path, scratch: Path, batch_size: int | None) -> tuple[dict, list[str]]:
-    """One backend's ingestion; also the texts it embedded, for the raw runs."""
-    pipeline = Pipeline(settings_for(backend, scratch, batch_size))
+def run_pipeline(
+    backend: str, corpus: Path, scratch: Path, batch_size: int | None, dsn: str | None = None
+) -> tuple[dict, list[str]]:
+    """One backend's ingestion into the embedded store (or the PostgreSQL one at `dsn`); also the texts it embedded,
+    for the raw runs (embedded store only: none for PostgreSQL)."""
+    pipeline = Pipeline(settings_for(backend, scratch, batch_size, dsn))
     with Meter() as load:
         pipeline.embedder.encode(["warm-up"])  # model load and ONNX export are not ingestion
     with Meter() as meter:
         report = pipeline.ingest([corpus], progress=False)
-    texts = [
+    texts = [] if dsn else [
         embed_text(json.loads(heading), text)
         for heading, text in pipeline.store.db.execute("SELECT heading, text FROM chunks ORDER BY id")
     ]
@@ -146,26 +160,36 @@ def run_llamaindex(python: str, corpus: Path, threads: int | None) -> dict:
 def run(args: argparse.Namespace, scratch: Path) -> dict:
     corpus = scratch / "corpus"
     result: dict = {"corpus": build_corpus(corpus, args.pdfs, args.paragraphs), "rounds": []}
+    server = postgres_server(settings=SERVER_SETTINGS) if "postgres" in args.stores else None
+    if server is not None:
+        result["postgres_server"] = server_facts(server)
+    names = [backend if store == "embedded" else f"{backend}+{store}" for backend in args.backends
+             for store in args.stores]
     texts: list[str] = []
     for number in range(args.rounds):
         turn: dict = {}
         for backend in args.backends:
-            turn[backend], texts = run_pipeline(backend, corpus, scratch / f"round-{number}", args.batch_size)
-            print(number, backend, json.dumps(turn[backend]), flush=True)
+            for store in args.stores:
+                name = backend if store == "embedded" else f"{backend}+{store}"
+                dsn = server.database() if server is not None and store == "postgres" else None
+                turn[name], embedded = run_pipeline(backend, corpus, scratch / f"round-{number}", args.batch_size,
+                                                    dsn)
+                texts = embedded or texts
+                print(number, name, json.dumps(turn[name]), flush=True)
         if args.llamaindex_python:
             turn["llamaindex"] = run_llamaindex(args.llamaindex_python, corpus, Settings().embedder.threads)
             print(number, "llamaindex", json.dumps(turn["llamaindex"]), flush=True)
-            for backend in args.backends:
-                turn[backend] |= versus(turn[backend], turn["llamaindex"])
+            for name in names:
+                turn[name] |= versus(turn[name], turn["llamaindex"])
         result["rounds"].append(turn)
-    if args.raw and texts:  # the texts the last backend embedded
+    if args.raw and texts:  # the texts the last backend embedded into the embedded store
         result["raw_torch_encode"] = run_raw_torch(texts, scratch, args.batch_size)
         raw = result["raw_torch_encode"]
         for turn in result["rounds"]:
-            for backend in args.backends:
-                turn[backend]["vs_raw_torch_encode"] = round(turn[backend]["chunks_per_s"] / raw["chunks_per_s"], 2)
-                turn[backend]["vs_raw_torch_encode_cpu"] = round(
-                    turn[backend]["chunks_per_cpu_s"] / raw["chunks_per_cpu_s"], 2)
+            for name in names:
+                turn[name]["vs_raw_torch_encode"] = round(turn[name]["chunks_per_s"] / raw["chunks_per_s"], 2)
+                turn[name]["vs_raw_torch_encode_cpu"] = round(turn[name]["chunks_per_cpu_s"] / raw["chunks_per_cpu_s"],
+                                                              2)
     result["median_seconds"] = {
         name: statistics.median(turn[name]["seconds"] for turn in result["rounds"]) for name in result["rounds"][0]
     }
@@ -187,6 +211,8 @@ def main() -> None:
     parser.add_argument("--pdfs", type=int, default=20, help="how many Legilux PDFs")
     parser.add_argument("--paragraphs", type=int, default=240, help="how many XQuAD-en paragraphs")
     parser.add_argument("--backends", nargs="*", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--stores", nargs="+", default=["embedded"], choices=STORES,
+                        help="store backends, each ingesting the corpus in turn (PostgreSQL: the bundled test server)")
     parser.add_argument("--no-raw", dest="raw", action="store_false",
                         help="skip the raw torch encoder (the in-run limit)")
     parser.add_argument("--rounds", type=int, default=1, help="turns of every backend (and LlamaIndex)")
@@ -196,7 +222,9 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings()
     header = {
-        "machine": platform.platform(), "cpus": os.cpu_count(), "embedder_threads": settings.embedder.threads,
+        "command": "python -m bench.ingest " + " ".join(sys.argv[1:]),
+        "started_utc": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "machine": platform.platform(),
+        "cpus": os.cpu_count(), "embedder_threads": settings.embedder.threads,
         "default_backend": settings.embedder.backend, "target_time_vs_llamaindex": TARGET_VS_LLAMAINDEX,
     }
     with tempfile.TemporaryDirectory(prefix="rag-bench-") as scratch:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from bench.stores import open_bench_store, postgres_server, replicas
 
 DIM = 384
 PER_DOC = 50
@@ -48,24 +48,16 @@ def _queries(count: int, seed: int = 1):
     return [(v, [f"w{int(z)}" for z in rng.zipf(1.3, size=5) if z < 20000]) for v in vectors]
 
 
-def _open(backend: str, target: str, manifest: dict):
-    if backend == "postgres":
-        from rag.store.postgres import PostgresStore
-
-        return PostgresStore.open(dsn=target, manifest=manifest)
-    from rag.store.embedded import IndexStore
-
-    return IndexStore.open(target, manifest)
-
-
-def _search_worker(args) -> list[float]:
-    backend, target, manifest, count, seed = args
-    store = _open(backend, target, manifest)
+def _search_worker(backend: str, target: str, manifest: dict, count: int, seed: int, barrier) -> list[float]:
+    store = open_bench_store(backend, target, manifest)
+    store.refresh()
+    queries = _queries(count, seed)
+    barrier.wait()
     times = []
-    for vector, tokens in _queries(count, seed):
+    for vector, tokens in queries:
         started = time.perf_counter()
         store.search(vector=vector, tokens=tokens, depth=50)
-        times.append(time.perf_counter() - started)
+        times.append(1000 * (time.perf_counter() - started))
     store.close()
     return times
 
@@ -74,7 +66,7 @@ def measure(backend: str, target: str, chunks: int, queries: int) -> dict:
     from rag.store import new_manifest
 
     manifest = new_manifest({"name": "bench", "dim": DIM}, {"bench": True})
-    store = _open(backend, target, manifest)
+    store = open_bench_store(backend, target, manifest)
     started = time.perf_counter()
     with store.writer() as writer:
         batch = []
@@ -97,13 +89,9 @@ def measure(backend: str, target: str, chunks: int, queries: int) -> dict:
     store.close()
     result = {"backend": backend, "chunks": chunks, "ingest_chunks_per_s": round(chunks / ingest_s, 1),
               "commit_to_searchable_s": round(visible_s, 3)}
-    for replicas in (1, 2):
-        with multiprocessing.get_context("spawn").Pool(replicas) as pool:
-            times = [t for part in pool.map(_search_worker, [(backend, target, manifest, queries, 10 + r)
-                                                             for r in range(replicas)]) for t in part]
-        times.sort()
-        result[f"search_{replicas}_replicas_ms"] = {
-            "p50": round(1000 * statistics.median(times), 2), "p95": round(1000 * times[int(0.95 * len(times))], 2)}
+    for count in (1, 2):
+        figures = replicas(_search_worker, [(backend, target, manifest, queries, 10 + r) for r in range(count)])
+        result[f"search_{count}_replicas_ms"] = {"p50": figures["p50_ms"], "p95": figures["p95_ms"]}
     return result
 
 
@@ -113,14 +101,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--backend", choices=["postgres", "embedded", "both"], default="both")
     args = parser.parse_args()
-    from tests.pg import start
-
     results = []
     if args.backend in ("embedded", "both"):
         results.append(measure("embedded", tempfile.mkdtemp(prefix="bench-embedded-"), args.chunks, args.queries))
     if args.backend in ("postgres", "both"):
-        server = start(Path(tempfile.mkdtemp(prefix="bench-postgres-")))
-        os.environ["RAG_STORE_PASSWORD"] = server.password
+        server = postgres_server()
         results.append(measure("postgres", server.database(), args.chunks, args.queries))
     out = Path(__file__).parent / "results" / f"postgres-{args.chunks}.json"
     out.write_text(json.dumps({"command": f"python -m bench.postgres --chunks {args.chunks} --queries "

@@ -207,13 +207,13 @@ def main() -> None:
         if lexical.partition("/")[0] not in FUNCTIONS or not lexical.partition("/")[2].isdigit():
             parser.error(f"--lexical {lexical}: expected one of {FUNCTIONS} and /N, e.g. ts_rank_cd/1")
     sys.path.insert(0, str(ROOT))
+    from bench.stores import postgres_server
     from rag.settings import load_settings
-    from tests.pg import start
 
     work = args.work or Path(tempfile.mkdtemp(prefix="parity-"))
     work.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))  # the server and this run's outputs
-    server = start(run_dir / "postgres")
+    server = postgres_server(run_dir / "postgres")
     base = {
         **os.environ,
         "PYTHONPATH": str(ROOT),

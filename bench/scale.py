@@ -1,7 +1,9 @@
-"""Hybrid retrieval at 100k and 1M chunks: build time, memory, disk, latency and recall of exact vs approximate search.
+"""Hybrid retrieval at 100k and 1M chunks: build time, memory, disk, latency and recall of exact vs approximate search,
+on the embedded store and, with `--stores embedded postgres`, on the PostgreSQL one beside it.
 
     RAG_EMBEDDER__THREADS=1 python -m bench.scale         # 100k, 200k, 1M; flat, ivf, hnsw; bench/results/scale.json
     python -m bench.scale --sizes 100000 --types flat auto --queries 50
+    python -m bench.scale --sizes 100000 --types auto --stores embedded postgres --out bench/results/scale-postgres.json
 
 Real base: every other Legilux consolidated act (French Akoma Ntoso XML, sorted by path) goes through the product's
 loader, chunker and embedder into a scratch index (`--scratch`, reused by later runs). Questions: the titles of the
@@ -19,27 +21,54 @@ in a fresh subprocess (so its memory is its own): open (build or load the struct
 is reported separately), hybrid again under three access filters, and the raw limit in the same process: the FAISS
 structure's own `search` and `bm25s.BM25.retrieve`. Recall@10 of each approximate run is measured against the flat
 (exact) run over the same vectors.
+
+PostgreSQL (`--stores ... postgres`; bench/stores.py: the tests' bundled server, PostgreSQL 16 + pgvector 0.6, with
+bench/stores.py's SERVER_SETTINGS): the same chunks and vectors (same seed, same order, so the same chunk ids) go into
+a fresh database through the same `writer().commit`, one commit per copy: all but the last `--pg-live-chunks`
+(whole copies) in bulk, i.e. the same commits with the HNSW, GIN and posting indexes dropped, then each created again
+by its own definition (HNSW built in parallel) and ANALYZE, all timed; then the last copies with every index updated
+in each commit, as `rag ingest` commits, which gives the ingest rate at that size.
+Then, in a fresh subprocess, the same searches as above through `Retriever.search` (no raw limits: the search is the
+SQL) and EXPLAIN (ANALYZE, BUFFERS) of the dense and BM25 statements of the questions with the median and the
+slowest BM25 search. On both stores: hybrid searches from 1 and 2 replica processes querying at once (each its own
+store: `retrieval.dense_index` as configured, `auto` by default), and the time from commit to searchable (one more
+document committed, then searched for; the embedded store rebuilds its structures at the commit) and of its delete.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from bench.stores import (
+    SERVER_SETTINGS,
+    STORES,
+    bulk_indexes,
+    open_bench_store,
+    percentiles,
+    postgres_server,
+    relation_sizes,
+    replicas,
+    server_facts,
+)
 from rag.dense import choose_type, one_thread
+from rag.lexical import query_tokens
 from rag.pipeline import Pipeline
 from rag.retrieve import Retriever
-from rag.settings import DenseIndexSettings, Settings
-from rag.store import NewChunk, SearchFilter
+from rag.settings import Settings
+from rag.store import NewChunk, SearchFilter, Store
 from rag.store.embedded import IndexStore
 
 LEGILUX = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "corpus" / "legilux" / "works"
@@ -130,27 +159,69 @@ def _new_chunk(row: tuple, vector: np.ndarray, copy: int, drop: float, rng) -> N
                     lang=lang, content_hash=content_hash, text=text, tokens=tokens, vector=vector)
 
 
-def write_scaled(base: IndexStore, directory: Path, size: int, sigma: float, drop: float) -> dict:
-    """`size` chunks through `IndexStore.writer().commit`, one commit per copy; the writer's exit builds BM25 and
-    the flat structure like the end of `rag ingest` (the approximate ones are built by their own workers)."""
+def scaled_copies(base: IndexStore, size: int, sigma: float, drop: float) -> Iterator[list[tuple[dict, list]]]:
+    """The puts of each copy of the base, `size` chunks in all; the same seed, so the same chunks and vectors in the
+    same order (hence the same chunk ids) on every store."""
     docs, chunks = read_base(base)
     per_copy = sum(len(c) for c in chunks.values())
     rng = np.random.default_rng(1)
-    store = IndexStore.open(directory, base.manifest, dense=DenseIndexSettings(type="flat"))
-    insert = 0.0
+    for copy in range(math.ceil(size / per_copy)):
+        yield copy_puts(docs, chunks, copy, min(per_copy, size - copy * per_copy), sigma, drop, rng)
+
+
+def commit_each(writer, copies: Iterable[list[tuple[dict, list]]]) -> dict:
+    """One commit per copy, each timed: chunks, seconds in commits, chunks per second."""
+    chunks, seconds = 0, 0.0
+    for puts in copies:
+        started = time.perf_counter()
+        writer.commit(puts)
+        seconds += time.perf_counter() - started
+        chunks += sum(len(rows) for _, rows in puts)
+    return {"chunks": chunks, "seconds": round(seconds, 1), "chunks_per_s": round(chunks / max(seconds, 1e-9), 1)}
+
+
+def write_scaled(base: IndexStore, directory: Path, size: int, sigma: float, drop: float) -> dict:
+    """`size` chunks through `IndexStore.writer().commit`, one commit per copy; the writer's exit builds BM25 and
+    the flat structure like the end of `rag ingest` (the approximate ones are built by their own workers)."""
+    store = open_bench_store("embedded", directory, base.manifest, type="flat")
     with store.writer() as writer:
-        for copy in range(math.ceil(size / per_copy)):
-            puts = copy_puts(docs, chunks, copy, min(per_copy, size - copy * per_copy), sigma, drop, rng)
-            started = time.perf_counter()
-            writer.commit(puts)
-            insert += time.perf_counter() - started
+        commits = commit_each(writer, scaled_copies(base, size, sigma, drop))
         exiting = time.perf_counter()  # the writer's exit builds the structures
     build = time.perf_counter() - exiting
-    figures = {"chunks": store.stats()["chunks"], "insert_seconds": round(insert, 1),
-               "insert_chunks_per_s": round(size / insert), "structures_seconds": round(build, 1),
+    figures = {"chunks": store.stats()["chunks"], "insert_seconds": commits["seconds"],
+               "insert_chunks_per_s": round(commits["chunks_per_s"]), "structures_seconds": round(build, 1),
                "structures_steps": store.refresh_seconds, "peak_rss_mb": _rss()["peak_mb"]}
     store.close()
     return figures
+
+
+def write_postgres(base: IndexStore, server, size: int, sigma: float, drop: float, live: int) -> tuple[str, dict]:
+    """A new database of `server` holding the scaled corpus (scaled_copies) through `PostgresStore.writer().commit`:
+    the first copies in bulk (bench/stores.py's bulk_indexes: committed without the HNSW, GIN and posting indexes,
+    which are then created), the copies holding the last `live` chunks with every index updated in each commit, as
+    `rag ingest` commits: the ingest rate at this size. Its DSN and figures, with the relations' sizes."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    dsn = server.database()
+    dbname = conninfo_to_dict(dsn)["dbname"]
+    per_copy = base.stats()["chunks"]
+    count = math.ceil(size / per_copy)
+    bulk = count - min(count, math.ceil(live / per_copy))
+    copies = scaled_copies(base, size, sigma, drop)
+    store = open_bench_store("postgres", dsn, base.manifest)
+    figures: dict = {}
+    with store.writer() as writer:
+        if bulk:
+            with bulk_indexes(server, dbname) as index_seconds:
+                figures["bulk"] = commit_each(writer, itertools.islice(copies, bulk))
+            total = figures["bulk"]["seconds"] + sum(index_seconds.values())
+            figures["bulk"] |= {"index_build_seconds": index_seconds,
+                                "chunks_per_s_with_index_builds": round(figures["bulk"]["chunks"] / total, 1)}
+        figures["live"] = commit_each(writer, copies)
+    figures |= {"chunks": store.stats()["chunks"], "peak_rss_mb": _rss()["peak_mb"],
+                "relations_mb": relation_sizes(server, dbname)}
+    store.close()
+    return dsn, figures
 
 
 # ---------------------------------------------------------------- one index type, measured in its own process
@@ -167,8 +238,7 @@ class LookupEmbedder:
 def measure(directory: Path, kind: str, scratch: Path, queries_only: bool, sweep: list[int]) -> dict:
     settings = Settings(index_dir=directory, data_dir=scratch / "data")
     dense_settings = settings.retrieval.dense_index.model_copy(update={"type": kind})
-    texts = json.loads((scratch / "questions.json").read_text())
-    vectors = np.load(scratch / "questions.npy")
+    texts, vectors = _questions(scratch)
     rss_start = _rss()
     store = IndexStore.open(directory, json.loads((directory / "manifest.json").read_text()), dense=dense_settings)
     started = time.perf_counter()
@@ -178,20 +248,69 @@ def measure(directory: Path, kind: str, scratch: Path, queries_only: bool, sweep
               "rss_after_open_mb": _rss()["rss_mb"], "peak_rss_mb": _rss()["peak_mb"], "disk_mb": disk_mb(directory)}
     if queries_only:
         retriever = Retriever(store, LookupEmbedder(texts, vectors), settings.retrieval)
-        result["runs"] = query_runs(retriever, texts, vectors)
+        result["runs"] = query_runs(retriever, texts, vectors, raw=True)
         result["sweep"] = sweep_runs(store, vectors, kind, sweep)
     store.close()
     return result
 
 
-def query_runs(retriever: Retriever, texts: list[str], vectors: np.ndarray) -> dict:
+def measure_postgres(dsn: str, scratch: Path) -> dict:
+    """The searches of query_runs on the PostgreSQL store at `dsn`, then the plans of the median and the slowest BM25
+    question's statements."""
+    texts, vectors = _questions(scratch)
+    started = time.perf_counter()
+    store = open_bench_store("postgres", dsn, _base_manifest(scratch))
+    result: dict = {"type": "postgres", "open_seconds": round(time.perf_counter() - started, 2),
+                    "dense_index": store.stats()["dense_index"], "rss_before_open_mb": _rss()["rss_mb"]}
+    retriever = Retriever(store, LookupEmbedder(texts, vectors), Settings().retrieval)
+    result["runs"] = query_runs(retriever, texts, vectors, raw=False)
+    order = np.argsort(result["runs"]["bm25"]["millis"])
+    result["explain"] = {which: explain(store, texts[i], vectors[i]) for which, i in
+                         (("median bm25", int(order[len(order) // 2])), ("slowest bm25", int(order[-1])))}
+    store.close()
+    return result
+
+
+class _Explained:
+    """A connection that runs each search statement (the ones with ORDER BY: rag/store/postgres.py's `_dense` and
+    `_lexical`) once under EXPLAIN (ANALYZE, BUFFERS), keeping the plan, before running it."""
+
+    def __init__(self, conn):
+        self.conn, self.plans = conn, []
+
+    def execute(self, query, params=None):
+        if "ORDER BY" in query:
+            plan = self.conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + query, params).fetchall()
+            text = "\n".join(row[0] for row in plan)
+            self.plans.append(re.sub(r"'\[[-0-9.e,]+\]'::vector", "'[the question vector]'::vector", text))
+        return self.conn.execute(query, params)
+
+
+def explain(store, text: str, vector: np.ndarray) -> dict:
+    """The plans of one question's dense and BM25 statements as `search` runs them (depth DEPTH, no filter), and
+    how many postings its terms have."""
+    from rag.store import postgres
+
+    tokens = list(dict.fromkeys(query_tokens(text, "fr")))
+    with store._transaction() as conn:
+        dense, lexical = _Explained(conn), _Explained(conn)
+        postgres._dense(dense, vector, DEPTH, None)
+        postgres._lexical(lexical, tokens, DEPTH, None)
+        postings = conn.execute("SELECT coalesce(sum(df), 0) FROM terms WHERE term = ANY(%s)", (tokens,)).fetchone()[0]
+    return {"question": text, "tokens": tokens, "postings": int(postings), "dense": dense.plans,
+            "lexical": lexical.plans}
+
+
+def query_runs(retriever: Retriever, texts: list[str], vectors: np.ndarray, *, raw: bool) -> dict:
+    """Every search mode, hybrid under each filter, and (`raw`, embedded only) the raw structures' own searches."""
     store = retriever.store
     searches = {mode: lambda t, v, m=mode: _ids(retriever.search(t, K, m, lang="fr")) for mode in ("dense", "bm25",
                                                                                                    "hybrid")}
     for name, search_filter in _filters(store).items():
         searches[f"hybrid {name}"] = lambda t, v, f=search_filter: _ids(retriever.search(t, K, "hybrid", f, lang="fr"))
-    searches["raw faiss"] = lambda t, v: _raw_faiss(store, v)
-    searches["raw bm25s"] = lambda t, v: _raw_bm25s(store, t)
+    if raw:
+        searches["raw faiss"] = lambda t, v: _raw_faiss(store, v)
+        searches["raw bm25s"] = lambda t, v: _raw_bm25s(store, t)
     return _timed(searches, texts, vectors)
 
 
@@ -215,7 +334,7 @@ def sweep_runs(store: IndexStore, vectors: np.ndarray, kind: str, values: list[i
     return runs
 
 
-def _filters(store: IndexStore) -> dict[str, SearchFilter]:
+def _filters(store: Store) -> dict[str, SearchFilter]:
     doc_ids = sorted(d.doc_id for d in store.documents())
     spaced = lambda n: frozenset(doc_ids[int(i * len(doc_ids) / n)] for i in range(n))  # noqa: E731
     return {"labels-half": SearchFilter(labels=frozenset({"public"})),
@@ -255,13 +374,70 @@ def _timed(searches: dict, texts: list[str], vectors: np.ndarray) -> dict:
             started = time.perf_counter()
             rankings[name].append(searches[name](text, vector))
             millis[name].append(1000 * (time.perf_counter() - started))
-    return {name: {"p50_ms": round(float(np.percentile(millis[name], 50)), 2),
-                   "p95_ms": round(float(np.percentile(millis[name], 95)), 2),
-                   "mean_ms": round(float(np.mean(millis[name])), 2), "rankings": rankings[name]} for name in names}
+    return {name: percentiles(millis[name]) | {"rankings": rankings[name], "millis": millis[name]} for name in names}
 
 
-def _ids(hits) -> list[int]:
-    return [h.chunk.id for h in hits]
+def _ids(hits) -> list[str]:
+    """The hits as (document, ordinal): the same passage on either store, whatever its row id."""
+    return [f"{h.chunk.doc_id}#{h.chunk.ordinal}" for h in hits]
+
+
+def _questions(scratch: Path) -> tuple[list[str], np.ndarray]:
+    """The questions and their vectors (embed_questions)."""
+    return json.loads((scratch / "questions.json").read_text()), np.load(scratch / "questions.npy")
+
+
+def _base_manifest(scratch: Path) -> dict:
+    return json.loads((scratch / "base" / "manifest.json").read_text())
+
+
+# ---------------------------------------------------------------- replicas querying, commit to searchable
+def _replica(store_name: str, target: str, scratch: Path, offset: int, barrier) -> list[float]:
+    """One replica process: its own store (the configured dense structure, loaded before the barrier), then every
+    question once in hybrid mode starting at `offset`; milliseconds per search."""
+    texts, vectors = _questions(scratch)
+    store = open_bench_store(store_name, target, _base_manifest(scratch))
+    store.refresh()
+    retriever = Retriever(store, LookupEmbedder(texts, vectors), Settings().retrieval)
+    retriever.search(texts[0], K, "hybrid", lang="fr")  # warm-up
+    barrier.wait()
+    millis = []
+    for text in texts[offset:] + texts[:offset]:
+        started = time.perf_counter()
+        retriever.search(text, K, "hybrid", lang="fr")
+        millis.append(1000 * (time.perf_counter() - started))
+    store.close()
+    return millis
+
+
+def replica_runs(store_name: str, target: str, scratch: Path, questions: int) -> dict:
+    return {f"{n}_replicas": replicas(_replica, [(store_name, target, scratch, r * questions // n) for r in range(n)])
+            for n in (1, 2)}
+
+
+def commit_to_searchable(base: IndexStore, store: Store, sigma: float, drop: float) -> dict:
+    """Seconds from committing one more document (a new copy of the first base document) until a search finds its
+    first chunk at the top of the dense list, and from committing its delete until that search no longer returns
+    it; the embedded store rebuilds its structures in the commit (its type as configured)."""
+    docs, chunks = read_base(base)
+    puts = copy_puts(docs[:1], chunks, 99_999, len(chunks[docs[0]["doc_id"]]), sigma, drop, np.random.default_rng(2))
+    doc_id, first = puts[0][0]["doc_id"], puts[0][1][0]
+
+    def top_doc() -> str | None:
+        dense, _ = store.search(vector=first.vector, tokens=first.tokens, depth=DEPTH)
+        return store.chunks([dense[0][0]])[dense[0][0]].doc_id if dense else None
+
+    figures = {"chunks": len(puts[0][1])}
+    for step, change in (("commit", {"puts": puts}), ("delete", {"deletes": [doc_id]})):
+        started = time.perf_counter()
+        with store.writer() as writer:
+            writer.commit(**change)
+        store.refresh()
+        found = top_doc() == doc_id
+        figures[f"{step}_to_searchable_s"] = round(time.perf_counter() - started, 3)
+        figures[f"{step}_as_expected"] = found == (step == "commit")
+    store.close()
+    return figures
 
 
 def _rss() -> dict:
@@ -286,14 +462,17 @@ def recall(approximate: list[list[int]], exact: list[list[int]]) -> float | None
 
 
 def summarise(measured: dict[str, dict]) -> None:
-    """Drop the rankings, adding each approximate run's top-10 overlap with the flat (exact) run of the same search:
-    recall@10 of the dense search, result overlap of the hybrid ones."""
-    exact = {name: run["rankings"] for name, run in measured["flat"]["serve"]["runs"].items()}
+    """Drop the rankings and latencies per question, adding each approximate run's top-10 overlap with the flat
+    (exact) run of the same search: recall@10 of the dense search, result overlap of the hybrid ones (PostgreSQL's:
+    the same chunk ids, see the module docstring), and for PostgreSQL's BM25 its overlap with the embedded one."""
+    exact = {name: run["rankings"] for name, run in measured["flat"]["serve"]["runs"].items()} if "flat" in measured \
+        else {}
     for kind, parts in measured.items():
         for group in ("runs", "sweep"):
             for name, run in parts["serve"].get(group, {}).items():
                 rankings = run.pop("rankings")
-                if kind != "flat" and "bm25" not in name:
+                run.pop("millis")
+                if name in exact and kind != "flat" and ("bm25" not in name or kind == "postgres"):
                     run["overlap@10_vs_flat"] = recall(rankings, exact["dense" if group == "sweep" else name])
 
 
@@ -301,10 +480,12 @@ def _resolved(kind: str, size: int) -> str:
     return choose_type(Settings().retrieval.dense_index.model_copy(update={"type": kind}), size)
 
 
-def run_worker(scratch: Path, directory: Path, kind: str, queries: bool, sweep: list[int]) -> dict:
+def run_worker(scratch: Path, directory: Path, kind: str, queries: bool, sweep: list[int], target: str = "") -> dict:
+    """measure() in a fresh process, on the index in `directory` or, for kind `postgres`, the database at `target`
+    (its results go beside `directory` either way)."""
     out = directory.with_name(f"{directory.name}-{kind}-{'serve' if queries else 'build'}.json")
-    command = [sys.executable, "-m", "bench.scale", "--worker", str(directory), kind, "--scratch", str(scratch),
-               "--out", str(out), "--sweep", *map(str, sweep)] + (["--serve"] if queries else [])
+    command = [sys.executable, "-m", "bench.scale", "--worker", target or str(directory), kind, "--scratch",
+               str(scratch), "--out", str(out), "--sweep", *map(str, sweep)] + (["--serve"] if queries else [])
     subprocess.run(command, check=True)
     return json.loads(out.read_text())
 
@@ -328,6 +509,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 200_000, 1_000_000])
     parser.add_argument("--types", nargs="*", default=["flat", "ivf", "hnsw"], choices=["flat", "auto", "hnsw", "ivf"],
                         help="`auto` is flat up to retrieval.dense_index.auto_threshold, then its auto_type")
+    parser.add_argument("--stores", nargs="+", default=["embedded"], choices=STORES,
+                        help="the store backends measured side by side (PostgreSQL: the bundled test server)")
+    parser.add_argument("--pg-live-chunks", type=int, default=20_000,
+                        help="PostgreSQL: the last N chunks are committed with the indexes live, the rest in bulk")
     parser.add_argument("--acts", type=int, default=1000, help="base: the first N even-position Legilux acts")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--sigma", type=float, default=None, help="noise per dimension (default: see above)")
@@ -337,11 +522,13 @@ def main() -> None:
     parser.add_argument("--sweep", type=int, nargs="*", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/sovereign-rag-scale"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/scale.json"))
-    parser.add_argument("--worker", nargs=2, metavar=("DIR", "TYPE"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=2, metavar=("DIR_OR_DSN", "TYPE"), help=argparse.SUPPRESS)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        result = measure(Path(args.worker[0]), args.worker[1], args.scratch, args.serve, args.sweep)
+        target, kind = args.worker
+        result = (measure_postgres(target, args.scratch) if kind == "postgres" else
+                  measure(Path(target), kind, args.scratch, args.serve, args.sweep))
         args.out.write_text(json.dumps(result))
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -356,32 +543,68 @@ def run(args) -> dict:
     cosine = nearest_neighbour_cosine(vectors)
     sigma = args.sigma if args.sigma is not None else sigma_for(cosine, vectors.shape[1])
     questions = embed_questions(pipeline, question_titles(args.queries), args.scratch)
+    server = postgres_server(settings=SERVER_SETTINGS) if "postgres" in args.stores else None
     payload = {
+        "command": "python -m bench.scale " + " ".join(sys.argv[1:]), "started_utc": _utc(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "ram_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)},
+        "postgres_server": server_facts(server) if server else None,
         "base": {"acts": len(base.documents()), "chunks": len(vectors), "median_nn_cosine": round(cosine, 4),
                  "sigma": round(sigma, 5), "token_drop": args.token_drop},
         "query_embedding": questions, "filters": FILTERS, "sizes": {},
     }
     for size in args.sizes:
         directory = args.scratch / f"n{size}"
-        entry = payload["sizes"][str(size)] = {}
-        if not (directory / "meta.sqlite").is_file():
-            entry["write"] = write_scaled(base, directory, size, sigma, args.token_drop)
-        load.append(os.getloadavg())
-        measured = {}
-        for kind in ["flat"] + [t for t in args.types if t != "flat"]:
-            build = run_worker(args.scratch, directory, kind, False, [])
-            sweep = args.nprobe_sweep if _resolved(kind, size) == "ivf" else args.ef_sweep
-            serve = run_worker(args.scratch, directory, kind, True, sweep)
-            measured[kind] = {"build": build, "serve": serve}
+        entry = payload["sizes"][str(size)] = {"load_average_1_5_15": {}, "replicas": {}, "commit_to_searchable": {}}
+        measured: dict = {}  # PostgreSQL first: the longer load, whose figures are new
+        dsn = ""
+        if server is not None:
+            entry["load_average_1_5_15"]["postgres write"] = os.getloadavg()
+            dsn, entry["postgres_write"] = write_postgres(base, server, size, sigma, args.token_drop,
+                                                          args.pg_live_chunks)
+            _checkpoint(args.out, payload)
+            entry["load_average_1_5_15"]["postgres serve"] = os.getloadavg()
+            measured["postgres"] = {"serve": run_worker(args.scratch, directory, "postgres", True, [], dsn)}
+            _checkpoint(args.out, payload | {"partial": measured})
+            store_runs(args, entry, base, sigma, "postgres", dsn)
+            _checkpoint(args.out, payload | {"partial": measured})
             load.append(os.getloadavg())
+        if "embedded" in args.stores:
+            if not (directory / "meta.sqlite").is_file():
+                entry["write"] = write_scaled(base, directory, size, sigma, args.token_drop)
+            load.append(os.getloadavg())
+            for kind in ["flat"] + [t for t in args.types if t != "flat"]:
+                build = run_worker(args.scratch, directory, kind, False, [])
+                sweep = args.nprobe_sweep if _resolved(kind, size) == "ivf" else args.ef_sweep
+                serve = run_worker(args.scratch, directory, kind, True, sweep)
+                measured[kind] = {"build": build, "serve": serve}
+                load.append(os.getloadavg())
+            store_runs(args, entry, base, sigma, "embedded", str(directory))
         summarise(measured)
         entry.update(measured)
-        args.out.write_text(json.dumps(payload, indent=2))
+        _checkpoint(args.out, payload)
+        load.append(os.getloadavg())
     pipeline.close()
+    payload["finished_utc"] = _utc()
     payload["load_average_1_5_15"] = [[round(x, 2) for x in triple] for triple in load]
     return payload
+
+
+def store_runs(args, entry: dict, base: IndexStore, sigma: float, name: str, target: str) -> None:
+    """Replicas querying, then commit → searchable, on store `name` at `target`, into the size's `entry`."""
+    entry["load_average_1_5_15"][f"{name} replicas"] = os.getloadavg()
+    entry["replicas"][name] = replica_runs(name, target, args.scratch, len(_questions(args.scratch)[0]))
+    entry["commit_to_searchable"][name] = commit_to_searchable(
+        base, open_bench_store(name, target, base.manifest), sigma, args.token_drop)
+
+
+def _checkpoint(out: Path, payload: dict) -> None:
+    """The results so far (a long run stopped midway keeps what it measured)."""
+    out.write_text(json.dumps(payload, indent=2))
+
+
+def _utc() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
 
 
 if __name__ == "__main__":
