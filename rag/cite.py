@@ -32,6 +32,7 @@ _MARKERS = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _LEADING_MARKERS = re.compile(rf"(?:{_MARKERS.pattern})+")
 _NUMBER = re.compile(r"\d+")
 _WORD = re.compile(r"[^\W\d_]+")
+_HYPHENATED_WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")  # "part-time" is one word to report
 
 # Words a question uses to ask rather than to name what it is about, in the served languages (fr, de, en, lb),
 # lower case without accents; with every stop word list they are left out of `question_terms`.
@@ -330,9 +331,11 @@ def question_terms(question: str, lang: str) -> list[str]:
 
 
 def unmatched_words(question: str, passages: Sequence[Hit]) -> list[str]:
-    """The question's words (as written) whose term no passage in `passages` contains, each passage tokenising in its
-    own language: what the question asks about that the cited passages do not speak of ("interns")."""
-    words = [w for w in _WORD.findall(question) if question_terms(w, passages[0].chunk.lang)] if passages else []
+    """The question's words (as written, a hyphenated word whole) whose terms no passage in `passages` all contains,
+    each passage tokenising in its own language: what the question asks about that the cited passages do not speak
+    of ("interns", "part-time")."""
+    lang = passages[0].chunk.lang if passages else ""
+    words = [w for w in _HYPHENATED_WORD.findall(question) if question_terms(w, lang)] if passages else []
     held = [set(tokenize(passage_text(h), h.chunk.lang)) for h in passages]
     return [
         w

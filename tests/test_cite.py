@@ -113,3 +113,11 @@ def test_a_question_asking_for_a_number_is_answered_only_by_a_sentence_stating_o
     assert answers_kind("Wie lange werden Daten aufbewahrt?", [vague, stated])
     assert not answers_kind("Combien de jours de télétravail ?", [Sentence("Le télétravail est possible.", supported=True)])
     assert answers_kind("Who approves remote work?", [vague])  # does not ask for a number
+
+
+def test_a_hyphenated_question_word_is_reported_whole():
+    from rag.cite import unmatched_words
+
+    full_time = [make_hit(1, "Full-time employees receive 28 days of paid annual leave.", heading=("Leave",))]
+    assert unmatched_words("How many days of leave do part-time employees get?", full_time) == ["part-time"]
+    assert unmatched_words("How many days of leave do full-time employees get?", full_time) == []
