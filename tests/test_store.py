@@ -177,6 +177,15 @@ _WORKER = textwrap.dedent(
 )
 
 
+def _record_commit(line: str, committed: dict[int, list[str]]) -> bool:
+    """Record the worker's `COMMIT generation ids` line in `committed`; whether the line was one."""
+    if not line.startswith("COMMIT"):
+        return False
+    _, generation, ids = line.split()
+    committed[int(generation)] = ids.split(",")
+    return True
+
+
 @pytest.mark.parametrize("kill_after_commits, delay", [(2, 0.0), (3, 0.05), (5, 0.2)])
 def test_sigkill_during_ingestion_leaves_last_committed_state(tmp_path, kill_after_commits, delay, embedder, make_settings):
     from rag.pipeline import Pipeline
@@ -190,15 +199,14 @@ def test_sigkill_during_ingestion_leaves_last_committed_state(tmp_path, kill_aft
     )
     committed: dict[int, list[str]] = {}
     for line in worker.stdout:
-        if line.startswith("COMMIT"):
-            _, generation, ids = line.split()
-            committed[int(generation)] = ids.split(",")
-            if len(committed) == kill_after_commits:
-                time.sleep(delay)
-                worker.send_signal(signal.SIGKILL)
-                break
+        if _record_commit(line, committed) and len(committed) == kill_after_commits:
+            time.sleep(delay)
+            worker.send_signal(signal.SIGKILL)
+            break
     worker.wait(timeout=60)
     assert worker.returncode == -signal.SIGKILL, "the worker finished before it could be killed"
+    for line in worker.stdout:  # commits reported during the delay, still in the pipe: at most one goes unreported
+        _record_commit(line, committed)
 
     reopened = Pipeline(make_settings(index_dir=index_dir), embedder=embedder)
     figures = _consistent(reopened.store)
