@@ -334,8 +334,9 @@ def unmatched_words(question: str, passages: Sequence[Hit]) -> list[str]:
     """The question's words (as written, a hyphenated word whole) whose terms no passage in `passages` all contains,
     each passage tokenising in its own language: what the question asks about that the cited passages do not speak
     of ("interns", "part-time")."""
-    lang = passages[0].chunk.lang if passages else ""
-    words = [w for w in _HYPHENATED_WORD.findall(question) if question_terms(w, lang)] if passages else []
+    if not passages:
+        return []
+    words = [w for w in _HYPHENATED_WORD.findall(question) if question_terms(w, passages[0].chunk.lang)]
     held = [set(tokenize(passage_text(h), h.chunk.lang)) for h in passages]
     return [
         w
