@@ -18,8 +18,8 @@ cached scratch indexes (rag/eval/index.py); beside each set: the index cost (chu
 bytes per chunk on disk), the mean time per question (both searches and every fusion), the peak RSS so far, and the
 embedder's load time and resident memory. Writes bench/results/crosslingual-<embedder.model>.json.
 
-    python -m bench.crosslingual                                      # default embedder (all-MiniLM-L6-v2)
-    python -m bench.crosslingual --config configs/multilingual.yaml   # multilingual USE v3
+    python -m bench.crosslingual                                 # default embedder (multilingual USE v3)
+    python -m bench.crosslingual --config configs/english.yaml   # all-MiniLM-L6-v2
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def _peak_rss_mb() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=None, help="settings file (default: configs/default.yaml)")
+    parser.add_argument("--config", type=Path, default=None, help="settings file (default: rag/default.yaml alone)")
     parser.add_argument("--sets", nargs="*", default=list(sets()), choices=list(sets()))
     parser.add_argument("--limit", type=int, default=None, help="N questions per set, evenly spaced")
     parser.add_argument("--sweep", action="store_true", help="also report hybrids with one dense share for all")

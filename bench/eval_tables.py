@@ -1,10 +1,11 @@
 """The tables of docs/evaluation.md's "Issue 16 through `rag eval`" section, from the outputs of `rag eval run`.
 
 Reads bench/results/eval/<set>-retrieval-<config>/results.json for every set of SETS and both configurations
-(`default`, `multilingual`: `--config configs/multilingual.yaml`) and prints three markdown tables:
+(`english`: `--config configs/english.yaml`, all-MiniLM-L6-v2, the default until 2026-12-08; `default`: the
+multilingual USE v3) and prints four markdown tables:
 
 1. per set and retriever (dense, BM25, hybrid), hit@1 / hit@5 / nDCG@10 of each configuration, with the questions;
-2. multilingual minus default (the hybrid's hit@1, hit@5, nDCG@10, in points), with the paired bootstrap 95% interval of
+2. default minus english (the hybrid's hit@1, hit@5, nDCG@10, in points), with the paired bootstrap 95% interval of
    `rag eval compare` (`rag.eval.compare_runs`: the same 1000 resamples, seed 0, over the questions both runs share);
 3. hybrid minus the better single retriever (dense or BM25, by nDCG@10 over the set), nDCG@10 points, with the same
    paired bootstrap over the questions of one run (issue 16, item 2);
@@ -33,7 +34,7 @@ SETS = {  # folder prefix -> label
     "xquad-en-over-de": "XQuAD en>de",
     "legal": "legal",
 }
-CONFIGS = ("default", "multilingual")
+CONFIGS = ("english", "default")  # A, B of the comparison
 METRICS = ("hit@1", "hit@5", "ndcg@10")
 SINGLE = ("dense", "bm25")
 
@@ -90,11 +91,11 @@ def main() -> None:
             if questions is not None:
                 print(f"| {SETS[folder]} | {questions} | {retriever} | {' | '.join(cells)} |")
 
-    print("\nmultilingual - default, hybrid, points, paired bootstrap 95% interval (* excludes 0):\n")
+    print(f"\n{CONFIGS[1]} - {CONFIGS[0]}, hybrid, points, paired bootstrap 95% interval (* excludes 0):\n")
     print("| set | questions | hit@1 | hit@5 | nDCG@10 |\n|---|---|---|---|---|")
     for folder in SETS:
-        if (folder, "default") in runs and (folder, "multilingual") in runs:
-            comparison = compare_runs(runs[folder, "default"], runs[folder, "multilingual"])
+        if all((folder, c) in runs for c in CONFIGS):
+            comparison = compare_runs(*(runs[folder, c] for c in CONFIGS))
             by_metric = {r["metric"]: r for r in comparison["rows"]}
             cells = " | ".join(interval(by_metric[f"retrieval.hybrid.{m}"]) for m in METRICS)
             print(f"| {SETS[folder]} | {comparison['questions']} | {cells} |")

@@ -1,15 +1,16 @@
-"""Time to index one corpus per embedder backend, against the raw torch encoder (and LlamaIndex) in the same run.
+"""Time to index one corpus per embedder backend, against the model's raw encoder (and LlamaIndex) in the same run.
 
     python -m bench.ingest                                   # writes bench/results/ingest.json
     python -m bench.ingest --llamaindex-python /work/li-venv/bin/python
 
 Corpus: the first 20 Legilux PDFs and the 240 XQuAD-en paragraphs (one text file each), copied into a scratch
-folder. Pipeline: parse + chunk + embed + commit to a fresh scratch index, once per backend (torch, onnx,
-onnx-int8), models loaded (and ONNX graphs exported) beforehand; with `--rounds N` the backends (and LlamaIndex)
-take turns N times, so a change in the machine's load falls on all of them. Raw limit: sentence-transformers `encode`
-alone on exactly the texts the pipeline embedded, same batch size. LlamaIndex (optional, its own venv, see
-bench/ingest_llamaindex.py): SimpleDirectoryReader + SentenceSplitter(512, 50) + HuggingFaceEmbedding of the same
-model + FAISS over the same folder. The figure compared is the time to index the corpus (chunk counts differ: ours
+folder. Pipeline: parse + chunk + embed + commit to a fresh scratch index, once per backend of the configured model
+(`--backends`: the default's numpy; torch, onnx, onnx-int8 with RAG_CONFIG=configs/english.yaml), models loaded (and
+ONNX graphs exported) beforehand; with `--rounds N` the backends (and LlamaIndex) take turns N times, so a change in
+the machine's load falls on all of them. Raw limit: the model's own `encode` (sentence-transformers, or USE's numpy
+pass) alone on exactly the texts the pipeline embedded, same batch size. LlamaIndex (optional, its own venv, see
+bench/ingest_llamaindex.py): SimpleDirectoryReader + SentenceSplitter(512, 50) + HuggingFaceEmbedding of
+all-MiniLM-L6-v2 (it cannot run USE) + FAISS over the same folder. The figure compared is the time to index the corpus (chunk counts differ: ours
 are ~127 tokens, LlamaIndex's ~391, most of them truncated by the embedder); pages/s and chunks/s are given beside it.
 Wall time moves with the load of other jobs on a shared machine, so each run also reports its CPU seconds (all
 threads of the process) and the load average around it.
@@ -37,16 +38,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.retrieval import BACKENDS, with_backend
 from bench.stores import SERVER_SETTINGS, STORES, bench_settings, postgres_server, server_facts
 from rag.chunk import embed_text
 from rag.embed import bundled_embedder_path
 from rag.pipeline import Pipeline
-from rag.settings import Settings
+from rag.settings import PACKAGED_EMBEDDERS, Settings
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LEGILUX = SHARED / "corpus" / "legilux" / "works"
 XQUAD_EN = SHARED / "qa" / "xquad" / "xquad.en.json"
-BACKENDS = ("torch", "onnx", "onnx-int8")
 TARGET_VS_LLAMAINDEX = 0.5  # issue 13: the default configuration indexes the corpus in at most half LlamaIndex's time
 
 
@@ -76,10 +77,8 @@ def settings_for(backend: str, scratch: Path, batch_size: int | None, dsn: str |
     """The configured settings (env, YAML) with this backend, a scratch index (or the PostgreSQL database at `dsn`)
     and, if asked, another batch size."""
     base = bench_settings("postgres", dsn) if dsn else Settings()
-    embedder = {"backend": backend} | ({"batch_size": batch_size} if batch_size else {})
-    return base.model_copy(update={
-        "index_dir": scratch / f"index-{backend}", "embedder": base.embedder.model_copy(update=embedder),
-    })
+    configured = with_backend(base, backend, **({"batch_size": batch_size} if batch_size else {}))
+    return configured.model_copy(update={"index_dir": scratch / f"index-{backend}"})
 
 
 class Meter:
@@ -139,14 +138,16 @@ def chunk_sizes(embedder, texts: list[str]) -> dict:
     }
 
 
-def run_raw_torch(texts: list[str], scratch: Path, batch_size: int | None) -> dict:
-    """sentence-transformers `encode` alone, same texts and batch size."""
-    pipeline = Pipeline(settings_for("torch", scratch, batch_size))
+def run_raw_encode(texts: list[str], scratch: Path, batch_size: int | None) -> dict:
+    """The configured model's own `encode` alone (sentence-transformers on torch, or USE's numpy forward pass), same
+    texts and batch size."""
+    backend = "numpy" if Settings().embedder.model in PACKAGED_EMBEDDERS else "torch"
+    pipeline = Pipeline(settings_for(backend, scratch, batch_size))
     model = pipeline.embedder.model
     size = pipeline.settings.embedder.batch_size
     with Meter() as meter:
         model.encode(texts, batch_size=size, normalize_embeddings=True)
-    return {"chunks": len(texts), "batch_size": size, **meter.rates(len(texts))}
+    return {"backend": backend, "chunks": len(texts), "batch_size": size, **meter.rates(len(texts))}
 
 
 def run_llamaindex(python: str, corpus: Path, threads: int | None) -> dict:
@@ -183,12 +184,12 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
                 turn[name] |= versus(turn[name], turn["llamaindex"])
         result["rounds"].append(turn)
     if args.raw and texts:  # the texts the last backend embedded into the embedded store
-        result["raw_torch_encode"] = run_raw_torch(texts, scratch, args.batch_size)
-        raw = result["raw_torch_encode"]
+        result["raw_encode"] = run_raw_encode(texts, scratch, args.batch_size)
+        raw = result["raw_encode"]
         for turn in result["rounds"]:
             for name in names:
-                turn[name]["vs_raw_torch_encode"] = round(turn[name]["chunks_per_s"] / raw["chunks_per_s"], 2)
-                turn[name]["vs_raw_torch_encode_cpu"] = round(turn[name]["chunks_per_cpu_s"] / raw["chunks_per_cpu_s"],
+                turn[name]["vs_raw_encode"] = round(turn[name]["chunks_per_s"] / raw["chunks_per_s"], 2)
+                turn[name]["vs_raw_encode_cpu"] = round(turn[name]["chunks_per_cpu_s"] / raw["chunks_per_cpu_s"],
                                                               2)
     result["median_seconds"] = {
         name: statistics.median(turn[name]["seconds"] for turn in result["rounds"]) for name in result["rounds"][0]
@@ -210,21 +211,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pdfs", type=int, default=20, help="how many Legilux PDFs")
     parser.add_argument("--paragraphs", type=int, default=240, help="how many XQuAD-en paragraphs")
-    parser.add_argument("--backends", nargs="*", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--backends", nargs="*", default=None, choices=BACKENDS,
+                        help="embedder backends of the configured model (default: the configured one; torch, onnx and "
+                        "onnx-int8 with RAG_CONFIG=configs/english.yaml)")
     parser.add_argument("--stores", nargs="+", default=["embedded"], choices=STORES,
                         help="store backends, each ingesting the corpus in turn (PostgreSQL: the bundled test server)")
     parser.add_argument("--no-raw", dest="raw", action="store_false",
-                        help="skip the raw torch encoder (the in-run limit)")
+                        help="skip the model's raw encoder (the in-run limit)")
     parser.add_argument("--rounds", type=int, default=1, help="turns of every backend (and LlamaIndex)")
     parser.add_argument("--batch-size", type=int, default=None, help="embedder.batch_size for every run")
     parser.add_argument("--llamaindex-python", help="interpreter of a venv with LlamaIndex (see ingest_llamaindex.py)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/ingest.json"))
     args = parser.parse_args()
     settings = Settings()
+    args.backends = args.backends or [settings.embedder.backend]
     header = {
         "command": "python -m bench.ingest " + " ".join(sys.argv[1:]),
         "started_utc": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "machine": platform.platform(),
-        "cpus": os.cpu_count(), "embedder_threads": settings.embedder.threads,
+        "cpus": os.cpu_count(), "embedder": settings.embedder.model, "embedder_threads": settings.embedder.threads,
         "default_backend": settings.embedder.backend, "target_time_vs_llamaindex": TARGET_VS_LLAMAINDEX,
     }
     with tempfile.TemporaryDirectory(prefix="rag-bench-") as scratch:

