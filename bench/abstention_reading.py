@@ -47,7 +47,7 @@ from rag.focus import passage_sentences
 from rag.generate import create_llm
 from rag.pipeline import Pipeline
 from rag.settings import load_settings
-from rag.untrusted import addresses_assistant, fold
+from rag.untrusted import fold, screen
 
 CLAPNQ = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qa" / "clapnq" / "annotated_data" / "dev"
 
@@ -118,10 +118,10 @@ def collect(out: Path, half: str, per_class: int) -> None:
     with out.open("w", encoding="utf-8") as sink:
         for q in sample:
             found = answerer.search(q.text, k=None)
-            hits = [h for h in found if not addresses_assistant(h.chunk.text)]
+            hits, _ = screen(found)  # the passages the answer may use, as Answerer.stream screens them
             lang = question_language(q.text, hits or found)
             quotes, scores = answerer._quotes(q.text, lang, hits)  # what Answerer.stream computes before deciding
-            values = features(q.text, hits, quotes, scores)
+            values = features(q.text, hits, quotes, scores, lang=lang)
             record = {
                 "id": q.id,
                 "question": q.text,
@@ -220,7 +220,7 @@ def sentences(src: Path, out: Path) -> None:
     answerer = pipeline.answerer
     with out.open("w", encoding="utf-8") as sink:
         for row in _rows(src):
-            hits = [h for h in answerer.search(row["question"], k=None) if not addresses_assistant(h.chunk.text)]
+            hits, _ = screen(answerer.search(row["question"], k=None))
             texts = passage_sentences(hits[0].chunk)
             vectors = answerer.encode([row["question"], *texts, hits[0].chunk.text])
             cosine = np.sort(vectors[1:-1] @ vectors[0])

@@ -3,7 +3,8 @@
     RAG_EMBEDDER__THREADS=1 python -m bench.sizing      # writes bench/results/sizing.json
 
 Embedding: the sample corpus's chunks (the chunker's real passages), repeated to `--passages`, encoded by the
-bundled all-MiniLM-L6-v2 with torch limited to 1, then 2 threads. llama.cpp: the bundled Gemma 3 270M Q4_K_M reads a
+configured embedder (the default: USE v3 on numpy; `RAG_CONFIG=configs/english.yaml`: all-MiniLM-L6-v2) limited
+to 1, then 2 threads. llama.cpp: the bundled Gemma 3 270M Q4_K_M reads a
 prompt of `--prompt-tokens` tokens made of those passages and writes `--new-tokens` tokens, at n_threads 1 and 2;
 the times are llama.cpp's own counters (llama_perf_context), so Python overhead is excluded. The load average is
 recorded because the machine is shared: compare the 1- vs 2-thread ratio more than the absolute rates.
@@ -36,7 +37,7 @@ def sample_passages(scratch: Path, count: int) -> list[str]:
 
 
 def embedding_rate(settings: Settings, passages: list[str], threads: int) -> dict:
-    embedder = Embedder(settings.embedder.model_copy(update={"threads": threads}))
+    embedder = Embedder(settings.embedder.model_copy(update={"threads": threads}), settings.data_dir)
     embedder.encode(passages[:8])  # load and warm up
     started = time.perf_counter()
     embedder.encode(passages)
@@ -85,7 +86,8 @@ def main() -> None:
         embedding = [embedding_rate(settings, passages, threads) for threads in (1, 2)]
         llm = [llm_rates(settings, passages, t, args.prompt_tokens, args.new_tokens) for t in (1, 2)]
     payload = {"machine": platform.platform(), "cpus": os.cpu_count(), "load_average_before": load_before,
-               "load_average_after": os.getloadavg(), "embedding": embedding, "llm": llm,
+               "load_average_after": os.getloadavg(), "embedder": settings.embedder.model,
+               "embedder_backend": settings.embedder.backend, "embedding": embedding, "llm": llm,
                "llm_model": settings.llm.model_name}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2))

@@ -35,9 +35,9 @@ from .cite import (
     unmatched_words,
     verify,
 )
-from .confidence import ConfidenceModel, features, shipped_model
+from .confidence import ConfidenceModel, features, rounded, shipped_model
 from .errors import InputError
-from .focus import coverage, focus, rank_sentences
+from .focus import coverage, focus, rank_sentences, relevant
 from .generate import LLM, Prompt
 from .language import UNDETERMINED, detect_language
 from .prompt import build_prompt, citation_grammar
@@ -129,7 +129,7 @@ class Answer:
     set_aside: list[SetAside] = field(default_factory=list)  # passages with text instructing the model, cut out
     unmatched: list[str] = field(default_factory=list)  # question words no cited passage speaks of (see `_finish`)
     confidence: float = 0.0  # probability that the passages answer the question (rag/confidence.py)
-    features: dict[str, float] = field(default_factory=dict)  # the confidence model's inputs
+    features: dict[str, float | None] = field(default_factory=dict)  # the confidence model's inputs (None: missing)
 
     def to_dict(self) -> dict:
         """JSON form of the answer; scores (evidence, confidence, features) rounded to 4 decimals, timings in ms."""
@@ -149,7 +149,7 @@ class Answer:
             "set_aside": [h.to_dict() for h in self.set_aside],
             "unmatched": self.unmatched,
             "confidence": round(self.confidence, 4),
-            "features": {k: round(v, 4) for k, v in self.features.items()},
+            "features": {k: rounded(v) for k, v in self.features.items()},
         }
 
 
@@ -212,7 +212,7 @@ class Answerer:
             set_aside=set_aside,
         )
         quotes, scores = self._quotes(question, base.lang, hits)
-        base.features = features(question, hits, quotes, scores)
+        base.features = features(question, hits, quotes, scores, lang=base.lang)
         base.confidence = self.confidence.probability(base.features)
         answer = self.settings.answer
         if not hits or base.evidence < answer.min_retrieval_score or base.confidence < answer.min_confidence:
@@ -224,9 +224,12 @@ class Answerer:
             yield from self._generate(base, hits, quotes, started)
 
     def _quotes(self, question: str, lang: str, hits: list[Hit]) -> tuple[list[Sentence], list[float]]:
-        """The passages' best sentences for the question (twice `answer.quote_sentences`, so that enough survive),
-        verified with the question's rules, and their ranking scores."""
-        ranked = rank_sentences(question, hits, self.encode)[: 2 * self.settings.answer.quote_sentences]
+        """The passages' best sentences for the question (twice `answer.quote_sentences`, so that enough survive;
+        only those bearing on it, `rag.focus.relevant`), verified with the question's rules, and their ranking
+        scores."""
+        ranked = relevant(rank_sentences(question, hits, self.encode, lang=lang))[
+            : 2 * self.settings.answer.quote_sentences
+        ]
         quoted = [Sentence(s.text, [Citation.of(s.passage + 1, hits[s.passage])]) for s in ranked]
         verify(quoted, hits, self.settings.answer.min_support, question=question, question_lang=lang)
         return quoted, [s.score for s in ranked]
@@ -247,7 +250,7 @@ class Answerer:
 
     def _generate(self, base: Answer, hits: list[Hit], quotes: list[Sentence], started: float) -> Iterator[Event]:
         llm = self.llm()
-        shown, prompt, base.timings.prompt_tokens = self.prompt_for(base.question, hits)
+        shown, prompt, base.timings.prompt_tokens = self.prompt_for(base.question, hits, lang=base.lang)
         base.model = llm.info.model
         grammar = citation_grammar(len(hits)) if self._use_grammar() else None
         pieces: list[str] = []
@@ -270,14 +273,22 @@ class Answerer:
     def _use_grammar(self) -> bool:
         return self.settings.llm.grammar and self.settings.llm.prompt_format == "completion"
 
-    def prompt_for(self, question: str, hits: list[Hit]) -> tuple[list[Hit], Prompt, int | None]:
+    def prompt_for(
+        self, question: str, hits: list[Hit], *, lang: str | None = None
+    ) -> tuple[list[Hit], Prompt, int | None]:
         """The prompt with as many of the best passages as fit in the context beside the answer's token budget; with
-        `answer.passage_tokens`, each passage is cut down to its sentences that bear on the question (rag/focus.py)."""
+        `answer.passage_tokens`, each passage is cut down to its sentences that bear on the question (rag/focus.py;
+        `lang`: the question's language, None when unknown)."""
         s, llm = self.settings.llm, self.llm()
         excerpts = None
         if self.settings.answer.passage_tokens:
             hits, excerpts = focus(
-                question, hits, self.encode, self.settings.answer.passage_tokens, lambda text: text_tokens(llm, text)
+                question,
+                hits,
+                self.encode,
+                self.settings.answer.passage_tokens,
+                lambda text: text_tokens(llm, text),
+                lang=lang,
             )
         while True:
             prompt = build_prompt(question, hits, s.prompt_format, excerpts)
@@ -296,8 +307,8 @@ class Answerer:
     ) -> Answer:
         """The generated text verified against the passages the prompt `shown`; when no sentence survives, or none
         gives what the question asks for (`answers_kind`: a number for "how many"), the `quotes` of those passages
-        in the question's language instead (a quote in another language cannot be checked against the question),
-        or an abstention."""
+        instead, as quote mode gives them (a passage in another language is quoted in its own words: a generated
+        sentence in the question's language cannot be checked against it word for word), or an abstention."""
         checked = time.perf_counter()
         sentences = parse_sentences(raw, shown)
         verify(sentences, shown, self.settings.answer.min_support, question=base.question, question_lang=base.lang)
@@ -314,7 +325,7 @@ class Answerer:
             Sentence(q.text, [Citation.of(marker[c.chunk_id], shown[marker[c.chunk_id] - 1])], q.support, True)
             for q in quotes
             for c in q.citations[:1]
-            if q.supported and c.chunk_id in marker and shown[marker[c.chunk_id] - 1].chunk.lang == base.lang
+            if q.supported and c.chunk_id in marker
         ]
         if not quoted:
             base.removed = sentences
@@ -325,12 +336,14 @@ class Answerer:
     def _finish(
         self, base: Answer, hits: list[Hit], sentences: list[Sentence], removed: list[Sentence], started: float
     ) -> Answer:
-        """The answer from its verified sentences; when the passages they cite (in the question's language) do not
-        speak of some of the question's words, the answer says so first (`NOT_MENTIONED`)."""
+        """The answer from its verified sentences; when the passages they cite, all in the question's language, do
+        not speak of some of the question's words, the answer says so first (`NOT_MENTIONED`). A passage cited in
+        another language may say what those words name in its own, so no word is reported then."""
         base.sentences, base.removed = sentences, removed
         base.sources = sources(hits, {c.marker for s in sentences for c in s.citations})
-        cited = [s.hit for s in base.sources if s.cited and s.chunk.lang == base.lang]
-        base.unmatched = unmatched_words(base.question, cited) if base.lang in NOT_MENTIONED else []
+        cited = [s.hit for s in base.sources if s.cited]
+        comparable = base.lang in NOT_MENTIONED and all(h.in_language(base.lang) for h in cited)
+        base.unmatched = unmatched_words(base.question, cited) if comparable else []
         note = [NOT_MENTIONED[base.lang].format(words=", ".join(base.unmatched))] if base.unmatched else []
         base.text = " ".join([*note, *(s.render() for s in sentences)])
         base.timings.total_ms = _ms(started)

@@ -49,12 +49,15 @@ def coverage(question: str, text: str, lang: str) -> float:
     return len(words & set(tokenize(text, lang))) / len(words) if words else 0.0
 
 
-def rank_sentences(question: str, hits: Sequence[Hit], encode: Callable) -> list[RankedSentence]:
+def rank_sentences(
+    question: str, hits: Sequence[Hit], encode: Callable, *, lang: str | None = None
+) -> list[RankedSentence]:
     """Every sentence of the passages, best first (ties: passage rank, then order in the passage).
 
     Score = mean of lexical coverage (share of the question's content words in the sentence) and cosine similarity of
-    the embeddings: coverage finds the exact terms, the embedding finds paraphrases. `encode` maps n texts to unit
-    vectors, `(n, dim) float32` (the embedder's `encode`).
+    the embeddings: coverage finds the exact terms, the embedding finds paraphrases. In a passage written in another
+    language than the question's `lang` (None: every passage counts as in it) words cannot match, so the score is the
+    cosine alone. `encode` maps n texts to unit vectors, `(n, dim) float32` (the embedder's `encode`).
     """
     candidates = [(i, p, text) for i, hit in enumerate(hits) for p, text in enumerate(passage_sentences(hit.chunk))]
     if not candidates:
@@ -62,26 +65,45 @@ def rank_sentences(question: str, hits: Sequence[Hit], encode: Callable) -> list
     vectors = encode([question] + [text for *_, text in candidates])
     similarity = vectors[1:] @ vectors[0]
     ranked = [
-        RankedSentence(i, p, text, 0.5 * coverage(question, text, hits[i].chunk.lang) + 0.5 * float(cos))
+        RankedSentence(
+            i,
+            p,
+            text,
+            0.5 * coverage(question, text, hits[i].chunk.lang) + 0.5 * float(cos)
+            if hits[i].in_language(lang)
+            else float(cos),
+        )
         for (i, p, text), cos in zip(candidates, similarity, strict=True)
     ]
     return sorted(ranked, key=lambda s: (-s.score, s.passage, s.position))
 
 
+def relevant(ranked: Sequence[RankedSentence]) -> list[RankedSentence]:
+    """The sentences of `ranked` (best first, `rank_sentences`) that bear on the question: the best one, and those
+    scoring at least `RELEVANCE_FLOOR` of it."""
+    floor = RELEVANCE_FLOOR * ranked[0].score if ranked else 0.0
+    return [s for s in ranked if s is ranked[0] or 0 < floor <= s.score]
+
+
 def focus(
-    question: str, hits: Sequence[Hit], encode: Callable, budget: int, count_tokens: Callable[[str], int]
+    question: str,
+    hits: Sequence[Hit],
+    encode: Callable,
+    budget: int,
+    count_tokens: Callable[[str], int],
+    *,
+    lang: str | None = None,
 ) -> tuple[list[Hit], list[str]]:
     """The passages worth showing and, for each, the excerpt to show: best sentences first until `budget` tokens.
 
     A sentence too long for what is left of the budget is skipped for shorter ones; the best sentence is always kept;
     sentences below `RELEVANCE_FLOOR` of the best score are never kept. `budget` and `count_tokens` are in the
-    language model's tokens. Returns the kept hits in their original order and one excerpt per kept hit.
+    language model's tokens; `lang` is the question's (`rank_sentences`). Returns the kept hits in their original
+    order and one excerpt per kept hit.
     """
-    ranked = rank_sentences(question, hits, encode)
-    floor = RELEVANCE_FLOOR * ranked[0].score if ranked else 0.0
     chosen: list[RankedSentence] = []
     used = 0
-    for sentence in (s for s in ranked if s is ranked[0] or 0 < floor <= s.score):
+    for sentence in relevant(rank_sentences(question, hits, encode, lang=lang)):
         cost = count_tokens(sentence.text)
         if used + cost <= budget or not chosen:
             chosen.append(sentence)

@@ -37,6 +37,11 @@ class Hit:
     dense_rank: int | None = None  # 1-based rank in that retriever's list, None when absent
     bm25_rank: int | None = None
 
+    def in_language(self, lang: str | None) -> bool:
+        """Whether the passage can be compared word for word with text in `lang`: it is written in `lang`, or either
+        language is unknown (None, undetermined)."""
+        return lang in (None, UNDETERMINED) or self.chunk.lang in (lang, UNDETERMINED)
+
     def to_dict(self) -> dict:
         """JSON-ready fields (the `rag search --json` and `POST /search` hit shape); scores rounded to 6 places."""
         c = self.chunk

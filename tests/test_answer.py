@@ -79,11 +79,14 @@ def test_weak_retrieval_evidence_abstains_without_calling_the_model():
     assert [s.n for s in answer.sources] == [1, 2], "the closest passages are listed"
 
 
-def test_nothing_supported_abstains_and_lists_what_was_removed():
+def test_an_unsupported_generation_lists_what_was_removed_and_quotes_the_passage_in_its_own_language():
     ask, _ = answerer("Employees get 40 days of paid leave per year.")
     answer = ask.ask("Wie viele Tage bezahlten Urlaub haben Employees per calendar year?")
-    assert answer.abstained and answer.text == NO_ANSWER["de"]
     assert answer.removed and answer.removed[0].missing == ["40"]
+    assert not answer.abstained and answer.mode == "quote"
+    assert answer.text.startswith("Employees are entitled to 26 days of paid leave per calendar year [1].")
+    assert answer.unmatched == []  # "Urlaub" is not looked for in an English passage
+
 
 
 def test_keeping_unsupported_sentences_flags_them():
@@ -186,6 +189,22 @@ def test_quote_mode_returns_verbatim_sentences_with_citations(answer_pipeline):
     for sentence in answer.sentences:
         passage = answer.sources[sentence.citations[0].marker - 1].chunk.text
         assert sentence.text in " ".join(passage.split())
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("question", "quoted", "lang"), [
+    ("How long must personnel files be kept?", "Personalakten | 10 Jahre", "de"),  # over the German retention table
+    ("Wie viele Tage pro Woche darf man Telearbeit machen?", "trois jours par semaine", "fr"),  # the French directive
+])
+def test_a_question_is_answered_from_a_passage_in_another_language(answer_pipeline, question, quoted, lang):
+    """The word-matching evidence cannot see across languages (rag/confidence.py: missing, `across`); the answer is
+    the passage's own sentence, and no word of the question is reported missing from a passage in another language."""
+    answer = answer_pipeline.ask(question, mode="quote")
+    assert not answer.abstained, answer.to_dict()
+    assert answer.features["across"] == 1.0 and answer.features["terms_top"] is None
+    first = answer.sentences[0]
+    assert quoted in first.text and answer.sources[first.citations[0].marker - 1].chunk.lang == lang
+    assert answer.unmatched == [] and not answer.text.startswith(("The documents do not mention", "Die Dokumente"))
 
 
 @pytest.mark.integration

@@ -92,3 +92,45 @@ def test_matrix_skips_records_without_features():
 def test_the_shipped_model_names_the_features_the_answerer_computes():
     model = shipped_model()
     assert model.names == FEATURES and len(model.coef) == len(FEATURES)
+
+
+def test_a_missing_feature_is_taken_at_its_mean_in_the_fit_and_the_probability():
+    rest = len(FEATURES) - 1
+    model = ConfidenceModel(FEATURES, (2.0,) + (0.5,) * rest, 0.3, (0.4,) + (0.1,) * rest, (0.2,) + (1.0,) * rest)
+    values = dict.fromkeys(FEATURES, 0.7)
+    at_mean = model.probability(values | {FEATURES[0]: 0.4})
+    assert model.probability(values | {FEATURES[0]: None}) == at_mean == model.probability(values | {FEATURES[0]: np.nan})
+    assert model.probability(values | {FEATURES[0]: 0.9}) > at_mean
+
+    rng = np.random.default_rng(1)
+    y = np.array([1] * 100 + [0] * 100)
+    x = rng.normal(0.0, 1.0, (200, len(FEATURES)))
+    column = FEATURES.index("terms_top")
+    x[:, column] += 2.0 * y
+    x[::4, column] = np.nan  # missing for a quarter of both classes, e.g. passages in another language
+    fitted, _ = fit(x, y)
+    observed = ~np.isnan(x[:, column])
+    assert fitted.mean[column] == pytest.approx(x[observed, column].mean())  # the mean of the values seen
+    p = probabilities(fitted, x)
+    assert np.isfinite(p).all() and p[y == 1].mean() > 0.6 > 0.4 > p[y == 0].mean()
+    records = [{"answerable": True, "features": dict.fromkeys(FEATURES, 1.0) | {"terms_top": None}}]
+    assert np.isnan(matrix(records)[0][0, column])
+
+
+def test_term_features_of_a_passage_in_another_language_are_missing_and_across_says_so():
+    from rag.confidence import TERM_FEATURES, features
+
+    from .conftest import make_hit
+
+    german = make_hit(1, "Personalakten werden zehn Jahre nach dem Ausscheiden aufbewahrt.", lang="de")
+    english = make_hit(2, "Personnel files are kept for ten years after the employee leaves.", lang="en")
+    question = "How long are personnel files kept?"
+    across = features(question, [german, english], [], [], lang="en")
+    assert across["across"] == 1.0 and all(across[name] is None for name in TERM_FEATURES)
+    assert across["dense_top"] == 0.0 and set(across) == set(FEATURES)
+    same = features(question, [english, german], [], [], lang="en")
+    assert same["across"] == 0.0 and same["terms_top"] == same["terms_top3"] == same["evidence"] == 1.0
+    other_first = features("Wie lange werden Personalakten im Archiv aufbewahrt?", [german, english], [], [], lang="de")
+    assert other_first["across"] == 0.0
+    assert other_first["terms_top"] == other_first["evidence"] == pytest.approx(2 / 3)  # not "Archiv"
+    assert features(question, [german], [], [], lang=None)["across"] == 0.0  # no question language: all count

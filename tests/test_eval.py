@@ -312,6 +312,20 @@ def test_eval_run_gate_and_compare(rag_eval, tmp_path):
 
 
 @pytest.mark.integration
+def test_documents_linked_from_elsewhere_keep_the_names_of_the_folder(tmp_path):
+    """Ingestion records a linked file by its target; the gold ids and the keys use its name in the folder."""
+    elsewhere = tmp_path / "elsewhere" / "gdpr-en.xml"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("<p>Personal data shall be processed lawfully.</p>")
+    folder = tmp_path / "documents"
+    (folder / "eu").mkdir(parents=True)
+    (folder / "eu" / "regulation.xml").symlink_to(elsewhere)
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text('{"question": "How is data processed?", "gold_doc_ids": ["eu/regulation.xml"]}\n')
+    dataset = read_jsonl(gold, folder)
+    assert dataset.doc_key(str(elsewhere.resolve())) == "eu/regulation.xml"
+
+
 def test_generic_jsonl_over_real_files(rag_eval, tmp_path):
     gold = tmp_path / "gold.jsonl"
     gold.write_text(

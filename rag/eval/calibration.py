@@ -34,7 +34,8 @@ def split(ids: Sequence[str]) -> tuple[set[str], set[str]]:
 
 
 def matrix(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Features, shape (n, len(FEATURES)), and labels (1 = answerable) of records that carry features."""
+    """Features, shape (n, len(FEATURES)), NaN where a feature is missing (None), and labels (1 = answerable) of
+    records that carry features."""
     rows = [r for r in records if r.get("features")]
     x = np.array([[r["features"][name] for name in FEATURES] for r in rows], float).reshape(len(rows), len(FEATURES))
     return x, np.array([r["answerable"] for r in rows], int)
@@ -64,9 +65,9 @@ def fit(x: np.ndarray, y: np.ndarray, strength: float | None = None) -> tuple[Co
 
     if len(set(y.tolist())) < 2:
         raise ValueError("fitting needs answerable and unanswerable questions")
-    mean, scale = x.mean(axis=0), x.std(axis=0)
+    mean, scale = np.nanmean(x, axis=0), np.nanstd(x, axis=0)  # a missing value (NaN) is left out of both
     scale[scale == 0] = 1.0
-    z = (x - mean) / scale
+    z = np.nan_to_num((x - mean) / scale, nan=0.0)  # and then taken at the mean, as ConfidenceModel.probability does
     if strength is None:
         folds = min(5, int(np.bincount(y).min()))
         strength = max(

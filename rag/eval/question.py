@@ -14,6 +14,7 @@ from typing import Any
 
 from ..answer import Answer
 from ..cite import Sentence, support
+from ..confidence import rounded
 from ..language import detect_language
 from ..pipeline import Pipeline
 from ..store import ChunkRecord
@@ -124,7 +125,7 @@ def answer_record(answer: Answer) -> dict:
         "answer": answer.text,
         "evidence": round(answer.evidence, 4),
         "confidence": round(answer.confidence, 4),
-        "features": {name: round(value, 4) for name, value in answer.features.items()},
+        "features": {name: rounded(value) for name, value in answer.features.items()},
         "sentences": kept + removed,
         "sources": [
             {"n": s.n, "doc_id": s.chunk.doc_id, "source": s.chunk.source, "cited": s.cited} for s in answer.sources
