@@ -68,3 +68,18 @@ def test_real_documents_fit_the_embedder_window(embedder):
             assert all(c.page and 1 <= c.page <= doc.pages for c in chunks)
         if doc.format in ("formex", "akoma-ntoso"):
             assert sum(1 for c in chunks if any("Art" in h for h in c.heading_path)) > len(chunks) / 2
+
+
+@pytest.mark.parametrize(("text", "sentences"), [
+    ("Art. 3 – Plafond hebdomadaire\nLe télétravail est limité. 3 jours au plus.",
+     ["Art. 3 – Plafond hebdomadaire", "Le télétravail est limité.", "3 jours au plus."]),
+    ("Gemäß § 3 Abs. 2 Nr. 5 gilt dies. Siehe S. 4.", ["Gemäß § 3 Abs. 2 Nr. 5 gilt dies.", "Siehe S. 4."]),
+    ("See p. 12 and Art. 1er of the law. Then stop.", ["See p. 12 and Art. 1er of the law.", "Then stop."]),
+    ("Start. Art. 7 applies.", ["Start.", "Art. 7 applies."]),
+    ("Il a 3 ans. 4 enfants vivent ici.", ["Il a 3 ans.", "4 enfants vivent ici."]),  # "ans." is no abbreviation
+    ("Die Zahl ist 5. 6 folgt.", ["Die Zahl ist 5.", "6 folgt."]),
+])
+def test_a_reference_to_a_numbered_part_does_not_end_a_sentence(text, sentences):
+    from rag.chunk import sentence_spans
+
+    assert [text[a:b] for a, b in sentence_spans(text, 0, len(text))] == sentences
