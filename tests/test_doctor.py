@@ -59,7 +59,7 @@ def test_doctor_passes_on_a_healthy_setup_and_names_each_failure(example_pipelin
     assert by_name["index"]["data"]["chunks"] == by_name["index"]["data"]["vectors"] > 0
 
     config = yaml.safe_load((ROOT / "rag" / "default.yaml").read_text())
-    config["embedder"]["file_sha256"]["vocab.txt"] = "0" * 64
+    config["embedder"]["file_sha256"]["weights.npz"] = "0" * 64
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     code, report = doctor({"RAG_CONFIG": str(tmp_path / "config.yaml"), "RAG_INDEX_DIR": str(tmp_path / "empty"),
                            "RAG_DATA_DIR": str(settings.data_dir), "RAG_SERVER__HOST": "0.0.0.0",
@@ -67,6 +67,6 @@ def test_doctor_passes_on_a_healthy_setup_and_names_each_failure(example_pipelin
     failed = {c["name"]: c for c in report["checks"] if not c["ok"]}
     assert code == 1 and not report["ok"]
     assert set(failed) == {"embedder", "index", "api_keys"}
-    assert "vocab.txt has sha256" in failed["embedder"]["detail"]
+    assert "weights.npz has sha256" in failed["embedder"]["detail"]
     assert failed["embedder"]["data"]["file_sha256"] == by_name["embedder"]["data"]["file_sha256"], \
         "the values to pin are printed even when the check fails"

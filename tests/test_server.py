@@ -241,9 +241,11 @@ def test_metrics_count_each_request_its_retrieval_and_its_tokens(service):
 
     search = key("rag_http_requests_total", endpoint="/v1/search", method="POST", status="200")
     ask = key("rag_http_requests_total", endpoint="/v1/ask", method="POST", status="200")
+    too_large = key("rag_http_requests_total", endpoint="/v1/ask", method="POST", status="413")
     before = _metrics(service)
     with service.client("public") as client:
         assert client.post("/v1/search", json={"query": "remote work"}).status_code == 200
+        assert client.post("/v1/ask", json={"question": "x" * 100_000}).status_code == 413  # refused before routing
         events = ask_stream(client, QUESTION)
     deadline = time.monotonic() + 10
     while (after := _metrics(service))[ask] < before.get(ask, 0) + 1 and time.monotonic() < deadline:
@@ -253,8 +255,9 @@ def test_metrics_count_each_request_its_retrieval_and_its_tokens(service):
         return after.get(key(name, **labels), 0) - before.get(key(name, **labels), 0)
 
     assert after[search] - before.get(search, 0) == 1 and after[ask] - before.get(ask, 0) == 1
-    for endpoint in ("/v1/search", "/v1/ask"):
-        assert moved("rag_http_request_seconds_count", endpoint=endpoint) == 1
+    assert after[too_large] - before.get(too_large, 0) == 1  # under its endpoint, not "unmatched"
+    for endpoint, requests in (("/v1/search", 1), ("/v1/ask", 2)):  # the 413 is timed too; it retrieved nothing
+        assert moved("rag_http_request_seconds_count", endpoint=endpoint) == requests
         assert moved("rag_retrieval_seconds_count", endpoint=endpoint) == 1
     assert moved("rag_http_request_seconds_sum", endpoint="/v1/ask") > moved("rag_retrieval_seconds_sum",
                                                                               endpoint="/v1/ask") > 0

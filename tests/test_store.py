@@ -228,7 +228,7 @@ def test_manifest_records_producer(fresh_pipeline):
     fresh_pipeline.ingest_documents(_docs()[:1])
     manifest = json.loads((fresh_pipeline.settings.index_dir / "manifest.json").read_text())
     assert manifest["format"] == "sovereign-rag-index/2"
-    assert manifest["embedder"]["name"] == "all-MiniLM-L6-v2" and len(manifest["embedder"]["fingerprint"]) == 64
+    assert manifest["embedder"]["name"] == "use-multilingual-v3" and len(manifest["embedder"]["fingerprint"]) == 64
     assert manifest["chunking"] == fresh_pipeline.settings.chunking.model_dump()
     assert manifest["project_version"]
 

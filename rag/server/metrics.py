@@ -6,8 +6,10 @@ a caller typed, and the metrics page is readable without a key.
 
 from __future__ import annotations
 
+import re
 import time
 
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -81,7 +83,29 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = scope.get("route")
-            endpoint = getattr(route, "path", "unmatched")
+            endpoint = route_template(scope)
             self.metrics.requests.labels(endpoint, scope["method"], str(status)).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the request's route ("/v1/documents/{doc_id}"), "unmatched" when no route takes it. A
+    request answered before routing (a 413 from BodyLimit) is matched against the templates of the application's
+    OpenAPI schema here, so it is counted under its endpoint too; the label stays a template, whatever was asked."""
+    route = scope.get("route")
+    if route is not None:
+        return getattr(route, "path", "unmatched")
+    app = scope.get("app")
+    templates = _templates(app) if isinstance(app, FastAPI) else {}
+    return next((t for t, pattern in templates.items() if pattern.fullmatch(scope.get("path", ""))), "unmatched")
+
+
+def _templates(app: FastAPI) -> dict[str, re.Pattern[str]]:
+    """{template: its pattern} of the app's documented paths, built once and kept in the app's state."""
+    templates = getattr(app.state, "route_templates", None)
+    if templates is None:
+        templates = app.state.route_templates = {
+            template: re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)))
+            for template in app.openapi().get("paths", {})
+        }
+    return templates
