@@ -100,6 +100,21 @@ def test_scratch_index_key_follows_the_embedder_graph():
     assert len(keys) == 3
 
 
+def test_scratch_index_key_follows_the_indexing_code(monkeypatch):
+    """A change to the chunker (or the loaders, or BM25's tokens) must not reuse an index the old code built."""
+    from rag.eval import index
+    from rag.eval.datasets import Dataset
+    from rag.settings import Settings
+
+    dataset, settings = Dataset("d", sha256="abc"), Settings()
+    embedder = {"name": "m", "fingerprint": "f", "dim": 512, "max_tokens": 512, "backend": "numpy"}
+    code = index.indexing_code_sha256()
+    assert len(code) == 64 and index.indexing_code_sha256() == code  # stable while nothing changes
+    before = index.cache_key(embedder, settings, dataset)
+    monkeypatch.setattr(index, "indexing_code_sha256", lambda: "another chunker")
+    assert index.cache_key(embedder, settings, dataset) != before
+
+
 def test_limit_takes_evenly_spaced_questions():
     assert subset(list(range(10)), 3) == [0, 3, 6]
     assert subset(list(range(3)), 5) == [0, 1, 2]

@@ -19,7 +19,8 @@ from .datasets import Dataset
 
 def cache_key(embedder: dict, settings: Settings, dataset: Dataset) -> str:
     """Documents are stored under their sources, so those count too: the same bytes read under another dataset name
-    must not add a second copy of every document to a reused index. A set whose questions come from another file than
+    must not add a second copy of every document to a reused index. The indexing code counts as well
+    (`indexing_code_sha256`). A set whose questions come from another file than
     its documents (`corpus_sha256`) shares the index of the documents' own set."""
     sources = [str(dataset.documents_dir.resolve())] if dataset.documents_dir else [d.source for d in dataset.documents]
     identity = {
@@ -27,8 +28,20 @@ def cache_key(embedder: dict, settings: Settings, dataset: Dataset) -> str:
         "sources": hashlib.sha256("\n".join(sources).encode()).hexdigest(),
         "embedder": embedder,
         "chunking": settings.chunking.model_dump(),
+        "code": indexing_code_sha256(),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def indexing_code_sha256() -> str:
+    """sha256 of the source of the stages that decide what an index holds (loading, chunking, BM25 tokens): a change
+    to any of them makes a new cache key, so a rerun never scores an index built by other code."""
+    package = Path(__file__).resolve().parents[1]
+    files = sorted([package / "chunk.py", package / "lexical.py", package / "language.py", *package.glob("load/*.py")])
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
 
 
 def open_index(settings: Settings, dataset: Dataset, progress: bool) -> tuple[Pipeline, dict]:
