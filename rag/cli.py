@@ -21,6 +21,8 @@ from .cli_service import audit_app, keys_app, serve
 from .errors import ConfigError, IndexError_, InputError, NotFoundError, RagError
 
 if TYPE_CHECKING:
+    import click
+
     from .pipeline import Pipeline
     from .records import DocumentRecord
     from .retrieve import Mode
@@ -367,9 +369,17 @@ def main() -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        if isinstance(exc, _usage_errors()):
+            usage = cast("click.ClickException", exc)  # typer's copy has the same interface
+            usage.show()
+            sys.exit(usage.exit_code)
         raise
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """The classes of click's usage errors: click's own, and typer's copy of them (typer 0.2x vendors click as
+    `typer._click`, whose exceptions are not click's), found through `typer.BadParameter`."""
+    import click
+
+    vendored = [kind for kind in typer.BadParameter.__mro__ if kind.__name__ == "ClickException"]
+    return (click.ClickException, *vendored)

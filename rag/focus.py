@@ -37,10 +37,20 @@ class RankedSentence:
 
 
 def passage_sentences(chunk: ChunkRecord) -> list[str]:
-    """Sentences of a passage, verbatim except that line breaks inside one become spaces; headings are not quoted."""
-    spans = sentence_spans(chunk.text, 0, len(chunk.text))
-    sentences = [re.sub(r"\s+", " ", chunk.text[a:b]).strip() for a, b in spans]
+    """Sentences of a passage, verbatim except that line breaks inside one become spaces; headings are not quoted,
+    nor the pieces the sentence rule cuts a numbered heading into ("Art." and "3 - Plafond hebdomadaire")."""
+    text = chunk.text
+    spans = [(a, b) for a, b in sentence_spans(text, 0, len(text)) if not _in_heading_line(text, a, b, chunk)]
+    sentences = [re.sub(r"\s+", " ", text[a:b]).strip() for a, b in spans]
     return [s for s in sentences if len(s) > 1 and s not in chunk.heading_path]
+
+
+def _in_heading_line(text: str, start: int, end: int, chunk: ChunkRecord) -> bool:
+    """Whether text[start:end] lies within a line of the passage that is one of its headings."""
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    line = text[line_start : len(text) if line_end < 0 else line_end]
+    return " ".join(line.split()) in chunk.heading_path
 
 
 def coverage(question: str, text: str, lang: str) -> float:

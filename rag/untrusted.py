@@ -127,7 +127,7 @@ _MODAL = (
     r"muss|mussen|musst|soll|sollen|sollt|ist|sind|mussen|muss|mussen|sollt|soll)"
 )
 _IMPERATIVE_EN = (
-    r"(?:^\W*|[,;:]\s*|\b(?:please|always|then|just|simply|instead|now)\s+|"
+    r"(?:^\W*|[,;:]\s*|\b(?:please|always|then|just|simply|instead|now|also)\s+|"
     r"\byou\s+(?:must|should|will|shall|need to|have to|are to|are required to)\s+(?:now\s+|always\s+|only\s+)*)"
 )
 _IMPERATIVE_FR = (
@@ -243,7 +243,7 @@ _RULES = (
         DICTATES,
         rf"{_IMPERATIVE_EN}{_ANSWER_EN}\s+(?:that\b|exactly\b|verbatim\b|precisely\b|word for word\b|nothing but\b|"
         rf"the following\b|:|{_QUOTE}|only\s*(?::|{_QUOTE}|with\b)|with\s+(?:exactly|only|the following|{_QUOTE}))",
-        rf"{_IMPERATIVE_EN}tell\s+(?:the\s+)?users?\s+that\b",
+        rf"{_IMPERATIVE_EN}tell\s+(?:the\s+)?(?:users?|readers?|staff|employees|everyone|them)\s+that\b",
         r"\b(?:answer|respond|reply|say|output|write|print)\s+(?:exactly|verbatim|precisely|with exactly)\b",
         r"\b(?:whatever|regardless of|no matter what|no matter which)\s+(?:the\s+)?(?:question|the user asks|"
         r"you are asked|is asked)\b|\b(?:to|for)\s+(?:any|every|all)\s+questions?\b[^.!?]{0,40}\b(?:answer|respond|"

@@ -317,3 +317,14 @@ def test_config_show_reflects_environment(rag):
     shown = json.loads(rag("config", "show", "--json").stdout)
     assert "cli-index" in shown["index_dir"]
     assert shown["embedder"]["model"] == "use-multilingual-v3" and shown["server"]["host"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("args", [("search", "q", "-k", "0"), ("ask", "q", "-k", "abc"), ("search",),
+                                  ("search", "q", "--bogus"), ("serch", "q")])
+def test_a_usage_error_is_a_message_and_exit_2_never_a_traceback(tmp_path, args):
+    """Typer 0.2x vendors click (typer._click): its usage errors are not click.ClickException and came out as
+    tracebacks with exit 1 (`rag search q -k 0`, a mistyped command)."""
+    result = run_in(tmp_path, *args, env=clean_env(RAG_INDEX_DIR=str(tmp_path / "index"),
+                                                   RAG_DATA_DIR=str(tmp_path / "data")))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "Error" in result.stderr, result.stderr

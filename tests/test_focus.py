@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rag.focus import GAP, focus, rank_sentences
+from rag.focus import GAP, focus, passage_sentences, rank_sentences
 
 from .conftest import make_hit
 from .test_answer import answerer
@@ -61,3 +61,14 @@ def test_lean_prompt_citations_name_the_passages_the_model_saw():
     assert "26 days" not in prompt.split("Question: Who assigns")[0].rsplit("Passages:", 1)[1]
     assert not answer.abstained and answer.sentences[0].citations[0].chunk_id == PARKING.chunk.id
     assert [s.chunk.id for s in answer.sources] == [PARKING.chunk.id]
+
+
+def test_a_numbered_heading_split_by_the_sentence_rule_is_not_quoted():
+    """'Art. 3 – Plafond hebdomadaire' and '4. Expense claims' are cut by the sentence rule after 'Art.' and '4.':
+    their pieces are headings too, never sentences to quote ('3 – Plafond hebdomadaire [1]' answered a question)."""
+    article = make_hit(4, "Art. 3 – Plafond hebdomadaire\n\nLe télétravail est limité à trois jours par semaine.",
+                       title="Directive", heading=("Directive", "Art. 3 – Plafond hebdomadaire"), lang="fr")
+    section = make_hit(5, "4. Expense claims\n\nExpense claims are submitted within 30 days of the return.",
+                       title="Policy", heading=("Policy", "4. Expense claims"))
+    assert passage_sentences(article.chunk) == ["Le télétravail est limité à trois jours par semaine."]
+    assert passage_sentences(section.chunk) == ["Expense claims are submitted within 30 days of the return."]
