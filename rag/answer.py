@@ -225,9 +225,12 @@ class Answerer:
 
     def _quotes(self, question: str, lang: str, hits: list[Hit]) -> tuple[list[Sentence], list[float]]:
         """The passages' best sentences for the question (twice `answer.quote_sentences`, so that enough survive;
-        only those bearing on it, `rag.focus.relevant`), verified with the question's rules, and their ranking
-        scores."""
-        ranked = relevant(rank_sentences(question, hits, self.encode, lang=lang))[
+        only those bearing on it, `rag.focus.relevant`, and in the language of the best passage: retrieval ranks
+        passages more surely than a cosine ranks single sentences, and a quote does not mix a German table row with
+        unrelated French and English sentences), verified with the question's rules, and their ranking scores."""
+        best_lang = hits[0].chunk.lang if hits else lang
+        ranked = relevant(rank_sentences(question, hits, self.encode, lang=lang))
+        ranked = [s for s in ranked if hits[s.passage].in_language(best_lang)][
             : 2 * self.settings.answer.quote_sentences
         ]
         quoted = [Sentence(s.text, [Citation.of(s.passage + 1, hits[s.passage])]) for s in ranked]

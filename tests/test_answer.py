@@ -222,3 +222,14 @@ def test_below_min_confidence_the_answer_abstains_before_generation_in_both_mode
         assert set(answer.features) == set(FEATURES)
         ask, _ = answerer("Employees get 26 days of paid leave per calendar year.", min_confidence=0.0)
         assert not ask.ask("How many days of paid leave do employees get?", mode=mode).abstained
+
+
+def test_a_quote_keeps_to_the_language_of_the_best_passage():
+    """Sentences of a passage in another language are ranked by cosine alone, which a short unrelated sentence can
+    win; the quote keeps to the best passage's language, and its unmatched words are said again."""
+    hits = [make_hit(1, "Employees are entitled to 26 days of paid leave per calendar year.", heading=("Leave",)),
+            make_hit(2, "Die Kantine öffnet um 11:30 Uhr. Parkplätze gibt es im Hof.", lang="de")]
+    ask, _ = answerer("unused", hits=hits)
+    answer = ask.ask("How many days of paid leave do interns get?", mode="quote")
+    assert not answer.abstained and {c.marker for s in answer.sentences for c in s.citations} == {1}
+    assert answer.unmatched == ["interns"]
