@@ -28,6 +28,12 @@ _NUMBERED_ABBREVIATION = re.compile(
     r"(?:^|[^\w.])(?:art|arts|abs|nr|no|nos|n|s|p|pp|ziff|lit|al|vol|chap|kap|para|rn|rz|bd|fig|tab|anm|sec)\.$",
     re.IGNORECASE,
 )
+# A German or Luxembourgish date writes its day as an ordinal: "am 1. Juli 2024", "den 3. Mäerz".
+_ORDINAL_DAY = re.compile(r"(?:^|\D)(?:[1-9]|[12]\d|3[01])\.$")
+_MONTH = re.compile(
+    r"(?:Januar|Jänner|Februar|März|Mäerz|April|Abrëll|Mai|Mee|Juni|Juli|August|September|Oktober|November|"
+    r"Dezember)\b"
+)
 _WORD = re.compile(r"\S+")
 HEADING_SHARE = 2  # a heading line takes at most 1/HEADING_SHARE of the chunk budget
 _MIN_LABEL_CHARS = 24  # labels are cut down to this before levels are dropped
@@ -244,10 +250,10 @@ def sentence_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
 
     A sentence ends at `.`, `!`, `?`, `;` or `:` followed by whitespace and an upper-case letter, a digit or an
     opening quote or bracket, and at every line break; not at the period of an abbreviation of a numbered part
-    followed by its number ("Art. 3", "Abs. 2", "p. 12")."""
+    followed by its number ("Art. 3", "Abs. 2", "p. 12"), nor at a day's ordinal before its month ("am 1. Juli")."""
     spans, cursor = [], start
     for match in _SENTENCE_END.finditer(text, start, end):
-        if _after_numbered_abbreviation(text, match, start):
+        if _no_sentence_end(text, match, start):
             continue
         if match.start() > cursor:
             spans.append((cursor, match.start()))
@@ -257,13 +263,15 @@ def sentence_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
     return spans
 
 
-def _after_numbered_abbreviation(text: str, match: re.Match[str], start: int) -> bool:
-    """Whether the `_SENTENCE_END` match (not a line break) follows "Art.", "Abs.", "p." ... and precedes a digit."""
-    return (
-        match.group()[0] != "\n"
-        and text[match.end() : match.end() + 1].isdigit()
-        and _NUMBERED_ABBREVIATION.search(text[max(start, match.start() - 6) : match.start()]) is not None
-    )
+def _no_sentence_end(text: str, match: re.Match[str], start: int) -> bool:
+    """Whether the `_SENTENCE_END` match (not a line break) is inside a reference or a date: after "Art.", "Abs.",
+    "p." ... before a number, or after a day's ordinal before a month ("am 1. Juli")."""
+    if match.group()[0] == "\n":
+        return False
+    before, after = text[max(start, match.start() - 6) : match.start()], text[match.end() : match.end() + 10]
+    if after[:1].isdigit():
+        return _NUMBERED_ABBREVIATION.search(before) is not None
+    return _ORDINAL_DAY.search(before) is not None and _MONTH.match(after) is not None
 
 
 def _word_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:

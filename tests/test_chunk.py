@@ -78,8 +78,12 @@ def test_real_documents_fit_the_embedder_window(embedder):
     ("Start. Art. 7 applies.", ["Start.", "Art. 7 applies."]),
     ("Il a 3 ans. 4 enfants vivent ici.", ["Il a 3 ans.", "4 enfants vivent ici."]),  # "ans." is no abbreviation
     ("Die Zahl ist 5. 6 folgt.", ["Die Zahl ist 5.", "6 folgt."]),
+    ("Diese Richtlinie tritt am 1. Juli 2024 in Kraft. Sie ersetzt die alte.",
+     ["Diese Richtlinie tritt am 1. Juli 2024 in Kraft.", "Sie ersetzt die alte."]),
+    ("Gëllt vum 3. Mäerz un.", ["Gëllt vum 3. Mäerz un."]),
+    ("Es waren 45. Juli war heiß.", ["Es waren 45.", "Juli war heiß."]),  # 45 is no day
 ])
-def test_a_reference_to_a_numbered_part_does_not_end_a_sentence(text, sentences):
+def test_a_reference_to_a_numbered_part_or_a_date_does_not_end_a_sentence(text, sentences):
     from rag.chunk import sentence_spans
 
     assert [text[a:b] for a, b in sentence_spans(text, 0, len(text))] == sentences
