@@ -280,7 +280,10 @@ def _keep_aside(path: Path, data: bytes) -> Path:
 def _require(path: Path) -> Path:
     """`path`, if the log exists; raises RagError naming the setting otherwise."""
     if not path.is_file():
-        raise RagError(f"audit log {path} does not exist; check audit.path (`rag config show`)")
+        raise RagError(
+            f"audit log {path} does not exist: `rag serve` writes it from its first request; "
+            "otherwise check audit.path (`rag config show`)"
+        )
     return path
 
 
