@@ -311,16 +311,18 @@ def stats(ctx: typer.Context, json_out: JsonOption = False) -> None:
 @app.command()
 def doctor(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """Check models, index, egress guard, keys, disk and CPU; one pass/fail line each, exit 1 on any failure."""
-    from .doctor import run_checks
+    from .doctor import checks
 
-    checks = run_checks(invocation(ctx).config)
-    failed = [c for c in checks if not c.ok]
+    done = []
+    for check in checks(invocation(ctx).config):  # each line as soon as its check completes
+        done.append(check)
+        if not json_out:
+            typer.echo(f"{'PASS' if check.ok else 'FAIL'}  {check.name:17} {check.detail}")
+    failed = [c for c in done if not c.ok]
     if json_out:
-        _print_json({"ok": not failed, "checks": [c.to_dict() for c in checks]})
+        _print_json({"ok": not failed, "checks": [c.to_dict() for c in done]})
     else:
-        for c in checks:
-            typer.echo(f"{'PASS' if c.ok else 'FAIL'}  {c.name:17} {c.detail}")
-        typer.echo(f"{len(failed)} of {len(checks)} checks failed" if failed else f"all {len(checks)} checks passed")
+        typer.echo(f"{len(failed)} of {len(done)} checks failed" if failed else f"all {len(done)} checks passed")
     raise typer.Exit(1 if failed else 0)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -50,8 +50,9 @@ class Check:
         return asdict(self)
 
 
-def run_checks(config_file: Path | None = None) -> list[Check]:
-    """Every check, in report order; never raises (a check that raises is reported as failed).
+def checks(config_file: Path | None = None) -> Iterator[Check]:
+    """Each check as it completes, in report order, so that a caller can show it at once (hashing the model files
+    takes seconds); never raises (a check that raises is reported as failed).
 
     Configuration first: without valid settings only the process-wide checks (offline switches, egress guard) can
     run. `config_file` is the `--config` file, or None for the usual resolution (`RAG_CONFIG`, then the defaults).
@@ -59,16 +60,14 @@ def run_checks(config_file: Path | None = None) -> list[Check]:
     try:
         settings = load_settings(config_file)
     except ConfigError as exc:
-        return [Check("config", False, str(exc)), check_offline_switches(), check_guard()]
+        yield from (Check("config", False, str(exc)), check_offline_switches(), check_guard())
+        return
     sovereign.permit_configured(settings)  # the llm check probes llm.endpoints: an installed guard must allow them
-    checks = [
-        Check("config", True, f"{settings.config_file or packaged_config_file()}: valid"),
-        check_offline_switches(),
-        check_guard(),
-    ]
+    yield Check("config", True, f"{settings.config_file or packaged_config_file()}: valid")
+    yield check_offline_switches()
+    yield check_guard()
     for check in (check_embedder, check_llm, check_index, check_exposure, check_disk, check_cpu, check_versions):
-        checks.append(_safely(check, settings))
-    return checks
+        yield _safely(check, settings)
 
 
 def _safely(check: Callable[[Settings], Check], settings: Settings) -> Check:

@@ -70,3 +70,16 @@ def test_doctor_passes_on_a_healthy_setup_and_names_each_failure(example_pipelin
     assert "weights.npz has sha256" in failed["embedder"]["detail"]
     assert failed["embedder"]["data"]["file_sha256"] == by_name["embedder"]["data"]["file_sha256"], \
         "the values to pin are printed even when the check fails"
+
+
+def test_checks_are_given_one_by_one_as_they_complete(monkeypatch):
+    """`rag doctor` prints each line when its check is done: hashing the model files takes seconds."""
+    from rag import doctor
+
+    ran: list[str] = []
+    monkeypatch.setattr(doctor, "check_embedder", lambda settings: ran.append("embedder") or doctor.Check(
+        "embedder", True, "stub"))
+    given = doctor.checks()
+    assert next(given).name == "config" and ran == []  # nothing past the configuration has run yet
+    assert [next(given).name for _ in range(2)] == ["offline_switches", "egress_guard"] and ran == []
+    assert next(given).name == "embedder" and ran == ["embedder"]
