@@ -99,7 +99,7 @@ _ACT = (
     rf"mit\b|genau\b|nur\b|datt\b|genee\b|just\b|:|{_QUOTE}|\d)"
 )
 _SECRET = (
-    r"(?:passwords?|passcodes?|passphrases?|credentials|log-?in details|login data|pin(?:[ -]code| number)s?|"
+    r"(?:passwords?|passcodes?|passphrases?|credentials|log-?in details|login data|pin(?:[ -]codes?| numbers?|s)?|"
     r"one-time (?:codes?|passwords?)|(?:2fa|mfa|otp|verification|security|authentication|access) codes?|"
     r"api keys?|access tokens?|private keys?|secret keys?|mots? de passe|identifiants? de connexion|"
     r"codes? (?:pin|secrets?|d'acces|de verification|de securite)|"
@@ -109,12 +109,12 @@ _SECRET = (
 _SEND = (
     r"(?:send|sending|sent|e-?mail|e-?mailing|e-?mailed|mail|mailing|mailed|forward|forwarding|forwarded|share|sharing|"
     r"shared|give|giving|given|provide|providing|provided|disclose|disclosed|reveal|revealed|submit|submitted|transmit|"
-    r"transmitted|communicate|communicated|reply with|"
+    r"transmitted|communicate|communicated|reply with|include|including|included|attach|attaching|attached|"
     r"envoi\w*|envoy\w*|renvoy\w*|transmet\w*|transmis\w*|communiqu\w*|donne[rsz]?|donnez|fourni\w*|partag\w*|"
-    r"revel\w*|divulgu\w*|adress\w*|"
+    r"revel\w*|divulgu\w*|adress\w*|joindre|joignez|joint|inclu\w*|"
     r"send\w*|gesendet|schick\w*|geschickt|ubermittel\w*|mailen|gemailt|teile|teilen|teilt|geteilt|gebt|geben|"
     r"nenne|nennen|nennt|verrat\w*|mitteil\w*|mitgeteilt|weiterleit\w*|weitergeleitet|weitergeb\w*|weitergegeben|"
-    r"zusend\w*|zugesandt|zugesendet|"
+    r"zusend\w*|zugesandt|zugesendet|beifug\w*|beigefugt|anhang\w*|angehangt|"
     r"scheck\w*|gescheckt|gitt|geff|deel\w*|gedeelt|iwwermettel\w*|matdeel\w*)"
 )
 # whose secret: a possessive or an article, so that "email and password" (nouns) is not "email your password"
