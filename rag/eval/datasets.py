@@ -19,7 +19,6 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from pathlib import Path
 
 from ..errors import InputError
@@ -62,18 +61,15 @@ class Dataset:
     # then the one of the documents' own set
     corpus_sha256: str = ""
     articles: bool = False  # gold ids name articles, `<document key>#<article number>` (`read_articles`)
+    # the key of each file of `documents_dir` by the path ingestion records (links resolved): its own path inside the
+    # folder, so a file linked from elsewhere keeps the name the gold ids give it (`file_keys`)
+    file_keys: dict[str, str] = field(default_factory=dict)
 
     def doc_key(self, source: str) -> str:
         """The key gold ids use for an indexed document, whose `source` is the key itself or the file's path."""
         if self.documents_dir is None:
             return source
         return self.file_keys.get(source) or Path(source).relative_to(self.documents_dir.resolve()).as_posix()
-
-    @cached_property
-    def file_keys(self) -> dict[str, str]:
-        """The key of each file of `documents_dir` by the path ingestion records (links resolved): its own path
-        inside the folder, so a file linked from elsewhere keeps the name the gold ids give it."""
-        return file_keys(self.documents_dir) if self.documents_dir is not None else {}
 
     def chunk_key(self, chunk: ChunkRecord) -> str:
         """The key gold ids use for an indexed chunk: its document's, and in an `articles` set the article number of
@@ -311,10 +307,10 @@ def _clapnq_passage(passage: object, where: str, passages: dict[str, Document], 
     return key
 
 
-def file_keys(folder: Path) -> dict[str, str]:
-    """{resolved path: path inside `folder`, as posix} of the document files under `folder` (`input_files`)."""
+def file_keys(folder: Path, files: list[Path]) -> dict[str, str]:
+    """{resolved path: path inside `folder`, as posix} of `files`, the document files under `folder` (`input_files`)."""
     root = Path(folder).absolute()
-    return {str(f.resolve()): f.absolute().relative_to(root).as_posix() for f in input_files([root]).files}
+    return {str(f.resolve()): f.absolute().relative_to(root).as_posix() for f in files}
 
 
 # ---------------------------------------------------------------------------------------------- generic JSONL
@@ -325,8 +321,15 @@ def read_jsonl(path: Path, documents: Path | None = None, name: str | None = Non
     path = Path(path)
     folder = _folder(path, documents, "generic JSONL")
     files = input_files([folder]).files
-    present = set(file_keys(folder).values())
-    dataset = Dataset(name=name or path.stem, sha256=files_sha256([path, *files]), format="jsonl", documents_dir=folder)
+    keys = file_keys(folder, files)
+    present = set(keys.values())
+    dataset = Dataset(
+        name=name or path.stem,
+        sha256=files_sha256([path, *files]),
+        format="jsonl",
+        documents_dir=folder,
+        file_keys=keys,
+    )
     for where, row in _records(path):
         gold = frozenset(_strings(row, "gold_doc_ids", where))
         if gold - present:
