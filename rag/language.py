@@ -25,6 +25,12 @@ SAMPLE_CHARS = 12_000  # the classifier is linear in input size; a few pages dec
 _LETTER = re.compile(r"[^\W\d_]")
 
 
+def comparable(text_lang: str, lang: str | None) -> bool:
+    """Whether text in `text_lang` can be compared word for word with text in `lang`: the same language, or either
+    unknown (None, `UNDETERMINED`)."""
+    return lang in (None, UNDETERMINED) or text_lang in (lang, UNDETERMINED)
+
+
 def detect_language(text: str, languages: Iterable[str] | None = None) -> str:
     """ISO 639-1 code of `text`'s main language, or "und" when the text is too short or ambiguous.
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .embed import Embedder
-from .language import UNDETERMINED, detect_language
+from .language import UNDETERMINED, comparable, detect_language
 from .lexical import query_tokens
 from .records import ChunkRecord, SearchFilter
 from .settings import RetrievalSettings
@@ -40,7 +40,7 @@ class Hit:
     def in_language(self, lang: str | None) -> bool:
         """Whether the passage can be compared word for word with text in `lang`: it is written in `lang`, or either
         language is unknown (None, undetermined)."""
-        return lang in (None, UNDETERMINED) or self.chunk.lang in (lang, UNDETERMINED)
+        return comparable(self.chunk.lang, lang)
 
     def to_dict(self) -> dict:
         """JSON-ready fields (the `rag search --json` and `POST /search` hit shape); scores rounded to 6 places."""
@@ -130,7 +130,7 @@ class Retriever:
             return fuse(dense, lexical, weight)
         candidates = sorted({cid for cid, _ in dense} | {cid for cid, _ in lexical})
         across = frozenset(
-            cid for cid, chunk in self.store.chunks(candidates).items() if chunk.lang not in (lang, UNDETERMINED)
+            cid for cid, chunk in self.store.chunks(candidates).items() if not comparable(chunk.lang, lang)
         )
         return fuse(dense, lexical, weight, across=across, across_weight=across_weight)
 
